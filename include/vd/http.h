@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: MIT */
+/* HTTP message model shared by every front end (RFC 9110): header fields as views, token-list
+ * helpers, URI/authority parsing, and message framing (RFC 9112 §6). No I/O. */
+#ifndef VD_HTTP_H
+#define VD_HTTP_H
+
+#include <stdint.h>
+
+#include "vd/buf.h"
+#include "vd/common.h"
+
+/* One field line; both views borrow from the parser's input (or an arena). Names keep the
+ * case they arrived with; compare with vd_hdr_name_is(). Values have no leading/trailing OWS. */
+struct vd_hdr {
+    struct vd_iov name;
+    struct vd_iov value;
+};
+
+enum vd_target_form {
+    VD_TARGET_ORIGIN,    /* "/path?q" */
+    VD_TARGET_ABSOLUTE,  /* "http://host/path" */
+    VD_TARGET_AUTHORITY, /* "host:port" (CONNECT only) */
+    VD_TARGET_ASTERISK,  /* "*" (OPTIONS only) */
+};
+
+/* Case-insensitive compare of @name with @lower, which must be lowercase ASCII. */
+bool vd_hdr_name_is(struct vd_iov name, const char *lower);
+
+/* Returns the first field named @lower, or NULL. */
+const struct vd_hdr *vd_hdr_find(const struct vd_hdr *h, size_t n, const char *lower);
+
+/* Iterates a comma-separated list (RFC 9110 §5.6.1): stores the next non-empty element, OWS
+ * trimmed, in @item and advances @rest. Returns false when no element is left. Quoted strings
+ * are kept whole (a comma inside quotes does not split). */
+bool vd_list_next(struct vd_iov *rest, struct vd_iov *item);
+
+/* True when the list value @v contains the token @lower (case-insensitive). */
+bool vd_list_has(struct vd_iov v, const char *lower);
+
+/* True when every byte is a tchar (RFC 9110 §5.6.2) and @v is not empty. */
+bool vd_is_token(struct vd_iov v);
+
+/* Parsed "scheme://host[:port]/path?query"; views borrow from the input. host has no brackets
+ * for IPv6 literals (ipv6 is set). path includes the query and is "/" when the URI has none. */
+struct vd_uri {
+    struct vd_iov scheme; /* lowercase compare with vd_hdr_name_is */
+    struct vd_iov host;
+    struct vd_iov path;
+    uint16_t port; /* explicit port, or the scheme default (80/443) */
+    bool has_port;
+    bool ipv6;
+    bool https; /* scheme is https */
+};
+
+/* Parses an absolute-form target (RFC 9112 §3.2.2); only http and https schemes. Userinfo is an
+ * error (RFC 9110 §4.2.4). Returns 0, or VD_EBADREQ with @why set. */
+VD_MUST_CHECK int vd_uri_parse_absolute(const uint8_t *p, size_t n, struct vd_uri *u,
+                                        const char **why);
+
+/* Parses "host[:port]" or "[v6]:port" (Host field and authority-form). @port is 0 when absent.
+ * Returns 0 or VD_EBADREQ with @why set. */
+VD_MUST_CHECK int vd_uri_parse_authority(const uint8_t *p, size_t n, struct vd_iov *host,
+                                         uint16_t *port, bool *ipv6, const char **why);
+
+/* Message framing, RFC 9112 §6.3. */
+enum vd_body_kind {
+    VD_BODY_NONE,
+    VD_BODY_LENGTH,  /* Content-Length bytes */
+    VD_BODY_CHUNKED, /* chunked transfer coding */
+    VD_BODY_CLOSE,   /* until the connection closes (responses only) */
+};
+
+struct vd_framing {
+    enum vd_body_kind kind;
+    uint64_t length; /* VD_BODY_LENGTH only */
+};
+
+/* Request framing. Errors (VD_EBADREQ, @why set, the request must be refused with 400 and the
+ * connection closed): TE and CL together, TE whose final coding is not chunked, chunked applied
+ * twice, several differing CL values, an invalid CL, TE in an HTTP/1.0 request. A transfer
+ * coding other than chunked returns VD_ENOTIMPL (501). */
+VD_MUST_CHECK int vd_http_req_framing(const struct vd_hdr *h, size_t n, int minor,
+                                      struct vd_framing *f, const char **why);
+
+/* Response framing for a request whose method was HEAD (@head) or a 2xx to CONNECT (@connect):
+ * 1xx, 204, 304 and HEAD responses have no body; TE with chunked last is chunked; TE without
+ * chunked last is close-delimited; a valid CL is a length; otherwise close-delimited. Errors
+ * (VD_EBADRESP, @why): TE with CL together, invalid or differing CL values. */
+VD_MUST_CHECK int vd_http_resp_framing(const struct vd_hdr *h, size_t n, int status, bool head,
+                                       bool connect, struct vd_framing *f, const char **why);
+
+/* Incremental chunked decoder (RFC 9112 §7.1) with caps on the size line (incl. extensions)
+ * and on the trailer section. Chunk sizes are hex without sign/whitespace/prefix, at most 16
+ * hex digits and no overflow; extensions are ;name[=token|quoted-string] with BWS. */
+struct vd_chunked {
+    int state;
+    uint64_t remain;    /* bytes left in the current chunk */
+    size_t line_len;    /* bytes seen on the current size line or trailer line */
+    size_t trailer_len; /* bytes of trailer section so far */
+    size_t max_line;    /* cap on a size line including extensions */
+    size_t max_trailer; /* cap on the trailer section */
+    struct vd_dbuf
+        *trailers; /* optional: receives raw trailer field lines, each "name: value\r\n" */
+    bool done;     /* last-chunk, trailers and final CRLF consumed */
+};
+
+void vd_chunked_init(struct vd_chunked *c, size_t max_line, size_t max_trailer,
+                     struct vd_dbuf *trailers);
+
+/* Decodes from @in[0..@len) (len <= INT_MAX). Sets @data to the next run of payload bytes inside
+ * @in (length 0 when there is none in what was consumed) and returns the number of bytes consumed
+ * (>= 0; a payload run ends the call, so call again with the rest). When c->done is set, the
+ * bytes after the returned count belong to the next message. Errors: VD_EBADREQ (bad syntax,
+ * @why set) or VD_ETOOBIG (a cap was hit). Returns 0 with no data only when @len is 0 or when
+ * the input ends inside framing bytes (all of them consumed and remembered). */
+VD_MUST_CHECK int vd_chunked_decode(struct vd_chunked *c, const uint8_t *in, size_t len,
+                                    struct vd_iov *data, const char **why);
+
+/* Status reason phrases (RFC 9110 §15); "Unknown" for others. */
+const char *vd_http_reason(int status);
+
+#endif

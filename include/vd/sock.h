@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/* A non-blocking stream socket on a libuv loop with a stackable transport (curl's connection
+ * filters): plain TCP or TLS (src/tls). The owner gets readiness callbacks and calls read/writev;
+ * the transport says which readiness it waits for, so TLS renegotiation-style needs (read while
+ * writing) are handled below the owner. */
+#ifndef VD_SOCK_H
+#define VD_SOCK_H
+
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <uv.h>
+
+#include "vd/common.h"
+
+struct vd_sock;
+
+#define VD_WANT_READ  1
+#define VD_WANT_WRITE 2
+
+struct vd_xport_ops {
+    const char *name; /* "tcp", "tls" */
+    /* Reads up to @len bytes. Returns >0 bytes, 0 at orderly EOF, VD_EAGAIN (with s->want set),
+     * or a negative error. */
+    ssize_t (*read)(struct vd_sock *s, uint8_t *buf, size_t len);
+    /* Writes from @iov. Returns bytes written (>0), VD_EAGAIN (s->want set), or an error. */
+    ssize_t (*writev)(struct vd_sock *s, const struct iovec *iov, int iovcnt);
+    /* Ends the write direction (FIN, or TLS close_notify then FIN). */
+    int (*shutdown)(struct vd_sock *s);
+    /* Frees transport state (not the fd). */
+    void (*destroy)(struct vd_sock *s);
+};
+
+typedef void (*vd_sock_cb)(struct vd_sock *s, int events);
+typedef void (*vd_sock_close_cb)(struct vd_sock *s);
+
+struct vd_sock {
+    uv_poll_t poll; /* embedded; owner freed only after close_cb */
+    int fd;
+    int armed; /* VD_WANT_* currently registered with the loop */
+    int want;  /* VD_WANT_* the transport asked for on its last VD_EAGAIN */
+    bool closing;
+    const struct vd_xport_ops *ops;
+    void *xp;            /* transport state (SSL *), owned by ops */
+    vd_sock_cb on_event; /* called with VD_WANT_READ/VD_WANT_WRITE bits that are ready */
+    vd_sock_close_cb on_close;
+    void *data; /* owner */
+};
+
+extern const struct vd_xport_ops vd_xport_tcp;
+
+/* Adopts non-blocking @fd on @loop with the TCP transport. Returns 0 or -errno (fd not closed). */
+VD_MUST_CHECK int vd_sock_init(uv_loop_t *loop, struct vd_sock *s, int fd);
+
+/* Arms readiness interest (VD_WANT_* bits); 0 disarms. Cheap when unchanged. */
+void vd_sock_arm(struct vd_sock *s, int events);
+
+static inline ssize_t
+vd_sock_read(struct vd_sock *s, uint8_t *buf, size_t len)
+{
+    return s->ops->read(s, buf, len);
+}
+
+static inline ssize_t
+vd_sock_writev(struct vd_sock *s, const struct iovec *iov, int iovcnt)
+{
+    return s->ops->writev(s, iov, iovcnt);
+}
+
+/* Closes: destroys the transport, closes the fd, then calls on_close from the loop. */
+void vd_sock_close(struct vd_sock *s);
+
+/* Starts a non-blocking connect to @sa; completion is signalled as VD_WANT_WRITE readiness; then
+ * call vd_sock_connect_result(). Returns 0 or -errno. */
+VD_MUST_CHECK int vd_sock_connect(uv_loop_t *loop, struct vd_sock *s, const struct sockaddr *sa,
+                                  socklen_t salen);
+
+/* After connect readiness: 0 when connected, else -errno (SO_ERROR). */
+int vd_sock_connect_result(struct vd_sock *s);
+
+#endif

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+/* TLS on both sides with OpenSSL 3: server contexts with several certificates chosen by SNI,
+ * ALPN, session resumption (tickets and a session cache); client contexts that verify against
+ * the system store or a CA file with SNI and hostname checks; and the "tls" transport that
+ * stacks on a vd_sock. */
+#ifndef VD_TLS_H
+#define VD_TLS_H
+
+#include "vd/common.h"
+#include "vd/conf.h"
+#include "vd/sock.h"
+
+struct vd_tls_server;
+struct vd_tls_client;
+
+/* Builds a server context from a listener's certificates (first = default; the others are chosen
+ * by SNI matching their SAN/CN names, wildcards included). ALPN offers "http/1.1". Returns 0, or
+ * VD_ECONF with a message naming the file in @err. Thread-safe to use once built. */
+VD_MUST_CHECK int vd_tls_server_new(const struct vd_conf_listener *l, struct vd_tls_server **out,
+                                    char *err, size_t errlen);
+void vd_tls_server_free(struct vd_tls_server *t);
+
+/* Builds the upstream client context (verify peer unless @u->verify is false; CA from @u or the
+ * system store). Returns 0 or VD_ECONF with @err. */
+VD_MUST_CHECK int vd_tls_client_new(const struct vd_conf_upstream *u, struct vd_tls_client **out,
+                                    char *err, size_t errlen);
+void vd_tls_client_free(struct vd_tls_client *t);
+
+/* Switches @s (already connected TCP) to TLS as the server side; the handshake runs inside the
+ * first reads/writes. Returns 0 or VD_ENOMEM. */
+VD_MUST_CHECK int vd_tls_attach_server(struct vd_sock *s, struct vd_tls_server *t);
+
+/* Switches @s to TLS as the client: sends SNI @sni (NULL or an IP literal: none) and checks the
+ * certificate against @verify_host (a DNS name or IP literal). Resumes a cached session for
+ * @sni/@verify_host when there is one. Returns 0 or VD_ENOMEM. */
+VD_MUST_CHECK int vd_tls_attach_client(struct vd_sock *s, struct vd_tls_client *t, const char *sni,
+                                       const char *verify_host);
+
+/* Drives the handshake: 0 when complete, VD_EAGAIN (s->want set), VD_ETLSVERIFY or VD_ETLS. */
+VD_MUST_CHECK int vd_tls_handshake(struct vd_sock *s);
+
+/* After VD_ETLS/VD_ETLSVERIFY: a short static or per-sock description ("certificate has expired",
+ * "hostname mismatch", "unknown CA"); never NULL. */
+const char *vd_tls_error_detail(struct vd_sock *s);
+
+/* The negotiated ALPN protocol ("http/1.1", "h2") or NULL; the SNI the client sent or NULL. */
+const char *vd_tls_alpn(struct vd_sock *s);
+const char *vd_tls_sni(struct vd_sock *s);
+
+/* True when the session was resumed (for tests and the access log). */
+bool vd_tls_resumed(struct vd_sock *s);
+
+#endif

@@ -1,0 +1,406 @@
+/* SPDX-License-Identifier: MIT */
+/* Configuration snapshots: defaults, value parsers shared by the YAML loader and the command
+ * line, the client ACL, and the process-wide current snapshot (swapped on reload). */
+#include "vd/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "vd/conf.h"
+#include "vd/err.h"
+#include "vd/log.h"
+
+static char *
+xstrdup(const char *s)
+{
+    char *d = s ? strdup(s) : NULL;
+    if (s && !d) {
+        fputs("viaduct: out of memory\n", stderr);
+        exit(1);
+    }
+    return d;
+}
+
+static void *
+xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n ? n : 1, sz);
+    if (!p) {
+        fputs("viaduct: out of memory\n", stderr);
+        exit(1);
+    }
+    return p;
+}
+
+int
+vd_conf_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[64];
+    const char *colon;
+    const char *hs, *he;
+    char *end;
+    memset(ss, 0, sizeof(*ss));
+    if (!text || !*text) {
+        return VD_ECONF;
+    }
+    if (text[0] == '[') {
+        he = strchr(text, ']');
+        if (!he || he[1] != ':') {
+            return VD_ECONF;
+        }
+        hs = text + 1;
+        colon = he + 1;
+    } else {
+        colon = strrchr(text, ':');
+        if (!colon) {
+            return VD_ECONF;
+        }
+        hs = text;
+        he = colon;
+    }
+    errno = 0;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    if (errno || *end || end == colon + 1 || port > 65535) {
+        return VD_ECONF;
+    }
+    size_t hl = (size_t)(he - hs);
+    if (hl >= sizeof(host)) {
+        return VD_ECONF;
+    }
+    memcpy(host, hs, hl);
+    host[hl] = '\0';
+    if (hl == 0 || strcmp(host, "*") == 0) {
+        memcpy(host, "0.0.0.0", 8);
+    }
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        *len = sizeof(*s4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*s6);
+        return 0;
+    }
+    if (strcmp(host, "localhost") == 0) {
+        s4->sin_family = AF_INET;
+        s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        s4->sin_port = htons((uint16_t)port);
+        *len = sizeof(*s4);
+        return 0;
+    }
+    return VD_ECONF;
+}
+
+/* Parses a number with an optional unit suffix from @units (name, multiplier), case-insensitive. */
+static int
+parse_scaled(const char *text, const char *const *names, const uint64_t *mult, size_t nunits,
+             uint64_t dflt_mult, uint64_t *out)
+{
+    char *end;
+    if (!text || !isdigit((unsigned char)*text)) {
+        return VD_ECONF;
+    }
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno) {
+        return VD_ECONF;
+    }
+    while (*end == ' ') {
+        end++;
+    }
+    uint64_t m = dflt_mult;
+    if (*end) {
+        size_t i;
+        for (i = 0; i < nunits; i++) {
+            if (strcasecmp(end, names[i]) == 0) {
+                m = mult[i];
+                break;
+            }
+        }
+        if (i == nunits) {
+            return VD_ECONF;
+        }
+    }
+    if (m && v > UINT64_MAX / m) {
+        return VD_ECONF;
+    }
+    *out = (uint64_t)v * m;
+    return 0;
+}
+
+int
+vd_conf_parse_duration(const char *text, uint64_t *ms)
+{
+    static const char *const names[] = {"ms", "s", "m", "h", "d"};
+    static const uint64_t mult[] = {1, 1000, 60000, 3600000, 86400000};
+    return parse_scaled(text, names, mult, VD_ARRAY_LEN(names), 1000, ms);
+}
+
+int
+vd_conf_parse_size(const char *text, uint64_t *bytes)
+{
+    static const char *const names[] = {"b", "k", "kb", "kib", "m", "mb", "mib", "g", "gb", "gib"};
+    static const uint64_t mult[] = {1,       1024,    1024,          1024,          1048576,
+                                    1048576, 1048576, 1073741824ULL, 1073741824ULL, 1073741824ULL};
+    return parse_scaled(text, names, mult, VD_ARRAY_LEN(names), 1, bytes);
+}
+
+static void
+acl_add(struct vd_conf *c, bool allow, const char *cidr)
+{
+    struct vd_conf_acl *a = &c->acl[c->nacl++];
+    a->allow = allow;
+    a->text = xstrdup(cidr);
+    char net[64];
+    const char *slash = strchr(cidr, '/');
+    size_t n = slash ? (size_t)(slash - cidr) : strlen(cidr);
+    memcpy(net, cidr, n);
+    net[n] = '\0';
+    if (inet_pton(AF_INET, net, &((struct sockaddr_in *)&a->net)->sin_addr) == 1) {
+        a->net.ss_family = AF_INET;
+        a->prefix = slash ? (unsigned)strtoul(slash + 1, NULL, 10) : 32;
+    } else if (inet_pton(AF_INET6, net, &((struct sockaddr_in6 *)&a->net)->sin6_addr) == 1) {
+        a->net.ss_family = AF_INET6;
+        a->prefix = slash ? (unsigned)strtoul(slash + 1, NULL, 10) : 128;
+    }
+}
+
+struct vd_conf *
+vd_conf_default(void)
+{
+    struct vd_conf *c = xcalloc(1, sizeof(*c));
+    atomic_init(&c->refs, 1);
+    c->workers = 0;
+    c->nlisteners = 1;
+    c->listeners = xcalloc(1, sizeof(*c->listeners));
+    c->listeners[0].addr_text = xstrdup("127.0.0.1:3128");
+    if (vd_conf_parse_addr("127.0.0.1:3128", &c->listeners[0].addr, &c->listeners[0].addrlen)) {
+        abort();
+    }
+    c->listeners[0].mode = VD_MODE_FORWARD;
+    c->listeners[0].backlog = 511;
+    c->acl = xcalloc(2, sizeof(*c->acl));
+    acl_add(c, true, "127.0.0.0/8");
+    acl_add(c, true, "::1/128");
+    c->via = xstrdup("viaduct");
+    c->via_enabled = true;
+    c->server_name = xstrdup("viaduct");
+    c->limits = (struct vd_conf_limits){
+        .request_line = 8192,
+        .header_block = 32768,
+        .header_count = 100,
+        .body = 0,
+        .chunk_line = 4096,
+        .trailer_block = 8192,
+        .max_connections = 10000,
+        .request_arena = 65536,
+    };
+    c->timeouts = (struct vd_conf_timeouts){
+        .client_header = 30000,
+        .keepalive = 60000,
+        .upstream_connect = 10000,
+        .upstream_first_byte = 60000,
+        .send = 60000,
+        .client_body = 60000,
+        .upstream_read = 60000,
+        .shutdown_grace = 30000,
+    };
+    c->upstream = (struct vd_conf_upstream){
+        .pool_idle_max = 32,
+        .pool_idle_timeout = 60000,
+        .verify = true,
+    };
+    c->resolver = (struct vd_conf_resolver){
+        .cache_max_ttl = 300000,
+        .negative_ttl = 30000,
+        .timeout = 5000,
+        .tries = 2,
+        .cache_size = 4096,
+    };
+    c->log = (struct vd_conf_log){.level = VD_LOG_INFO, .access_format = VD_ALOG_TEXT};
+    c->nconnect_ports = 1;
+    c->connect_ports = xcalloc(1, sizeof(uint16_t));
+    c->connect_ports[0] = 443;
+    return c;
+}
+
+int
+vd_conf_set_listeners(struct vd_conf *c, const char *const *addrs, size_t n, char *err,
+                      size_t errlen)
+{
+    struct vd_conf_listener *ls = calloc(n ? n : 1, sizeof(*ls));
+    if (!ls) {
+        return VD_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (vd_conf_parse_addr(addrs[i], &ls[i].addr, &ls[i].addrlen)) {
+            snprintf(err, errlen, "-l %s: expected ADDR:PORT or [V6]:PORT", addrs[i]);
+            for (size_t j = 0; j < i; j++) {
+                free(ls[j].addr_text);
+            }
+            free(ls);
+            return VD_ECONF;
+        }
+        ls[i].addr_text = xstrdup(addrs[i]);
+        ls[i].mode = VD_MODE_FORWARD;
+        ls[i].backlog = 511;
+    }
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        struct vd_conf_listener *l = &c->listeners[i];
+        free(l->addr_text);
+        for (size_t j = 0; j < l->ncerts; j++) {
+            free(l->certs[j].cert_file);
+            free(l->certs[j].key_file);
+        }
+        free(l->certs);
+        free(l->tls_min_version);
+    }
+    free(c->listeners);
+    c->listeners = ls;
+    c->nlisteners = n;
+    return 0;
+}
+
+static bool
+prefix_match(const uint8_t *a, const uint8_t *b, unsigned bits)
+{
+    unsigned bytes = bits / 8, rem = bits % 8;
+    if (memcmp(a, b, bytes) != 0) {
+        return false;
+    }
+    if (rem) {
+        uint8_t mask = (uint8_t)(0xff << (8 - rem));
+        return (a[bytes] & mask) == (b[bytes] & mask);
+    }
+    return true;
+}
+
+bool
+vd_conf_acl_allows(const struct vd_conf *c, const struct sockaddr *sa, const char **rule)
+{
+    const uint8_t *addr4 = NULL, *addr6 = NULL;
+    uint8_t mapped[4];
+    if (sa->sa_family == AF_INET) {
+        addr4 = (const uint8_t *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+    } else if (sa->sa_family == AF_INET6) {
+        addr6 = (const uint8_t *)&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        static const uint8_t v4map[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(addr6, v4map, 12) == 0) {
+            memcpy(mapped, addr6 + 12, 4);
+            addr4 = mapped;
+        }
+    }
+    for (size_t i = 0; i < c->nacl; i++) {
+        const struct vd_conf_acl *a = &c->acl[i];
+        bool hit = false;
+        if (a->net.ss_family == AF_UNSPEC) {
+            hit = true;
+        } else if (a->net.ss_family == AF_INET && addr4) {
+            hit = prefix_match(addr4,
+                               (const uint8_t *)&((const struct sockaddr_in *)&a->net)->sin_addr,
+                               a->prefix);
+        } else if (a->net.ss_family == AF_INET6 && addr6) {
+            hit = prefix_match(addr6,
+                               (const uint8_t *)&((const struct sockaddr_in6 *)&a->net)->sin6_addr,
+                               a->prefix);
+        }
+        if (hit) {
+            if (rule) {
+                *rule = a->text;
+            }
+            return a->allow;
+        }
+    }
+    if (rule) {
+        *rule = NULL;
+    }
+    return false;
+}
+
+void
+vd_conf_unref(struct vd_conf *c)
+{
+    if (!c || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        struct vd_conf_listener *l = &c->listeners[i];
+        free(l->addr_text);
+        for (size_t j = 0; j < l->ncerts; j++) {
+            free(l->certs[j].cert_file);
+            free(l->certs[j].key_file);
+        }
+        free(l->certs);
+        free(l->tls_min_version);
+    }
+    free(c->listeners);
+    for (size_t i = 0; i < c->nacl; i++) {
+        free(c->acl[i].text);
+    }
+    free(c->acl);
+    for (size_t i = 0; i < c->nroutes; i++) {
+        struct vd_conf_route *r = &c->routes[i];
+        free(r->host);
+        free(r->path_prefix);
+        free(r->upstream);
+        free(r->up_host);
+        free(r->host_header);
+        free(r->sni);
+    }
+    free(c->routes);
+    free(c->via);
+    free(c->server_name);
+    free(c->upstream.ca_file);
+    free(c->upstream.ca_path);
+    free(c->resolver.nameservers);
+    free(c->log.error_log);
+    free(c->log.access_log);
+    free(c->connect_ports);
+    free(c->source);
+    free(c);
+}
+
+/* The current snapshot. Readers take a reference under the mutex; reload is rare, so a mutex
+ * (not RCU) is enough: it is taken once per connection, never per byte. */
+static uv_mutex_t cur_mutex;
+static uv_once_t cur_once = UV_ONCE_INIT;
+static struct vd_conf *cur;
+
+static void
+cur_init(void)
+{
+    if (uv_mutex_init(&cur_mutex) != 0) {
+        abort();
+    }
+}
+
+struct vd_conf *
+vd_conf_current(void)
+{
+    uv_once(&cur_once, cur_init);
+    uv_mutex_lock(&cur_mutex);
+    struct vd_conf *c = cur ? vd_conf_ref(cur) : NULL;
+    uv_mutex_unlock(&cur_mutex);
+    return c;
+}
+
+void
+vd_conf_swap(struct vd_conf *next)
+{
+    uv_once(&cur_once, cur_init);
+    uv_mutex_lock(&cur_mutex);
+    struct vd_conf *old = cur;
+    cur = next;
+    uv_mutex_unlock(&cur_mutex);
+    vd_conf_unref(old);
+}

@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: MIT */
+/* Non-blocking stream sockets on libuv's poll handle, and the plain TCP transport. We drive the
+ * fd ourselves (read/writev) rather than through uv_stream_t so that transports can stack, the
+ * owner controls back-pressure exactly, and splice(2) stays possible for tunnels. */
+#include "vd/config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "vd/err.h"
+#include "vd/sock.h"
+
+static ssize_t
+tcp_read(struct vd_sock *s, uint8_t *buf, size_t len)
+{
+    for (;;) {
+        ssize_t n = read(s->fd, buf, len);
+        if (n >= 0) {
+            return n;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            s->want = VD_WANT_READ;
+            return VD_EAGAIN;
+        }
+        return -errno;
+    }
+}
+
+static ssize_t
+tcp_writev(struct vd_sock *s, const struct iovec *iov, int iovcnt)
+{
+    for (;;) {
+        ssize_t n = writev(s->fd, iov, iovcnt);
+        if (n >= 0) {
+            return n;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            s->want = VD_WANT_WRITE;
+            return VD_EAGAIN;
+        }
+        return -errno;
+    }
+}
+
+static int
+tcp_shutdown(struct vd_sock *s)
+{
+    return shutdown(s->fd, SHUT_WR) == 0 ? 0 : -errno;
+}
+
+static void
+tcp_destroy(struct vd_sock *s)
+{
+    (void)s;
+}
+
+const struct vd_xport_ops vd_xport_tcp = {
+    .name = "tcp",
+    .read = tcp_read,
+    .writev = tcp_writev,
+    .shutdown = tcp_shutdown,
+    .destroy = tcp_destroy,
+};
+
+static void
+poll_cb(uv_poll_t *h, int status, int events)
+{
+    struct vd_sock *s = VD_CONTAINER_OF(h, struct vd_sock, poll);
+    int ev = 0;
+    if (s->closing) {
+        return;
+    }
+    /* An error on the fd is reported as readiness in both directions: the next read or write
+     * returns the error itself, which is where the owner handles it. */
+    if (status < 0) {
+        ev = s->armed ? s->armed : VD_WANT_READ;
+    } else {
+        if (events & (UV_READABLE | UV_DISCONNECT)) {
+            ev |= VD_WANT_READ;
+        }
+        if (events & UV_WRITABLE) {
+            ev |= VD_WANT_WRITE;
+        }
+    }
+    s->on_event(s, ev);
+}
+
+int
+vd_sock_init(uv_loop_t *loop, struct vd_sock *s, int fd)
+{
+    int r = uv_poll_init_socket(loop, &s->poll, fd);
+    if (r < 0) {
+        return r;
+    }
+    s->fd = fd;
+    s->armed = 0;
+    s->want = 0;
+    s->closing = false;
+    s->ops = &vd_xport_tcp;
+    s->xp = NULL;
+    return 0;
+}
+
+void
+vd_sock_arm(struct vd_sock *s, int events)
+{
+    if (s->closing || events == s->armed) {
+        return;
+    }
+    s->armed = events;
+    if (events == 0) {
+        uv_poll_stop(&s->poll);
+        return;
+    }
+    int uvev = 0;
+    if (events & VD_WANT_READ) {
+        uvev |= UV_READABLE;
+    }
+    if (events & VD_WANT_WRITE) {
+        uvev |= UV_WRITABLE;
+    }
+    /* uv_poll_start on an active handle only changes the mask (one epoll_ctl). */
+    if (uv_poll_start(&s->poll, uvev, poll_cb) < 0) {
+        s->armed = 0;
+    }
+}
+
+static void
+close_cb(uv_handle_t *h)
+{
+    struct vd_sock *s = VD_CONTAINER_OF((uv_poll_t *)(void *)h, struct vd_sock, poll);
+    if (s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
+    }
+    if (s->on_close) {
+        s->on_close(s);
+    }
+}
+
+void
+vd_sock_close(struct vd_sock *s)
+{
+    if (s->closing) {
+        return;
+    }
+    s->closing = true;
+    s->armed = 0;
+    if (s->ops && s->ops->destroy) {
+        s->ops->destroy(s);
+    }
+    s->xp = NULL;
+    /* The fd is closed in close_cb, after libuv has removed it from epoll. */
+    uv_close((uv_handle_t *)&s->poll, close_cb);
+}
+
+int
+vd_sock_connect(uv_loop_t *loop, struct vd_sock *s, const struct sockaddr *sa, socklen_t salen)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (fd < 0) {
+        return -errno;
+    }
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, sa, salen) < 0 && errno != EINPROGRESS) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    int r = vd_sock_init(loop, s, fd);
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
+    return 0;
+}
+
+int
+vd_sock_connect_result(struct vd_sock *s)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
+        return -errno;
+    }
+    return -err;
+}
