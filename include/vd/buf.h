@@ -55,6 +55,10 @@ vd_buf_consume(struct vd_buf *b, uint32_t n)
     }
 }
 
+/* Moves the data into a private (non-pooled) allocation of @cap bytes, for a head that is
+ * allowed to exceed one chunk. Returns 0 or VD_ENOMEM; @b is unchanged on failure. */
+VD_MUST_CHECK int vd_buf_grow(struct vd_buf *b, uint32_t cap);
+
 /* Moves unread data to the start of the chunk so the whole free space is at the tail. */
 void vd_buf_compact(struct vd_buf *b);
 

@@ -1,16 +1,441 @@
 /* SPDX-License-Identifier: MIT */
-/* viaduct entry point (skeleton; the proxy core lands next). */
+/* viaduct entry point: command line, configuration, listeners bound on the main thread, worker
+ * threads, and signals (SIGHUP reload, SIGTERM/SIGINT graceful drain). Everything else lives in
+ * libviaduct. */
 #include "vd/config.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "vd/conf.h"
+#include "vd/err.h"
+#include "vd/log.h"
+#include "vd/proxy.h"
+#include "vd/tls.h"
+
+int vd_worker_listen_shared(const struct vd_conf_listener *l, struct sockaddr_storage *bound,
+                            socklen_t *blen);
+void vd_worker_set_access_log(struct vd_worker *w, int fd, bool json);
+
+#define MAX_CLI_LISTENERS 32
+
+struct app {
+    const char *conf_path;
+    const char *cli_listen[MAX_CLI_LISTENERS];
+    size_t ncli_listen;
+    long cli_workers;
+    struct vd_worker *workers;
+    unsigned nworkers;
+    uv_loop_t *loop;
+    uv_signal_t sig_hup, sig_term, sig_int;
+    bool stopping;
+};
+
+static const char *const features[] = {"http1",      "tls",    "forward", "reverse",
+                                       "access-log", "reload", "pool",    "dns-cache"};
+
+static void
+usage(FILE *f)
+{
+    fputs("usage: viaduct [-c FILE] [-t] [-l ADDR:PORT]... [-w N] [--ready-file PATH]\n"
+          "               [--features] [-V|--version] [-h|--help]\n"
+          "  -c FILE         YAML configuration (default: forward proxy on 127.0.0.1:3128)\n"
+          "  -t              check the configuration and exit\n"
+          "  -l ADDR:PORT    forward-proxy listener, repeatable; replaces the file's listeners\n"
+          "  -w N            worker threads (default: configuration, else one per core)\n"
+          "  --ready-file P  after binding, write each listener's real ADDR:PORT to P\n"
+          "  --features      list compiled-in features, one per line\n"
+          "signals: SIGHUP reloads the configuration; SIGTERM/SIGINT drain and exit\n",
+          f);
+}
+
+/* Applies command-line overrides to a freshly loaded snapshot. */
+static int
+apply_cli(struct app *a, struct vd_conf *c, char *err, size_t errlen)
+{
+    if (a->ncli_listen) {
+        int r = vd_conf_set_listeners(c, a->cli_listen, a->ncli_listen, err, errlen);
+        if (r < 0) {
+            return r;
+        }
+    }
+    if (a->cli_workers > 0) {
+        c->workers = (uint32_t)a->cli_workers;
+    }
+    return 0;
+}
+
+static int
+load(struct app *a, struct vd_conf **out, char *err, size_t errlen)
+{
+    struct vd_conf *c;
+    if (a->conf_path) {
+        int r = vd_conf_load(a->conf_path, &c, err, errlen);
+        if (r < 0) {
+            return r;
+        }
+    } else {
+        c = vd_conf_default();
+    }
+    int r = apply_cli(a, c, err, errlen);
+    if (r < 0) {
+        vd_conf_unref(c);
+        return r;
+    }
+    *out = c;
+    return 0;
+}
+
+static bool
+same_listeners(const struct vd_conf *a, const struct vd_conf *b)
+{
+    if (a->nlisteners != b->nlisteners) {
+        return false;
+    }
+    for (size_t i = 0; i < a->nlisteners; i++) {
+        const struct vd_conf_listener *x = &a->listeners[i], *y = &b->listeners[i];
+        if (x->addrlen != y->addrlen || memcmp(&x->addr, &y->addr, x->addrlen) != 0 ||
+            x->mode != y->mode || x->ncerts != y->ncerts) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void
+on_hup(uv_signal_t *s, int sig)
+{
+    struct app *a = s->data;
+    char err[512];
+    struct vd_conf *next;
+    (void)sig;
+    if (a->stopping) {
+        return;
+    }
+    if (load(a, &next, err, sizeof(err)) < 0) {
+        vd_log(VD_LOG_ERR, NULL, "reload refused, keeping the running configuration: %s", err);
+        return;
+    }
+    struct vd_conf *cur = vd_conf_current();
+    if (!same_listeners(cur, next)) {
+        vd_log(VD_LOG_ERR, NULL,
+               "reload refused: listener addresses, modes or certificates changed (restart to "
+               "change listeners)");
+        vd_conf_unref(cur);
+        vd_conf_unref(next);
+        return;
+    }
+    vd_conf_unref(cur);
+    vd_log_level_max = next->log.level;
+    vd_conf_swap(next);
+    for (unsigned i = 0; i < a->nworkers; i++) {
+        vd_worker_post(&a->workers[i], VD_WCMD_RELOAD);
+    }
+    vd_log(VD_LOG_NOTICE, NULL, "configuration reloaded from %s",
+           a->conf_path ? a->conf_path : "(defaults)");
+}
+
+static void
+on_term(uv_signal_t *s, int sig)
+{
+    struct app *a = s->data;
+    if (a->stopping) {
+        return;
+    }
+    a->stopping = true;
+    vd_log(VD_LOG_NOTICE, NULL, "signal %d: draining connections, then exiting", sig);
+    for (unsigned i = 0; i < a->nworkers; i++) {
+        vd_worker_post(&a->workers[i], VD_WCMD_DRAIN);
+    }
+    uv_close((uv_handle_t *)&a->sig_hup, NULL);
+    uv_close((uv_handle_t *)&a->sig_term, NULL);
+    uv_close((uv_handle_t *)&a->sig_int, NULL);
+}
+
+static int
+write_ready_file(const char *path, const int *fds, size_t n)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        return -errno;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        char ip[INET6_ADDRSTRLEN] = "?";
+        if (getsockname(fds[i], (struct sockaddr *)&ss, &sl) < 0) {
+            fclose(f);
+            return -errno;
+        }
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+            fprintf(f, "[%s]:%u\n", ip, ntohs(s6->sin6_port));
+        } else {
+            struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+            fprintf(f, "%s:%u\n", ip, ntohs(s4->sin_port));
+        }
+    }
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        return -errno;
+    }
+    return 0;
+}
+
+static int
+open_log_file(const char *path)
+{
+    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+}
 
 int
-main(void)
+main(int argc, char **argv)
 {
-    struct vd_conf *c = vd_conf_default();
-    printf("viaduct %s\n", VD_VERSION);
-    vd_conf_unref(c);
-    return 0;
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"test", no_argument, NULL, 't'},
+        {"listen", required_argument, NULL, 'l'},
+        {"workers", required_argument, NULL, 'w'},
+        {"ready-file", required_argument, NULL, 'r'},
+        {"features", no_argument, NULL, 'F'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct app a = {0};
+    bool test_only = false;
+    const char *ready_file = NULL;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "c:tl:w:Vh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            a.conf_path = optarg;
+            break;
+        case 't':
+            test_only = true;
+            break;
+        case 'l':
+            if (a.ncli_listen == MAX_CLI_LISTENERS) {
+                fputs("viaduct: too many -l options\n", stderr);
+                return 2;
+            }
+            a.cli_listen[a.ncli_listen++] = optarg;
+            break;
+        case 'w': {
+            char *end;
+            a.cli_workers = strtol(optarg, &end, 10);
+            if (*end || a.cli_workers < 1 || a.cli_workers > 256) {
+                fputs("viaduct: -w expects a number from 1 to 256\n", stderr);
+                return 2;
+            }
+            break;
+        }
+        case 'r':
+            ready_file = optarg;
+            break;
+        case 'F':
+            for (size_t i = 0; i < VD_ARRAY_LEN(features); i++) {
+                puts(features[i]);
+            }
+            return 0;
+        case 'V':
+            printf("viaduct %s\n", VD_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    char err[1024];
+    struct vd_conf *conf;
+    if (load(&a, &conf, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (test_only) {
+        printf("configuration %s ok\n", a.conf_path ? a.conf_path : "(built-in default)");
+        vd_conf_unref(conf);
+        return 0;
+    }
+
+    vd_log_level_max = conf->log.level;
+    vd_trace_mask = conf->log.trace_mask;
+    const char *env_trace = getenv("VIADUCT_TRACE");
+    if (env_trace) {
+        vd_trace_mask |= vd_trace_parse(env_trace);
+        if (vd_trace_mask) {
+            vd_log_level_max = VD_LOG_DEBUG;
+        }
+    }
+    int errfd = -1;
+    if (conf->log.error_log && strcmp(conf->log.error_log, "stderr") != 0) {
+        errfd = open_log_file(conf->log.error_log);
+        if (errfd < 0) {
+            fprintf(stderr, "viaduct: cannot open error log %s: %s\n", conf->log.error_log,
+                    vd_strerror(-errno));
+            vd_conf_unref(conf);
+            return 1;
+        }
+        vd_log_set_fd(errfd);
+    }
+    int alogfd = -1;
+    if (conf->log.access_log && strcmp(conf->log.access_log, "off") != 0) {
+        if (strcmp(conf->log.access_log, "stdout") == 0) {
+            alogfd = 1;
+        } else {
+            alogfd = open_log_file(conf->log.access_log);
+            if (alogfd < 0) {
+                fprintf(stderr, "viaduct: cannot open access log %s: %s\n", conf->log.access_log,
+                        vd_strerror(-errno));
+                vd_conf_unref(conf);
+                return 1;
+            }
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    struct vd_worker_shared sh = {0};
+    sh.nlisteners = conf->nlisteners;
+    sh.listen_fds = calloc(conf->nlisteners, sizeof(int));
+    sh.tls_servers = calloc(conf->nlisteners, sizeof(*sh.tls_servers));
+    if (!sh.listen_fds || !sh.tls_servers) {
+        fputs("viaduct: out of memory\n", stderr);
+        return 1;
+    }
+    int rc = 1;
+    if (vd_tls_client_new(&conf->upstream, &sh.tls_client, err, sizeof(err)) < 0) {
+        fprintf(stderr, "viaduct: %s\n", err);
+        goto out;
+    }
+    if (!conf->upstream.verify) {
+        vd_log(VD_LOG_WARN, NULL, "upstream.verify is false: origin certificates are NOT checked");
+    }
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        sh.listen_fds[i] = -1;
+    }
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        const struct vd_conf_listener *l = &conf->listeners[i];
+        if (l->ncerts && vd_tls_server_new(l, &sh.tls_servers[i], err, sizeof(err)) < 0) {
+            fprintf(stderr, "viaduct: listener %s: %s\n", l->addr_text, err);
+            goto out;
+        }
+        struct sockaddr_storage bound;
+        socklen_t bl;
+        int fd = vd_worker_listen_shared(l, &bound, &bl);
+        if (fd < 0) {
+            fprintf(stderr, "viaduct: cannot listen on %s: %s\n", l->addr_text, vd_strerror(fd));
+            goto out;
+        }
+        sh.listen_fds[i] = fd;
+    }
+
+    unsigned n = conf->workers ? conf->workers : (unsigned)uv_available_parallelism();
+    if (n == 0) {
+        n = 1;
+    }
+    vd_conf_swap(vd_conf_ref(conf));
+    a.workers = calloc(n, sizeof(*a.workers));
+    if (!a.workers) {
+        goto out;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (vd_worker_init(&a.workers[i], i, conf, &sh, err, sizeof(err)) < 0) {
+            fprintf(stderr, "viaduct: worker %u: %s\n", i, err);
+            a.nworkers = i + 1;
+            goto out_workers;
+        }
+        vd_worker_set_access_log(&a.workers[i], alogfd, conf->log.access_format == VD_ALOG_JSON);
+    }
+    a.nworkers = n;
+    if (ready_file) {
+        int r = write_ready_file(ready_file, sh.listen_fds, sh.nlisteners);
+        if (r < 0) {
+            fprintf(stderr, "viaduct: cannot write %s: %s\n", ready_file, vd_strerror(r));
+            goto out_workers;
+        }
+    }
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        vd_log(VD_LOG_NOTICE, NULL, "listening on %s (%s%s)", conf->listeners[i].addr_text,
+               conf->listeners[i].mode == VD_MODE_FORWARD ? "forward proxy" : "reverse proxy",
+               conf->listeners[i].ncerts ? ", TLS" : "");
+    }
+    vd_log(VD_LOG_NOTICE, NULL, "viaduct %s started with %u worker%s", VD_VERSION, n,
+           n == 1 ? "" : "s");
+    for (unsigned i = 0; i < n; i++) {
+        if (uv_thread_create(&a.workers[i].thread, vd_worker_run, &a.workers[i]) != 0) {
+            fprintf(stderr, "viaduct: cannot start worker thread\n");
+            abort();
+        }
+    }
+    a.loop = uv_default_loop();
+    uv_signal_init(a.loop, &a.sig_hup);
+    uv_signal_init(a.loop, &a.sig_term);
+    uv_signal_init(a.loop, &a.sig_int);
+    a.sig_hup.data = a.sig_term.data = a.sig_int.data = &a;
+    uv_signal_start(&a.sig_hup, on_hup, SIGHUP);
+    uv_signal_start(&a.sig_term, on_term, SIGTERM);
+    uv_signal_start(&a.sig_int, on_term, SIGINT);
+    uv_run(a.loop, UV_RUN_DEFAULT);
+    for (unsigned i = 0; i < n; i++) {
+        uv_thread_join(&a.workers[i].thread);
+    }
+    uv_loop_close(a.loop);
+    vd_log(VD_LOG_NOTICE, NULL, "viaduct stopped");
+    rc = 0;
+out_workers:
+    if (rc != 0) {
+        /* Workers that were initialised but never ran: close their handles. */
+        for (unsigned i = 0; i < a.nworkers; i++) {
+            struct vd_worker *w = &a.workers[i];
+            vd_worker_post(w, VD_WCMD_DRAIN);
+            vd_worker_run(w);
+        }
+    }
+    for (unsigned i = 0; i < a.nworkers; i++) {
+        vd_worker_destroy(&a.workers[i]);
+    }
+    free(a.workers);
+out:
+    for (size_t i = 0; i < sh.nlisteners; i++) {
+        if (sh.listen_fds[i] >= 0) {
+            close(sh.listen_fds[i]);
+        }
+        if (sh.tls_servers[i]) {
+            vd_tls_server_free(sh.tls_servers[i]);
+        }
+    }
+    if (sh.tls_client) {
+        vd_tls_client_free(sh.tls_client);
+    }
+    free(sh.listen_fds);
+    free(sh.tls_servers);
+    vd_conf_swap(NULL);
+    vd_conf_unref(conf);
+    if (alogfd > 2) {
+        close(alogfd);
+    }
+    if (errfd > 2) {
+        vd_log_set_fd(2);
+        close(errfd);
+    }
+    return rc;
 }

@@ -60,6 +60,29 @@ vd_buf_acquire(struct vd_buf *b)
     return 0;
 }
 
+int
+vd_buf_grow(struct vd_buf *b, uint32_t cap)
+{
+    if (cap <= b->cap) {
+        return 0;
+    }
+    uint8_t *p = malloc(cap);
+    if (!p) {
+        return VD_ENOMEM;
+    }
+    if (b->len) {
+        memcpy(p, b->base + b->off, b->len);
+    }
+    uint32_t len = b->len;
+    vd_buf_release(b);
+    atomic_fetch_add(&chunks_in_use, 1);
+    b->base = p;
+    b->cap = cap;
+    b->off = 0;
+    b->len = len;
+    return 0;
+}
+
 void
 vd_buf_release(struct vd_buf *b)
 {
@@ -67,7 +90,9 @@ vd_buf_release(struct vd_buf *b)
         return;
     }
     atomic_fetch_sub(&chunks_in_use, 1);
-    if (pool_count < POOL_KEEP) {
+    if (b->cap != VD_BUF_CHUNK) {
+        free(b->base);
+    } else if (pool_count < POOL_KEEP) {
         struct free_chunk *f = (struct free_chunk *)(void *)b->base;
         f->next = pool_head;
         pool_head = f;

@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: MIT */
+/* The proxy layer: workers (one libuv loop per thread), the protocol-neutral transaction that
+ * front sessions (HTTP/1 today; HTTP/2 and HTTP/3 streams later) hand to handlers, and the
+ * handlers' view of the front. See docs/architecture.md for one request walked end to end. */
+#ifndef VD_PROXY_H
+#define VD_PROXY_H
+
+#include <uv.h>
+
+#include "vd/arena.h"
+#include "vd/conf.h"
+#include "vd/http.h"
+#include "vd/log.h"
+#include "vd/resolve.h"
+#include "vd/tls.h"
+
+struct vd_txn;
+struct vd_worker;
+
+/* A request as every front end presents it (HTTP/1 request line or HTTP/2 pseudo-headers). All
+ * views live in the transaction's arena. */
+struct vd_req {
+    struct vd_iov method;
+    struct vd_iov target;    /* as received (h1); for the access log */
+    struct vd_iov scheme;    /* "http"/"https"; empty for origin-form h1 */
+    struct vd_iov authority; /* from absolute-form, or the Host field */
+    struct vd_iov path;      /* origin-form path and query ("/" default); "*" for asterisk */
+    enum vd_target_form form;
+    uint8_t version;     /* 10, 11, 20, 30 */
+    struct vd_hdr *hdrs; /* field lines, hop-by-hop ones included; the handler filters */
+    size_t nhdrs;
+    struct vd_framing framing; /* how the body arrives (already decoded for the handler) */
+};
+
+/* A response head on its way to the front. */
+struct vd_resp {
+    int status;
+    uint8_t version; /* version of the upstream message (for Via) */
+    struct vd_hdr *hdrs;
+    size_t nhdrs;
+    bool has_body;  /* false for HEAD, 1xx, 204, 304 */
+    int64_t length; /* body length when known, else -1 */
+    bool close;     /* the front closes the connection after this response */
+};
+
+/* What a front session provides to the handler of one of its transactions. Write calls accept
+ * what they can and return the number of bytes accepted (>= 0) or a negative error; a short
+ * count means "full": the front calls handler->on_writable once it has drained. */
+struct vd_front_ops {
+    int (*send_interim)(struct vd_txn *t, int status, const struct vd_hdr *h, size_t n);
+    int (*send_head)(struct vd_txn *t, const struct vd_resp *resp);
+    ssize_t (*send_body)(struct vd_txn *t, const uint8_t *p, size_t len);
+    /* Ends the response body; @trailers may be NULL (raw "name: value\r\n" lines). */
+    int (*send_end)(struct vd_txn *t, const struct vd_dbuf *trailers);
+    /* Pauses or resumes delivery of request body (handler back-pressure). */
+    void (*req_body_pause)(struct vd_txn *t, bool pause);
+    /* The response cannot be completed: the front resets the stream (h1: closes the
+     * connection so the client sees an incomplete message). */
+    void (*abort)(struct vd_txn *t);
+};
+
+/* A handler produces the response for one transaction. */
+struct vd_handler_ops {
+    const char *name;
+    /* Delivers request body bytes (decoded); returns bytes accepted (may be short: the handler
+     * calls vd_txn_req_body_resume later). @end is set with the last call (len may be 0). */
+    ssize_t (*on_req_body)(struct vd_txn *t, const uint8_t *p, size_t len, bool end);
+    /* The front drained its output after a short send_body. */
+    void (*on_writable)(struct vd_txn *t);
+    /* The client side went away or the front is closing: release everything now; no front
+     * calls may follow. */
+    void (*on_abort)(struct vd_txn *t);
+};
+
+/* Timing and accounting for the access log. */
+struct vd_txn_stats {
+    uint64_t start_ns;    /* uv_hrtime when the head was complete */
+    uint64_t upstream_ns; /* upstream request start to response head */
+    bool upstream_used;
+    bool upstream_reused;
+    uint64_t bytes_in;  /* request bytes from the client (head + body on the wire) */
+    uint64_t bytes_out; /* response bytes to the client */
+};
+
+struct vd_txn {
+    struct vd_arena arena; /* per-exchange metadata; freed when the txn ends */
+    struct vd_req req;
+    struct vd_conf *conf; /* reference held for the exchange */
+    struct vd_worker *w;
+    const struct vd_front_ops *front;
+    void *front_data; /* the front's session/stream */
+    const struct vd_handler_ops *handler;
+    void *handler_data;
+    struct vd_log_ctx log;
+    const struct sockaddr *client; /* borrowed from the front connection */
+    const char *client_text;       /* "ip:port", borrowed */
+    bool client_tls;               /* the client connection is TLS (for X-Forwarded-Proto) */
+    enum vd_listen_mode mode;
+    int status; /* final status sent, 0 before */
+    bool resp_started;
+    const struct vd_dbuf *req_trailers; /* trailer lines of a chunked request, when complete */
+    struct vd_txn_stats stats;
+};
+
+/* Starts processing a complete request head: access control, special methods, routing, then a
+ * handler. The front must have filled t->req, t->conf, t->front*, t->w, t->client*. Any error
+ * answer is sent through the front before this returns or later. */
+void vd_txn_start(struct vd_txn *t);
+
+/* Sends a complete proxy-generated error/short response: status, a text body "STATUS REASON:
+ * DETAIL\n", Content-Type text/plain. @close asks the front to close after it. */
+void vd_txn_respond_error(struct vd_txn *t, int status, const char *detail, bool close);
+
+/* Handler back-pressure release: the front resumes delivering request body. */
+void vd_txn_req_body_resume(struct vd_txn *t);
+
+/* Called by the front when the exchange is over (response end sent or aborted); writes the
+ * access log line. */
+void vd_txn_log(struct vd_txn *t);
+
+/* Handlers. */
+void vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
+                      const struct vd_conf_route *route);
+
+/* Workers. */
+struct vd_worker_shared {
+    struct vd_tls_server **tls_servers; /* per listener index, NULL for plain */
+    struct vd_tls_client *tls_client;
+    int *listen_fds; /* per listener: the socket bound by the main thread */
+    size_t nlisteners;
+};
+
+struct vd_worker {
+    uv_loop_t loop;
+    unsigned id;
+    uv_thread_t thread;
+    uv_async_t async;
+    struct vd_conf *conf; /* newest snapshot this worker knows; new connections take it */
+    const struct vd_worker_shared *shared;
+    struct vd_resolver *resolver;
+    uv_poll_t *listen_polls;
+    int *listen_fds; /* per-worker SO_REUSEPORT sockets (or dups of the shared ones) */
+    size_t nlisteners;
+    struct vd_list conns; /* client connections */
+    size_t nconns;
+    struct vd_list idle_upstreams; /* pooled upstream connections, most recent first */
+    size_t nidle;
+    uint64_t next_conn_id;
+    struct vd_hdr *hdr_scratch; /* head parsing scratch shared by the worker's connections */
+    size_t hdr_scratch_cap;
+    struct vd_dbuf alog; /* pending access log bytes */
+    uv_timer_t alog_timer;
+    int alog_fd; /* -1 none */
+    bool alog_json;
+    _Atomic int cmd; /* VD_WCMD_* posted by the main thread */
+    bool draining;
+    uv_timer_t drain_timer;
+    uint64_t drain_deadline;
+};
+
+enum {
+    VD_WCMD_NONE,
+    VD_WCMD_RELOAD,
+    VD_WCMD_DRAIN,
+};
+
+/* Initialises @w (loop, resolver, listeners) with @conf (a new reference is taken). Returns 0 or
+ * an error with @err. Runs on the main thread before the worker thread starts. */
+VD_MUST_CHECK int vd_worker_init(struct vd_worker *w, unsigned id, struct vd_conf *conf,
+                                 const struct vd_worker_shared *sh, char *err, size_t errlen);
+
+/* Thread body: runs the loop until drained. */
+void vd_worker_run(void *arg);
+
+/* Posts a command from another thread (reload: pick up vd_conf_current(); drain: stop accepting
+ * and exit when the last connection ends or the grace period runs out). */
+void vd_worker_post(struct vd_worker *w, int cmd);
+
+/* Frees what vd_worker_init allocated; call after the thread has been joined. */
+void vd_worker_destroy(struct vd_worker *w);
+
+/* Internal plumbing between proxy modules. */
+void vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener);
+void vd_front_h1_drain_all(struct vd_worker *w);
+void vd_pool_close_all(struct vd_worker *w);
+void vd_alog_flush(struct vd_worker *w);
+
+#endif

@@ -1,3 +1,0 @@
-/* SPDX-License-Identifier: MIT */
-/* Worker threads: filled in with the proxy core. */
-#include "vd/config.h"

@@ -1,0 +1,1242 @@
+/* SPDX-License-Identifier: MIT */
+/* Forward handler: sends a transaction's request to an origin over HTTP/1.1 (plain or TLS) and
+ * streams the response back through the front. Hop-by-hop fields are removed in both directions
+ * and bodies re-framed (RFC 9110 §7.6.1), Via is added (§7.6.3), Max-Forwards decremented
+ * (§7.6.2). Upstream connections are pooled per worker and per origin; a request that fails on a
+ * reused connection before any response byte is retried once when it is idempotent and has no
+ * body (RFC 9110 §9.2.2, RFC 9112 §9.3.1). */
+#include "vd/config.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vd/err.h"
+#include "vd/h1.h"
+#include "vd/proxy.h"
+#include "vd/sock.h"
+#include "vd/tls.h"
+
+#define UPC_MAGIC  0x55504331u
+#define FWD_MAGIC  0x46574431u
+#define UP_OUT_MAX (256 * 1024) /* request bytes queued towards an origin */
+
+struct fwd;
+
+struct upc {
+    uint32_t magic;
+    struct vd_sock sock;
+    uv_timer_t timer;
+    struct vd_list link; /* in w->idle_upstreams while idle */
+    struct vd_worker *w;
+    struct fwd *f; /* current user, NULL while idle */
+    char key[320]; /* host:port:tls:sni */
+    int pending_closes;
+    bool tls;
+    bool connected;
+    bool handshaken;
+    bool used_before; /* served a request already: a failure may be a stale keep-alive */
+    bool idle;
+    struct vd_buf in;
+    struct vd_dbuf out; /* request head, framing and body bytes waiting to be written */
+    size_t out_off;
+};
+
+enum fwd_state {
+    F_RESOLVING,
+    F_CONNECTING,
+    F_HANDSHAKE,
+    F_SENDING, /* head (and body) being sent; response may already arrive */
+    F_BODY,    /* response body streaming */
+    F_DONE,
+};
+
+struct fwd {
+    uint32_t magic;
+    struct vd_txn *t;
+    struct upc *u;
+    const struct vd_conf_route *route;
+    char *host; /* arena */
+    uint16_t port;
+    bool tls;
+    char *sni;
+    enum fwd_state state;
+    struct vd_resolve_query *q;
+    struct vd_addrs addrs;
+    size_t ai;
+    struct vd_dbuf head; /* serialized request head, kept for a retry */
+    bool retried;
+    bool req_done;    /* the whole request body has been queued */
+    bool req_chunked; /* re-chunking the request body */
+    bool head_method;
+    bool resp_head_sent;
+    bool got_bytes;    /* any response byte arrived */
+    bool up_keepalive; /* the origin allows reuse */
+    bool paused_by_front;
+    struct vd_framing rf; /* response framing */
+    uint64_t remain;
+    struct vd_chunked chk;
+    struct vd_dbuf trailers;
+    const uint8_t *pend_p;
+    size_t pend_n;
+    uint64_t t0; /* uv_hrtime at upstream start */
+};
+
+static const struct vd_handler_ops fwd_ops;
+static void upc_release(struct upc *u, bool reusable);
+static void upc_arm(struct upc *u);
+static void fwd_connect_next(struct fwd *f);
+static void fwd_send(struct fwd *f);
+static void fwd_read(struct fwd *f);
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+
+static uint64_t
+now_ms(struct vd_worker *w)
+{
+    return uv_now(&w->loop);
+}
+
+static bool
+is_hop_by_hop(struct vd_iov name)
+{
+    static const char *const names[] = {
+        "connection",        "keep-alive", "proxy-connection",    "te",
+        "transfer-encoding", "upgrade",    "proxy-authorization", "proxy-authenticate",
+        "content-length"};
+    for (size_t i = 0; i < VD_ARRAY_LEN(names); i++) {
+        if (vd_hdr_name_is(name, names[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* True when a Connection field in @h names @name (RFC 9110 §7.6.1). */
+static bool
+named_by_connection(const struct vd_hdr *h, size_t n, struct vd_iov name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!vd_hdr_name_is(h[i].name, "connection")) {
+            continue;
+        }
+        struct vd_iov rest = h[i].value, item;
+        while (vd_list_next(&rest, &item)) {
+            if (item.len == name.len &&
+                strncasecmp((const char *)item.base, (const char *)name.base, name.len) == 0) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+static bool
+method_idempotent(struct vd_iov m)
+{
+    static const char *const ok[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+    for (size_t i = 0; i < VD_ARRAY_LEN(ok); i++) {
+        size_t l = strlen(ok[i]);
+        if (m.len == l && memcmp(m.base, ok[i], l) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void
+client_ip(const struct sockaddr *sa, char *out, size_t cap, bool *v6)
+{
+    *v6 = false;
+    out[0] = '\0';
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+                  (socklen_t)cap);
+    } else if (sa->sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out,
+                  (socklen_t)cap);
+        *v6 = true;
+    }
+}
+
+/* ---- request head -------------------------------------------------------------------------- */
+
+static int
+add_field(struct vd_dbuf *d, struct vd_iov name, struct vd_iov value)
+{
+    int r = vd_dbuf_add(d, name.base, name.len);
+    r = r ? r : vd_dbuf_add(d, ": ", 2);
+    r = r ? r : vd_dbuf_add(d, value.base, value.len);
+    return r ? r : vd_dbuf_add(d, "\r\n", 2);
+}
+
+static int
+build_request_head(struct fwd *f)
+{
+    struct vd_txn *t = f->t;
+    struct vd_req *req = &t->req;
+    const struct vd_conf *conf = t->conf;
+    struct vd_dbuf *d = &f->head;
+    bool mf_method = (req->method.len == 7 && memcmp(req->method.base, "OPTIONS", 7) == 0) ||
+                     (req->method.len == 5 && memcmp(req->method.base, "TRACE", 5) == 0);
+    int r = vd_dbuf_add(d, req->method.base, req->method.len);
+    r = r ? r : vd_dbuf_add(d, " ", 1);
+    r = r ? r : vd_dbuf_add(d, req->path.base, req->path.len);
+    r = r ? r : vd_dbuf_add(d, " HTTP/1.1\r\nHost: ", 17);
+    if (f->route && f->route->host_header) {
+        r = r ? r : vd_dbuf_add(d, f->route->host_header, strlen(f->route->host_header));
+    } else {
+        r = r ? r : vd_dbuf_add(d, req->authority.base, req->authority.len);
+    }
+    r = r ? r : vd_dbuf_add(d, "\r\n", 2);
+    const struct vd_hdr *xff = NULL;
+    for (size_t i = 0; i < req->nhdrs && r == 0; i++) {
+        struct vd_iov name = req->hdrs[i].name;
+        if (is_hop_by_hop(name) || vd_hdr_name_is(name, "host") ||
+            named_by_connection(req->hdrs, req->nhdrs, name)) {
+            continue;
+        }
+        if (vd_hdr_name_is(name, "max-forwards") && mf_method) {
+            /* RFC 9110 §7.6.2: decrement (0 was answered by the proxy). */
+            unsigned long v = strtoul((const char *)req->hdrs[i].value.base, NULL, 10);
+            r = vd_dbuf_addf(d, "Max-Forwards: %lu\r\n", v ? v - 1 : 0);
+            continue;
+        }
+        if (f->route && f->route->forwarded != VD_FWD_NONE &&
+            vd_hdr_name_is(name, "x-forwarded-for")) {
+            xff = &req->hdrs[i]; /* re-emitted with the client appended */
+            continue;
+        }
+        if (f->route && (f->route->forwarded == VD_FWD_XFF || f->route->forwarded == VD_FWD_BOTH) &&
+            vd_hdr_name_is(name, "x-forwarded-proto")) {
+            continue;
+        }
+        r = add_field(d, name, req->hdrs[i].value);
+    }
+    if (r == 0 && f->route && f->route->forwarded != VD_FWD_NONE) {
+        char ip[INET6_ADDRSTRLEN];
+        bool v6;
+        client_ip(t->client, ip, sizeof(ip), &v6);
+        const char *proto = t->client_tls ? "https" : "http";
+        if (f->route->forwarded == VD_FWD_XFF || f->route->forwarded == VD_FWD_BOTH) {
+            if (xff) {
+                r = vd_dbuf_addf(d, "X-Forwarded-For: %.*s, %s\r\n", (int)xff->value.len,
+                                 (const char *)xff->value.base, ip);
+            } else {
+                r = vd_dbuf_addf(d, "X-Forwarded-For: %s\r\n", ip);
+            }
+            r = r ? r : vd_dbuf_addf(d, "X-Forwarded-Proto: %s\r\n", proto);
+        } else if (xff) {
+            r = add_field(d, xff->name, xff->value);
+        }
+        if (r == 0 &&
+            (f->route->forwarded == VD_FWD_RFC7239 || f->route->forwarded == VD_FWD_BOTH)) {
+            /* RFC 7239 §4: an IPv6 address is quoted and bracketed; a new element is appended
+             * as its own field line, which joins the list. */
+            if (v6) {
+                r = vd_dbuf_addf(d, "Forwarded: for=\"[%s]\";proto=%s", ip, proto);
+            } else {
+                r = vd_dbuf_addf(d, "Forwarded: for=%s;proto=%s", ip, proto);
+            }
+            if (r == 0 && req->authority.len) {
+                r = vd_dbuf_addf(d, ";host=\"%.*s\"", (int)req->authority.len,
+                                 (const char *)req->authority.base);
+            }
+            r = r ? r : vd_dbuf_add(d, "\r\n", 2);
+        }
+    }
+    if (r == 0 && conf->via_enabled && conf->via) {
+        r = vd_dbuf_addf(d, "Via: %d.%d %s\r\n", req->version / 10, req->version % 10, conf->via);
+    }
+    if (r == 0) {
+        switch (req->framing.kind) {
+        case VD_BODY_LENGTH:
+            r = vd_dbuf_addf(d, "Content-Length: %llu\r\n",
+                             (unsigned long long)req->framing.length);
+            break;
+        case VD_BODY_CHUNKED:
+            f->req_chunked = true;
+            r = vd_dbuf_add(d, "Transfer-Encoding: chunked\r\n", 28);
+            break;
+        default:
+            break;
+        }
+    }
+    return r ? r : vd_dbuf_add(d, "\r\n", 2);
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------------- */
+
+static void
+fwd_free(struct fwd *f)
+{
+    if (f->q) {
+        vd_resolve_cancel(f->q);
+        f->q = NULL;
+    }
+    vd_dbuf_free(&f->head);
+    vd_dbuf_free(&f->trailers);
+    f->magic = 0;
+    free(f);
+}
+
+/* Detaches @f from its transaction and frees it. */
+static void
+fwd_detach(struct fwd *f)
+{
+    if (f->t) {
+        f->t->handler = NULL;
+        f->t->handler_data = NULL;
+        f->t = NULL;
+    }
+    fwd_free(f);
+}
+
+/* Fails the exchange: an error response when nothing was sent yet, else an abort. Releases the
+ * upstream connection (closed) and the forward state. */
+static void
+fwd_fail(struct fwd *f, int status, const char *detail)
+{
+    struct vd_txn *t = f->t;
+    if (f->u) {
+        struct upc *u = f->u;
+        f->u = NULL;
+        u->f = NULL;
+        upc_release(u, false);
+    }
+    bool started = f->resp_head_sent;
+    vd_log(VD_LOG_WARN, &t->log, "%s (%s:%u)", detail, f->host, f->port);
+    fwd_detach(f);
+    if (started) {
+        t->front->abort(t);
+    } else {
+        vd_txn_respond_error(t, status, detail, true);
+    }
+}
+
+static void
+fwd_fail_err(struct fwd *f, int err, const char *what)
+{
+    char detail[256];
+    int status = err == VD_ETIMEDOUT || err == -ETIMEDOUT ? 504 : 502;
+    if (err == -ECONNREFUSED) {
+        snprintf(detail, sizeof(detail), "upstream connection refused by %s port %u", f->host,
+                 f->port);
+    } else {
+        snprintf(detail, sizeof(detail), "%s %s port %u: %s", what, f->host, f->port,
+                 vd_strerror(err));
+    }
+    fwd_fail(f, status, detail);
+}
+
+/* ---- upstream connections ------------------------------------------------------------------ */
+
+static void
+upc_closed_one(struct upc *u)
+{
+    if (--u->pending_closes > 0) {
+        return;
+    }
+    vd_buf_release(&u->in);
+    vd_dbuf_free(&u->out);
+    u->magic = 0xdeadbeef;
+    free(u);
+}
+
+static void
+upc_sock_closed(struct vd_sock *s)
+{
+    upc_closed_one(s->data);
+}
+
+static void
+upc_timer_closed(uv_handle_t *h)
+{
+    upc_closed_one(h->data);
+}
+
+static void
+upc_close(struct upc *u)
+{
+    if (u->pending_closes) {
+        return;
+    }
+    if (u->idle) {
+        vd_list_remove(&u->link);
+        u->w->nidle--;
+        u->idle = false;
+    }
+    u->f = NULL;
+    u->pending_closes = 2;
+    uv_timer_stop(&u->timer);
+    uv_close((uv_handle_t *)&u->timer, upc_timer_closed);
+    vd_sock_close(&u->sock);
+}
+
+static void
+upc_idle_timeout(uv_timer_t *tm)
+{
+    upc_close(tm->data);
+}
+
+static void
+upc_release(struct upc *u, bool reusable)
+{
+    struct vd_worker *w = u->w;
+    u->f = NULL;
+    if (!reusable || w->draining || u->in.len || u->out.len > u->out_off) {
+        upc_close(u);
+        return;
+    }
+    size_t same = 0;
+    for (struct vd_list *n = w->idle_upstreams.next; n != &w->idle_upstreams; n = n->next) {
+        struct upc *o = VD_CONTAINER_OF(n, struct upc, link);
+        if (strcmp(o->key, u->key) == 0) {
+            same++;
+        }
+    }
+    if (same >= w->conf->upstream.pool_idle_max) {
+        upc_close(u);
+        return;
+    }
+    vd_buf_release(&u->in);
+    vd_dbuf_reset(&u->out);
+    u->out_off = 0;
+    u->used_before = true;
+    u->idle = true;
+    vd_list_insert_head(&w->idle_upstreams, &u->link);
+    w->nidle++;
+    uv_timer_start(&u->timer, upc_idle_timeout, w->conf->upstream.pool_idle_timeout, 0);
+    /* Watch for the origin closing the idle connection. */
+    vd_sock_arm(&u->sock, VD_WANT_READ);
+}
+
+void
+vd_pool_close_all(struct vd_worker *w)
+{
+    while (!vd_list_empty(&w->idle_upstreams)) {
+        struct upc *u = VD_CONTAINER_OF(w->idle_upstreams.next, struct upc, link);
+        upc_close(u);
+    }
+}
+
+static struct upc *
+pool_take(struct vd_worker *w, const char *key)
+{
+    for (struct vd_list *n = w->idle_upstreams.next; n != &w->idle_upstreams; n = n->next) {
+        struct upc *u = VD_CONTAINER_OF(n, struct upc, link);
+        if (strcmp(u->key, key) == 0) {
+            vd_list_remove(&u->link);
+            w->nidle--;
+            u->idle = false;
+            uv_timer_stop(&u->timer);
+            return u;
+        }
+    }
+    return NULL;
+}
+
+static void
+upc_arm(struct upc *u)
+{
+    struct fwd *f = u->f;
+    int ev = 0;
+    if (!f) {
+        vd_sock_arm(&u->sock, VD_WANT_READ);
+        return;
+    }
+    if (!u->connected) {
+        ev = VD_WANT_WRITE;
+    } else if (u->tls && !u->handshaken) {
+        ev = u->sock.want ? u->sock.want : VD_WANT_WRITE;
+    } else {
+        if (u->out.len > u->out_off) {
+            ev |= VD_WANT_WRITE;
+        }
+        if (!f->paused_by_front && !f->pend_n) {
+            ev |= VD_WANT_READ;
+        }
+        if (u->sock.want && ev && !(u->sock.want & ev)) {
+            ev |= u->sock.want;
+        }
+    }
+    vd_sock_arm(&u->sock, ev);
+}
+
+static void
+upc_timeout(uv_timer_t *tm)
+{
+    struct upc *u = tm->data;
+    struct fwd *f = u->f;
+    if (!f) {
+        upc_close(u);
+        return;
+    }
+    char detail[160];
+    if (f->state == F_CONNECTING || f->state == F_HANDSHAKE) {
+        snprintf(detail, sizeof(detail), "upstream connect to %s port %u timed out", f->host,
+                 f->port);
+        fwd_fail(f, 504, detail);
+    } else if (!f->resp_head_sent) {
+        snprintf(detail, sizeof(detail), "upstream did not answer within %llu ms",
+                 (unsigned long long)f->t->conf->timeouts.upstream_first_byte);
+        fwd_fail(f, 504, detail);
+    } else {
+        fwd_fail(f, 504, "upstream stopped sending the response body");
+    }
+}
+
+/* Writes queued request bytes. Returns 0 or an error. */
+static int
+upc_flush(struct upc *u)
+{
+    while (u->out.len > u->out_off) {
+        struct iovec iov = {.iov_base = u->out.p + u->out_off, .iov_len = u->out.len - u->out_off};
+        ssize_t n = vd_sock_writev(&u->sock, &iov, 1);
+        if (n == VD_EAGAIN) {
+            return 0;
+        }
+        if (n < 0) {
+            return (int)n;
+        }
+        u->out_off += (size_t)n;
+    }
+    vd_dbuf_reset(&u->out);
+    u->out_off = 0;
+    return 0;
+}
+
+/* ---- response ------------------------------------------------------------------------------ */
+
+static int64_t
+header_length(const struct vd_hdr *h, size_t n)
+{
+    const struct vd_hdr *cl = vd_hdr_find(h, n, "content-length");
+    if (!cl || cl->value.len == 0 || cl->value.len > 18) {
+        return -1;
+    }
+    int64_t v = 0;
+    for (size_t i = 0; i < cl->value.len; i++) {
+        uint8_t ch = cl->value.base[i];
+        if (ch < '0' || ch > '9') {
+            return -1;
+        }
+        v = v * 10 + (ch - '0');
+    }
+    return v;
+}
+
+/* Completes the exchange: the upstream goes back to the pool (or is closed), then the front
+ * ends the response. */
+static void
+fwd_complete(struct fwd *f)
+{
+    struct vd_txn *t = f->t;
+    struct upc *u = f->u;
+    f->state = F_DONE;
+    f->u = NULL;
+    if (u) {
+        u->f = NULL;
+        upc_release(u, f->up_keepalive && f->req_done);
+    }
+    /* Trailers must outlive send_end, which copies them; the forward state goes after. */
+    t->handler = NULL;
+    t->handler_data = NULL;
+    f->t = NULL;
+    t->front->send_end(t, f->rf.kind == VD_BODY_CHUNKED ? &f->trailers : NULL);
+    fwd_free(f);
+}
+
+/* Pushes buffered response body to the front. Returns false when paused or finished. */
+static void
+fwd_pump_body(struct fwd *f)
+{
+    struct upc *u = f->u;
+    struct vd_txn *t = f->t;
+    for (;;) {
+        if (f->pend_n) {
+            ssize_t k = t->front->send_body(t, f->pend_p, f->pend_n);
+            if (k < 0) {
+                fwd_fail(f, 502, "client write failed");
+                return;
+            }
+            f->pend_p += k;
+            f->pend_n -= (size_t)k;
+            if (f->pend_n) {
+                f->paused_by_front = true;
+                upc_arm(u);
+                return;
+            }
+            continue;
+        }
+        switch (f->rf.kind) {
+        case VD_BODY_NONE:
+            fwd_complete(f);
+            return;
+        case VD_BODY_LENGTH: {
+            if (f->remain == 0) {
+                fwd_complete(f);
+                return;
+            }
+            size_t avail = (size_t)VD_MIN((uint64_t)u->in.len, f->remain);
+            if (avail == 0) {
+                upc_arm(u);
+                return;
+            }
+            ssize_t k = t->front->send_body(t, vd_buf_data(&u->in), avail);
+            if (k < 0) {
+                fwd_fail(f, 502, "client write failed");
+                return;
+            }
+            vd_buf_consume(&u->in, (uint32_t)k);
+            f->remain -= (uint64_t)k;
+            if ((size_t)k < avail) {
+                f->paused_by_front = true;
+                upc_arm(u);
+                return;
+            }
+            continue;
+        }
+        case VD_BODY_CHUNKED: {
+            if (f->chk.done) {
+                fwd_complete(f);
+                return;
+            }
+            if (u->in.len == 0) {
+                upc_arm(u);
+                return;
+            }
+            struct vd_iov data;
+            const char *why = NULL;
+            int r = vd_chunked_decode(&f->chk, vd_buf_data(&u->in), u->in.len, &data, &why);
+            if (r < 0) {
+                char detail[160];
+                snprintf(detail, sizeof(detail), "malformed chunked response from upstream: %s",
+                         why ? why : "invalid");
+                fwd_fail(f, 502, detail);
+                return;
+            }
+            vd_buf_consume(&u->in, (uint32_t)r);
+            if (data.len) {
+                f->pend_p = data.base;
+                f->pend_n = data.len;
+            } else if (r == 0 && !f->chk.done) {
+                upc_arm(u);
+                return;
+            }
+            continue;
+        }
+        case VD_BODY_CLOSE:
+            if (u->in.len == 0) {
+                upc_arm(u);
+                return;
+            }
+            {
+                ssize_t k = t->front->send_body(t, vd_buf_data(&u->in), u->in.len);
+                if (k < 0) {
+                    fwd_fail(f, 502, "client write failed");
+                    return;
+                }
+                vd_buf_consume(&u->in, (uint32_t)k);
+                if (u->in.len) {
+                    f->paused_by_front = true;
+                    upc_arm(u);
+                    return;
+                }
+            }
+            continue;
+        }
+    }
+}
+
+static int
+filter_response_head(struct fwd *f, const struct vd_h1_resp_head *h, struct vd_resp *resp)
+{
+    struct vd_txn *t = f->t;
+    const struct vd_conf *conf = t->conf;
+    /* One copy of the kept fields into the arena: the input buffer will be reused. */
+    struct vd_hdr *out = vd_arena_alloc(&t->arena, sizeof(*out) * (h->nhdrs + 1));
+    if (!out) {
+        return VD_ENOMEM;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < h->nhdrs; i++) {
+        struct vd_iov name = h->hdrs[i].name;
+        if (is_hop_by_hop(name) || named_by_connection(h->hdrs, h->nhdrs, name)) {
+            continue;
+        }
+        char *nm = vd_arena_dup(&t->arena, name.base, name.len);
+        char *val = vd_arena_dup(&t->arena, h->hdrs[i].value.base, h->hdrs[i].value.len);
+        if (!nm || !val) {
+            return VD_ENOMEM;
+        }
+        out[n].name = (struct vd_iov){(const uint8_t *)nm, name.len};
+        out[n].value = (struct vd_iov){(const uint8_t *)val, h->hdrs[i].value.len};
+        n++;
+    }
+    if (conf->via_enabled && conf->via) {
+        char via[160];
+        int l = snprintf(via, sizeof(via), "1.%d %s", h->minor, conf->via);
+        char *v = vd_arena_dup(&t->arena, via, (size_t)l);
+        if (!v) {
+            return VD_ENOMEM;
+        }
+        out[n].name = VD_IOV_LIT("Via");
+        out[n].value = (struct vd_iov){(const uint8_t *)v, (size_t)l};
+        n++;
+    }
+    resp->hdrs = out;
+    resp->nhdrs = n;
+    return 0;
+}
+
+/* Parses response heads from the buffer. Returns true when the final head was handled and the
+ * body may be pumped. */
+static bool
+fwd_parse_head(struct fwd *f)
+{
+    struct upc *u = f->u;
+    struct vd_txn *t = f->t;
+    const struct vd_conf_limits *lim = &t->conf->limits;
+    for (;;) {
+        struct vd_hdr hdrs_stack[128];
+        struct vd_hdr *hdrs = hdrs_stack;
+        size_t cap = lim->header_count;
+        if (cap > VD_ARRAY_LEN(hdrs_stack)) {
+            hdrs = vd_arena_alloc(&t->arena, sizeof(*hdrs) * cap);
+            if (!hdrs) {
+                fwd_fail(f, 502, "out of memory for the response head");
+                return false;
+            }
+        }
+        struct vd_h1_limits hl = {
+            .max_request_line = lim->request_line,
+            .max_head = lim->header_block,
+            .max_headers = cap,
+        };
+        struct vd_h1_resp_head h = {.hdrs = hdrs};
+        const char *why = NULL;
+        int r = vd_h1_parse_response(vd_buf_data(&u->in), u->in.len, &hl, &h, &why);
+        if (r == VD_EAGAIN) {
+            return false;
+        }
+        if (r < 0) {
+            char detail[200];
+            snprintf(detail, sizeof(detail), "malformed response from upstream: %s",
+                     why ? why : vd_strerror(r));
+            fwd_fail(f, 502, detail);
+            return false;
+        }
+        if (h.status < 200) {
+            if (h.status == 101) {
+                fwd_fail(f, 502, "upstream switched protocols without an Upgrade request");
+                return false;
+            }
+            /* RFC 9110 §15.2: 1xx responses pass through to HTTP/1.1 clients. */
+            struct vd_hdr keep[64];
+            size_t nk = 0;
+            for (size_t i = 0; i < h.nhdrs && nk < VD_ARRAY_LEN(keep); i++) {
+                if (!is_hop_by_hop(h.hdrs[i].name)) {
+                    keep[nk++] = h.hdrs[i];
+                }
+            }
+            (void)t->front->send_interim(t, h.status, keep, nk);
+            vd_buf_consume(&u->in, (uint32_t)r);
+            if (f->t != t) {
+                return false;
+            }
+            continue;
+        }
+        t->stats.upstream_ns = uv_hrtime() - f->t0;
+        struct vd_framing rf;
+        if (vd_http_resp_framing(h.hdrs, h.nhdrs, h.status, f->head_method, false, &rf, &why) < 0) {
+            char detail[200];
+            snprintf(detail, sizeof(detail), "malformed response from upstream: %s",
+                     why ? why : "framing");
+            fwd_fail(f, 502, detail);
+            return false;
+        }
+        f->rf = rf;
+        f->remain = rf.kind == VD_BODY_LENGTH ? rf.length : 0;
+        bool ka = h.minor >= 1;
+        for (size_t i = 0; i < h.nhdrs; i++) {
+            if (vd_hdr_name_is(h.hdrs[i].name, "connection")) {
+                if (vd_list_has(h.hdrs[i].value, "close")) {
+                    ka = false;
+                } else if (vd_list_has(h.hdrs[i].value, "keep-alive")) {
+                    ka = true;
+                }
+            }
+        }
+        f->up_keepalive = ka && rf.kind != VD_BODY_CLOSE;
+        struct vd_resp resp = {.status = h.status, .version = (uint8_t)(10 + h.minor)};
+        if (filter_response_head(f, &h, &resp) < 0) {
+            fwd_fail(f, 502, "out of memory for the response head");
+            return false;
+        }
+        resp.has_body = rf.kind != VD_BODY_NONE;
+        switch (rf.kind) {
+        case VD_BODY_LENGTH:
+            resp.length = (int64_t)rf.length;
+            break;
+        case VD_BODY_NONE:
+            /* HEAD and 304 keep the length the origin announced (RFC 9110 §8.6). */
+            resp.length = (f->head_method || h.status == 304) ? header_length(h.hdrs, h.nhdrs)
+                                                              : (h.status == 204 ? -1 : 0);
+            break;
+        default:
+            resp.length = -1;
+            break;
+        }
+        if (rf.kind == VD_BODY_CHUNKED) {
+            vd_dbuf_init(&f->trailers, t->conf->limits.trailer_block + 64);
+            vd_chunked_init(&f->chk, t->conf->limits.chunk_line, t->conf->limits.trailer_block,
+                            &f->trailers);
+        }
+        vd_buf_consume(&u->in, (uint32_t)r);
+        if (t->front->send_head(t, &resp) < 0) {
+            fwd_fail(f, 502, "response head too large for the client");
+            return false;
+        }
+        f->resp_head_sent = true;
+        f->state = F_BODY;
+        return true;
+    }
+}
+
+static void
+fwd_retry_or_fail(struct fwd *f, int err)
+{
+    struct upc *u = f->u;
+    bool stale = u && u->used_before && !f->got_bytes;
+    if (stale && !f->retried && method_idempotent(f->t->req.method) &&
+        f->t->req.framing.kind == VD_BODY_NONE) {
+        /* RFC 9112 §9.3.1: the origin may have closed the idle connection as we reused it. */
+        f->retried = true;
+        f->u = NULL;
+        u->f = NULL;
+        upc_close(u);
+        VD_TRACE(&f->t->log, VD_SUB_PROXY, "retrying on a new connection after %s",
+                 vd_strerror(err));
+        f->ai = 0;
+        fwd_connect_next(f);
+        return;
+    }
+    if (err == 0 || err == -ECONNRESET || err == -EPIPE) {
+        fwd_fail(f, 502, "upstream closed the connection before sending a complete response");
+        return;
+    }
+    fwd_fail_err(f, err, "upstream read from");
+}
+
+static void
+fwd_read(struct fwd *f)
+{
+    struct upc *u = f->u;
+    if (f->pend_n || f->paused_by_front) {
+        return;
+    }
+    if (!u->in.base && vd_buf_acquire(&u->in) < 0) {
+        fwd_fail(f, 502, "out of buffer memory");
+        return;
+    }
+    vd_buf_compact(&u->in);
+    if (vd_buf_room(&u->in) == 0) {
+        if (!f->resp_head_sent && u->in.cap < f->t->conf->limits.header_block + 1024 &&
+            vd_buf_grow(&u->in, f->t->conf->limits.header_block + 1024) == 0) {
+            /* a long response head */
+        } else if (!f->resp_head_sent) {
+            fwd_fail(f, 502, "upstream response head too large");
+            return;
+        } else {
+            fwd_pump_body(f);
+            return;
+        }
+    }
+    ssize_t n = vd_sock_read(&u->sock, vd_buf_tail(&u->in), vd_buf_room(&u->in));
+    if (n == VD_EAGAIN) {
+        upc_arm(u);
+        return;
+    }
+    if (n <= 0) {
+        if (f->state == F_BODY && f->rf.kind == VD_BODY_CLOSE && n == 0) {
+            f->up_keepalive = false;
+            fwd_complete(f);
+            return;
+        }
+        if (f->state == F_BODY) {
+            fwd_fail(f, 502, "upstream closed the connection in the middle of the response");
+            return;
+        }
+        fwd_retry_or_fail(f, (int)n);
+        return;
+    }
+    f->got_bytes = true;
+    u->in.len += (uint32_t)n;
+    if (f->state == F_BODY) {
+        uv_timer_start(&u->timer, upc_timeout, f->t->conf->timeouts.upstream_read, 0);
+        fwd_pump_body(f);
+        return;
+    }
+    if (fwd_parse_head(f)) {
+        uv_timer_start(&u->timer, upc_timeout, f->t->conf->timeouts.upstream_read, 0);
+        fwd_pump_body(f);
+        return;
+    }
+    if (f->u == u) {
+        upc_arm(u);
+    }
+}
+
+/* ---- request sending ----------------------------------------------------------------------- */
+
+static void
+fwd_send(struct fwd *f)
+{
+    struct upc *u = f->u;
+    int r = upc_flush(u);
+    if (r < 0) {
+        fwd_retry_or_fail(f, r);
+        return;
+    }
+    if (u->out.len == 0 && !f->req_done) {
+        /* Room again for request body. */
+        vd_txn_req_body_resume(f->t);
+        if (!f->t || f->u != u) {
+            return;
+        }
+    }
+    upc_arm(u);
+}
+
+static void
+fwd_start_request(struct fwd *f)
+{
+    struct upc *u = f->u;
+    struct vd_txn *t = f->t;
+    f->state = F_SENDING;
+    f->t0 = uv_hrtime();
+    t->stats.upstream_used = true;
+    t->stats.upstream_reused = u->used_before;
+    vd_dbuf_reset(&u->out);
+    u->out_off = 0;
+    if (vd_dbuf_add(&u->out, f->head.p, f->head.len) < 0) {
+        fwd_fail(f, 502, "request head too large");
+        return;
+    }
+    if (t->req.framing.kind == VD_BODY_NONE ||
+        (t->req.framing.kind == VD_BODY_LENGTH && t->req.framing.length == 0)) {
+        f->req_done = true;
+    }
+    uv_timer_start(&u->timer, upc_timeout, t->conf->timeouts.upstream_first_byte, 0);
+    fwd_send(f);
+    if (f->t == t && !f->req_done) {
+        vd_txn_req_body_resume(t);
+    }
+}
+
+static void
+upc_event(struct vd_sock *s, int ev)
+{
+    struct upc *u = s->data;
+    VD_BUG_ON(u->magic != UPC_MAGIC);
+    struct fwd *f = u->f;
+    if (!f) {
+        /* Idle in the pool: any readiness means the origin closed or misbehaved. */
+        upc_close(u);
+        return;
+    }
+    if (!u->connected) {
+        int r = vd_sock_connect_result(s);
+        if (r < 0) {
+            f->u = NULL;
+            u->f = NULL;
+            upc_close(u);
+            if (f->ai < f->addrs.n) {
+                fwd_connect_next(f);
+                return;
+            }
+            fwd_fail_err(f, r, "upstream connect to");
+            return;
+        }
+        u->connected = true;
+        if (u->tls) {
+            f->state = F_HANDSHAKE;
+            const char *sni = f->sni;
+            if (vd_tls_attach_client(&u->sock, f->t->w->shared->tls_client, sni, f->host) < 0) {
+                fwd_fail(f, 502, "cannot start TLS to upstream");
+                return;
+            }
+        } else {
+            fwd_start_request(f);
+            return;
+        }
+    }
+    if (u->tls && !u->handshaken) {
+        int r = vd_tls_handshake(&u->sock);
+        if (r == VD_EAGAIN) {
+            upc_arm(u);
+            return;
+        }
+        if (r < 0) {
+            char detail[256];
+            if (r == VD_ETLSVERIFY) {
+                snprintf(detail, sizeof(detail),
+                         "upstream certificate verification failed for %s: %s", f->host,
+                         vd_tls_error_detail(&u->sock));
+            } else {
+                snprintf(detail, sizeof(detail), "TLS handshake with upstream %s failed: %s",
+                         f->host, vd_tls_error_detail(&u->sock));
+            }
+            fwd_fail(f, 502, detail);
+            return;
+        }
+        u->handshaken = true;
+        u->sock.want = 0;
+        fwd_start_request(f);
+        return;
+    }
+    if (ev & VD_WANT_WRITE && u->out.len > u->out_off) {
+        fwd_send(f);
+        if (u->f != f) {
+            return;
+        }
+    }
+    if (ev & VD_WANT_READ) {
+        fwd_read(f);
+        return;
+    }
+    upc_arm(u);
+}
+
+static struct upc *
+upc_new(struct vd_worker *w, const char *key, bool tls)
+{
+    struct upc *u = calloc(1, sizeof(*u));
+    if (!u) {
+        return NULL;
+    }
+    u->magic = UPC_MAGIC;
+    u->w = w;
+    u->tls = tls;
+    snprintf(u->key, sizeof(u->key), "%s", key);
+    vd_dbuf_init(&u->out, UP_OUT_MAX + 65536);
+    vd_list_init(&u->link);
+    return u;
+}
+
+static void
+fwd_connect_next(struct fwd *f)
+{
+    struct vd_worker *w = f->t->w;
+    char key[320];
+    snprintf(key, sizeof(key), "%s:%u:%d:%s", f->host, f->port, f->tls, f->sni ? f->sni : "");
+    if (!f->retried || f->u) {
+        struct upc *u = pool_take(w, key);
+        if (u) {
+            u->f = f;
+            f->u = u;
+            fwd_start_request(f);
+            return;
+        }
+    }
+    if (f->ai >= f->addrs.n) {
+        fwd_fail(f, 502, "no upstream address left to try");
+        return;
+    }
+    struct sockaddr_storage sa = f->addrs.a[f->ai++];
+    socklen_t sl;
+    if (sa.ss_family == AF_INET) {
+        ((struct sockaddr_in *)&sa)->sin_port = htons(f->port);
+        sl = sizeof(struct sockaddr_in);
+    } else {
+        ((struct sockaddr_in6 *)&sa)->sin6_port = htons(f->port);
+        sl = sizeof(struct sockaddr_in6);
+    }
+    struct upc *u = upc_new(w, key, f->tls);
+    if (!u) {
+        fwd_fail(f, 502, "out of memory for an upstream connection");
+        return;
+    }
+    int r = vd_sock_connect(&w->loop, &u->sock, (struct sockaddr *)&sa, sl);
+    if (r < 0) {
+        vd_dbuf_free(&u->out);
+        free(u);
+        if (f->ai < f->addrs.n) {
+            fwd_connect_next(f);
+            return;
+        }
+        fwd_fail_err(f, r, "upstream connect to");
+        return;
+    }
+    u->sock.data = u;
+    u->sock.on_event = upc_event;
+    u->sock.on_close = upc_sock_closed;
+    uv_timer_init(&w->loop, &u->timer);
+    u->timer.data = u;
+    u->f = f;
+    f->u = u;
+    f->state = F_CONNECTING;
+    uv_timer_start(&u->timer, upc_timeout, f->t->conf->timeouts.upstream_connect, 0);
+    upc_arm(u);
+}
+
+static void
+resolved(void *arg, int status, const struct vd_addrs *addrs)
+{
+    struct fwd *f = arg;
+    VD_BUG_ON(f->magic != FWD_MAGIC);
+    f->q = NULL;
+    if (status < 0) {
+        char detail[300];
+        if (status == VD_ENOTFOUND) {
+            snprintf(detail, sizeof(detail), "upstream name did not resolve: %s", f->host);
+        } else {
+            snprintf(detail, sizeof(detail), "DNS lookup for upstream %s failed: %s", f->host,
+                     vd_strerror(status));
+        }
+        fwd_fail(f, status == VD_ETIMEDOUT ? 504 : 502, detail);
+        return;
+    }
+    f->addrs = *addrs;
+    f->ai = 0;
+    fwd_connect_next(f);
+}
+
+/* ---- handler ops ---------------------------------------------------------------------------- */
+
+static ssize_t
+fo_req_body(struct vd_txn *t, const uint8_t *p, size_t len, bool end)
+{
+    struct fwd *f = t->handler_data;
+    VD_BUG_ON(f->magic != FWD_MAGIC);
+    struct upc *u = f->u;
+    if (!u || f->state < F_SENDING) {
+        /* Not connected yet: hold the body in the client's buffer (back-pressure). */
+        t->front->req_body_pause(t, true);
+        return 0;
+    }
+    if (u->out.len - u->out_off >= UP_OUT_MAX) {
+        return 0;
+    }
+    size_t take = VD_MIN(len, UP_OUT_MAX - (u->out.len - u->out_off));
+    int r = 0;
+    if (take && f->req_chunked) {
+        r = vd_dbuf_addf(&u->out, "%zx\r\n", take);
+        r = r ? r : vd_dbuf_add(&u->out, p, take);
+        r = r ? r : vd_dbuf_add(&u->out, "\r\n", 2);
+    } else if (take) {
+        r = vd_dbuf_add(&u->out, p, take);
+    }
+    if (r == 0 && end && take == len) {
+        if (f->req_chunked) {
+            r = vd_dbuf_add(&u->out, "0\r\n", 3);
+            if (r == 0 && t->req_trailers && t->req_trailers->len) {
+                r = vd_dbuf_add(&u->out, t->req_trailers->p, t->req_trailers->len);
+            }
+            r = r ? r : vd_dbuf_add(&u->out, "\r\n", 2);
+        }
+        f->req_done = true;
+    }
+    if (r < 0) {
+        return VD_ETOOBIG;
+    }
+    int e = upc_flush(u);
+    if (e < 0) {
+        /* The origin went away while we sent the body: its response, if any, is read next. */
+        VD_TRACE(&t->log, VD_SUB_PROXY, "upstream write failed: %s", vd_strerror(e));
+    }
+    upc_arm(u);
+    return (ssize_t)take;
+}
+
+static void
+fo_writable(struct vd_txn *t)
+{
+    struct fwd *f = t->handler_data;
+    VD_BUG_ON(f->magic != FWD_MAGIC);
+    f->paused_by_front = false;
+    if (f->state == F_BODY) {
+        fwd_pump_body(f);
+    }
+}
+
+static void
+fo_abort_h(struct vd_txn *t)
+{
+    struct fwd *f = t->handler_data;
+    if (!f) {
+        return;
+    }
+    VD_BUG_ON(f->magic != FWD_MAGIC);
+    if (f->u) {
+        struct upc *u = f->u;
+        f->u = NULL;
+        u->f = NULL;
+        upc_close(u);
+    }
+    f->t = NULL;
+    fwd_free(f);
+}
+
+static const struct vd_handler_ops fwd_ops = {
+    .name = "forward",
+    .on_req_body = fo_req_body,
+    .on_writable = fo_writable,
+    .on_abort = fo_abort_h,
+};
+
+void
+vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
+                 const struct vd_conf_route *route)
+{
+    struct fwd *f = calloc(1, sizeof(*f));
+    if (!f) {
+        vd_txn_respond_error(t, 503, "out of memory", true);
+        return;
+    }
+    f->magic = FWD_MAGIC;
+    f->t = t;
+    f->route = route;
+    f->host = (char *)host;
+    f->port = port;
+    f->tls = tls;
+    f->head_method = t->req.method.len == 4 && memcmp(t->req.method.base, "HEAD", 4) == 0;
+    if (tls) {
+        const char *sni = route && route->sni ? route->sni : host;
+        struct in6_addr tmp;
+        /* RFC 6066 §3: no SNI for IP literals. */
+        if (inet_pton(AF_INET, sni, &tmp) == 1 || inet_pton(AF_INET6, sni, &tmp) == 1) {
+            sni = NULL;
+        }
+        f->sni = sni ? vd_arena_dup(&t->arena, sni, strlen(sni)) : NULL;
+    }
+    vd_dbuf_init(&f->head, t->conf->limits.header_block + 8192);
+    vd_dbuf_init(&f->trailers, 0);
+    t->handler = &fwd_ops;
+    t->handler_data = f;
+    if (build_request_head(f) < 0) {
+        fwd_detach(f);
+        vd_txn_respond_error(t, 431, "request head too large to forward", true);
+        return;
+    }
+    (void)now_ms;
+    /* A pooled connection needs no DNS. */
+    char key[320];
+    snprintf(key, sizeof(key), "%s:%u:%d:%s", f->host, f->port, f->tls, f->sni ? f->sni : "");
+    struct upc *u = pool_take(t->w, key);
+    if (u) {
+        u->f = f;
+        f->u = u;
+        fwd_start_request(f);
+        return;
+    }
+    f->state = F_RESOLVING;
+    int r = vd_resolve(t->w->resolver, host, &f->addrs, resolved, f, &f->q);
+    if (r == VD_EAGAIN) {
+        return;
+    }
+    resolved(f, r, &f->addrs);
+}

@@ -1,0 +1,1338 @@
+/* SPDX-License-Identifier: MIT */
+/* HTTP/1.1 front session (RFC 9112): reads request heads and bodies from a client connection,
+ * hands each exchange to the transaction layer, and writes responses with the framing the client
+ * can take. One exchange at a time per connection: a pipelined request is parsed only when the
+ * previous response is complete, which keeps responses in order (RFC 9112 §9.3.2). */
+#include "vd/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "vd/err.h"
+#include "vd/h1.h"
+#include "vd/proxy.h"
+#include "vd/sock.h"
+#include "vd/tls.h"
+
+#define H1C_MAGIC 0x48314331u
+
+enum h1c_state {
+    ST_IDLE, /* between exchanges, waiting for the first byte of a head */
+    ST_HEAD, /* part of a head received */
+    ST_BODY, /* reading the request body */
+    ST_WAIT, /* request complete, response in progress */
+    ST_CLOSING,
+};
+
+struct h1c {
+    uint32_t magic;
+    struct vd_sock sock; /* embedded; closed before the struct is freed */
+    uv_timer_t timer;    /* header, idle, body or send timeout, by state */
+    struct vd_list link; /* in w->conns */
+    struct vd_worker *w;
+    struct vd_conf *conf; /* reference; refreshed between exchanges after a reload */
+    size_t listener;
+    uint64_t id;
+    int pending_closes; /* handles still closing; freed at 0 */
+    enum h1c_state state;
+    struct sockaddr_storage peer;
+    char peer_text[64];
+    struct vd_log_ctx log; /* conn id and peer for the error log */
+    bool tls;
+    bool handshaken;
+
+    struct vd_buf in;    /* client bytes; released while idle */
+    struct vd_dbuf hout; /* serialized heads and chunk framing waiting to be written */
+    struct vd_buf out;   /* body bytes the socket did not take yet */
+    size_t hout_off;     /* bytes of hout already written */
+
+    struct vd_txn *txn; /* current exchange or NULL */
+
+    /* request body */
+    uint64_t body_remain; /* VD_BODY_LENGTH: bytes still to read */
+    struct vd_chunked chk;
+    struct vd_dbuf req_trailers;
+    const uint8_t *pend_p; /* decoded body bytes the handler has not accepted yet */
+    size_t pend_n;
+    bool body_paused;
+    bool body_end_sent;
+
+    /* response */
+    bool resp_chunked; /* re-chunking for the client */
+    bool resp_close;   /* close after this response */
+    bool resp_done;    /* send_end called */
+    bool resp_has_body;
+    bool client_eof;    /* the client shut down its sending side */
+    bool keepalive;     /* the client allows another exchange */
+    bool handler_waits; /* a send_body came back short: call on_writable after draining */
+    bool in_process;    /* re-entrancy guard for process_input() */
+    bool expect_100;
+    bool sent_100;
+};
+
+static void process_input(struct h1c *c);
+static void conn_close(struct h1c *c);
+static void arm(struct h1c *c);
+static void finish_exchange(struct h1c *c);
+
+static const struct vd_front_ops h1_front_ops;
+
+static void timer_set(struct h1c *c, uint64_t ms);
+
+static struct h1c *
+txn_conn(struct vd_txn *t)
+{
+    struct h1c *c = t->front_data;
+    VD_BUG_ON(c->magic != H1C_MAGIC);
+    return c;
+}
+
+/* ---- output ---------------------------------------------------------------------------- */
+
+static bool
+out_pending(const struct h1c *c)
+{
+    return c->hout.len > c->hout_off || c->out.len > 0;
+}
+
+/* Writes pending output. Returns 0 (maybe partially written), or a negative error. */
+static int
+out_flush(struct h1c *c)
+{
+    while (out_pending(c)) {
+        struct iovec iov[2];
+        int n = 0;
+        if (c->hout.len > c->hout_off) {
+            iov[n].iov_base = c->hout.p + c->hout_off;
+            iov[n].iov_len = c->hout.len - c->hout_off;
+            n++;
+        }
+        if (c->out.len) {
+            iov[n].iov_base = c->out.base + c->out.off;
+            iov[n].iov_len = c->out.len;
+            n++;
+        }
+        ssize_t w = vd_sock_writev(&c->sock, iov, n);
+        if (w == VD_EAGAIN) {
+            return 0;
+        }
+        if (w < 0) {
+            return (int)w;
+        }
+        if (c->txn) {
+            c->txn->stats.bytes_out += (uint64_t)w;
+        }
+        size_t hw = c->hout.len - c->hout_off;
+        if ((size_t)w >= hw) {
+            w -= (ssize_t)hw;
+            vd_dbuf_reset(&c->hout);
+            c->hout_off = 0;
+            vd_buf_consume(&c->out, (uint32_t)w);
+        } else {
+            c->hout_off += (size_t)w;
+        }
+    }
+    /* Keep no memory for an empty output queue. */
+    if (c->hout.cap > 4096) {
+        vd_dbuf_free(&c->hout);
+        vd_dbuf_init(&c->hout, c->conf->limits.header_block + 4096);
+    }
+    vd_buf_release(&c->out);
+    return 0;
+}
+
+/* Queues @len bytes after what is pending, writing directly when nothing is pending. Returns the
+ * number of bytes accepted (all of them, or what fits into the output chunk) or an error. */
+static ssize_t
+out_write(struct h1c *c, const uint8_t *p, size_t len)
+{
+    size_t done = 0;
+    if (!out_pending(c) && len > 0) {
+        struct iovec iov = {.iov_base = (void *)p, .iov_len = len};
+        ssize_t w = vd_sock_writev(&c->sock, &iov, 1);
+        if (w < 0 && w != VD_EAGAIN) {
+            return w;
+        }
+        if (w > 0) {
+            done = (size_t)w;
+            if (c->txn) {
+                c->txn->stats.bytes_out += (uint64_t)w;
+            }
+        }
+    } else if (out_pending(c)) {
+        int r = out_flush(c);
+        if (r < 0) {
+            return r;
+        }
+        if (!out_pending(c)) {
+            return out_write(c, p, len);
+        }
+    }
+    if (done < len) {
+        if (!c->out.base && vd_buf_acquire(&c->out) < 0) {
+            return (ssize_t)done;
+        }
+        vd_buf_compact(&c->out);
+        size_t room = vd_buf_room(&c->out);
+        size_t take = VD_MIN(room, len - done);
+        memcpy(vd_buf_tail(&c->out), p + done, take);
+        c->out.len += (uint32_t)take;
+        done += take;
+    }
+    return (ssize_t)done;
+}
+
+static int
+hout_add(struct h1c *c, const void *p, size_t n)
+{
+    return vd_dbuf_add(&c->hout, p, n);
+}
+
+/* ---- timers and lifecycle ------------------------------------------------------------------ */
+
+static void
+close_cb_count(struct h1c *c)
+{
+    if (--c->pending_closes > 0) {
+        return;
+    }
+    vd_buf_release(&c->in);
+    vd_buf_release(&c->out);
+    vd_dbuf_free(&c->hout);
+    vd_dbuf_free(&c->req_trailers);
+    vd_conf_unref(c->conf);
+    c->magic = 0xdeadbeef;
+    free(c);
+}
+
+static void
+sock_closed(struct vd_sock *s)
+{
+    close_cb_count(s->data);
+}
+
+static void
+timer_closed(uv_handle_t *h)
+{
+    close_cb_count(h->data);
+}
+
+static void
+txn_free(struct h1c *c)
+{
+    struct vd_txn *t = c->txn;
+    if (!t) {
+        return;
+    }
+    c->txn = NULL;
+    vd_arena_free(&t->arena);
+    free(t);
+}
+
+static void
+conn_close(struct h1c *c)
+{
+    if (c->state == ST_CLOSING && c->pending_closes) {
+        return;
+    }
+    c->state = ST_CLOSING;
+    if (c->txn) {
+        struct vd_txn *t = c->txn;
+        if (t->handler && t->handler->on_abort) {
+            const struct vd_handler_ops *h = t->handler;
+            t->handler = NULL;
+            h->on_abort(t);
+        }
+        if (t->status == 0) {
+            t->status = 499; /* client closed before a response: logged as 499 (nginx) */
+        }
+        vd_txn_log(t);
+        txn_free(c);
+    }
+    vd_list_remove(&c->link);
+    c->w->nconns--;
+    c->pending_closes = 2;
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, timer_closed);
+    vd_sock_close(&c->sock);
+}
+
+static void
+timeout_cb(uv_timer_t *tm)
+{
+    struct h1c *c = tm->data;
+    switch (c->state) {
+    case ST_IDLE:
+        VD_TRACE(&c->log, VD_SUB_H1, "keep-alive timeout");
+        conn_close(c);
+        break;
+    case ST_HEAD:
+        vd_log(VD_LOG_INFO, &c->log, "client header timeout");
+        {
+            /* A minimal exchange just to answer 408 (RFC 9110 §15.5.9) and close. */
+            static const char msg[] = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; "
+                                      "charset=utf-8\r\nContent-Length: 64\r\nConnection: "
+                                      "close\r\n\r\n408 Request Timeout: client did not send a "
+                                      "complete request head\n";
+            struct iovec iov = {.iov_base = (void *)msg, .iov_len = sizeof(msg) - 1};
+            (void)vd_sock_writev(&c->sock, &iov, 1);
+        }
+        conn_close(c);
+        break;
+    case ST_BODY:
+        vd_log(VD_LOG_INFO, &c->log, "client body timeout");
+        if (c->txn && !c->txn->resp_started) {
+            struct vd_txn *t = c->txn;
+            if (t->handler && t->handler->on_abort) {
+                const struct vd_handler_ops *h = t->handler;
+                t->handler = NULL;
+                h->on_abort(t);
+            }
+            c->state = ST_WAIT;
+            vd_txn_respond_error(t, 408, "client stopped sending the request body", true);
+        } else {
+            conn_close(c);
+        }
+        break;
+    case ST_WAIT:
+        vd_log(VD_LOG_INFO, &c->log, "client send timeout: no write progress");
+        conn_close(c);
+        break;
+    case ST_CLOSING:
+        break;
+    }
+}
+
+static void
+timer_set(struct h1c *c, uint64_t ms)
+{
+    if (ms) {
+        uv_timer_start(&c->timer, timeout_cb, ms, 0);
+    } else {
+        uv_timer_stop(&c->timer);
+    }
+}
+
+static void
+arm(struct h1c *c)
+{
+    int ev = 0;
+    if (c->state == ST_CLOSING) {
+        return;
+    }
+    if (!c->client_eof &&
+        (c->state == ST_IDLE || c->state == ST_HEAD || (c->state == ST_BODY && !c->body_paused))) {
+        ev |= VD_WANT_READ;
+    }
+    if (out_pending(c)) {
+        ev |= VD_WANT_WRITE;
+    }
+    /* A TLS transport may need the other direction to make progress. */
+    if (c->sock.want && (c->sock.want & ev) == 0 && ev) {
+        ev |= c->sock.want;
+    }
+    if (c->tls && !c->handshaken) {
+        ev = c->sock.want ? c->sock.want : VD_WANT_READ;
+    }
+    vd_sock_arm(&c->sock, ev);
+}
+
+/* ---- request side -------------------------------------------------------------------------- */
+
+static void
+send_early_error(struct h1c *c, int status, const char *why)
+{
+    /* An exchange with a minimal request so the error goes through the common path (access
+     * log, error body). */
+    struct vd_txn *t = calloc(1, sizeof(*t));
+    if (!t) {
+        conn_close(c);
+        return;
+    }
+    vd_arena_init(&t->arena, 4096);
+    t->conf = c->conf;
+    t->w = c->w;
+    t->front = &h1_front_ops;
+    t->front_data = c;
+    t->client = (const struct sockaddr *)&c->peer;
+    t->client_text = c->peer_text;
+    t->client_tls = c->tls;
+    t->log = c->log;
+    t->req.version = 11;
+    t->stats.start_ns = uv_hrtime();
+    t->stats.bytes_in = c->in.len;
+    /* Keep the first line (escaped later by the access log) so operators see what came in. */
+    if (c->in.len) {
+        const uint8_t *p = vd_buf_data(&c->in);
+        size_t n = c->in.len;
+        const uint8_t *eol = memchr(p, '\n', n);
+        size_t l = eol ? (size_t)(eol - p) : n;
+        if (l > 200) {
+            l = 200;
+        }
+        const char *line = vd_arena_dup(&t->arena, p, l);
+        if (line) {
+            t->req.target = (struct vd_iov){(const uint8_t *)line, l};
+        }
+    }
+    c->txn = t;
+    c->state = ST_WAIT;
+    c->keepalive = false;
+    vd_log(VD_LOG_INFO, &t->log, "bad request: %s", why);
+    char detail[200];
+    snprintf(detail, sizeof(detail), "malformed request from client: %s", why);
+    vd_txn_respond_error(t, status, detail, true);
+}
+
+/* RFC 9112 §9.3: persistence. HTTP/1.1 persists unless "close"; HTTP/1.0 only with
+ * "keep-alive". */
+static bool
+wants_keepalive(const struct vd_req *r)
+{
+    bool ka = r->version >= 11;
+    for (size_t i = 0; i < r->nhdrs; i++) {
+        if (vd_hdr_name_is(r->hdrs[i].name, "connection")) {
+            if (vd_list_has(r->hdrs[i].value, "close")) {
+                return false;
+            }
+            if (vd_list_has(r->hdrs[i].value, "keep-alive")) {
+                ka = true;
+            }
+        }
+    }
+    return ka;
+}
+
+/* Copies the parsed head into the transaction arena so the input buffer can be reused. */
+static int
+txn_build(struct h1c *c, const struct vd_h1_req_head *h, size_t headlen)
+{
+    struct vd_conf *conf = c->conf;
+    struct vd_txn *t = calloc(1, sizeof(*t));
+    if (!t) {
+        return VD_ENOMEM;
+    }
+    vd_arena_init(&t->arena, conf->limits.request_arena + headlen);
+    /* One copy of the whole head; views are rebased into it. */
+    const uint8_t *base = vd_buf_data(&c->in);
+    uint8_t *copy = vd_arena_alloc(&t->arena, headlen);
+    struct vd_hdr *hdrs = vd_arena_alloc(&t->arena, sizeof(*hdrs) * (h->nhdrs ? h->nhdrs : 1));
+    if (!copy || !hdrs) {
+        vd_arena_free(&t->arena);
+        free(t);
+        return VD_ENOMEM;
+    }
+    memcpy(copy, base, headlen);
+#define REBASE(v) ((struct vd_iov){copy + ((v).base - base), (v).len})
+    for (size_t i = 0; i < h->nhdrs; i++) {
+        hdrs[i].name = REBASE(h->hdrs[i].name);
+        hdrs[i].value = REBASE(h->hdrs[i].value);
+    }
+    t->req.method = REBASE(h->method);
+    t->req.target = REBASE(h->target);
+#undef REBASE
+    t->req.form = h->form;
+    t->req.version = (uint8_t)(10 + h->minor);
+    t->req.hdrs = hdrs;
+    t->req.nhdrs = h->nhdrs;
+    t->conf = conf;
+    t->w = c->w;
+    t->front = &h1_front_ops;
+    t->front_data = c;
+    t->client = (const struct sockaddr *)&c->peer;
+    t->client_text = c->peer_text;
+    t->client_tls = c->tls;
+    t->mode = conf->listeners[c->listener < conf->nlisteners ? c->listener : 0].mode;
+    t->log = c->log;
+    t->stats.start_ns = uv_hrtime();
+    t->stats.bytes_in = headlen;
+    t->req_trailers = &c->req_trailers;
+    c->txn = t;
+    return 0;
+}
+
+/* Decodes request target into scheme/authority/path. Returns 0 or an error with @why. */
+static int
+req_target(struct vd_txn *t, const char **why)
+{
+    struct vd_req *r = &t->req;
+    const struct vd_hdr *host = NULL;
+    size_t nhost = 0;
+    for (size_t i = 0; i < r->nhdrs; i++) {
+        if (vd_hdr_name_is(r->hdrs[i].name, "host")) {
+            host = &r->hdrs[i];
+            nhost++;
+        }
+    }
+    /* RFC 9112 §3.2: a client MUST send Host in HTTP/1.1; a server MUST answer 400 to a request
+     * lacking it or with more than one. */
+    if (nhost > 1) {
+        *why = "more than one Host field";
+        return VD_EBADREQ;
+    }
+    if (r->version >= 11 && nhost == 0) {
+        *why = "missing Host field";
+        return VD_EBADREQ;
+    }
+    if (host) {
+        struct vd_iov hh;
+        uint16_t hp;
+        bool v6;
+        if (vd_uri_parse_authority(host->value.base, host->value.len, &hh, &hp, &v6, why) < 0) {
+            *why = "invalid Host field";
+            return VD_EBADREQ;
+        }
+    }
+    switch (r->form) {
+    case VD_TARGET_ABSOLUTE: {
+        struct vd_uri u;
+        int e = vd_uri_parse_absolute(r->target.base, r->target.len, &u, why);
+        if (e < 0) {
+            return e;
+        }
+        r->scheme = u.scheme;
+        /* RFC 9110 §7.2: the target URI's authority wins over Host. The authority view spans
+         * from the host to the end of the port as written. */
+        const uint8_t *as = u.host.base - (u.ipv6 ? 1 : 0);
+        const uint8_t *ae = u.path.base;
+        if (u.path.len == 1 && u.path.base[0] == '/' &&
+            (u.path.base < r->target.base || u.path.base >= r->target.base + r->target.len)) {
+            ae = r->target.base + r->target.len; /* no path: "/" is a static default */
+        }
+        r->authority = (struct vd_iov){as, (size_t)(ae - as)};
+        /* Strip a query-only or end-of-authority boundary. */
+        while (r->authority.len && (r->authority.base[r->authority.len - 1] == '/' ||
+                                    r->authority.base[r->authority.len - 1] == '?')) {
+            r->authority.len--;
+        }
+        r->path = u.path;
+        break;
+    }
+    case VD_TARGET_ORIGIN:
+        r->path = r->target;
+        if (host) {
+            r->authority = host->value;
+        }
+        break;
+    case VD_TARGET_ASTERISK:
+        r->path = r->target;
+        if (host) {
+            r->authority = host->value;
+        }
+        break;
+    case VD_TARGET_AUTHORITY:
+        r->authority = r->target;
+        break;
+    }
+    return 0;
+}
+
+/* Validates chunked bytes already buffered with a scratch decoder, so that a malformed chunk
+ * that arrived with the head is refused before anything is sent upstream. */
+static int
+chunked_precheck(struct h1c *c, const char **why)
+{
+    struct vd_chunked tmp = c->chk;
+    tmp.trailers = NULL;
+    const uint8_t *p = vd_buf_data(&c->in);
+    size_t n = c->in.len;
+    while (n > 0 && !tmp.done) {
+        struct vd_iov data;
+        int r = vd_chunked_decode(&tmp, p, n, &data, why);
+        if (r < 0) {
+            return r;
+        }
+        if (r == 0) {
+            break;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static void
+body_error(struct h1c *c, int status, const char *why)
+{
+    struct vd_txn *t = c->txn;
+    vd_log(VD_LOG_INFO, &t->log, "bad request body: %s", why);
+    c->keepalive = false;
+    c->state = ST_WAIT;
+    if (t->resp_started) {
+        conn_close(c);
+        return;
+    }
+    if (t->handler && t->handler->on_abort) {
+        const struct vd_handler_ops *h = t->handler;
+        t->handler = NULL;
+        h->on_abort(t);
+    }
+    char detail[200];
+    snprintf(detail, sizeof(detail), "%s: %s",
+             status == 413 ? "request body too large" : "malformed request body from client", why);
+    vd_txn_respond_error(t, status, detail, true);
+}
+
+/* Delivers buffered request body to the handler. Returns true when the body is complete. */
+static bool
+deliver_body(struct h1c *c)
+{
+    struct vd_txn *t = c->txn;
+    uint64_t max = c->conf->limits.body;
+    for (;;) {
+        if (!t || c->state != ST_BODY || c->body_paused) {
+            return false;
+        }
+        if (c->pend_n) {
+            if (!t->handler) {
+                c->pend_n = 0;
+                continue;
+            }
+            ssize_t k = t->handler->on_req_body(t, c->pend_p, c->pend_n, false);
+            if (c->txn != t || c->state != ST_BODY) {
+                return false;
+            }
+            if (k < 0) {
+                body_error(c, 502, "upstream refused the request body");
+                return false;
+            }
+            c->pend_p += k;
+            c->pend_n -= (size_t)k;
+            if (c->pend_n) {
+                c->body_paused = true;
+                return false;
+            }
+            continue;
+        }
+        if (t->req.framing.kind == VD_BODY_LENGTH) {
+            size_t avail = (size_t)VD_MIN((uint64_t)c->in.len, c->body_remain);
+            bool end = avail == c->body_remain;
+            if (avail == 0 && !end) {
+                return false;
+            }
+            ssize_t k = t->handler ? t->handler->on_req_body(t, vd_buf_data(&c->in), avail, end)
+                                   : (ssize_t)avail;
+            if (c->txn != t || c->state != ST_BODY) {
+                return false;
+            }
+            if (k < 0) {
+                body_error(c, 502, "upstream refused the request body");
+                return false;
+            }
+            vd_buf_consume(&c->in, (uint32_t)k);
+            c->body_remain -= (uint64_t)k;
+            t->stats.bytes_in += (uint64_t)k;
+            if (c->body_remain == 0 && (size_t)k == avail) {
+                c->state = ST_WAIT;
+                return true;
+            }
+            if ((size_t)k < avail) {
+                c->body_paused = true;
+            }
+            return false;
+        }
+        /* chunked */
+        if (c->chk.done) {
+            if (!c->body_end_sent) {
+                c->body_end_sent = true;
+                if (t->handler) {
+                    (void)t->handler->on_req_body(t, NULL, 0, true);
+                }
+            }
+            if (c->txn == t && c->state == ST_BODY) {
+                c->state = ST_WAIT;
+            }
+            return true;
+        }
+        if (c->in.len == 0) {
+            return false;
+        }
+        struct vd_iov data;
+        const char *why = NULL;
+        int r = vd_chunked_decode(&c->chk, vd_buf_data(&c->in), c->in.len, &data, &why);
+        if (r < 0) {
+            body_error(c, r == VD_ETOOBIG ? 413 : 400, why ? why : "invalid chunked encoding");
+            return false;
+        }
+        if (r == 0) {
+            return false;
+        }
+        t->stats.bytes_in += (uint64_t)r;
+        /* The payload view stays valid: the buffer is not compacted or refilled while
+         * pend_n is non-zero. */
+        vd_buf_consume(&c->in, (uint32_t)r);
+        if (data.len) {
+            if (max && t->stats.bytes_in > max + 65536 && c->body_remain + data.len > max) {
+                body_error(c, 413, "chunked body exceeds limits.body");
+                return false;
+            }
+            c->body_remain += data.len; /* for chunked: bytes of payload so far */
+            if (max && c->body_remain > max) {
+                body_error(c, 413, "chunked body exceeds limits.body");
+                return false;
+            }
+            c->pend_p = data.base;
+            c->pend_n = data.len;
+        }
+    }
+}
+
+static void
+start_exchange(struct h1c *c, const struct vd_h1_req_head *h, size_t headlen)
+{
+    const char *why = NULL;
+    if (txn_build(c, h, headlen) < 0) {
+        send_early_error(c, 503, "out of memory for the request");
+        return;
+    }
+    struct vd_txn *t = c->txn;
+    vd_buf_consume(&c->in, (uint32_t)headlen);
+    c->keepalive = wants_keepalive(&t->req);
+    c->resp_close = false;
+    c->resp_done = false;
+    c->resp_chunked = false;
+    c->handler_waits = false;
+    c->body_paused = false;
+    c->body_end_sent = false;
+    c->pend_n = 0;
+    c->body_remain = 0;
+    c->sent_100 = false;
+    c->expect_100 = false;
+
+    int e =
+        vd_http_req_framing(t->req.hdrs, t->req.nhdrs, t->req.version - 10, &t->req.framing, &why);
+    if (e == 0) {
+        e = req_target(t, &why);
+    }
+    if (e < 0) {
+        c->keepalive = false;
+        c->state = ST_WAIT;
+        vd_log(VD_LOG_INFO, &t->log, "bad request: %s", why ? why : vd_strerror(e));
+        char detail[200];
+        int status = e == VD_ENOTIMPL ? 501 : 400;
+        snprintf(detail, sizeof(detail), "%s: %s",
+                 status == 501 ? "transfer coding not implemented"
+                               : "malformed request from client",
+                 why ? why : vd_strerror(e));
+        vd_txn_respond_error(t, status, detail, true);
+        return;
+    }
+    for (size_t i = 0; i < t->req.nhdrs; i++) {
+        if (vd_hdr_name_is(t->req.hdrs[i].name, "expect")) {
+            /* RFC 9110 §10.1.1: only 100-continue is defined; others get 417. */
+            if (t->req.hdrs[i].value.len == 12 &&
+                strncasecmp((const char *)t->req.hdrs[i].value.base, "100-continue", 12) == 0) {
+                c->expect_100 = t->req.version >= 11;
+            } else {
+                c->state = ST_WAIT;
+                c->keepalive = false;
+                vd_txn_respond_error(t, 417, "unsupported expectation", true);
+                return;
+            }
+        }
+    }
+    uint64_t max = c->conf->limits.body;
+    switch (t->req.framing.kind) {
+    case VD_BODY_LENGTH:
+        if (max && t->req.framing.length > max) {
+            c->state = ST_WAIT;
+            c->keepalive = false;
+            vd_txn_respond_error(t, 413, "request body larger than limits.body", true);
+            return;
+        }
+        c->body_remain = t->req.framing.length;
+        c->state = t->req.framing.length ? ST_BODY : ST_WAIT;
+        break;
+    case VD_BODY_CHUNKED:
+        vd_dbuf_reset(&c->req_trailers);
+        vd_chunked_init(&c->chk, c->conf->limits.chunk_line, c->conf->limits.trailer_block,
+                        &c->req_trailers);
+        if (chunked_precheck(c, &why) < 0) {
+            c->state = ST_WAIT;
+            c->keepalive = false;
+            vd_log(VD_LOG_INFO, &t->log, "bad request body: %s", why ? why : "chunked");
+            char detail[200];
+            snprintf(detail, sizeof(detail), "malformed request body from client: %s",
+                     why ? why : "invalid chunked encoding");
+            vd_txn_respond_error(t, 400, detail, true);
+            return;
+        }
+        c->state = ST_BODY;
+        break;
+    default:
+        c->state = ST_WAIT;
+        break;
+    }
+    timer_set(c, c->state == ST_BODY ? c->conf->timeouts.client_body : 0);
+    vd_txn_start(t);
+}
+
+static void
+process_input(struct h1c *c)
+{
+    if (c->in_process) {
+        return;
+    }
+    c->in_process = true;
+    while (c->state != ST_CLOSING) {
+        if (c->state == ST_IDLE || c->state == ST_HEAD) {
+            if (c->in.len == 0) {
+                break;
+            }
+            const struct vd_conf_limits *lim = &c->conf->limits;
+            struct vd_h1_limits hl = {
+                .max_request_line = lim->request_line,
+                .max_head = lim->header_block,
+                .max_headers = lim->header_count,
+            };
+            /* Parse scratch is per worker: heads are parsed synchronously and copied into the
+             * exchange's arena, so idle connections carry no header array. */
+            struct vd_worker *w = c->w;
+            if (w->hdr_scratch_cap < lim->header_count) {
+                struct vd_hdr *nh = realloc(w->hdr_scratch, sizeof(*nh) * lim->header_count);
+                if (!nh) {
+                    send_early_error(c, 503, "out of memory");
+                    break;
+                }
+                w->hdr_scratch = nh;
+                w->hdr_scratch_cap = lim->header_count;
+            }
+            struct vd_h1_req_head h = {.hdrs = w->hdr_scratch};
+            const char *why = NULL;
+            int r = vd_h1_parse_request(vd_buf_data(&c->in), c->in.len, &hl, &h, &why);
+            if (r == VD_EAGAIN) {
+                if (c->state == ST_IDLE) {
+                    c->state = ST_HEAD;
+                    timer_set(c, c->conf->timeouts.client_header);
+                }
+                break;
+            }
+            if (r < 0) {
+                int status = r == VD_EURITOOLONG ? 414 : r == VD_EHDRTOOBIG ? 431 : 400;
+                send_early_error(c, status, why ? why : vd_strerror(r));
+                break;
+            }
+            start_exchange(c, &h, (size_t)r);
+            continue;
+        }
+        if (c->state == ST_BODY) {
+            if (!deliver_body(c)) {
+                break;
+            }
+            continue;
+        }
+        break; /* ST_WAIT: the next request waits for this response */
+    }
+    c->in_process = false;
+    if (c->state == ST_IDLE && c->in.len == 0) {
+        vd_buf_release(&c->in);
+    }
+    arm(c);
+}
+
+static void
+do_read(struct h1c *c)
+{
+    if (c->pend_n) {
+        return; /* a payload view points into the buffer: it must not move */
+    }
+    if (!c->in.base && vd_buf_acquire(&c->in) < 0) {
+        vd_log(VD_LOG_ERR, &c->log, "out of buffer memory");
+        conn_close(c);
+        return;
+    }
+    vd_buf_compact(&c->in);
+    if (vd_buf_room(&c->in) == 0) {
+        /* Only a head can fill the buffer (bodies are consumed as they come): let it grow to
+         * the configured head limit so the parser can answer 431 exactly. */
+        uint32_t want = c->conf->limits.header_block + 1024;
+        if ((c->state == ST_IDLE || c->state == ST_HEAD) && c->in.cap < want &&
+            vd_buf_grow(&c->in, want) == 0) {
+            /* grown */
+        } else {
+            arm(c);
+            return;
+        }
+    }
+    ssize_t n = vd_sock_read(&c->sock, vd_buf_tail(&c->in), vd_buf_room(&c->in));
+    if (n == VD_EAGAIN) {
+        arm(c);
+        return;
+    }
+    if (n == 0 || n < 0) {
+        if (n < 0 && n != -ECONNRESET) {
+            VD_TRACE(&c->log, VD_SUB_H1, "client read error: %s", vd_strerror((int)n));
+        }
+        if (n == 0 && c->state == ST_WAIT && c->txn) {
+            /* Half-close after a complete request: finish the response, then close. */
+            c->client_eof = true;
+            c->keepalive = false;
+            arm(c);
+            return;
+        }
+        if (n == 0 && c->state == ST_HEAD) {
+            vd_log(VD_LOG_INFO, &c->log, "client closed the connection inside a request head");
+        }
+        conn_close(c);
+        return;
+    }
+    c->in.len += (uint32_t)n;
+    if (c->state == ST_BODY) {
+        timer_set(c, c->conf->timeouts.client_body);
+    }
+    process_input(c);
+}
+
+static void
+on_sock_event(struct vd_sock *s, int ev)
+{
+    struct h1c *c = s->data;
+    VD_BUG_ON(c->magic != H1C_MAGIC);
+    if (c->tls && !c->handshaken) {
+        int r = vd_tls_handshake(&c->sock);
+        if (r == VD_EAGAIN) {
+            arm(c);
+            return;
+        }
+        if (r < 0) {
+            vd_log(VD_LOG_INFO, &c->log, "TLS handshake failed: %s", vd_tls_error_detail(&c->sock));
+            conn_close(c);
+            return;
+        }
+        c->handshaken = true;
+        c->sock.want = 0;
+        ev |= VD_WANT_READ;
+    }
+    if (ev & VD_WANT_WRITE && out_pending(c)) {
+        if (out_flush(c) < 0) {
+            conn_close(c);
+            return;
+        }
+        if (!out_pending(c)) {
+            if (c->resp_done && c->txn) {
+                finish_exchange(c);
+                return;
+            }
+            if (c->handler_waits && c->txn && c->txn->handler) {
+                c->handler_waits = false;
+                c->txn->handler->on_writable(c->txn);
+                if (c->state == ST_CLOSING) {
+                    return;
+                }
+            }
+        } else if (c->state != ST_CLOSING) {
+            timer_set(c, c->conf->timeouts.send);
+        }
+    }
+    if (c->state == ST_CLOSING) {
+        return;
+    }
+    if (ev & VD_WANT_READ) {
+        do_read(c);
+        return;
+    }
+    arm(c);
+}
+
+/* The response is complete and written (or queued): log, then the next exchange or close. */
+static void
+finish_exchange(struct h1c *c)
+{
+    struct vd_txn *t = c->txn;
+    if (out_pending(c)) {
+        arm(c); /* finished from on_sock_event once drained */
+        timer_set(c, c->conf->timeouts.send);
+        return;
+    }
+    vd_txn_log(t);
+    txn_free(c);
+    bool close =
+        c->resp_close || !c->keepalive || c->client_eof || c->w->draining || c->state == ST_BODY;
+    if (close) {
+        /* Half-close first so the client reads everything before the connection goes
+         * (RFC 9112 §9.6: closing while the client still sends can lose the response). */
+        (void)c->sock.ops->shutdown(&c->sock);
+        conn_close(c);
+        return;
+    }
+    /* Pick up a reloaded configuration for the next exchange. */
+    if (c->conf != c->w->conf) {
+        vd_conf_unref(c->conf);
+        c->conf = vd_conf_ref(c->w->conf);
+    }
+    c->state = ST_IDLE;
+    timer_set(c, c->conf->timeouts.keepalive);
+    if (c->in.len) {
+        process_input(c);
+    } else {
+        vd_buf_release(&c->in);
+        arm(c);
+    }
+}
+
+/* ---- front ops ----------------------------------------------------------------------------- */
+
+static int
+fo_send_interim(struct vd_txn *t, int status, const struct vd_hdr *h, size_t n)
+{
+    struct h1c *c = txn_conn(t);
+    /* RFC 9110 §15.2: no 1xx to an HTTP/1.0 client. 100 only when the client asked. */
+    if (t->req.version < 11 || (status == 100 && (!c->expect_100 || c->sent_100))) {
+        return 0;
+    }
+    if (status == 100) {
+        c->sent_100 = true;
+    }
+    char line[64];
+    int l = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, vd_http_reason(status));
+    int r = hout_add(c, line, (size_t)l);
+    for (size_t i = 0; i < n && r == 0; i++) {
+        r = hout_add(c, h[i].name.base, h[i].name.len);
+        r = r ? r : hout_add(c, ": ", 2);
+        r = r ? r : hout_add(c, h[i].value.base, h[i].value.len);
+        r = r ? r : hout_add(c, "\r\n", 2);
+    }
+    r = r ? r : hout_add(c, "\r\n", 2);
+    if (r < 0) {
+        return r;
+    }
+    r = out_flush(c);
+    arm(c);
+    return r;
+}
+
+static int
+fo_send_head(struct vd_txn *t, const struct vd_resp *resp)
+{
+    struct h1c *c = txn_conn(t);
+    char line[96];
+    t->status = resp->status;
+    t->resp_started = true;
+    c->resp_has_body = resp->has_body;
+    c->resp_chunked = false;
+    if (resp->has_body && resp->length < 0) {
+        if (t->req.version >= 11) {
+            c->resp_chunked = true;
+        } else {
+            c->resp_close = true; /* close-delimited for HTTP/1.0 */
+        }
+    }
+    /* Once the response starts, a request body still arriving is discarded by closing. */
+    if (c->state == ST_BODY) {
+        c->resp_close = true;
+    }
+    if (c->w->draining || resp->close) {
+        c->resp_close = true;
+    }
+    int l = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", resp->status,
+                     vd_http_reason(resp->status));
+    int r = hout_add(c, line, (size_t)l);
+    for (size_t i = 0; i < resp->nhdrs && r == 0; i++) {
+        r = hout_add(c, resp->hdrs[i].name.base, resp->hdrs[i].name.len);
+        r = r ? r : hout_add(c, ": ", 2);
+        r = r ? r : hout_add(c, resp->hdrs[i].value.base, resp->hdrs[i].value.len);
+        r = r ? r : hout_add(c, "\r\n", 2);
+    }
+    if (r == 0 && resp->length >= 0 && resp->status >= 200 && resp->status != 204) {
+        l = snprintf(line, sizeof(line), "Content-Length: %lld\r\n", (long long)resp->length);
+        r = hout_add(c, line, (size_t)l);
+    }
+    if (r == 0 && c->resp_chunked) {
+        r = hout_add(c, "Transfer-Encoding: chunked\r\n", 28);
+    }
+    if (r == 0) {
+        bool close = c->resp_close || !c->keepalive || c->client_eof;
+        if (close) {
+            c->resp_close = true;
+            r = hout_add(c, "Connection: close\r\n\r\n", 21);
+        } else if (t->req.version < 11) {
+            r = hout_add(c, "Connection: keep-alive\r\n\r\n", 26);
+        } else {
+            r = hout_add(c, "\r\n", 2);
+        }
+    }
+    if (r < 0) {
+        vd_dbuf_reset(&c->hout);
+        return r;
+    }
+    return 0;
+}
+
+static ssize_t
+fo_send_body(struct vd_txn *t, const uint8_t *p, size_t len)
+{
+    struct h1c *c = txn_conn(t);
+    ssize_t k;
+    if (!c->resp_has_body || len == 0) {
+        return (ssize_t)len;
+    }
+    if (c->resp_chunked) {
+        /* Chunk framing goes to hout, the data to out; accept only what fits in the output
+         * chunk so the framing and the data stay in step. */
+        if (out_pending(c)) {
+            int r = out_flush(c);
+            if (r < 0) {
+                return r;
+            }
+        }
+        if (!c->out.base && vd_buf_acquire(&c->out) < 0) {
+            return 0;
+        }
+        vd_buf_compact(&c->out);
+        size_t room = vd_buf_room(&c->out);
+        if (room < 64 && c->out.len) {
+            c->handler_waits = true;
+            arm(c);
+            return 0;
+        }
+        size_t take = VD_MIN(room - 2, len);
+        char hdr[24];
+        int l = snprintf(hdr, sizeof(hdr), "%zx\r\n", take);
+        if (c->out.len == 0 && c->hout.len == c->hout_off) {
+            /* Nothing queued: write framing + data + CRLF in one writev. */
+            struct iovec iov[3] = {{hdr, (size_t)l}, {(void *)p, take}, {"\r\n", 2}};
+            ssize_t w = vd_sock_writev(&c->sock, iov, 3);
+            if (w < 0 && w != VD_EAGAIN) {
+                return w;
+            }
+            size_t written = w > 0 ? (size_t)w : 0;
+            t->stats.bytes_out += written;
+            size_t total = (size_t)l + take + 2;
+            if (written == total) {
+                return (ssize_t)take;
+            }
+            /* Queue the rest of the three pieces. */
+            size_t off = written;
+            const uint8_t *pieces[3] = {(const uint8_t *)hdr, p, (const uint8_t *)"\r\n"};
+            size_t lens[3] = {(size_t)l, take, 2};
+            for (int i = 0; i < 3; i++) {
+                if (off >= lens[i]) {
+                    off -= lens[i];
+                    continue;
+                }
+                memcpy(vd_buf_tail(&c->out), pieces[i] + off, lens[i] - off);
+                c->out.len += (uint32_t)(lens[i] - off);
+                off = 0;
+            }
+            arm(c);
+            return (ssize_t)take;
+        }
+        take = VD_MIN(take, room > (size_t)l + 2 ? room - (size_t)l - 2 : 0);
+        if (take == 0) {
+            c->handler_waits = true;
+            arm(c);
+            return 0;
+        }
+        l = snprintf(hdr, sizeof(hdr), "%zx\r\n", take);
+        memcpy(vd_buf_tail(&c->out), hdr, (size_t)l);
+        c->out.len += (uint32_t)l;
+        memcpy(vd_buf_tail(&c->out), p, take);
+        c->out.len += (uint32_t)take;
+        memcpy(vd_buf_tail(&c->out), "\r\n", 2);
+        c->out.len += 2;
+        int r = out_flush(c);
+        if (r < 0) {
+            return r;
+        }
+        arm(c);
+        return (ssize_t)take;
+    }
+    if (c->hout.len > c->hout_off && c->out.len == 0) {
+        /* Head queued and no data: one writev for head + body. */
+        struct iovec iov[2] = {{c->hout.p + c->hout_off, c->hout.len - c->hout_off},
+                               {(void *)p, len}};
+        ssize_t w = vd_sock_writev(&c->sock, iov, 2);
+        if (w < 0 && w != VD_EAGAIN) {
+            return w;
+        }
+        size_t written = w > 0 ? (size_t)w : 0;
+        t->stats.bytes_out += written;
+        size_t hw = c->hout.len - c->hout_off;
+        if (written >= hw) {
+            vd_dbuf_reset(&c->hout);
+            c->hout_off = 0;
+            size_t body_done = written - hw;
+            if (body_done == len) {
+                return (ssize_t)len;
+            }
+            k = out_write(c, p + body_done, len - body_done);
+            if (k < 0) {
+                return k;
+            }
+            k += (ssize_t)body_done;
+        } else {
+            c->hout_off += written;
+            k = out_write(c, p, len);
+        }
+    } else {
+        k = out_write(c, p, len);
+    }
+    if (k >= 0 && (size_t)k < len) {
+        c->handler_waits = true;
+    }
+    arm(c);
+    return k;
+}
+
+static int
+fo_send_end(struct vd_txn *t, const struct vd_dbuf *trailers)
+{
+    struct h1c *c = txn_conn(t);
+    int r = 0;
+    if (c->resp_chunked) {
+        r = hout_add(c, "0\r\n", 3);
+        if (r == 0 && trailers && trailers->len) {
+            r = hout_add(c, trailers->p, trailers->len);
+        }
+        r = r ? r : hout_add(c, "\r\n", 2);
+    }
+    c->resp_done = true;
+    if (r < 0) {
+        conn_close(c);
+        return r;
+    }
+    r = out_flush(c);
+    if (r < 0) {
+        conn_close(c);
+        return r;
+    }
+    finish_exchange(c);
+    return 0;
+}
+
+static void
+fo_req_body_pause(struct vd_txn *t, bool pause)
+{
+    struct h1c *c = txn_conn(t);
+    c->body_paused = pause;
+    if (!pause) {
+        process_input(c);
+    }
+    arm(c);
+}
+
+static void
+fo_abort(struct vd_txn *t)
+{
+    struct h1c *c = txn_conn(t);
+    t->handler = NULL;
+    if (t->status == 0) {
+        t->status = 502;
+    }
+    conn_close(c);
+}
+
+static const struct vd_front_ops h1_front_ops = {
+    .send_interim = fo_send_interim,
+    .send_head = fo_send_head,
+    .send_body = fo_send_body,
+    .send_end = fo_send_end,
+    .req_body_pause = fo_req_body_pause,
+    .abort = fo_abort,
+};
+
+void
+vd_txn_req_body_resume(struct vd_txn *t)
+{
+    t->front->req_body_pause(t, false);
+}
+
+/* ---- accept -------------------------------------------------------------------------------- */
+
+static void
+format_peer(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+        snprintf(out, cap, "%s:%u", ip, ntohs(s4->sin_port));
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+        snprintf(out, cap, "[%s]:%u", ip, ntohs(s6->sin6_port));
+    } else {
+        snprintf(out, cap, "unix");
+    }
+}
+
+void
+vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener)
+{
+    struct h1c *c = calloc(1, sizeof(*c));
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->magic = H1C_MAGIC;
+    socklen_t sl = sizeof(c->peer);
+    if (getpeername(fd, (struct sockaddr *)&c->peer, &sl) < 0) {
+        c->peer.ss_family = AF_UNSPEC;
+    }
+    format_peer(&c->peer, c->peer_text, sizeof(c->peer_text));
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (vd_sock_init(&w->loop, &c->sock, fd) < 0) {
+        close(fd);
+        free(c);
+        return;
+    }
+    c->sock.data = c;
+    c->sock.on_event = on_sock_event;
+    c->sock.on_close = sock_closed;
+    uv_timer_init(&w->loop, &c->timer);
+    c->timer.data = c;
+    c->w = w;
+    c->conf = vd_conf_ref(w->conf);
+    c->listener = listener;
+    c->id = ++w->next_conn_id;
+    c->log = (struct vd_log_ctx){.conn_id = c->id, .peer = c->peer_text};
+    vd_dbuf_init(&c->hout, c->conf->limits.header_block + 4096);
+    vd_dbuf_init(&c->req_trailers, c->conf->limits.trailer_block + 64);
+    vd_list_insert_tail(&w->conns, &c->link);
+    w->nconns++;
+    c->state = ST_IDLE;
+    struct vd_tls_server *ts = w->shared->tls_servers ? w->shared->tls_servers[listener] : NULL;
+    if (ts) {
+        c->tls = true;
+        if (vd_tls_attach_server(&c->sock, ts) < 0) {
+            conn_close(c);
+            return;
+        }
+    }
+    timer_set(c, c->conf->timeouts.client_header);
+    arm(c);
+}
+
+void
+vd_front_h1_drain_all(struct vd_worker *w)
+{
+    struct vd_list *n = w->conns.next;
+    while (n != &w->conns) {
+        struct h1c *c = VD_CONTAINER_OF(n, struct h1c, link);
+        n = n->next;
+        if (c->state == ST_IDLE) {
+            conn_close(c);
+        }
+    }
+}
+
+void vd_front_h1_close_all(struct vd_worker *w);
+
+void
+vd_front_h1_close_all(struct vd_worker *w)
+{
+    struct vd_list *n = w->conns.next;
+    while (n != &w->conns) {
+        struct h1c *c = VD_CONTAINER_OF(n, struct h1c, link);
+        n = n->next;
+        conn_close(c);
+    }
+}

@@ -1,0 +1,294 @@
+/* SPDX-License-Identifier: MIT */
+/* Workers: one libuv loop per thread with its own SO_REUSEPORT listening sockets (the kernel
+ * spreads connections), its own resolver, upstream pool and access-log buffer. The main thread
+ * talks to workers only through an async handle and an atomic command word. */
+#include "vd/config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "vd/err.h"
+#include "vd/proxy.h"
+
+void vd_front_h1_close_all(struct vd_worker *w);
+
+static void
+on_accept(uv_poll_t *h, int status, int events)
+{
+    struct vd_worker *w = h->data;
+    size_t li = (size_t)(h - w->listen_polls);
+    if (status < 0 || w->draining) {
+        return;
+    }
+    (void)events;
+    /* Accept a bounded batch per wake-up so one busy listener cannot starve the loop. */
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(w->listen_fds[li], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE) {
+                vd_log(VD_LOG_ERR, NULL, "accept: %s (raise the file descriptor limit)",
+                       vd_strerror(-errno));
+            }
+            return;
+        }
+        if (w->nconns >= w->conf->limits.max_connections) {
+            /* Over the limit: refuse at once rather than queueing work we cannot do. */
+            static const char msg[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+                                      "text/plain; charset=utf-8\r\nContent-Length: 52\r\n"
+                                      "Connection: close\r\n\r\n503 Service Unavailable: too many "
+                                      "connections\n";
+            ssize_t n = write(fd, msg, sizeof(msg) - 1);
+            (void)n;
+            close(fd);
+            continue;
+        }
+        vd_front_h1_accept(w, fd, li);
+    }
+}
+
+static int
+listen_socket(const struct vd_conf_listener *l, const struct sockaddr_storage *ss, socklen_t len)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -errno;
+    }
+    int one = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (ss->ss_family == AF_INET6) {
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    }
+    if (bind(fd, (const struct sockaddr *)ss, len) < 0 ||
+        listen(fd, (int)(l->backlog ? l->backlog : 511)) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    return fd;
+}
+
+int vd_worker_listen_shared(const struct vd_conf_listener *l, struct sockaddr_storage *bound,
+                            socklen_t *blen);
+
+/* Binds the first socket of a listener on the main thread, so that port 0 becomes a real port
+ * that every worker then shares through SO_REUSEPORT. Returns the fd or -errno. */
+int
+vd_worker_listen_shared(const struct vd_conf_listener *l, struct sockaddr_storage *bound,
+                        socklen_t *blen)
+{
+    int fd = listen_socket(l, &l->addr, l->addrlen);
+    if (fd < 0) {
+        return fd;
+    }
+    *blen = sizeof(*bound);
+    if (getsockname(fd, (struct sockaddr *)bound, blen) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    return fd;
+}
+
+static void
+alog_tick(uv_timer_t *t)
+{
+    struct vd_worker *w = t->data;
+    if (w->alog.len) {
+        vd_alog_flush(w);
+    }
+}
+
+static void
+close_listeners(struct vd_worker *w)
+{
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        if (w->listen_fds[i] >= 0) {
+            uv_poll_stop(&w->listen_polls[i]);
+            uv_close((uv_handle_t *)&w->listen_polls[i], NULL);
+            close(w->listen_fds[i]);
+            w->listen_fds[i] = -1;
+        }
+    }
+}
+
+static void
+walk_close(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h)) {
+        uv_close(h, NULL);
+    }
+}
+
+static void
+maybe_finish(struct vd_worker *w)
+{
+    if (!w->draining || w->nconns > 0) {
+        return;
+    }
+    vd_pool_close_all(w);
+    vd_alog_flush(w);
+    uv_timer_stop(&w->drain_timer);
+    uv_timer_stop(&w->alog_timer);
+    if (w->resolver) {
+        vd_resolver_free(w->resolver);
+        w->resolver = NULL;
+    }
+    uv_close((uv_handle_t *)&w->async, NULL);
+    uv_close((uv_handle_t *)&w->drain_timer, NULL);
+    uv_close((uv_handle_t *)&w->alog_timer, NULL);
+}
+
+static void
+drain_tick(uv_timer_t *t)
+{
+    struct vd_worker *w = t->data;
+    vd_front_h1_drain_all(w);
+    vd_pool_close_all(w);
+    if (uv_now(&w->loop) >= w->drain_deadline && w->nconns > 0) {
+        vd_log(VD_LOG_NOTICE, NULL,
+               "worker %u: shutdown grace period over, closing %zu "
+               "connections",
+               w->id, w->nconns);
+        vd_front_h1_close_all(w);
+    }
+    maybe_finish(w);
+}
+
+static void
+on_async(uv_async_t *a)
+{
+    struct vd_worker *w = a->data;
+    int cmd = atomic_exchange(&w->cmd, VD_WCMD_NONE);
+    if (cmd == VD_WCMD_RELOAD || cmd == VD_WCMD_DRAIN) {
+        struct vd_conf *c = vd_conf_current();
+        if (c) {
+            vd_conf_unref(w->conf);
+            w->conf = c;
+        }
+    }
+    if (cmd == VD_WCMD_DRAIN && !w->draining) {
+        w->draining = true;
+        close_listeners(w);
+        w->drain_deadline = uv_now(&w->loop) + w->conf->timeouts.shutdown_grace;
+        vd_front_h1_drain_all(w);
+        uv_timer_start(&w->drain_timer, drain_tick, 100, 100);
+        maybe_finish(w);
+    }
+}
+
+int
+vd_worker_init(struct vd_worker *w, unsigned id, struct vd_conf *conf,
+               const struct vd_worker_shared *sh, char *err, size_t errlen)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->shared = sh;
+    w->conf = vd_conf_ref(conf);
+    w->alog_fd = -1;
+    vd_list_init(&w->conns);
+    vd_list_init(&w->idle_upstreams);
+    vd_dbuf_init(&w->alog, 1 << 20);
+    int r = uv_loop_init(&w->loop);
+    if (r < 0) {
+        snprintf(err, errlen, "uv_loop_init: %s", uv_strerror(r));
+        return r;
+    }
+    uv_async_init(&w->loop, &w->async, on_async);
+    w->async.data = w;
+    uv_timer_init(&w->loop, &w->drain_timer);
+    w->drain_timer.data = w;
+    uv_timer_init(&w->loop, &w->alog_timer);
+    w->alog_timer.data = w;
+    r = vd_resolver_new(&w->loop, &conf->resolver, &w->resolver, err, errlen);
+    if (r < 0) {
+        return r;
+    }
+    w->nlisteners = sh->nlisteners;
+    w->listen_fds = calloc(sh->nlisteners ? sh->nlisteners : 1, sizeof(int));
+    w->listen_polls = calloc(sh->nlisteners ? sh->nlisteners : 1, sizeof(uv_poll_t));
+    if (!w->listen_fds || !w->listen_polls) {
+        snprintf(err, errlen, "out of memory");
+        return VD_ENOMEM;
+    }
+    for (size_t i = 0; i < sh->nlisteners; i++) {
+        int fd;
+        if (id == 0) {
+            fd = dup(sh->listen_fds[i]);
+            if (fd < 0) {
+                fd = -errno;
+            }
+        } else {
+            /* A socket of its own on the same (now concrete) address: SO_REUSEPORT. */
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof(ss);
+            if (getsockname(sh->listen_fds[i], (struct sockaddr *)&ss, &sl) < 0) {
+                fd = -errno;
+            } else {
+                fd = listen_socket(&conf->listeners[i], &ss, sl);
+            }
+        }
+        if (fd < 0) {
+            snprintf(err, errlen, "listen on %s: %s", conf->listeners[i].addr_text,
+                     vd_strerror(fd));
+            return fd;
+        }
+        (void)fcntl(fd, F_SETFL, O_NONBLOCK);
+        w->listen_fds[i] = fd;
+        uv_poll_init_socket(&w->loop, &w->listen_polls[i], fd);
+        w->listen_polls[i].data = w;
+        uv_poll_start(&w->listen_polls[i], UV_READABLE, on_accept);
+    }
+    return 0;
+}
+
+void vd_worker_set_access_log(struct vd_worker *w, int fd, bool json);
+
+void
+vd_worker_set_access_log(struct vd_worker *w, int fd, bool json)
+{
+    w->alog_fd = fd;
+    w->alog_json = json;
+    if (fd >= 0) {
+        uv_timer_start(&w->alog_timer, alog_tick, 1000, 1000);
+        uv_unref((uv_handle_t *)&w->alog_timer);
+    }
+}
+
+void
+vd_worker_run(void *arg)
+{
+    struct vd_worker *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* Anything left (should be nothing) is closed so the loop can be closed cleanly. */
+    uv_walk(&w->loop, walk_close, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    vd_buf_thread_cleanup();
+}
+
+void
+vd_worker_post(struct vd_worker *w, int cmd)
+{
+    atomic_store(&w->cmd, cmd);
+    uv_async_send(&w->async);
+}
+
+void
+vd_worker_destroy(struct vd_worker *w)
+{
+    if (uv_loop_close(&w->loop) != 0) {
+        vd_log(VD_LOG_ALERT, NULL, "worker %u: handles left open at exit", w->id);
+    }
+    free(w->listen_fds);
+    free(w->listen_polls);
+    free(w->hdr_scratch);
+    vd_dbuf_free(&w->alog);
+    vd_conf_unref(w->conf);
+}
