@@ -312,7 +312,9 @@ fwd_fail(struct fwd *f, int status, const char *detail)
     if (started) {
         t->front->abort(t);
     } else {
-        vd_txn_respond_error(t, status, detail, true);
+        /* The client connection survives an upstream failure unless its request body is
+         * still arriving (the front decides that). */
+        vd_txn_respond_error(t, status, detail, false);
     }
 }
 

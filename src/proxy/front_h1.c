@@ -52,6 +52,7 @@ struct h1c {
     struct vd_dbuf hout; /* serialized heads and chunk framing waiting to be written */
     struct vd_buf out;   /* body bytes the socket did not take yet */
     size_t hout_off;     /* bytes of hout already written */
+    struct vd_dbuf tail; /* end-of-body framing queued behind body bytes in out */
 
     struct vd_txn *txn; /* current exchange or NULL */
 
@@ -99,7 +100,7 @@ txn_conn(struct vd_txn *t)
 static bool
 out_pending(const struct h1c *c)
 {
-    return c->hout.len > c->hout_off || c->out.len > 0;
+    return c->hout.len > c->hout_off || c->out.len > 0 || c->tail.len > 0;
 }
 
 /* Writes pending output. Returns 0 (maybe partially written), or a negative error. */
@@ -107,7 +108,7 @@ static int
 out_flush(struct h1c *c)
 {
     while (out_pending(c)) {
-        struct iovec iov[2];
+        struct iovec iov[3];
         int n = 0;
         if (c->hout.len > c->hout_off) {
             iov[n].iov_base = c->hout.p + c->hout_off;
@@ -117,6 +118,11 @@ out_flush(struct h1c *c)
         if (c->out.len) {
             iov[n].iov_base = c->out.base + c->out.off;
             iov[n].iov_len = c->out.len;
+            n++;
+        }
+        if (c->tail.len) {
+            iov[n].iov_base = c->tail.p;
+            iov[n].iov_len = c->tail.len;
             n++;
         }
         ssize_t w = vd_sock_writev(&c->sock, iov, n);
@@ -130,15 +136,23 @@ out_flush(struct h1c *c)
             c->txn->stats.bytes_out += (uint64_t)w;
         }
         size_t hw = c->hout.len - c->hout_off;
-        if ((size_t)w >= hw) {
-            w -= (ssize_t)hw;
-            vd_dbuf_reset(&c->hout);
-            c->hout_off = 0;
-            vd_buf_consume(&c->out, (uint32_t)w);
-        } else {
+        if ((size_t)w < hw) {
             c->hout_off += (size_t)w;
+            continue;
+        }
+        w -= (ssize_t)hw;
+        vd_dbuf_reset(&c->hout);
+        c->hout_off = 0;
+        size_t ow = VD_MIN((size_t)w, (size_t)c->out.len);
+        vd_buf_consume(&c->out, (uint32_t)ow);
+        w -= (ssize_t)ow;
+        if (w > 0) {
+            /* Only reached once out is empty: drop the written head of tail. */
+            memmove(c->tail.p, c->tail.p + w, c->tail.len - (size_t)w);
+            c->tail.len -= (size_t)w;
         }
     }
+    vd_dbuf_free(&c->tail);
     /* Keep no memory for an empty output queue. */
     if (c->hout.cap > 4096) {
         vd_dbuf_free(&c->hout);
@@ -206,6 +220,7 @@ close_cb_count(struct h1c *c)
     vd_buf_release(&c->in);
     vd_buf_release(&c->out);
     vd_dbuf_free(&c->hout);
+    vd_dbuf_free(&c->tail);
     vd_dbuf_free(&c->req_trailers);
     vd_conf_unref(c->conf);
     c->magic = 0xdeadbeef;
@@ -327,8 +342,13 @@ arm(struct h1c *c)
     if (c->state == ST_CLOSING) {
         return;
     }
-    if (!c->client_eof &&
-        (c->state == ST_IDLE || c->state == ST_HEAD || (c->state == ST_BODY && !c->body_paused))) {
+    /* Read interest stays on while waiting for the response: re-arming it per exchange would
+     * cost two epoll_ctl calls per request, and reading lets us notice a client that goes away.
+     * It is dropped only when the input buffer is full or a payload view pins it. */
+    if (!c->client_eof && c->pend_n == 0 &&
+        (c->state == ST_IDLE || c->state == ST_HEAD || c->state == ST_WAIT ||
+         (c->state == ST_BODY && !c->body_paused)) &&
+        !(c->state == ST_WAIT && c->in.base && c->in.len == c->in.cap)) {
         ev |= VD_WANT_READ;
     }
     if (out_pending(c)) {
@@ -968,6 +988,8 @@ finish_exchange(struct h1c *c)
         c->conf = vd_conf_ref(c->w->conf);
     }
     c->state = ST_IDLE;
+    /* An idle connection keeps no output memory (the 1 KiB-per-idle-connection budget). */
+    vd_dbuf_free(&c->hout);
     timer_set(c, c->conf->timeouts.keepalive);
     if (c->in.len) {
         process_input(c);
@@ -1187,11 +1209,14 @@ fo_send_end(struct vd_txn *t, const struct vd_dbuf *trailers)
     struct h1c *c = txn_conn(t);
     int r = 0;
     if (c->resp_chunked) {
-        r = hout_add(c, "0\r\n", 3);
+        /* Behind queued body bytes the framing must wait in tail; otherwise it can go with
+         * the head queue (which is flushed first). */
+        struct vd_dbuf *q = c->out.len ? &c->tail : &c->hout;
+        r = vd_dbuf_add(q, "0\r\n", 3);
         if (r == 0 && trailers && trailers->len) {
-            r = hout_add(c, trailers->p, trailers->len);
+            r = vd_dbuf_add(q, trailers->p, trailers->len);
         }
-        r = r ? r : hout_add(c, "\r\n", 2);
+        r = r ? r : vd_dbuf_add(q, "\r\n", 2);
     }
     c->resp_done = true;
     if (r < 0) {
@@ -1296,6 +1321,7 @@ vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener)
     c->log = (struct vd_log_ctx){.conn_id = c->id, .peer = c->peer_text};
     vd_dbuf_init(&c->hout, c->conf->limits.header_block + 4096);
     vd_dbuf_init(&c->req_trailers, c->conf->limits.trailer_block + 64);
+    vd_dbuf_init(&c->tail, c->conf->limits.trailer_block + 64);
     vd_list_insert_tail(&w->conns, &c->link);
     w->nconns++;
     c->state = ST_IDLE;

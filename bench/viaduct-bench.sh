@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Start command for viaduct under the team's reference harness (../shared/bench). The harness
+# exports MODE (fwd|rev|hit|h2), PORT, ORIGIN_PORT, DIR, CERT, KEY and WORKERS; this writes the
+# matching YAML into $DIR and execs viaduct in the foreground. Settings mirror what the harness
+# gives the other products: logging off, keep-alive on both sides with 300 s idle timeouts,
+# limits high enough for 5000 idle connections.
+set -eu
+BIN=${VIADUCT_BIN:?set VIADUCT_BIN to the viaduct binary}
+conf="$DIR/viaduct.yaml"
+common="workers: ${WORKERS:-1}
+log:
+  level: warn
+  access_log: off
+limits:
+  max_connections: 20000
+timeouts:
+  keepalive: 300s
+  client_header: 300s
+upstream:
+  pool_idle_max: 1024
+  pool_idle_timeout: 300s"
+case "$MODE" in
+  fwd)
+    printf '%s\nlisteners:\n  - address: 127.0.0.1:%s\n    mode: forward\n' "$common" "$PORT" >"$conf"
+    ;;
+  rev|hit)
+    printf '%s\nlisteners:\n  - address: 127.0.0.1:%s\n    mode: reverse\nroutes:\n  - upstream: http://127.0.0.1:%s\n    forwarded: none\n' \
+      "$common" "$PORT" "$ORIGIN_PORT" >"$conf"
+    ;;
+  h2)
+    printf '%s\nlisteners:\n  - address: 127.0.0.1:%s\n    mode: reverse\n    tls:\n      certificates:\n        - cert: %s\n          key: %s\nroutes:\n  - upstream: http://127.0.0.1:%s\n    forwarded: none\n' \
+      "$common" "$PORT" "$CERT" "$KEY" "$ORIGIN_PORT" >"$conf"
+    ;;
+  *) echo "viaduct-bench: unknown MODE $MODE" >&2; exit 2 ;;
+esac
+exec "$BIN" -c "$conf"
