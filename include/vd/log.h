@@ -58,7 +58,8 @@ const char *vd_log_level_name(int level);
 /* Writes one line: "2026/11/23 19:50:03 [warn] #12: upstream closed early (conn 7, client
  * 127.0.0.1:5555, while reading response)". @ctx may be NULL. */
 void vd_log_write(int level, const struct vd_log_ctx *ctx, const char *fmt, ...) VD_PRINTF(3, 4);
-void vd_log_vwrite(int level, const struct vd_log_ctx *ctx, const char *fmt, va_list ap);
+void vd_log_vwrite(int level, const struct vd_log_ctx *ctx, const char *fmt, va_list ap)
+    VD_PRINTF(3, 0);
 
 #define vd_log(level, ctx, ...)                                                                    \
     do {                                                                                           \

@@ -90,14 +90,9 @@ static void upc_arm(struct upc *u);
 static void fwd_connect_next(struct fwd *f);
 static void fwd_send(struct fwd *f);
 static void fwd_read(struct fwd *f);
+static void fwd_resolve(struct fwd *f);
 
 /* ---- small helpers ------------------------------------------------------------------------- */
-
-static uint64_t
-now_ms(struct vd_worker *w)
-{
-    return uv_now(&w->loop);
-}
 
 static bool
 is_hop_by_hop(struct vd_iov name)
@@ -823,7 +818,12 @@ fwd_retry_or_fail(struct fwd *f, int err)
         VD_TRACE(&f->t->log, VD_SUB_PROXY, "retrying on a new connection after %s",
                  vd_strerror(err));
         f->ai = 0;
-        fwd_connect_next(f);
+        if (f->addrs.n == 0) {
+            /* The first attempt came from the pool and never resolved the name. */
+            fwd_resolve(f);
+        } else {
+            fwd_connect_next(f);
+        }
         return;
     }
     if (err == 0 || err == -ECONNRESET || err == -EPIPE) {
@@ -1035,7 +1035,7 @@ fwd_connect_next(struct fwd *f)
     struct vd_worker *w = f->t->w;
     char key[320];
     snprintf(key, sizeof(key), "%s:%u:%d:%s", f->host, f->port, f->tls, f->sni ? f->sni : "");
-    if (!f->retried || f->u) {
+    if (!f->retried) {
         struct upc *u = pool_take(w, key);
         if (u) {
             u->f = f;
@@ -1105,6 +1105,17 @@ resolved(void *arg, int status, const struct vd_addrs *addrs)
     f->addrs = *addrs;
     f->ai = 0;
     fwd_connect_next(f);
+}
+
+static void
+fwd_resolve(struct fwd *f)
+{
+    f->state = F_RESOLVING;
+    int r = vd_resolve(f->t->w->resolver, f->host, &f->addrs, resolved, f, &f->q);
+    if (r == VD_EAGAIN) {
+        return;
+    }
+    resolved(f, r, &f->addrs);
 }
 
 /* ---- handler ops ---------------------------------------------------------------------------- */
@@ -1224,7 +1235,6 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
         vd_txn_respond_error(t, 431, "request head too large to forward", true);
         return;
     }
-    (void)now_ms;
     /* A pooled connection needs no DNS. */
     char key[320];
     snprintf(key, sizeof(key), "%s:%u:%d:%s", f->host, f->port, f->tls, f->sni ? f->sni : "");
@@ -1235,10 +1245,5 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
         fwd_start_request(f);
         return;
     }
-    f->state = F_RESOLVING;
-    int r = vd_resolve(t->w->resolver, host, &f->addrs, resolved, f, &f->q);
-    if (r == VD_EAGAIN) {
-        return;
-    }
-    resolved(f, r, &f->addrs);
+    fwd_resolve(f);
 }
