@@ -30,19 +30,26 @@ VD_MUST_CHECK int vd_resolver_new(uv_loop_t *loop, const struct vd_conf_resolver
                                   struct vd_resolver **out, char *err, size_t errlen);
 
 /* Cancels all queries (their callbacks are not called) and closes handles; memory is freed when
- * the last libuv close callback has run, so run the loop afterwards. */
+ * the last libuv close callback has run, so run the loop afterwards. May be called from inside a
+ * vd_resolve_cb. Query handles from vd_resolve() are invalid afterwards (do not cancel them). */
 void vd_resolver_free(struct vd_resolver *r);
 
 /* Resolves @host (NUL-terminated, no brackets). Returns 0 with *@out filled when answered at
- * once (IP literal, cache hit), VD_ENOTFOUND when negatively cached, or VD_EAGAIN when a query
- * is pending: then *@q is set and @cb fires later from the loop (never before this returns). */
+ * once (IP literal, cache hit, or an /etc/hosts entry, which c-ares answers synchronously),
+ * VD_ENOTFOUND when negatively cached or not a valid host name, or VD_EAGAIN when a query is
+ * pending: then *@q is set and @cb fires later from the loop (never before this returns). A lookup
+ * that fails before any packet is sent returns its status (VD_EDNS...) at once; VD_ENOMEM when out
+ * of memory. *@q is NULL unless VD_EAGAIN is returned. */
 VD_MUST_CHECK int vd_resolve(struct vd_resolver *r, const char *host, struct vd_addrs *out,
                              vd_resolve_cb cb, void *arg, struct vd_resolve_query **q);
 
-/* Cancels a pending query; its callback will not be called. */
+/* Cancels a pending query; its callback will not be called. The lookup itself continues and fills
+ * the cache. @q is invalid once its callback has run or after vd_resolver_free(). */
 void vd_resolve_cancel(struct vd_resolve_query *q);
 
-/* Counters for tests and metrics. */
+/* Counters for tests and metrics. queries: lookups handed to c-ares (coalesced waiters and cache
+ * answers not counted; one lookup sends A and AAAA); cache_hits / negative_hits: answers from the
+ * positive / negative cache; failures: lookups that completed with an error. */
 struct vd_resolver_stats {
     uint64_t queries, cache_hits, negative_hits, failures;
 };
