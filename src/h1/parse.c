@@ -48,7 +48,9 @@ incomplete(const struct hp *h, const char **why)
 /* Returns the first byte of [p, e) that may not appear in a field value (RFC 9110 §5.5:
  * field-vchar, SP, HTAB, obs-text), or e. The SSE2 path tests 16 bytes per step for
  * "<= 0x1f or == 0x7f" and drops to the table only at a hit (HTAB, or the CR ending the
- * line); measured at ~2x the table-only loop on a 400-byte browser request. */
+ * line). This one pass both validates and finds the line end. Measured on a 459-byte browser
+ * request (gcc 12 -O2, 10M parses): 81 ns with it, 185 ns with the table loop alone, 90 ns
+ * with memchr for LF first and a validating pass after. */
 static inline const uint8_t *
 scan_value(const uint8_t *p, const uint8_t *e)
 {
