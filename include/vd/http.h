@@ -23,6 +23,19 @@ enum vd_target_form {
     VD_TARGET_ASTERISK,  /* "*" (OPTIONS only) */
 };
 
+/* Character classes for the HTTP grammars: one lookup per byte (vd_http_ctype[c] & VD_CT_*).
+ * Shared by the http and h1 modules (and any later front end) so the classes are defined once. */
+#define VD_CT_TCHAR   0x01 /* tchar, RFC 9110 §5.6.2 */
+#define VD_CT_VALUE   0x02 /* field-vchar / SP / HTAB / obs-text, RFC 9110 §5.5 */
+#define VD_CT_TARGET  0x04 /* visible ASCII 0x21-0x7e (request-target bytes) */
+#define VD_CT_HEX     0x08 /* HEXDIG */
+#define VD_CT_DIGIT   0x10 /* DIGIT */
+#define VD_CT_REGNAME 0x20 /* unreserved / sub-delims, RFC 3986 §3.2.2 (pct-encoded separately) */
+#define VD_CT_QDTEXT  0x40 /* qdtext, RFC 9110 §5.6.4 */
+#define VD_CT_SCHEME  0x80 /* ALPHA / DIGIT / "+" / "-" / ".", RFC 3986 §3.1 */
+
+extern const uint8_t vd_http_ctype[256];
+
 /* Case-insensitive compare of @name with @lower, which must be lowercase ASCII. */
 bool vd_hdr_name_is(struct vd_iov name, const char *lower);
 
@@ -85,7 +98,8 @@ VD_MUST_CHECK int vd_http_req_framing(const struct vd_hdr *h, size_t n, int mino
 /* Response framing for a request whose method was HEAD (@head) or a 2xx to CONNECT (@connect):
  * 1xx, 204, 304 and HEAD responses have no body; TE with chunked last is chunked; TE without
  * chunked last is close-delimited; a valid CL is a length; otherwise close-delimited. Errors
- * (VD_EBADRESP, @why): TE with CL together, invalid or differing CL values. */
+ * (VD_EBADRESP, @why): TE with CL together, invalid or differing CL values, chunked applied
+ * more than once. */
 VD_MUST_CHECK int vd_http_resp_framing(const struct vd_hdr *h, size_t n, int status, bool head,
                                        bool connect, struct vd_framing *f, const char **why);
 
@@ -111,8 +125,10 @@ void vd_chunked_init(struct vd_chunked *c, size_t max_line, size_t max_trailer,
  * @in (length 0 when there is none in what was consumed) and returns the number of bytes consumed
  * (>= 0; a payload run ends the call, so call again with the rest). When c->done is set, the
  * bytes after the returned count belong to the next message. Errors: VD_EBADREQ (bad syntax,
- * @why set) or VD_ETOOBIG (a cap was hit). Returns 0 with no data only when @len is 0 or when
- * the input ends inside framing bytes (all of them consumed and remembered). */
+ * @why set) or VD_ETOOBIG (a cap was hit). Returns 0 only when @len is 0 or c->done was already
+ * set; when the input ends inside framing bytes, all of them are consumed and remembered (the
+ * count is @len and @data is empty). Trailer lines go to c->trailers as they arrive; a failed
+ * vd_dbuf_add is VD_ETOOBIG. */
 VD_MUST_CHECK int vd_chunked_decode(struct vd_chunked *c, const uint8_t *in, size_t len,
                                     struct vd_iov *data, const char **why);
 

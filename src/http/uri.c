@@ -1,0 +1,249 @@
+/* SPDX-License-Identifier: MIT */
+/* URI pieces a proxy needs: absolute-form targets (RFC 9112 §3.2.2, http/https only, RFC 9110
+ * §4.2) and authorities (RFC 3986 §3.2: reg-name, IPv4, bracketed IPv6; port 0-65535).
+ * Userinfo is refused (RFC 9110 §4.2.4). Views borrow from the input; nothing allocates. */
+#include "vd/config.h"
+
+#include <arpa/inet.h>
+#include <string.h>
+
+#include "vd/err.h"
+#include "vd/http.h"
+
+#define MAX_HOST 255 /* bytes; a DNS name never exceeds 253 (RFC 1035 §2.3.4) */
+
+static int
+bad(const char **why, const char *msg)
+{
+    *why = msg;
+    return VD_EBADREQ;
+}
+
+static inline bool
+is_alpha(uint8_t c)
+{
+    return (uint8_t)((c | 0x20) - 'a') < 26;
+}
+
+/* RFC 3986 §3.2.3: port = *DIGIT; we take 1-5 digits with a value of at most 65535. */
+static int
+parse_port(const uint8_t *p, size_t n, uint16_t *port, const char **why)
+{
+    if (n == 0 || n > 5) {
+        return bad(why, "invalid port");
+    }
+    uint32_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!(vd_http_ctype[p[i]] & VD_CT_DIGIT)) {
+            return bad(why, "invalid port");
+        }
+        v = v * 10 + (uint32_t)(p[i] - '0');
+    }
+    if (v > 65535) {
+        return bad(why, "invalid port");
+    }
+    *port = (uint16_t)v;
+    return 0;
+}
+
+/* True when the last label of @p is numeric (decimal, or 0x-prefixed hex): such a host can only
+ * be an IPv4 address (the WHATWG URL "ends in a number" rule), so "127.1" or "0x7f.1" never
+ * reach a resolver that would read them as addresses while we treat them as names. */
+static bool
+ends_in_number(const uint8_t *p, size_t n)
+{
+    if (n > 0 && p[n - 1] == '.') {
+        n--;
+    }
+    size_t s = n;
+    while (s > 0 && p[s - 1] != '.') {
+        s--;
+    }
+    const uint8_t *l = p + s;
+    size_t ll = n - s;
+    if (ll == 0) {
+        return false;
+    }
+    size_t i = 0;
+    uint8_t cls = VD_CT_DIGIT;
+    if (ll >= 2 && l[0] == '0' && (l[1] | 0x20) == 'x') {
+        i = 2;
+        cls = VD_CT_HEX;
+    }
+    for (; i < ll; i++) {
+        if (!(vd_http_ctype[l[i]] & cls)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* host [":" port] per RFC 3986 §3.2.2-§3.2.3. @empty_port_ok allows "host:" (an absolute URI
+ * may carry an empty port, RFC 3986 §6.2.3; authority-form and Host may not here). */
+static int
+parse_hostport(const uint8_t *p, size_t n, bool empty_port_ok, struct vd_iov *host, uint16_t *port,
+               bool *has_port, bool *ipv6, const char **why)
+{
+    size_t hl;
+    const uint8_t *rest;
+    *port = 0;
+    *has_port = false;
+    *ipv6 = false;
+    if (n == 0) {
+        return bad(why, "empty host");
+    }
+    if (p[0] == '[') {
+        /* IP-literal: only IPv6address; IPvFuture and zone ids are refused. */
+        const uint8_t *rb = memchr(p, ']', n);
+        char tmp[INET6_ADDRSTRLEN];
+        unsigned char addr[16];
+        hl = rb ? (size_t)(rb - p - 1) : 0;
+        if (!rb || hl < 2 || hl >= sizeof(tmp)) {
+            return bad(why, "invalid IPv6 address");
+        }
+        memcpy(tmp, p + 1, hl);
+        tmp[hl] = '\0';
+        if (inet_pton(AF_INET6, tmp, addr) != 1) {
+            return bad(why, "invalid IPv6 address");
+        }
+        host->base = p + 1;
+        host->len = hl;
+        *ipv6 = true;
+        rest = rb + 1;
+        if (rest < p + n && *rest != ':') {
+            return bad(why, "invalid authority");
+        }
+    } else {
+        size_t i = 0;
+        bool dotted = true; /* only digits and dots so far */
+        while (i < n && p[i] != ':') {
+            uint8_t c = p[i];
+            if (c == '%') {
+                /* pct-encoded = "%" HEXDIG HEXDIG */
+                if (n - i < 3 || !(vd_http_ctype[p[i + 1]] & VD_CT_HEX) ||
+                    !(vd_http_ctype[p[i + 2]] & VD_CT_HEX)) {
+                    return bad(why, "invalid character in host");
+                }
+                dotted = false;
+                i += 3;
+                continue;
+            }
+            if (!(vd_http_ctype[c] & VD_CT_REGNAME)) {
+                return bad(why, "invalid character in host");
+            }
+            if (c != '.' && !(vd_http_ctype[c] & VD_CT_DIGIT)) {
+                dotted = false;
+            }
+            i++;
+        }
+        hl = i;
+        if (hl == 0) {
+            return bad(why, "empty host");
+        }
+        if (hl > MAX_HOST) {
+            return bad(why, "host name too long");
+        }
+        if (dotted || ends_in_number(p, hl)) {
+            char tmp[INET_ADDRSTRLEN];
+            unsigned char addr[4];
+            /* inet_pton takes exactly four decimal parts without leading zeros. */
+            if (hl >= sizeof(tmp)) {
+                return bad(why, "invalid IPv4 address");
+            }
+            memcpy(tmp, p, hl);
+            tmp[hl] = '\0';
+            if (inet_pton(AF_INET, tmp, addr) != 1) {
+                return bad(why, "invalid IPv4 address");
+            }
+        }
+        host->base = p;
+        host->len = hl;
+        rest = p + hl;
+    }
+    if (rest == p + n) {
+        return 0;
+    }
+    /* *rest == ':' */
+    size_t pl = (size_t)(p + n - rest - 1);
+    if (pl == 0) {
+        return empty_port_ok ? 0 : bad(why, "empty port");
+    }
+    int r = parse_port(rest + 1, pl, port, why);
+    if (r < 0) {
+        return r;
+    }
+    *has_port = true;
+    return 0;
+}
+
+int
+vd_uri_parse_authority(const uint8_t *p, size_t n, struct vd_iov *host, uint16_t *port, bool *ipv6,
+                       const char **why)
+{
+    bool has_port;
+    /* RFC 9110 §4.2.4: no userinfo in an authority we act on. */
+    if (n > 0 && memchr(p, '@', n)) {
+        return bad(why, "userinfo not allowed");
+    }
+    return parse_hostport(p, n, false, host, port, &has_port, ipv6, why);
+}
+
+int
+vd_uri_parse_absolute(const uint8_t *p, size_t n, struct vd_uri *u, const char **why)
+{
+    static const uint8_t slash[] = "/";
+    size_t i = 0;
+    /* RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) */
+    if (n == 0 || !is_alpha(p[0])) {
+        return bad(why, "invalid URI scheme");
+    }
+    while (i < n && (vd_http_ctype[p[i]] & VD_CT_SCHEME)) {
+        i++;
+    }
+    if (n - i < 3 || p[i] != ':' || p[i + 1] != '/' || p[i + 2] != '/') {
+        return bad(why, "invalid absolute URI");
+    }
+    u->scheme.base = p;
+    u->scheme.len = i;
+    if (vd_hdr_name_is(u->scheme, "http")) {
+        u->https = false;
+    } else if (vd_hdr_name_is(u->scheme, "https")) {
+        u->https = true;
+    } else {
+        return bad(why, "unsupported URI scheme");
+    }
+    const uint8_t *a = p + i + 3, *e = p + n, *q = a;
+    while (q < e && *q != '/' && *q != '?' && *q != '#') {
+        if (*q == '@') {
+            /* RFC 9110 §4.2.4: userinfo is deprecated and a phishing vector; refuse it. */
+            return bad(why, "userinfo not allowed");
+        }
+        q++;
+    }
+    int r =
+        parse_hostport(a, (size_t)(q - a), true, &u->host, &u->port, &u->has_port, &u->ipv6, why);
+    if (r < 0) {
+        return r;
+    }
+    if (!u->has_port) {
+        u->port = u->https ? 443 : 80;
+    }
+    if (q == e) {
+        u->path.base = slash;
+        u->path.len = 1;
+        return 0;
+    }
+    if (*q != '/') {
+        /* "http://h?q" would need a "/" inserted to forward it; "#" is never part of a
+         * request-target (RFC 9112 §3.2). Refuse both rather than rewrite. */
+        return bad(why, *q == '#' ? "fragment in request target" : "empty path with query");
+    }
+    for (const uint8_t *s = q; s < e; s++) {
+        if (!(vd_http_ctype[*s] & VD_CT_TARGET) || *s == '#') {
+            return bad(why, *s == '#' ? "fragment in request target" : "invalid character in path");
+        }
+    }
+    u->path.base = q;
+    u->path.len = (size_t)(e - q);
+    return 0;
+}
