@@ -407,7 +407,17 @@ send_early_error(struct h1c *c, int status, const char *why)
     c->keepalive = false;
     vd_log(VD_LOG_INFO, &t->log, "bad request: %s", why);
     char detail[200];
-    snprintf(detail, sizeof(detail), "malformed request from client: %s", why);
+    if (status == 414) {
+        snprintf(detail, sizeof(detail), "request line longer than limits.request_line (%u bytes)",
+                 c->conf->limits.request_line);
+    } else if (status == 431) {
+        snprintf(detail, sizeof(detail),
+                 "request header section over limits.header_block (%u bytes) or "
+                 "limits.header_count (%u fields)",
+                 c->conf->limits.header_block, c->conf->limits.header_count);
+    } else {
+        snprintf(detail, sizeof(detail), "malformed request from client: %s", why);
+    }
     vd_txn_respond_error(t, status, detail, true);
 }
 

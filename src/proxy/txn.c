@@ -206,7 +206,7 @@ vd_txn_start(struct vd_txn *t)
         return;
     }
     if (method_is(t, "CONNECT")) {
-        vd_txn_respond_error(t, 501, "CONNECT tunnels are not enabled in this build", true);
+        vd_txn_respond_error(t, 501, "CONNECT tunnels are not supported yet", true);
         return;
     }
     if (answer_max_forwards(t)) {
