@@ -1,0 +1,2022 @@
+/* SPDX-License-Identifier: MIT */
+/* YAML configuration loader. libfyaml's event parser feeds a small tree whose nodes keep their
+ * 1-based line and column; the tree is then mapped onto a snapshot that starts from
+ * vd_conf_default(), so every default lives in conf.c. The first problem found is reported as
+ * "FILE:LINE:COLUMN: KEY: message", KEY being the dotted path of the offending node. */
+#include "vd/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libfyaml.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vd/conf.h"
+#include "vd/err.h"
+#include "vd/log.h"
+
+#define MAX_FILE       (1024 * 1024) /* bytes of YAML read at most */
+#define MAX_NODES      100000        /* scalars and collections in one file */
+#define MAX_DEPTH      64            /* nesting of collections */
+#define MAX_ITEMS      100000        /* sequence entries, aliases expanded */
+#define MAX_LISTENERS  1024
+#define MAX_PORT_ITEMS 1024 /* connect.ports entries */
+#define KEY_MAX        192  /* dotted key path, as printed */
+#define SHOW_MAX       100  /* bytes of a value quoted in a message */
+
+enum ykind {
+    Y_SCALAR,
+    Y_SEQ,
+    Y_MAP,
+};
+
+struct ynode {
+    enum ykind kind;
+    int line, col;      /* 1-based start of the node */
+    bool plain;         /* plain scalar without !!str: may read as null, a boolean or a number */
+    char *text;         /* scalars: the value, NUL-terminated; @len is exact (may hold NULs) */
+    size_t len;         /* bytes of @text */
+    struct ynode **kid; /* sequence items, or mapping keys and values interleaved (borrowed) */
+    size_t nkid, cap;
+    char *anchor;              /* name an alias may refer to, or NULL */
+    struct ynode *next;        /* every node of the file, for freeing */
+    struct ynode *next_anchor; /* anchored nodes, most recent first */
+};
+
+/* Loader state for one vd_conf_load() call. */
+struct ld {
+    const char *file; /* as given by the caller, printed in messages */
+    char *dir;        /* absolute directory of @file, for relative paths */
+    char *err;        /* caller's buffer, capacity @errlen */
+    size_t errlen;
+    struct ynode *nodes; /* all nodes, owned */
+    size_t nnodes;
+    struct ynode *anchors; /* borrowed from @nodes */
+    int last_line, last_col;
+    size_t items;      /* sequence entries visited, for MAX_ITEMS */
+    struct vd_conf *c; /* the snapshot being filled */
+};
+
+static int fail(struct ld *ld, const struct ynode *n, const char *key, const char *fmt, ...)
+    VD_PRINTF(4, 5);
+
+static int
+fail(struct ld *ld, const struct ynode *n, const char *key, const char *fmt, ...)
+{
+    va_list ap;
+    if (!ld->err || ld->errlen == 0) {
+        return VD_ECONF;
+    }
+    int off = snprintf(ld->err, ld->errlen, "%s:%d:%d: %s: ", ld->file, n ? n->line : 1,
+                       n ? n->col : 1, *key ? key : "(root)");
+    if (off >= 0 && (size_t)off < ld->errlen) {
+        va_start(ap, fmt);
+        vsnprintf(ld->err + off, ld->errlen - (size_t)off, fmt, ap);
+        va_end(ap);
+    }
+    return VD_ECONF;
+}
+
+/* Errors about the file itself, which has no position. */
+static int
+fail_file(struct ld *ld, int rc, const char *what)
+{
+    if (ld->err && ld->errlen) {
+        snprintf(ld->err, ld->errlen, "%s: %s", ld->file, what);
+    }
+    return rc;
+}
+
+static int
+oom(struct ld *ld)
+{
+    return fail_file(ld, VD_ENOMEM, "out of memory");
+}
+
+/* Quotes a scalar for a message: escaped, cut at SHOW_MAX bytes. */
+static const char *
+show(char *buf, size_t cap, const struct ynode *n)
+{
+    size_t len = VD_MIN(n->len, SHOW_MAX);
+    size_t o = vd_log_escape(buf, cap, (const uint8_t *)n->text, len);
+    if (len < n->len && o + 4 <= cap) {
+        memcpy(buf + o, "...", 4);
+    }
+    return buf;
+}
+
+static bool
+is_null(const struct ynode *n)
+{
+    if (n->kind != Y_SCALAR || !n->plain) {
+        return false;
+    }
+    /* YAML 1.2 core schema §10.3.2: null is "", ~, null, Null or NULL when plain. */
+    return n->len == 0 || strcmp(n->text, "~") == 0 || strcmp(n->text, "null") == 0 ||
+           strcmp(n->text, "Null") == 0 || strcmp(n->text, "NULL") == 0;
+}
+
+static const char *
+kind_name(const struct ynode *n)
+{
+    if (n->kind == Y_MAP) {
+        return "a mapping";
+    }
+    if (n->kind == Y_SEQ) {
+        return "a sequence";
+    }
+    return is_null(n) ? "an empty value" : "a scalar";
+}
+
+/* ---- building the tree from parser events ---- */
+
+static struct ynode *
+node_new(struct ld *ld, enum ykind kind, const struct fy_mark *m)
+{
+    struct ynode *n = calloc(1, sizeof(*n));
+    if (!n) {
+        return NULL;
+    }
+    n->kind = kind;
+    /* An empty scalar has no mark: place it where the previous token ended. */
+    n->line = m ? m->line + 1 : ld->last_line;
+    n->col = m ? m->column + 1 : ld->last_col;
+    n->next = ld->nodes;
+    ld->nodes = n;
+    ld->nnodes++;
+    return n;
+}
+
+static void
+nodes_free(struct ld *ld)
+{
+    struct ynode *n = ld->nodes;
+    while (n) {
+        struct ynode *next = n->next;
+        free(n->text);
+        free(n->kid);
+        free(n->anchor);
+        free(n);
+        n = next;
+    }
+    ld->nodes = NULL;
+}
+
+static int
+attach(struct ld *ld, struct ynode **stack, size_t depth, struct ynode **root, struct ynode *n)
+{
+    if (depth == 0) {
+        *root = n;
+        return 0;
+    }
+    struct ynode *p = stack[depth - 1];
+    if (p->nkid == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 8;
+        struct ynode **k = realloc(p->kid, cap * sizeof(*k));
+        if (!k) {
+            return oom(ld);
+        }
+        p->kid = k;
+        p->cap = cap;
+    }
+    p->kid[p->nkid++] = n;
+    return 0;
+}
+
+/* Applies a node's tag: !!str makes a plain scalar a string; other yaml.org tags and the
+ * non-specific "!" are accepted; application tags mean nothing to viaduct. */
+static int
+apply_tag(struct ld *ld, struct ynode *n, struct fy_token *tag)
+{
+    size_t tl;
+    const char *t = tag ? fy_token_get_text(tag, &tl) : NULL;
+    static const char yaml_org[] = "tag:yaml.org,2002:";
+    if (!t) {
+        return 0;
+    }
+    if (tl == 1 && t[0] == '!') {
+        n->plain = false;
+        return 0;
+    }
+    if (tl >= sizeof(yaml_org) - 1 && memcmp(t, yaml_org, sizeof(yaml_org) - 1) == 0) {
+        if (tl == sizeof(yaml_org) + 2 && memcmp(t + sizeof(yaml_org) - 1, "str", 3) == 0) {
+            n->plain = false;
+        }
+        return 0;
+    }
+    char buf[SHOW_MAX + 8];
+    struct ynode shown = {.text = (char *)(uintptr_t)t, .len = tl};
+    const struct fy_mark *m = fy_token_start_mark(tag);
+    struct ynode at = {.line = m ? m->line + 1 : n->line, .col = m ? m->column + 1 : n->col};
+    return fail(ld, &at, "(yaml)", "unsupported tag '%s'", show(buf, sizeof(buf), &shown));
+}
+
+static int
+set_anchor(struct ld *ld, struct ynode *n, struct fy_token *anchor)
+{
+    size_t al;
+    const char *a = anchor ? fy_token_get_text(anchor, &al) : NULL;
+    if (!a) {
+        return 0;
+    }
+    n->anchor = strndup(a, al);
+    return n->anchor ? 0 : oom(ld);
+}
+
+/* Anchors become visible once their node is complete, so an alias can never point at one of
+ * its own ancestors (no cycles). */
+static void
+anchor_publish(struct ld *ld, struct ynode *n)
+{
+    if (n->anchor) {
+        n->next_anchor = ld->anchors;
+        ld->anchors = n;
+    }
+}
+
+static int
+on_event(struct ld *ld, struct fy_event *ev, struct ynode **stack, size_t *depth, int *ndocs,
+         struct ynode **root)
+{
+    const struct fy_mark *m = fy_event_start_mark(ev);
+    struct ynode at = {.line = m ? m->line + 1 : ld->last_line,
+                       .col = m ? m->column + 1 : ld->last_col};
+    struct ynode *n;
+    int rc;
+
+    if (ld->nnodes >= MAX_NODES) {
+        return fail(ld, &at, "(yaml)", "more than %d nodes", MAX_NODES);
+    }
+    switch (ev->type) {
+    case FYET_DOCUMENT_START:
+        if (++*ndocs > 1) {
+            return fail(ld, &at, "(yaml)", "only one YAML document is allowed");
+        }
+        return 0;
+    case FYET_SCALAR: {
+        size_t len;
+        const char *t = fy_token_get_text(ev->scalar.value, &len);
+        enum fy_scalar_style st = fy_token_scalar_style(ev->scalar.value);
+        n = node_new(ld, Y_SCALAR, m);
+        if (!n || !t || !(n->text = malloc(len + 1))) {
+            return oom(ld);
+        }
+        memcpy(n->text, t, len);
+        n->text[len] = '\0';
+        n->len = len;
+        n->plain = st == FYSS_PLAIN;
+        /* The mark is on the first character inside the quotes: point at the quote. */
+        if ((st == FYSS_SINGLE_QUOTED || st == FYSS_DOUBLE_QUOTED) && m && n->col > 1) {
+            n->col--;
+        }
+        if ((rc = apply_tag(ld, n, ev->scalar.tag)) ||
+            (rc = set_anchor(ld, n, ev->scalar.anchor))) {
+            return rc;
+        }
+        anchor_publish(ld, n);
+        return attach(ld, stack, *depth, root, n);
+    }
+    case FYET_ALIAS: {
+        size_t al;
+        const char *a = fy_token_get_text(ev->alias.anchor, &al);
+        for (n = ld->anchors; n; n = n->next_anchor) {
+            if (a && strlen(n->anchor) == al && memcmp(n->anchor, a, al) == 0) {
+                return attach(ld, stack, *depth, root, n);
+            }
+        }
+        char buf[SHOW_MAX + 8];
+        struct ynode shown = {.text = (char *)(uintptr_t)(a ? a : ""), .len = a ? al : 0};
+        /* The mark is on the name: point at the '*'. */
+        at.col -= m && at.col > 1;
+        return fail(ld, &at, "(yaml)", "alias *%s refers to no complete anchored node",
+                    show(buf, sizeof(buf), &shown));
+    }
+    case FYET_SEQUENCE_START:
+    case FYET_MAPPING_START: {
+        bool seq = ev->type == FYET_SEQUENCE_START;
+        if (*depth >= MAX_DEPTH) {
+            return fail(ld, &at, "(yaml)", "collections nested deeper than %d levels", MAX_DEPTH);
+        }
+        n = node_new(ld, seq ? Y_SEQ : Y_MAP, m);
+        if (!n) {
+            return oom(ld);
+        }
+        if ((rc = apply_tag(ld, n, seq ? ev->sequence_start.tag : ev->mapping_start.tag)) ||
+            (rc = set_anchor(ld, n, seq ? ev->sequence_start.anchor : ev->mapping_start.anchor)) ||
+            (rc = attach(ld, stack, *depth, root, n))) {
+            return rc;
+        }
+        stack[(*depth)++] = n;
+        return 0;
+    }
+    case FYET_SEQUENCE_END:
+    case FYET_MAPPING_END:
+        if (*depth > 0) {
+            anchor_publish(ld, stack[--*depth]);
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static void
+diag_drop(struct fy_diag *diag, void *user, const char *buf, size_t len)
+{
+    /* libfyaml must print nothing: errors are collected and reported by the loader. */
+    (void)diag;
+    (void)user;
+    (void)buf;
+    (void)len;
+}
+
+static int
+syntax_error(struct ld *ld, struct fy_diag *diag)
+{
+    void *it = NULL;
+    struct fy_diag_error *de;
+    char msg[256] = "malformed YAML";
+    struct ynode at = {.line = ld->last_line, .col = ld->last_col};
+    while ((de = fy_diag_errors_iterate(diag, &it)) != NULL) {
+        if (de->type >= FYET_ERROR) {
+            /* libfyaml's collected positions are already 1-based. */
+            if (de->line > 0) {
+                at.line = de->line;
+                at.col = de->column > 0 ? de->column : 1;
+            }
+            if (de->msg) {
+                snprintf(msg, sizeof(msg), "%s", de->msg);
+                size_t l = strlen(msg);
+                while (l > 0 && isspace((unsigned char)msg[l - 1])) {
+                    msg[--l] = '\0';
+                }
+            }
+            break;
+        }
+    }
+    return fail(ld, &at, "syntax error", "%s", msg);
+}
+
+/* YAML 1.2 §5.2: viaduct reads UTF-8 only. Checking it first also keeps invalid bytes away
+ * from libfyaml 0.7.12, which loops forever on some of them in a directive line ("%\xba"). */
+static int
+check_utf8(struct ld *ld, const uint8_t *s, size_t len)
+{
+    struct ynode at = {.line = 1, .col = 1};
+    size_t i = 0;
+    while (i < len) {
+        uint8_t b = s[i];
+        size_t n = b < 0x80                 ? 1
+                   : b >= 0xc2 && b <= 0xdf ? 2
+                   : (b & 0xf0) == 0xe0     ? 3
+                   : b >= 0xf0 && b <= 0xf4 ? 4
+                                            : 0;
+        uint32_t cp = n == 1 ? b : n == 2 ? b & 0x1fu : n == 3 ? b & 0x0fu : b & 0x07u;
+        bool ok = n > 0 && i + n <= len;
+        for (size_t k = 1; ok && k < n; k++) {
+            ok = (s[i + k] & 0xc0) == 0x80;
+            cp = (cp << 6) | (s[i + k] & 0x3fu);
+        }
+        /* No overlong forms, surrogates, or code points past U+10FFFF (RFC 3629 §3). */
+        if (ok && ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+                   (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))) {
+            ok = false;
+        }
+        if (!ok) {
+            return fail(ld, &at, "syntax error", "invalid UTF-8 (byte 0x%02x at offset %zu)", b, i);
+        }
+        if (b == '\n') {
+            at.line++;
+            at.col = 1;
+        } else {
+            at.col++;
+        }
+        i += n;
+    }
+    return 0;
+}
+
+static int
+parse_yaml(struct ld *ld, const char *buf, size_t len, struct ynode **root)
+{
+    struct fy_diag_cfg dcfg;
+    struct fy_parse_cfg pcfg;
+    struct fy_parser *fyp = NULL;
+    struct fy_event *ev;
+    struct ynode *stack[MAX_DEPTH];
+    size_t depth = 0;
+    int ndocs = 0, rc = 0;
+
+    if ((rc = check_utf8(ld, (const uint8_t *)buf, len))) {
+        return rc;
+    }
+    fy_diag_cfg_default(&dcfg);
+    dcfg.fp = NULL;
+    dcfg.output_fn = diag_drop;
+    dcfg.colorize = false;
+    struct fy_diag *diag = fy_diag_create(&dcfg);
+    if (!diag) {
+        return oom(ld);
+    }
+    fy_diag_set_collect_errors(diag, true);
+    memset(&pcfg, 0, sizeof(pcfg));
+    pcfg.flags = FYPCF_QUIET;
+    pcfg.diag = diag;
+    fyp = fy_parser_create(&pcfg);
+    if (!fyp || fy_parser_set_string(fyp, buf, len) != 0) {
+        rc = oom(ld);
+        goto out;
+    }
+    ld->last_line = ld->last_col = 1;
+    while ((ev = fy_parser_parse(fyp)) != NULL) {
+        rc = on_event(ld, ev, stack, &depth, &ndocs, root);
+        const struct fy_mark *e = fy_event_end_mark(ev);
+        if (e) {
+            ld->last_line = e->line + 1;
+            ld->last_col = e->column + 1;
+        }
+        fy_parser_event_free(fyp, ev);
+        if (rc) {
+            goto out;
+        }
+    }
+    if (fy_parser_get_stream_error(fyp)) {
+        rc = syntax_error(ld, diag);
+    }
+out:
+    if (fyp) {
+        fy_parser_destroy(fyp);
+    }
+    fy_diag_destroy(diag);
+    return rc;
+}
+
+static int
+read_file(struct ld *ld, char **bufp, size_t *lenp)
+{
+    char what[160];
+    int fd = open(ld->file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(what, sizeof(what), "cannot open: %s", vd_strerror(-errno));
+        return fail_file(ld, VD_ECONF, what);
+    }
+    char *buf = malloc(MAX_FILE + 1);
+    size_t len = 0;
+    if (!buf) {
+        close(fd);
+        return oom(ld);
+    }
+    for (;;) {
+        ssize_t r = read(fd, buf + len, MAX_FILE + 1 - len);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            snprintf(what, sizeof(what), "cannot read: %s", vd_strerror(-errno));
+            close(fd);
+            free(buf);
+            return fail_file(ld, VD_ECONF, what);
+        }
+        if (r == 0) {
+            break;
+        }
+        len += (size_t)r;
+        if (len > MAX_FILE) {
+            close(fd);
+            free(buf);
+            return fail_file(ld, VD_ECONF, "file is larger than 1 MiB");
+        }
+    }
+    close(fd);
+    *bufp = buf;
+    *lenp = len;
+    return 0;
+}
+
+/* The absolute directory of the file, without "./" noise, so relative paths in the file do not
+ * depend on the working directory viaduct later runs in. */
+static int
+conf_dir(struct ld *ld)
+{
+    char cwd[PATH_MAX];
+    const char *slash = strrchr(ld->file, '/');
+    const char *rel = ld->file;
+    size_t rlen = slash ? (size_t)(slash - ld->file) : 0;
+    size_t need;
+    if (ld->file[0] == '/') {
+        ld->dir = strndup(ld->file, rlen ? rlen : 1);
+        return ld->dir ? 0 : oom(ld);
+    }
+    while (rlen >= 2 && rel[0] == '.' && rel[1] == '/') {
+        rel += 2;
+        rlen -= 2;
+        while (rlen && rel[0] == '/') {
+            rel++;
+            rlen--;
+        }
+    }
+    if (rlen == 1 && rel[0] == '.') {
+        rlen = 0;
+    }
+    if (!getcwd(cwd, sizeof(cwd))) {
+        char what[160];
+        snprintf(what, sizeof(what), "cannot get the working directory: %s", vd_strerror(-errno));
+        return fail_file(ld, VD_ECONF, what);
+    }
+    need = strlen(cwd) + 1 + rlen + 1;
+    ld->dir = malloc(need);
+    if (!ld->dir) {
+        return oom(ld);
+    }
+    if (rlen) {
+        snprintf(ld->dir, need, "%s%s%.*s", cwd, strcmp(cwd, "/") ? "/" : "", (int)rlen, rel);
+    } else {
+        snprintf(ld->dir, need, "%s", cwd);
+    }
+    return 0;
+}
+
+/* ---- typed access to nodes ---- */
+
+/* Appends to a key path, truncating (paths are bounded by the schema; only hostile files with
+ * huge unknown keys get cut). */
+static void
+key_append(char *dst, const char *a, const char *b, const char *c)
+{
+    const char *parts[] = {a, b, c};
+    size_t o = 0;
+    for (size_t i = 0; i < 3; i++) {
+        size_t l = strlen(parts[i]);
+        l = VD_MIN(l, KEY_MAX - 1 - o);
+        memmove(dst + o, parts[i], l);
+        o += l;
+    }
+    dst[o] = '\0';
+}
+
+static void
+key_join(char *dst, const char *base, const char *name)
+{
+    char esc[KEY_MAX];
+    vd_log_escape(esc, sizeof(esc), (const uint8_t *)name, strlen(name));
+    key_append(dst, base, *base ? "." : "", esc);
+}
+
+static void
+key_index(char *dst, const char *base, size_t i)
+{
+    char num[32];
+    snprintf(num, sizeof(num), "[%zu]", i);
+    key_append(dst, base, num, "");
+}
+
+/* "a, b or c" */
+static void
+list_names(char *dst, size_t cap, const char *const *names, size_t n)
+{
+    size_t o = 0;
+    dst[0] = '\0';
+    for (size_t i = 0; i < n && o < cap; i++) {
+        int w = snprintf(dst + o, cap - o, "%s%s", i == 0 ? "" : (i + 1 == n ? " or " : ", "),
+                         names[i]);
+        if (w < 0) {
+            break;
+        }
+        o += (size_t)w;
+    }
+}
+
+/* Checks that @n is a mapping whose keys are distinct strings taken from @names. */
+static int
+check_map(struct ld *ld, const struct ynode *n, const char *key, const char *const *names,
+          size_t nnames)
+{
+    char sub[KEY_MAX], list[512];
+    if (n->kind != Y_MAP) {
+        return fail(ld, n, key, "expected a mapping, got %s", kind_name(n));
+    }
+    for (size_t i = 0; i + 1 < n->nkid; i += 2) {
+        const struct ynode *k = n->kid[i];
+        size_t j;
+        if (k->kind != Y_SCALAR || is_null(k) || memchr(k->text, 0, k->len)) {
+            return fail(ld, k, key, "keys must be non-empty strings, got %s", kind_name(k));
+        }
+        key_join(sub, key, k->text);
+        for (j = 0; j < i; j += 2) {
+            if (strcmp(n->kid[j]->text, k->text) == 0) {
+                return fail(ld, k, sub, "duplicate key (first at line %d, column %d)",
+                            n->kid[j]->line, n->kid[j]->col);
+            }
+        }
+        for (j = 0; j < nnames; j++) {
+            if (strcmp(names[j], k->text) == 0) {
+                break;
+            }
+        }
+        if (j == nnames) {
+            list_names(list, sizeof(list), names, nnames);
+            return fail(ld, k, sub, "unknown key (expected %s)", list);
+        }
+    }
+    return 0;
+}
+
+/* The value of @name in mapping @n, or NULL. */
+static const struct ynode *
+get(const struct ynode *n, const char *name)
+{
+    for (size_t i = 0; i + 1 < n->nkid; i += 2) {
+        if (strcmp(n->kid[i]->text, name) == 0) {
+            return n->kid[i + 1];
+        }
+    }
+    return NULL;
+}
+
+/* Position of the key @name in @n (for "missing" errors the mapping itself). */
+static int
+missing(struct ld *ld, const struct ynode *map, const char *key, const char *name)
+{
+    char sub[KEY_MAX];
+    key_join(sub, key, name);
+    return fail(ld, map, sub, "required key is missing");
+}
+
+static int
+want_scalar(struct ld *ld, const struct ynode *n, const char *key, const char *what)
+{
+    if (n->kind != Y_SCALAR || is_null(n)) {
+        return fail(ld, n, key, "expected %s, got %s", what, kind_name(n));
+    }
+    if (memchr(n->text, 0, n->len)) {
+        return fail(ld, n, key, "expected %s, got a value containing a NUL character", what);
+    }
+    return 0;
+}
+
+static int
+want_seq(struct ld *ld, const struct ynode *n, const char *key, const char *what)
+{
+    if (n->kind != Y_SEQ) {
+        return fail(ld, n, key, "expected a sequence of %s, got %s", what, kind_name(n));
+    }
+    /* Aliases let a small file name the same list many times: cap the expanded total. */
+    ld->items += n->nkid;
+    if (ld->items > MAX_ITEMS) {
+        return fail(ld, n, key, "more than %d list entries in all (aliases counted each time)",
+                    MAX_ITEMS);
+    }
+    return 0;
+}
+
+/* Decimal digits only: YAML's other integer forms (0x, 0o, signs) mean nothing here. */
+static bool
+parse_u64(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (!*s) {
+        return false;
+    }
+    for (; *s; s++) {
+        if (!isdigit((unsigned char)*s) || v > (UINT64_MAX - 9) / 10) {
+            return false;
+        }
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *out = v;
+    return true;
+}
+
+static int
+get_uint(struct ld *ld, const struct ynode *n, const char *key, uint64_t lo, uint64_t hi,
+         uint64_t *out)
+{
+    char vb[SHOW_MAX + 8];
+    uint64_t v;
+    int rc = want_scalar(ld, n, key, "an integer");
+    if (rc) {
+        return rc;
+    }
+    if (!parse_u64(n->text, &v) || v < lo || v > hi) {
+        return fail(ld, n, key, "expected an integer from %" PRIu64 " to %" PRIu64 ", got '%s'", lo,
+                    hi, show(vb, sizeof(vb), n));
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+get_u32(struct ld *ld, const struct ynode *n, const char *key, uint32_t lo, uint32_t *out)
+{
+    uint64_t v;
+    int rc = get_uint(ld, n, key, lo, UINT32_MAX, &v);
+    if (!rc) {
+        *out = (uint32_t)v;
+    }
+    return rc;
+}
+
+static int
+get_size(struct ld *ld, const struct ynode *n, const char *key, uint64_t lo, uint64_t hi,
+         uint64_t *out)
+{
+    char vb[SHOW_MAX + 8];
+    uint64_t v;
+    int rc = want_scalar(ld, n, key, "a size");
+    if (rc) {
+        return rc;
+    }
+    if (vd_conf_parse_size(n->text, &v) != 0) {
+        return fail(ld, n, key,
+                    "bad size '%s': expected a whole number of bytes with an optional unit "
+                    "(B; k, KB or KiB; m, MB or MiB; g, GB or GiB; all powers of 1024)",
+                    show(vb, sizeof(vb), n));
+    }
+    if (v < lo || v > hi) {
+        return fail(ld, n, key, "size '%s' is out of range: %" PRIu64 " to %" PRIu64 " bytes",
+                    show(vb, sizeof(vb), n), lo, hi);
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+get_size32(struct ld *ld, const struct ynode *n, const char *key, uint32_t *out)
+{
+    uint64_t v;
+    int rc = get_size(ld, n, key, 1, UINT32_MAX, &v);
+    if (!rc) {
+        *out = (uint32_t)v;
+    }
+    return rc;
+}
+
+static int
+get_duration(struct ld *ld, const struct ynode *n, const char *key, bool zero_ok, uint64_t *out)
+{
+    char vb[SHOW_MAX + 8];
+    uint64_t v;
+    int rc = want_scalar(ld, n, key, "a duration");
+    if (rc) {
+        return rc;
+    }
+    if (vd_conf_parse_duration(n->text, &v) != 0) {
+        return fail(ld, n, key,
+                    "bad duration '%s': expected a whole number with an optional unit ms, s, m, h "
+                    "or d (no unit: seconds)",
+                    show(vb, sizeof(vb), n));
+    }
+    if (v == 0 && !zero_ok) {
+        return fail(ld, n, key, "duration must be greater than 0");
+    }
+    *out = v;
+    return 0;
+}
+
+/* 1 or 0 for a YAML 1.2 core-schema boolean (plain true/True/TRUE, false/False/FALSE; "yes" and
+ * "on" are strings), -1 otherwise. */
+static int
+bool_value(const struct ynode *n)
+{
+    if (n->kind != Y_SCALAR || !n->plain) {
+        return -1;
+    }
+    if (!strcmp(n->text, "true") || !strcmp(n->text, "True") || !strcmp(n->text, "TRUE")) {
+        return 1;
+    }
+    if (!strcmp(n->text, "false") || !strcmp(n->text, "False") || !strcmp(n->text, "FALSE")) {
+        return 0;
+    }
+    return -1;
+}
+
+static int
+get_bool(struct ld *ld, const struct ynode *n, const char *key, bool *out)
+{
+    char vb[SHOW_MAX + 8];
+    int b = bool_value(n);
+    if (b >= 0) {
+        *out = b == 1;
+        return 0;
+    }
+    if (n->kind != Y_SCALAR || is_null(n)) {
+        return fail(ld, n, key, "expected true or false, got %s", kind_name(n));
+    }
+    return fail(ld, n, key, "expected true or false, got '%s'", show(vb, sizeof(vb), n));
+}
+
+/* One of @names; *@out gets its index. @what names the thing ("mode"). */
+static int
+get_enum(struct ld *ld, const struct ynode *n, const char *key, const char *what,
+         const char *const *names, size_t nnames, size_t *out)
+{
+    char vb[SHOW_MAX + 8], list[256];
+    int rc = want_scalar(ld, n, key, what);
+    if (rc) {
+        return rc;
+    }
+    for (size_t i = 0; i < nnames; i++) {
+        if (strcmp(n->text, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    }
+    list_names(list, sizeof(list), names, nnames);
+    return fail(ld, n, key, "unknown %s '%s' (expected %s)", what, show(vb, sizeof(vb), n), list);
+}
+
+/* Stores a copy of the scalar in *@dst, freeing what was there. */
+static int
+set_str(struct ld *ld, char **dst, const char *s)
+{
+    char *d = strdup(s);
+    if (!d) {
+        return oom(ld);
+    }
+    free(*dst);
+    *dst = d;
+    return 0;
+}
+
+/* A path; relative ones are taken from the configuration file's directory. */
+static int
+get_path(struct ld *ld, const struct ynode *n, const char *key, char **dst)
+{
+    int rc = want_scalar(ld, n, key, "a path");
+    if (rc) {
+        return rc;
+    }
+    if (n->text[0] == '/') {
+        return set_str(ld, dst, n->text);
+    }
+    size_t need = strlen(ld->dir) + 1 + n->len + 1;
+    char *p = malloc(need);
+    if (!p) {
+        return oom(ld);
+    }
+    snprintf(p, need, "%s%s%s", ld->dir, strcmp(ld->dir, "/") ? "/" : "", n->text);
+    free(*dst);
+    *dst = p;
+    return 0;
+}
+
+/* A file viaduct will read (certificate, key, CA bundle). */
+static int
+check_readable(struct ld *ld, const struct ynode *n, const char *key, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        return fail(ld, n, key, "cannot read %s: %s", path, vd_strerror(-errno));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        return fail(ld, n, key, "%s is not a regular file", path);
+    }
+    if (access(path, R_OK) != 0) {
+        return fail(ld, n, key, "cannot read %s: %s", path, vd_strerror(-errno));
+    }
+    return 0;
+}
+
+static int
+check_dir(struct ld *ld, const struct ynode *n, const char *key, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        return fail(ld, n, key, "cannot read directory %s: %s", path, vd_strerror(-errno));
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        return fail(ld, n, key, "%s is not a directory", path);
+    }
+    if (access(path, R_OK | X_OK) != 0) {
+        return fail(ld, n, key, "cannot read directory %s: %s", path, vd_strerror(-errno));
+    }
+    return 0;
+}
+
+/* A log file viaduct will open for appending: it must be writable, or creatable. */
+static int
+check_writable(struct ld *ld, const struct ynode *n, const char *key, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            return fail(ld, n, key, "%s is a directory", path);
+        }
+        if (access(path, W_OK) != 0) {
+            return fail(ld, n, key, "cannot write %s: %s", path, vd_strerror(-errno));
+        }
+        return 0;
+    }
+    const char *slash = strrchr(path, '/');
+    char dir[PATH_MAX];
+    size_t dl = slash && slash != path ? (size_t)(slash - path) : 1;
+    if (dl >= sizeof(dir)) {
+        return fail(ld, n, key, "path is too long");
+    }
+    memcpy(dir, slash ? path : ".", dl);
+    dir[dl] = '\0';
+    if (access(dir, W_OK | X_OK) != 0) {
+        return fail(ld, n, key, "cannot create %s: directory %s: %s", path, dir,
+                    vd_strerror(-errno));
+    }
+    return 0;
+}
+
+/* ---- value syntax ---- */
+
+/* RFC 9110 §5.6.2: tchar. */
+static bool
+is_tchar(int ch)
+{
+    return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* A DNS name: dot-separated labels of letters, digits, '-' and '_' (RFC 1123 §2.1, plus the
+ * underscore some internal names use), 1-63 bytes each, 253 in all. IPv4 literals pass too. */
+static bool
+is_dns_name(const char *s, size_t len)
+{
+    size_t label = 0;
+    if (len == 0 || len > 253) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '.') {
+            if (label == 0 || s[i - 1] == '-') {
+                return false;
+            }
+            label = 0;
+            continue;
+        }
+        if (!isalnum(ch) && ch != '-' && ch != '_') {
+            return false;
+        }
+        if (ch == '-' && label == 0) {
+            return false;
+        }
+        if (++label > 63) {
+            return false;
+        }
+    }
+    return label > 0 && s[len - 1] != '-';
+}
+
+static bool
+is_ipv6_literal(const char *s, size_t len)
+{
+    char buf[INET6_ADDRSTRLEN + 1];
+    struct in6_addr a6;
+    if (len == 0 || len >= sizeof(buf)) {
+        return false;
+    }
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return inet_pton(AF_INET6, buf, &a6) == 1;
+}
+
+static void
+lowercase(char *s)
+{
+    for (; *s; s++) {
+        *s = (char)tolower((unsigned char)*s);
+    }
+}
+
+/* ---- sections ---- */
+
+static int
+sec_workers(struct ld *ld, const struct ynode *n)
+{
+    char vb[SHOW_MAX + 8];
+    uint64_t v;
+    int rc = want_scalar(ld, n, "workers", "an integer or auto");
+    if (rc) {
+        return rc;
+    }
+    if (strcmp(n->text, "auto") == 0) {
+        ld->c->workers = 0;
+        return 0;
+    }
+    if (!parse_u64(n->text, &v) || v < 1 || v > 256) {
+        return fail(ld, n, "workers", "expected an integer from 1 to 256 or auto, got '%s'",
+                    show(vb, sizeof(vb), n));
+    }
+    ld->c->workers = (uint32_t)v;
+    return 0;
+}
+
+static void
+listeners_free(struct vd_conf *c)
+{
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        struct vd_conf_listener *l = &c->listeners[i];
+        free(l->addr_text);
+        for (size_t j = 0; j < l->ncerts; j++) {
+            free(l->certs[j].cert_file);
+            free(l->certs[j].key_file);
+        }
+        free(l->certs);
+        free(l->tls_min_version);
+    }
+    free(c->listeners);
+    c->listeners = NULL;
+    c->nlisteners = 0;
+}
+
+static int
+sec_tls(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_listener *l)
+{
+    static const char *const keys[] = {"certificates", "min_version"};
+    static const char *const cert_keys[] = {"cert", "key"};
+    static const char *const versions[] = {"\"1.2\"", "\"1.3\""};
+    char sub[KEY_MAX], item[KEY_MAX], leaf[KEY_MAX], vb[SHOW_MAX + 8], list[64];
+    const struct ynode *certs, *v;
+    int rc;
+
+    if ((rc = check_map(ld, n, key, keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    if (!(certs = get(n, "certificates"))) {
+        return missing(ld, n, key, "certificates");
+    }
+    key_join(sub, key, "certificates");
+    if ((rc = want_seq(ld, certs, sub, "certificates"))) {
+        return rc;
+    }
+    if (certs->nkid == 0) {
+        return fail(ld, certs, sub, "at least one certificate is required");
+    }
+    l->tls = true;
+    l->certs = calloc(certs->nkid, sizeof(*l->certs));
+    if (!l->certs) {
+        return oom(ld);
+    }
+    l->ncerts = certs->nkid;
+    for (size_t i = 0; i < certs->nkid; i++) {
+        const struct ynode *cn = certs->kid[i];
+        struct vd_conf_cert *cc = &l->certs[i];
+        key_index(item, sub, i);
+        if ((rc = check_map(ld, cn, item, cert_keys, VD_ARRAY_LEN(cert_keys)))) {
+            return rc;
+        }
+        for (size_t k = 0; k < 2; k++) {
+            char **dst = k == 0 ? &cc->cert_file : &cc->key_file;
+            if (!(v = get(cn, cert_keys[k]))) {
+                return missing(ld, cn, item, cert_keys[k]);
+            }
+            key_join(leaf, item, cert_keys[k]);
+            if ((rc = get_path(ld, v, leaf, dst)) || (rc = check_readable(ld, v, leaf, *dst))) {
+                return rc;
+            }
+        }
+    }
+    v = get(n, "min_version");
+    if (v) {
+        key_join(sub, key, "min_version");
+        if ((rc = want_scalar(ld, v, sub, "a TLS version"))) {
+            return rc;
+        }
+        if (strcmp(v->text, "1.2") != 0 && strcmp(v->text, "1.3") != 0) {
+            list_names(list, sizeof(list), versions, VD_ARRAY_LEN(versions));
+            return fail(ld, v, sub, "unknown TLS version '%s' (expected %s)",
+                        show(vb, sizeof(vb), v), list);
+        }
+    }
+    return set_str(ld, &l->tls_min_version, v ? v->text : "1.2");
+}
+
+static bool
+same_addr(const struct vd_conf_listener *a, const struct vd_conf_listener *b)
+{
+    if (a->addr.ss_family != b->addr.ss_family) {
+        return false;
+    }
+    if (a->addr.ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const struct sockaddr_in *)&a->addr;
+        const struct sockaddr_in *y = (const struct sockaddr_in *)&b->addr;
+        /* Port 0 asks the kernel for a free port: several are fine. */
+        return x->sin_port != 0 && x->sin_port == y->sin_port &&
+               x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)&a->addr;
+    const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)&b->addr;
+    return x->sin6_port != 0 && x->sin6_port == y->sin6_port &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
+static int
+sec_listener(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_listener *l)
+{
+    static const char *const keys[] = {"address", "mode", "backlog", "tls"};
+    static const char *const modes[] = {"forward", "reverse"};
+    char sub[KEY_MAX], vb[SHOW_MAX + 8];
+    const struct ynode *v;
+    size_t mode = 0;
+    uint64_t backlog;
+    int rc;
+
+    if ((rc = check_map(ld, n, key, keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    if (!(v = get(n, "address"))) {
+        return missing(ld, n, key, "address");
+    }
+    key_join(sub, key, "address");
+    if ((rc = want_scalar(ld, v, sub, "an address"))) {
+        return rc;
+    }
+    if (vd_conf_parse_addr(v->text, &l->addr, &l->addrlen) != 0) {
+        return fail(ld, v, sub,
+                    "bad address '%s': expected IPV4:PORT, [IPV6]:PORT, :PORT or *:PORT with PORT "
+                    "from 0 to 65535",
+                    show(vb, sizeof(vb), v));
+    }
+    if ((rc = set_str(ld, &l->addr_text, v->text))) {
+        return rc;
+    }
+    if ((v = get(n, "mode"))) {
+        key_join(sub, key, "mode");
+        if ((rc = get_enum(ld, v, sub, "mode", modes, VD_ARRAY_LEN(modes), &mode))) {
+            return rc;
+        }
+        l->mode = mode == 0 ? VD_MODE_FORWARD : VD_MODE_REVERSE;
+    }
+    if ((v = get(n, "backlog"))) {
+        key_join(sub, key, "backlog");
+        if ((rc = get_uint(ld, v, sub, 1, 65535, &backlog))) {
+            return rc;
+        }
+        l->backlog = (unsigned)backlog;
+    }
+    if ((v = get(n, "tls"))) {
+        key_join(sub, key, "tls");
+        return sec_tls(ld, v, sub, l);
+    }
+    return 0;
+}
+
+static int
+sec_listeners(struct ld *ld, const struct ynode *n)
+{
+    char key[KEY_MAX], sub[KEY_MAX];
+    struct vd_conf *c = ld->c;
+    /* The embedded default listener carries the per-listener defaults (mode, backlog). */
+    enum vd_listen_mode dmode = c->nlisteners ? c->listeners[0].mode : VD_MODE_FORWARD;
+    unsigned dbacklog = c->nlisteners ? c->listeners[0].backlog : 511;
+    int rc;
+
+    if ((rc = want_seq(ld, n, "listeners", "listeners"))) {
+        return rc;
+    }
+    if (n->nkid == 0) {
+        return fail(ld, n, "listeners", "at least one listener is required");
+    }
+    if (n->nkid > MAX_LISTENERS) {
+        return fail(ld, n, "listeners", "more than %d listeners", MAX_LISTENERS);
+    }
+    listeners_free(c);
+    c->listeners = calloc(n->nkid, sizeof(*c->listeners));
+    if (!c->listeners) {
+        return oom(ld);
+    }
+    c->nlisteners = n->nkid;
+    for (size_t i = 0; i < n->nkid; i++) {
+        struct vd_conf_listener *l = &c->listeners[i];
+        l->mode = dmode;
+        l->backlog = dbacklog;
+        key_index(key, "listeners", i);
+        if ((rc = sec_listener(ld, n->kid[i], key, l))) {
+            return rc;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (same_addr(&c->listeners[j], l)) {
+                const struct ynode *a = get(n->kid[i], "address");
+                const struct ynode *b = get(n->kid[j], "address");
+                key_join(sub, key, "address");
+                return fail(ld, a, sub,
+                            "duplicate listener address %s (listeners[%zu] at line %d, column %d "
+                            "has the same)",
+                            l->addr_text, j, b->line, b->col);
+            }
+        }
+    }
+    return 0;
+}
+
+/* "all", an address, or address/prefix. */
+static int
+parse_cidr(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_acl *a)
+{
+    char vb[SHOW_MAX + 8], net[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(n->text, '/');
+    size_t nl = slash ? (size_t)(slash - n->text) : n->len;
+    unsigned max;
+    uint64_t prefix;
+
+    memset(&a->net, 0, sizeof(a->net));
+    if (strcmp(n->text, "all") == 0) {
+        a->prefix = 0;
+        return set_str(ld, &a->text, n->text);
+    }
+    if (nl == 0 || nl >= sizeof(net)) {
+        goto bad;
+    }
+    memcpy(net, n->text, nl);
+    net[nl] = '\0';
+    if (inet_pton(AF_INET, net, &((struct sockaddr_in *)&a->net)->sin_addr) == 1) {
+        a->net.ss_family = AF_INET;
+        max = 32;
+    } else if (inet_pton(AF_INET6, net, &((struct sockaddr_in6 *)&a->net)->sin6_addr) == 1) {
+        a->net.ss_family = AF_INET6;
+        max = 128;
+    } else {
+        goto bad;
+    }
+    a->prefix = max;
+    if (slash) {
+        if (!parse_u64(slash + 1, &prefix) || strlen(slash + 1) > 3) {
+            return fail(ld, n, key,
+                        "bad CIDR '%s': expected a prefix length from 0 to %u after '/'",
+                        show(vb, sizeof(vb), n), max);
+        }
+        if (prefix > max) {
+            return fail(ld, n, key, "bad CIDR '%s': prefix length %" PRIu64 " is longer than %u",
+                        show(vb, sizeof(vb), n), prefix, max);
+        }
+        a->prefix = (unsigned)prefix;
+    }
+    return set_str(ld, &a->text, n->text);
+bad:
+    return fail(ld, n, key,
+                "bad CIDR '%s': expected an IPv4 or IPv6 address, optionally with /PREFIX, or all",
+                show(vb, sizeof(vb), n));
+}
+
+static int
+sec_access(struct ld *ld, const struct ynode *n)
+{
+    static const char *const keys[] = {"allow", "deny"};
+    char key[KEY_MAX], sub[KEY_MAX];
+    struct vd_conf *c = ld->c;
+    int rc;
+
+    if ((rc = want_seq(ld, n, "access", "allow or deny rules"))) {
+        return rc;
+    }
+    for (size_t i = 0; i < c->nacl; i++) {
+        free(c->acl[i].text);
+    }
+    free(c->acl);
+    c->nacl = 0;
+    c->acl = calloc(n->nkid ? n->nkid : 1, sizeof(*c->acl));
+    if (!c->acl) {
+        return oom(ld);
+    }
+    c->nacl = n->nkid;
+    for (size_t i = 0; i < n->nkid; i++) {
+        const struct ynode *r = n->kid[i];
+        key_index(key, "access", i);
+        if ((rc = check_map(ld, r, key, keys, VD_ARRAY_LEN(keys)))) {
+            return rc;
+        }
+        if (r->nkid != 2) {
+            return fail(ld, r, key, "expected exactly one of allow or deny, as in '- allow: CIDR'");
+        }
+        c->acl[i].allow = strcmp(r->kid[0]->text, "allow") == 0;
+        key_join(sub, key, r->kid[0]->text);
+        if ((rc = want_scalar(ld, r->kid[1], sub, "an address, a CIDR or all")) ||
+            (rc = parse_cidr(ld, r->kid[1], sub, &c->acl[i]))) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int
+sec_via(struct ld *ld, const struct ynode *n)
+{
+    char vb[SHOW_MAX + 8];
+    int b = bool_value(n);
+    if (b >= 0) {
+        if (b) {
+            return fail(ld, n, "via", "expected a pseudonym (a token) or false, got true");
+        }
+        free(ld->c->via);
+        ld->c->via = NULL;
+        ld->c->via_enabled = false;
+        return 0;
+    }
+    int rc = want_scalar(ld, n, "via", "a pseudonym (a token) or false");
+    if (rc) {
+        return rc;
+    }
+    /* RFC 9110 §7.6.3: received-by is a pseudonym, which is a token (§5.6.2). */
+    for (size_t i = 0; i < n->len; i++) {
+        if (!is_tchar((unsigned char)n->text[i])) {
+            return fail(ld, n, "via",
+                        "bad pseudonym '%s': only letters, digits and !#$%%&'*+-.^_`|~ are "
+                        "allowed",
+                        show(vb, sizeof(vb), n));
+        }
+    }
+    if (n->len == 0) {
+        return fail(ld, n, "via", "pseudonym must not be empty (write false to disable Via)");
+    }
+    ld->c->via_enabled = true;
+    return set_str(ld, &ld->c->via, n->text);
+}
+
+static int
+sec_server_name(struct ld *ld, const struct ynode *n)
+{
+    int rc = want_scalar(ld, n, "server_name", "a name");
+    if (rc) {
+        return rc;
+    }
+    bool ok = n->len > 0 && n->len <= 255 && n->text[0] != ' ' && n->text[n->len - 1] != ' ';
+    for (size_t i = 0; ok && i < n->len; i++) {
+        ok = n->text[i] >= 0x20 && n->text[i] < 0x7f;
+    }
+    if (!ok) {
+        return fail(ld, n, "server_name",
+                    "must be 1 to 255 printable ASCII characters, without leading or trailing "
+                    "spaces");
+    }
+    return set_str(ld, &ld->c->server_name, n->text);
+}
+
+static int
+sec_limits(struct ld *ld, const struct ynode *n)
+{
+    static const char *const keys[] = {
+        "request_line", "header_block",  "header_count",    "body",
+        "chunk_line",   "trailer_block", "max_connections", "request_arena",
+    };
+    struct vd_conf_limits *l = &ld->c->limits;
+    uint32_t *size32[] = {&l->request_line, &l->header_block,  NULL, NULL,
+                          &l->chunk_line,   &l->trailer_block, NULL, &l->request_arena};
+    char sub[KEY_MAX];
+    const struct ynode *v;
+    int rc;
+
+    if ((rc = check_map(ld, n, "limits", keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    for (size_t i = 0; i < VD_ARRAY_LEN(keys); i++) {
+        if (!(v = get(n, keys[i]))) {
+            continue;
+        }
+        key_join(sub, "limits", keys[i]);
+        if (size32[i]) {
+            rc = get_size32(ld, v, sub, size32[i]);
+        } else if (strcmp(keys[i], "body") == 0) {
+            rc = get_size(ld, v, sub, 0, UINT64_MAX, &l->body);
+        } else if (strcmp(keys[i], "header_count") == 0) {
+            rc = get_u32(ld, v, sub, 1, &l->header_count);
+        } else {
+            rc = get_u32(ld, v, sub, 1, &l->max_connections);
+        }
+        if (rc) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int
+sec_timeouts(struct ld *ld, const struct ynode *n)
+{
+    static const char *const keys[] = {
+        "client_header", "keepalive",   "upstream_connect", "upstream_first_byte",
+        "send",          "client_body", "upstream_read",    "shutdown_grace",
+    };
+    struct vd_conf_timeouts *t = &ld->c->timeouts;
+    uint64_t *dst[] = {&t->client_header,       &t->keepalive,     &t->upstream_connect,
+                       &t->upstream_first_byte, &t->send,          &t->client_body,
+                       &t->upstream_read,       &t->shutdown_grace};
+    char sub[KEY_MAX];
+    const struct ynode *v;
+    int rc;
+
+    if ((rc = check_map(ld, n, "timeouts", keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    for (size_t i = 0; i < VD_ARRAY_LEN(keys); i++) {
+        if ((v = get(n, keys[i]))) {
+            /* keepalive 0 closes after each response; shutdown_grace 0 exits without draining. */
+            bool zero_ok = dst[i] == &t->keepalive || dst[i] == &t->shutdown_grace;
+            key_join(sub, "timeouts", keys[i]);
+            if ((rc = get_duration(ld, v, sub, zero_ok, dst[i]))) {
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
+static int
+sec_upstream(struct ld *ld, const struct ynode *n)
+{
+    static const char *const keys[] = {"pool_idle_max", "pool_idle_timeout", "ca_file", "ca_path",
+                                       "verify"};
+    struct vd_conf_upstream *u = &ld->c->upstream;
+    const struct ynode *v;
+    int rc;
+
+    if ((rc = check_map(ld, n, "upstream", keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    if ((v = get(n, "pool_idle_max")) &&
+        (rc = get_u32(ld, v, "upstream.pool_idle_max", 0, &u->pool_idle_max))) {
+        return rc;
+    }
+    if ((v = get(n, "pool_idle_timeout")) &&
+        (rc = get_duration(ld, v, "upstream.pool_idle_timeout", true, &u->pool_idle_timeout))) {
+        return rc;
+    }
+    if ((v = get(n, "ca_file")) && ((rc = get_path(ld, v, "upstream.ca_file", &u->ca_file)) ||
+                                    (rc = check_readable(ld, v, "upstream.ca_file", u->ca_file)))) {
+        return rc;
+    }
+    if ((v = get(n, "ca_path")) && ((rc = get_path(ld, v, "upstream.ca_path", &u->ca_path)) ||
+                                    (rc = check_dir(ld, v, "upstream.ca_path", u->ca_path)))) {
+        return rc;
+    }
+    if ((v = get(n, "verify")) && (rc = get_bool(ld, v, "upstream.verify", &u->verify))) {
+        return rc;
+    }
+    return 0;
+}
+
+/* "http://host[:port]" or "https://host[:port]"; host is a DNS name, an IPv4 address or an
+ * [IPv6] literal (RFC 3986 §3.2.2). No user info, path, query or fragment. */
+static int
+parse_upstream(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_route *r)
+{
+    char vb[SHOW_MAX + 8];
+    const char *s = n->text, *host, *hend, *port = NULL;
+    uint64_t pv;
+
+    show(vb, sizeof(vb), n);
+    /* RFC 3986 §3.1: schemes are case-insensitive. */
+    if (strncasecmp(s, "http://", 7) == 0) {
+        r->up_tls = false;
+        s += 7;
+    } else if (strncasecmp(s, "https://", 8) == 0) {
+        r->up_tls = true;
+        s += 8;
+    } else {
+        return fail(ld, n, key, "bad upstream '%s': the scheme must be http:// or https://", vb);
+    }
+    size_t alen = strcspn(s, "/?#");
+    if (s[alen]) {
+        return fail(ld, n, key,
+                    "bad upstream '%s': no path, query or fragment allowed; write "
+                    "%s://HOST[:PORT]",
+                    vb, r->up_tls ? "https" : "http");
+    }
+    if (memchr(s, '@', alen)) {
+        return fail(ld, n, key, "bad upstream '%s': user information is not allowed", vb);
+    }
+    if (*s == '[') {
+        host = s + 1;
+        hend = strchr(s, ']');
+        if (!hend || !is_ipv6_literal(host, (size_t)(hend - host))) {
+            return fail(ld, n, key, "bad upstream '%s': bad IPv6 literal", vb);
+        }
+        if (hend[1] == ':') {
+            port = hend + 2;
+        } else if (hend[1]) {
+            return fail(ld, n, key, "bad upstream '%s': expected ':PORT' after ']'", vb);
+        }
+    } else {
+        host = s;
+        hend = strchr(s, ':');
+        if (hend) {
+            port = hend + 1;
+        } else {
+            hend = s + alen;
+        }
+        if (!is_dns_name(host, (size_t)(hend - host))) {
+            return fail(ld, n, key,
+                        "bad upstream '%s': the host must be a DNS name, an IPv4 address or an "
+                        "[IPv6] address",
+                        vb);
+        }
+    }
+    if (port && (!parse_u64(port, &pv) || pv < 1 || pv > 65535)) {
+        return fail(ld, n, key, "bad upstream '%s': the port must be a number from 1 to 65535", vb);
+    }
+    r->up_port = port ? (uint16_t)pv : (r->up_tls ? 443 : 80);
+    free(r->up_host);
+    r->up_host = strndup(host, (size_t)(hend - host));
+    if (!r->up_host) {
+        return oom(ld);
+    }
+    /* RFC 3986 §3.2.2: the host is case-insensitive. */
+    lowercase(r->up_host);
+    return set_str(ld, &r->upstream, n->text);
+}
+
+static int
+sec_route(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_route *r)
+{
+    static const char *const keys[] = {"host",        "path", "upstream",
+                                       "host_header", "sni",  "forwarded"};
+    static const char *const fwd[] = {"none", "x-forwarded", "rfc7239", "both"};
+
+    static const enum vd_forwarded_mode fwd_mode[] = {VD_FWD_NONE, VD_FWD_XFF, VD_FWD_RFC7239,
+                                                      VD_FWD_BOTH};
+
+    char sub[KEY_MAX], vb[SHOW_MAX + 8];
+    const struct ynode *v;
+    size_t idx = 0;
+    int rc;
+
+    if ((rc = check_map(ld, n, key, keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    if (!(v = get(n, "upstream"))) {
+        return missing(ld, n, key, "upstream");
+    }
+    key_join(sub, key, "upstream");
+    if ((rc = want_scalar(ld, v, sub, "an upstream URL")) || (rc = parse_upstream(ld, v, sub, r))) {
+        return rc;
+    }
+    if ((v = get(n, "host"))) {
+        key_join(sub, key, "host");
+        if ((rc = want_scalar(ld, v, sub, "a host name"))) {
+            return rc;
+        }
+        const char *h = v->text;
+        size_t hl = v->len;
+        bool ok;
+        if (hl > 2 && h[0] == '[' && h[hl - 1] == ']') {
+            ok = is_ipv6_literal(h + 1, hl - 2);
+        } else {
+            if (hl > 2 && h[0] == '*' && h[1] == '.') {
+                h += 2;
+                hl -= 2;
+            }
+            ok = is_dns_name(h, hl);
+        }
+        if (!ok) {
+            return fail(ld, v, sub,
+                        "bad host '%s': expected a host name without port, *.domain, an IPv4 "
+                        "address or an [IPv6] address",
+                        show(vb, sizeof(vb), v));
+        }
+        if ((rc = set_str(ld, &r->host, v->text))) {
+            return rc;
+        }
+        /* RFC 9110 §4.2.3: host names compare case-insensitively; stored lowercase. */
+        lowercase(r->host);
+    }
+    v = get(n, "path");
+    if (v) {
+        key_join(sub, key, "path");
+        if ((rc = want_scalar(ld, v, sub, "a path prefix"))) {
+            return rc;
+        }
+        bool ok = v->text[0] == '/';
+        for (size_t i = 0; ok && i < v->len; i++) {
+            unsigned char ch = (unsigned char)v->text[i];
+            ok = ch > 0x20 && ch < 0x7f && ch != '?' && ch != '#';
+        }
+        if (!ok) {
+            return fail(ld, v, sub,
+                        "bad path prefix '%s': must start with '/' and hold no spaces, control "
+                        "characters, '?' or '#'",
+                        show(vb, sizeof(vb), v));
+        }
+    }
+    if ((rc = set_str(ld, &r->path_prefix, v ? v->text : "/"))) {
+        return rc;
+    }
+    if ((v = get(n, "host_header"))) {
+        key_join(sub, key, "host_header");
+        if ((rc = want_scalar(ld, v, sub, "a Host header value"))) {
+            return rc;
+        }
+        /* RFC 9110 §7.2: Host = uri-host [ ":" port ]; no spaces, controls or delimiters. */
+        bool ok = v->len > 0;
+        for (size_t i = 0; ok && i < v->len; i++) {
+            unsigned char ch = (unsigned char)v->text[i];
+            ok = ch > 0x20 && ch < 0x7f && !strchr("/?#@\"\\", ch);
+        }
+        if (!ok) {
+            return fail(ld, v, sub, "bad Host value '%s': expected HOST or HOST:PORT",
+                        show(vb, sizeof(vb), v));
+        }
+        if ((rc = set_str(ld, &r->host_header, v->text))) {
+            return rc;
+        }
+    }
+    if ((v = get(n, "sni"))) {
+        key_join(sub, key, "sni");
+        if ((rc = want_scalar(ld, v, sub, "a server name"))) {
+            return rc;
+        }
+        struct in_addr a4;
+        /* RFC 6066 §3: SNI carries a DNS host name; IP literals are not permitted. */
+        if (!is_dns_name(v->text, v->len) || inet_pton(AF_INET, v->text, &a4) == 1) {
+            return fail(ld, v, sub, "bad SNI name '%s': expected a DNS name (no IP address)",
+                        show(vb, sizeof(vb), v));
+        }
+        if ((rc = set_str(ld, &r->sni, v->text))) {
+            return rc;
+        }
+        lowercase(r->sni);
+    }
+    r->forwarded = VD_FWD_XFF;
+    if ((v = get(n, "forwarded"))) {
+        key_join(sub, key, "forwarded");
+        if ((rc = get_enum(ld, v, sub, "forwarded mode", fwd, VD_ARRAY_LEN(fwd), &idx))) {
+            return rc;
+        }
+        r->forwarded = fwd_mode[idx];
+    }
+    return 0;
+}
+
+static int
+sec_routes(struct ld *ld, const struct ynode *n)
+{
+    char key[KEY_MAX];
+    struct vd_conf *c = ld->c;
+    int rc;
+
+    if ((rc = want_seq(ld, n, "routes", "routes"))) {
+        return rc;
+    }
+    if (n->nkid == 0) {
+        return 0;
+    }
+    c->routes = calloc(n->nkid, sizeof(*c->routes));
+    if (!c->routes) {
+        return oom(ld);
+    }
+    c->nroutes = n->nkid;
+    for (size_t i = 0; i < n->nkid; i++) {
+        key_index(key, "routes", i);
+        if ((rc = sec_route(ld, n->kid[i], key, &c->routes[i]))) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* A name server for c-ares: IPV4[:PORT], [IPV6][:PORT] or a bare IPv6 address. */
+static bool
+is_nameserver(const char *s)
+{
+    char buf[INET6_ADDRSTRLEN + 1];
+    struct in_addr a4;
+    uint64_t port;
+    const char *p = NULL;
+    size_t hl;
+    if (s[0] == '[') {
+        const char *e = strchr(s, ']');
+        if (!e || !is_ipv6_literal(s + 1, (size_t)(e - s - 1))) {
+            return false;
+        }
+        if (e[1] == '\0') {
+            return true;
+        }
+        if (e[1] != ':') {
+            return false;
+        }
+        p = e + 2;
+    } else if (is_ipv6_literal(s, strlen(s))) {
+        return true;
+    } else {
+        const char *colon = strchr(s, ':');
+        hl = colon ? (size_t)(colon - s) : strlen(s);
+        if (hl == 0 || hl >= sizeof(buf)) {
+            return false;
+        }
+        memcpy(buf, s, hl);
+        buf[hl] = '\0';
+        if (inet_pton(AF_INET, buf, &a4) != 1) {
+            return false;
+        }
+        p = colon ? colon + 1 : NULL;
+    }
+    return !p || (parse_u64(p, &port) && port >= 1 && port <= 65535);
+}
+
+static int
+sec_resolver(struct ld *ld, const struct ynode *n)
+{
+    static const char *const keys[] = {"nameservers", "cache_max_ttl", "negative_ttl",
+                                       "timeout",     "tries",         "cache_size"};
+    struct vd_conf_resolver *r = &ld->c->resolver;
+    char sub[KEY_MAX], vb[SHOW_MAX + 8];
+    const struct ynode *v;
+    uint64_t tries;
+    int rc;
+
+    if ((rc = check_map(ld, n, "resolver", keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    if ((v = get(n, "nameservers"))) {
+        size_t total = 1;
+        if ((rc = want_seq(ld, v, "resolver.nameservers", "addresses"))) {
+            return rc;
+        }
+        for (size_t i = 0; i < v->nkid; i++) {
+            const struct ynode *a = v->kid[i];
+            key_index(sub, "resolver.nameservers", i);
+            if ((rc = want_scalar(ld, a, sub, "an address"))) {
+                return rc;
+            }
+            if (!is_nameserver(a->text)) {
+                return fail(ld, a, sub,
+                            "bad name server '%s': expected IPV4[:PORT], [IPV6][:PORT] or IPV6",
+                            show(vb, sizeof(vb), a));
+            }
+            total += a->len + 1;
+        }
+        free(r->nameservers);
+        r->nameservers = NULL;
+        if (v->nkid) {
+            /* c-ares' server list syntax: comma-separated. */
+            if (!(r->nameservers = malloc(total))) {
+                return oom(ld);
+            }
+            size_t o = 0;
+            for (size_t i = 0; i < v->nkid; i++) {
+                o += (size_t)snprintf(r->nameservers + o, total - o, "%s%s", i ? "," : "",
+                                      v->kid[i]->text);
+            }
+        }
+    }
+    if ((v = get(n, "cache_max_ttl")) &&
+        (rc = get_duration(ld, v, "resolver.cache_max_ttl", true, &r->cache_max_ttl))) {
+        return rc;
+    }
+    if ((v = get(n, "negative_ttl")) &&
+        (rc = get_duration(ld, v, "resolver.negative_ttl", true, &r->negative_ttl))) {
+        return rc;
+    }
+    if ((v = get(n, "timeout")) &&
+        (rc = get_duration(ld, v, "resolver.timeout", false, &r->timeout))) {
+        return rc;
+    }
+    if ((v = get(n, "tries"))) {
+        if ((rc = get_uint(ld, v, "resolver.tries", 1, 16, &tries))) {
+            return rc;
+        }
+        r->tries = (uint32_t)tries;
+    }
+    if ((v = get(n, "cache_size")) &&
+        (rc = get_u32(ld, v, "resolver.cache_size", 0, &r->cache_size))) {
+        return rc;
+    }
+    return 0;
+}
+
+static int
+sec_log(struct ld *ld, const struct ynode *n)
+{
+    static const char *const keys[] = {"level", "error_log", "access_log", "access_format",
+                                       "trace"};
+    static const char *const levels[] = {"emerg", "alert",  "crit", "error",
+                                         "warn",  "notice", "info", "debug"};
+    static const char *const formats[] = {"text", "json"};
+    static const char *const subs[] = {"loop", "net", "tls", "h1", "proxy", "dns", "conf", "all"};
+    struct vd_conf_log *l = &ld->c->log;
+    char sub[KEY_MAX], vb[SHOW_MAX + 8], list[256];
+    const struct ynode *v;
+    size_t idx = 0;
+    int rc;
+
+    if ((rc = check_map(ld, n, "log", keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    if ((v = get(n, "level"))) {
+        if ((rc = want_scalar(ld, v, "log.level", "a level"))) {
+            return rc;
+        }
+        int lv = vd_log_level_parse(v->text);
+        if (lv < 0) {
+            list_names(list, sizeof(list), levels, VD_ARRAY_LEN(levels));
+            return fail(ld, v, "log.level", "unknown level '%s' (expected %s)",
+                        show(vb, sizeof(vb), v), list);
+        }
+        l->level = lv;
+    }
+    if ((v = get(n, "error_log"))) {
+        if ((rc = want_scalar(ld, v, "log.error_log", "stderr or a path"))) {
+            return rc;
+        }
+        free(l->error_log);
+        l->error_log = NULL;
+        if (strcmp(v->text, "stderr") != 0 &&
+            ((rc = get_path(ld, v, "log.error_log", &l->error_log)) ||
+             (rc = check_writable(ld, v, "log.error_log", l->error_log)))) {
+            return rc;
+        }
+    }
+    if ((v = get(n, "access_log"))) {
+        if ((rc = want_scalar(ld, v, "log.access_log", "off, stdout or a path"))) {
+            return rc;
+        }
+        free(l->access_log);
+        l->access_log = NULL;
+        if (strcmp(v->text, "stdout") == 0) {
+            rc = set_str(ld, &l->access_log, "stdout");
+        } else if (strcmp(v->text, "off") != 0) {
+            if (!(rc = get_path(ld, v, "log.access_log", &l->access_log))) {
+                rc = check_writable(ld, v, "log.access_log", l->access_log);
+            }
+        }
+        if (rc) {
+            return rc;
+        }
+    }
+    if ((v = get(n, "access_format"))) {
+        if ((rc = get_enum(ld, v, "log.access_format", "format", formats, VD_ARRAY_LEN(formats),
+                           &idx))) {
+            return rc;
+        }
+        l->access_format = idx == 0 ? VD_ALOG_TEXT : VD_ALOG_JSON;
+    }
+    if ((v = get(n, "trace"))) {
+        if ((rc = want_seq(ld, v, "log.trace", "subsystem names"))) {
+            return rc;
+        }
+        l->trace_mask = 0;
+        for (size_t i = 0; i < v->nkid; i++) {
+            key_index(sub, "log.trace", i);
+            if ((rc = get_enum(ld, v->kid[i], sub, "trace subsystem", subs, VD_ARRAY_LEN(subs),
+                               &idx))) {
+                return rc;
+            }
+            l->trace_mask |= vd_trace_parse(v->kid[i]->text);
+        }
+    }
+    return 0;
+}
+
+static int
+sec_connect(struct ld *ld, const struct ynode *n)
+{
+    static const char *const keys[] = {"ports"};
+    struct vd_conf *c = ld->c;
+    char sub[KEY_MAX], vb[SHOW_MAX + 8];
+    const struct ynode *v;
+    uint8_t *bits;
+    size_t count = 0;
+    int rc;
+
+    if ((rc = check_map(ld, n, "connect", keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    if (!(v = get(n, "ports"))) {
+        return 0;
+    }
+    if ((rc = want_seq(ld, v, "connect.ports", "ports or port ranges"))) {
+        return rc;
+    }
+    if (v->nkid > MAX_PORT_ITEMS) {
+        return fail(ld, v, "connect.ports", "more than %d entries (use ranges)", MAX_PORT_ITEMS);
+    }
+    /* A bitmap of 65536 ports: ranges may overlap; the result is sorted and unique. */
+    if (!(bits = calloc(65536 / 8, 1))) {
+        return oom(ld);
+    }
+    for (size_t i = 0; i < v->nkid; i++) {
+        const struct ynode *p = v->kid[i];
+        uint64_t lo, hi;
+        key_index(sub, "connect.ports", i);
+        if ((rc = want_scalar(ld, p, sub, "a port or a range"))) {
+            break;
+        }
+        const char *dash = strchr(p->text, '-');
+        bool ok;
+        if (dash) {
+            char first[8];
+            size_t fl = (size_t)(dash - p->text);
+            ok = fl > 0 && fl < sizeof(first);
+            if (ok) {
+                memcpy(first, p->text, fl);
+                first[fl] = '\0';
+                ok = parse_u64(first, &lo) && parse_u64(dash + 1, &hi);
+            }
+        } else {
+            ok = parse_u64(p->text, &lo);
+            hi = lo;
+        }
+        if (!ok || lo < 1 || hi > 65535 || lo > hi) {
+            rc = fail(ld, p, sub,
+                      "bad port '%s': expected a port from 1 to 65535 or a range LOW-HIGH",
+                      show(vb, sizeof(vb), p));
+            break;
+        }
+        for (uint64_t q = lo; q <= hi; q++) {
+            count += !(bits[q / 8] & (1u << (q % 8)));
+            bits[q / 8] |= (uint8_t)(1u << (q % 8));
+        }
+    }
+    if (!rc) {
+        uint16_t *ports = calloc(count ? count : 1, sizeof(*ports));
+        if (!ports) {
+            rc = oom(ld);
+        } else {
+            size_t k = 0;
+            for (uint32_t q = 1; q < 65536; q++) {
+                if (bits[q / 8] & (1u << (q % 8))) {
+                    ports[k++] = (uint16_t)q;
+                }
+            }
+            free(c->connect_ports);
+            c->connect_ports = ports;
+            c->nconnect_ports = count;
+        }
+    }
+    free(bits);
+    return rc;
+}
+
+static int
+apply(struct ld *ld, const struct ynode *root)
+{
+    static const char *const keys[] = {
+        "workers",  "listeners", "access", "via",      "server_name", "limits",
+        "timeouts", "upstream",  "routes", "resolver", "log",         "connect",
+    };
+    static int (*const fns[])(struct ld *, const struct ynode *) = {
+        sec_workers,  sec_listeners, sec_access, sec_via,      sec_server_name, sec_limits,
+        sec_timeouts, sec_upstream,  sec_routes, sec_resolver, sec_log,         sec_connect,
+    };
+    struct ynode at = {.line = 1, .col = 1};
+    const struct ynode *v;
+    int rc;
+
+    if (!root || is_null(root)) {
+        return fail(ld, root ? root : &at, "",
+                    "the file holds no settings; expected a mapping such as 'listeners: ...'");
+    }
+    if ((rc = check_map(ld, root, "", keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    for (size_t i = 0; i < VD_ARRAY_LEN(keys); i++) {
+        if ((v = get(root, keys[i])) && (rc = fns[i](ld, v))) {
+            return rc;
+        }
+    }
+    /* Checks across sections. */
+    for (size_t i = 0; i < ld->c->nlisteners; i++) {
+        char key[KEY_MAX];
+        if (ld->c->listeners[i].mode == VD_MODE_REVERSE && ld->c->nroutes == 0) {
+            const struct ynode *ls = get(root, "listeners");
+            v = get(ls->kid[i], "mode");
+            snprintf(key, sizeof(key), "listeners[%zu].mode", i);
+            return fail(ld, v, key, "a reverse listener needs at least one entry in routes");
+        }
+    }
+    return 0;
+}
+
+int
+vd_conf_load(const char *path, struct vd_conf **out, char *err, size_t errlen)
+{
+    struct ld ld = {.file = path, .err = err, .errlen = errlen};
+    struct ynode *root = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    int rc;
+
+    *out = NULL;
+    if (err && errlen) {
+        err[0] = '\0';
+    }
+    if (!(rc = read_file(&ld, &buf, &len)) && !(rc = conf_dir(&ld)) &&
+        !(rc = parse_yaml(&ld, buf, len, &root))) {
+        ld.c = vd_conf_default();
+        rc = set_str(&ld, &ld.c->source, path);
+        if (!rc) {
+            rc = apply(&ld, root);
+        }
+        if (rc) {
+            vd_conf_unref(ld.c);
+        } else {
+            *out = ld.c;
+        }
+    }
+    nodes_free(&ld);
+    free(ld.dir);
+    free(buf);
+    return rc;
+}

@@ -1,0 +1,1050 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for the YAML configuration loader (src/conf/load.c): exact struct values, defaults,
+ * relative paths, the ACL, every validation error's "file:line:col: key: message", and the
+ * shipped examples. */
+#include "vd/config.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vd/conf.h"
+#include "vd/err.h"
+#include "vd/log.h"
+#include "vd_test.h"
+
+/* A temporary directory with files in it; everything is removed by tmp_done(). */
+struct tmp {
+    char dir[64];
+    char paths[16][PATH_MAX];
+    bool is_dir[16];
+    int n;
+};
+
+static void
+tmp_init(struct tmp *t)
+{
+    memset(t, 0, sizeof(*t));
+    snprintf(t->dir, sizeof(t->dir), "/tmp/vdconf.XXXXXX");
+    assert_non_null(mkdtemp(t->dir));
+}
+
+static const char *
+tmp_mkdir(struct tmp *t, const char *rel)
+{
+    char dir[sizeof(t->dir)];
+    assert_true(t->n < 16);
+    memcpy(dir, t->dir, sizeof(dir));
+    snprintf(t->paths[t->n], PATH_MAX, "%s/%s", dir, rel);
+    assert_int_equal(mkdir(t->paths[t->n], 0700), 0);
+    t->is_dir[t->n] = true;
+    return t->paths[t->n++];
+}
+
+static const char *
+tmp_write(struct tmp *t, const char *rel, const char *content)
+{
+    char dir[sizeof(t->dir)];
+    assert_true(t->n < 16);
+    memcpy(dir, t->dir, sizeof(dir));
+    snprintf(t->paths[t->n], PATH_MAX, "%s/%s", dir, rel);
+    FILE *f = fopen(t->paths[t->n], "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(content, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    t->is_dir[t->n] = false;
+    return t->paths[t->n++];
+}
+
+static void
+tmp_done(struct tmp *t)
+{
+    for (int i = t->n - 1; i >= 0; i--) {
+        if (t->is_dir[i]) {
+            rmdir(t->paths[i]);
+        } else {
+            unlink(t->paths[i]);
+        }
+    }
+    rmdir(t->dir);
+}
+
+/* Writes @yaml to a mkstemp file and loads it; @path gets the file name (already removed). */
+static int
+load_str(const char *yaml, struct vd_conf **out, char *err, size_t errlen, char *path)
+{
+    snprintf(path, 64, "/tmp/vdconf-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    size_t len = strlen(yaml);
+    assert_int_equal(write(fd, yaml, len), (ssize_t)len);
+    close(fd);
+    int rc = vd_conf_load(path, out, err, errlen);
+    unlink(path);
+    return rc;
+}
+
+/* Asserts that @yaml is refused with exactly "<tmpfile>:" @want. */
+static void
+expect_err(const char *yaml, const char *want)
+{
+    char path[64], err[512], full[600];
+    struct vd_conf *c = (struct vd_conf *)1;
+    int rc = load_str(yaml, &c, err, sizeof(err), path);
+    snprintf(full, sizeof(full), "%s:%s", path, want);
+    if (rc != VD_ECONF || strcmp(err, full) != 0) {
+        print_error("yaml:\n%s\nwant: %s\ngot:  %s (rc %d)\n", yaml, full, err, rc);
+    }
+    assert_int_equal(rc, VD_ECONF);
+    assert_null(c);
+    assert_string_equal(err, full);
+}
+
+static void
+assert_addr(const struct sockaddr_storage *ss, int family, const char *ip, unsigned port)
+{
+    char buf[INET6_ADDRSTRLEN];
+    assert_int_equal(ss->ss_family, family);
+    if (family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+        assert_non_null(inet_ntop(AF_INET, &s4->sin_addr, buf, sizeof(buf)));
+        assert_int_equal(ntohs(s4->sin_port), port);
+    } else {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+        assert_non_null(inet_ntop(AF_INET6, &s6->sin6_addr, buf, sizeof(buf)));
+        assert_int_equal(ntohs(s6->sin6_port), port);
+    }
+    assert_string_equal(buf, ip);
+}
+
+static bool
+acl_allows(const struct vd_conf *c, const char *ip, const char **rule)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (strchr(ip, ':')) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6;
+        assert_int_equal(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET;
+        assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
+    }
+    return vd_conf_acl_allows(c, (const struct sockaddr *)&ss, rule);
+}
+
+static const char full_yaml[] = "# every key\n"
+                                "workers: 4\n"
+                                "listeners:\n"
+                                "  - address: 127.0.0.1:3128\n"
+                                "  - address: \"[::1]:8443\"\n"
+                                "    mode: reverse\n"
+                                "    backlog: 128\n"
+                                "    tls:\n"
+                                "      certificates:\n"
+                                "        - cert: certs/a.pem\n"
+                                "          key: certs/a.key\n"
+                                "        - cert: %s/certs/b.pem\n"
+                                "          key: ./certs/b.key\n"
+                                "      min_version: \"1.3\"\n"
+                                "  - address: :8080\n"
+                                "    tls:\n"
+                                "      certificates: [{cert: certs/a.pem, key: certs/a.key}]\n"
+                                "  - address: '*:8081'\n"
+                                "access:\n"
+                                "  - allow: 127.0.0.0/8\n"
+                                "  - allow: ::1\n"
+                                "  - deny: 10.0.0.0/8\n"
+                                "  - allow: 10.1.0.0/16\n"
+                                "  - allow: 2001:db8::/32\n"
+                                "  - deny: all\n"
+                                "via: edge-1\n"
+                                "server_name: viaduct test\n"
+                                "limits:\n"
+                                "  request_line: 16KiB\n"
+                                "  header_block: 64k\n"
+                                "  header_count: 50\n"
+                                "  body: 10MiB\n"
+                                "  chunk_line: 1024\n"
+                                "  trailer_block: 2KiB\n"
+                                "  max_connections: 500\n"
+                                "  request_arena: 128KiB\n"
+                                "timeouts:\n"
+                                "  client_header: 5s\n"
+                                "  keepalive: 2m\n"
+                                "  upstream_connect: 1500ms\n"
+                                "  upstream_first_byte: 1h\n"
+                                "  send: 7\n"
+                                "  client_body: 8s\n"
+                                "  upstream_read: 9s\n"
+                                "  shutdown_grace: 0\n"
+                                "upstream:\n"
+                                "  pool_idle_max: 8\n"
+                                "  pool_idle_timeout: 90s\n"
+                                "  ca_file: certs/ca.pem\n"
+                                "  ca_path: certs\n"
+                                "  verify: false\n"
+                                "routes:\n"
+                                "  - host: Example.COM\n"
+                                "    path: /api/\n"
+                                "    upstream: https://127.0.0.1:8443\n"
+                                "    host_header: origin.example:8443\n"
+                                "    sni: Origin.Example\n"
+                                "    forwarded: rfc7239\n"
+                                "  - host: \"*.example.org\"\n"
+                                "    upstream: http://[::1]:8080\n"
+                                "    forwarded: both\n"
+                                "  - upstream: HTTP://Backend.Local\n"
+                                "    forwarded: none\n"
+                                "  - upstream: https://origin.example\n"
+                                "resolver:\n"
+                                "  nameservers: [127.0.0.1:5353, \"[::1]:53\", 10.0.0.53]\n"
+                                "  cache_max_ttl: 5m\n"
+                                "  negative_ttl: 0\n"
+                                "  timeout: 2s\n"
+                                "  tries: 3\n"
+                                "  cache_size: 100\n"
+                                "log:\n"
+                                "  level: debug\n"
+                                "  error_log: logs/error.log\n"
+                                "  access_log: stdout\n"
+                                "  access_format: json\n"
+                                "  trace: [h1, proxy]\n"
+                                "connect:\n"
+                                "  ports: [443, 8443, \"8000-8002\", 8001]\n";
+
+static void
+make_certs(struct tmp *t)
+{
+    tmp_mkdir(t, "certs");
+    tmp_write(t, "certs/a.pem", "dummy\n");
+    tmp_write(t, "certs/a.key", "dummy\n");
+    tmp_write(t, "certs/b.pem", "dummy\n");
+    tmp_write(t, "certs/b.key", "dummy\n");
+    tmp_write(t, "certs/ca.pem", "dummy\n");
+}
+
+static void
+test_full(void **state)
+{
+    struct tmp t;
+    char yaml[sizeof(full_yaml) + 64], err[512], want[PATH_MAX];
+    struct vd_conf *c = NULL;
+    (void)state;
+    tmp_init(&t);
+    make_certs(&t);
+    tmp_mkdir(&t, "logs");
+    snprintf(yaml, sizeof(yaml), full_yaml, t.dir);
+    const char *path = tmp_write(&t, "viaduct.yaml", yaml);
+    int rc = vd_conf_load(path, &c, err, sizeof(err));
+    if (rc) {
+        print_error("%s\n", err);
+    }
+    assert_int_equal(rc, 0);
+    assert_non_null(c);
+    assert_int_equal(atomic_load(&c->refs), 1);
+    assert_string_equal(c->source, path);
+    assert_int_equal(c->workers, 4);
+
+    assert_int_equal(c->nlisteners, 4);
+    const struct vd_conf_listener *l = &c->listeners[0];
+    assert_string_equal(l->addr_text, "127.0.0.1:3128");
+    assert_addr(&l->addr, AF_INET, "127.0.0.1", 3128);
+    assert_int_equal(l->addrlen, sizeof(struct sockaddr_in));
+    assert_int_equal(l->mode, VD_MODE_FORWARD);
+    assert_int_equal(l->backlog, 511);
+    assert_false(l->tls);
+    assert_null(l->certs);
+    assert_int_equal(l->ncerts, 0);
+    assert_null(l->tls_min_version);
+    l = &c->listeners[1];
+    assert_string_equal(l->addr_text, "[::1]:8443");
+    assert_addr(&l->addr, AF_INET6, "::1", 8443);
+    assert_int_equal(l->addrlen, sizeof(struct sockaddr_in6));
+    assert_int_equal(l->mode, VD_MODE_REVERSE);
+    assert_int_equal(l->backlog, 128);
+    assert_true(l->tls);
+    assert_int_equal(l->ncerts, 2);
+    snprintf(want, sizeof(want), "%s/certs/a.pem", t.dir);
+    assert_string_equal(l->certs[0].cert_file, want);
+    snprintf(want, sizeof(want), "%s/certs/a.key", t.dir);
+    assert_string_equal(l->certs[0].key_file, want);
+    snprintf(want, sizeof(want), "%s/certs/b.pem", t.dir);
+    assert_string_equal(l->certs[1].cert_file, want);
+    snprintf(want, sizeof(want), "%s/./certs/b.key", t.dir);
+    assert_string_equal(l->certs[1].key_file, want);
+    assert_string_equal(l->tls_min_version, "1.3");
+    l = &c->listeners[2];
+    assert_string_equal(l->addr_text, ":8080");
+    assert_addr(&l->addr, AF_INET, "0.0.0.0", 8080);
+    assert_true(l->tls);
+    assert_int_equal(l->ncerts, 1);
+    assert_string_equal(l->tls_min_version, "1.2");
+    l = &c->listeners[3];
+    assert_string_equal(l->addr_text, "*:8081");
+    assert_addr(&l->addr, AF_INET, "0.0.0.0", 8081);
+    assert_false(l->tls);
+
+    assert_int_equal(c->nacl, 6);
+    assert_true(c->acl[0].allow);
+    assert_string_equal(c->acl[0].text, "127.0.0.0/8");
+    assert_int_equal(c->acl[0].net.ss_family, AF_INET);
+    assert_int_equal(c->acl[0].prefix, 8);
+    assert_string_equal(c->acl[1].text, "::1");
+    assert_int_equal(c->acl[1].net.ss_family, AF_INET6);
+    assert_int_equal(c->acl[1].prefix, 128);
+    assert_false(c->acl[2].allow);
+    assert_int_equal(c->acl[4].prefix, 32);
+    assert_false(c->acl[5].allow);
+    assert_int_equal(c->acl[5].net.ss_family, AF_UNSPEC);
+    assert_string_equal(c->acl[5].text, "all");
+
+    assert_true(c->via_enabled);
+    assert_string_equal(c->via, "edge-1");
+    assert_string_equal(c->server_name, "viaduct test");
+
+    assert_int_equal(c->limits.request_line, 16384);
+    assert_int_equal(c->limits.header_block, 65536);
+    assert_int_equal(c->limits.header_count, 50);
+    assert_int_equal(c->limits.body, 10 * 1048576);
+    assert_int_equal(c->limits.chunk_line, 1024);
+    assert_int_equal(c->limits.trailer_block, 2048);
+    assert_int_equal(c->limits.max_connections, 500);
+    assert_int_equal(c->limits.request_arena, 131072);
+
+    assert_int_equal(c->timeouts.client_header, 5000);
+    assert_int_equal(c->timeouts.keepalive, 120000);
+    assert_int_equal(c->timeouts.upstream_connect, 1500);
+    assert_int_equal(c->timeouts.upstream_first_byte, 3600000);
+    assert_int_equal(c->timeouts.send, 7000);
+    assert_int_equal(c->timeouts.client_body, 8000);
+    assert_int_equal(c->timeouts.upstream_read, 9000);
+    assert_int_equal(c->timeouts.shutdown_grace, 0);
+
+    assert_int_equal(c->upstream.pool_idle_max, 8);
+    assert_int_equal(c->upstream.pool_idle_timeout, 90000);
+    snprintf(want, sizeof(want), "%s/certs/ca.pem", t.dir);
+    assert_string_equal(c->upstream.ca_file, want);
+    snprintf(want, sizeof(want), "%s/certs", t.dir);
+    assert_string_equal(c->upstream.ca_path, want);
+    assert_false(c->upstream.verify);
+
+    assert_int_equal(c->nroutes, 4);
+    const struct vd_conf_route *r = &c->routes[0];
+    assert_string_equal(r->host, "example.com");
+    assert_string_equal(r->path_prefix, "/api/");
+    assert_string_equal(r->upstream, "https://127.0.0.1:8443");
+    assert_true(r->up_tls);
+    assert_string_equal(r->up_host, "127.0.0.1");
+    assert_int_equal(r->up_port, 8443);
+    assert_string_equal(r->host_header, "origin.example:8443");
+    assert_string_equal(r->sni, "origin.example");
+    assert_int_equal(r->forwarded, VD_FWD_RFC7239);
+    r = &c->routes[1];
+    assert_string_equal(r->host, "*.example.org");
+    assert_string_equal(r->path_prefix, "/");
+    assert_false(r->up_tls);
+    assert_string_equal(r->up_host, "::1");
+    assert_int_equal(r->up_port, 8080);
+    assert_null(r->host_header);
+    assert_null(r->sni);
+    assert_int_equal(r->forwarded, VD_FWD_BOTH);
+    r = &c->routes[2];
+    assert_null(r->host);
+    assert_string_equal(r->upstream, "HTTP://Backend.Local");
+    assert_false(r->up_tls);
+    assert_string_equal(r->up_host, "backend.local");
+    assert_int_equal(r->up_port, 80);
+    assert_int_equal(r->forwarded, VD_FWD_NONE);
+    r = &c->routes[3];
+    assert_true(r->up_tls);
+    assert_int_equal(r->up_port, 443);
+    assert_int_equal(r->forwarded, VD_FWD_XFF);
+
+    assert_string_equal(c->resolver.nameservers, "127.0.0.1:5353,[::1]:53,10.0.0.53");
+    assert_int_equal(c->resolver.cache_max_ttl, 300000);
+    assert_int_equal(c->resolver.negative_ttl, 0);
+    assert_int_equal(c->resolver.timeout, 2000);
+    assert_int_equal(c->resolver.tries, 3);
+    assert_int_equal(c->resolver.cache_size, 100);
+
+    assert_int_equal(c->log.level, VD_LOG_DEBUG);
+    snprintf(want, sizeof(want), "%s/logs/error.log", t.dir);
+    assert_string_equal(c->log.error_log, want);
+    assert_string_equal(c->log.access_log, "stdout");
+    assert_int_equal(c->log.access_format, VD_ALOG_JSON);
+    assert_int_equal(c->log.trace_mask, (1u << VD_SUB_H1) | (1u << VD_SUB_PROXY));
+
+    assert_int_equal(c->nconnect_ports, 5);
+    static const uint16_t ports[] = {443, 8000, 8001, 8002, 8443};
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(c->connect_ports[i], ports[i]);
+    }
+    vd_conf_unref(c);
+    tmp_done(&t);
+}
+
+/* Omitted keys keep vd_conf_default()'s values. */
+static void
+test_defaults(void **state)
+{
+    char path[64], err[512];
+    struct vd_conf *c = NULL;
+    struct vd_conf *d = vd_conf_default();
+    (void)state;
+    assert_int_equal(load_str("via: viaduct\n", &c, err, sizeof(err), path), 0);
+    assert_int_equal(c->workers, d->workers);
+    assert_int_equal(c->nlisteners, 1);
+    assert_string_equal(c->listeners[0].addr_text, "127.0.0.1:3128");
+    assert_addr(&c->listeners[0].addr, AF_INET, "127.0.0.1", 3128);
+    assert_int_equal(c->listeners[0].mode, VD_MODE_FORWARD);
+    assert_int_equal(c->listeners[0].backlog, 511);
+    assert_int_equal(c->nacl, 2);
+    assert_string_equal(c->acl[0].text, "127.0.0.0/8");
+    assert_string_equal(c->acl[1].text, "::1/128");
+    assert_true(c->via_enabled);
+    assert_string_equal(c->via, d->via);
+    assert_string_equal(c->server_name, d->server_name);
+    assert_memory_equal(&c->limits, &d->limits, sizeof(d->limits));
+    assert_memory_equal(&c->timeouts, &d->timeouts, sizeof(d->timeouts));
+    assert_int_equal(c->upstream.pool_idle_max, d->upstream.pool_idle_max);
+    assert_int_equal(c->upstream.pool_idle_timeout, d->upstream.pool_idle_timeout);
+    assert_null(c->upstream.ca_file);
+    assert_null(c->upstream.ca_path);
+    assert_true(c->upstream.verify);
+    assert_int_equal(c->nroutes, 0);
+    assert_null(c->resolver.nameservers);
+    assert_memory_equal(&c->resolver.cache_max_ttl, &d->resolver.cache_max_ttl,
+                        sizeof(uint64_t) * 3);
+    assert_int_equal(c->resolver.tries, d->resolver.tries);
+    assert_int_equal(c->resolver.cache_size, d->resolver.cache_size);
+    assert_int_equal(c->log.level, VD_LOG_INFO);
+    assert_null(c->log.error_log);
+    assert_null(c->log.access_log);
+    assert_int_equal(c->log.access_format, VD_ALOG_TEXT);
+    assert_int_equal(c->log.trace_mask, 0);
+    assert_int_equal(c->nconnect_ports, 1);
+    assert_int_equal(c->connect_ports[0], 443);
+    vd_conf_unref(c);
+
+    /* Per-listener defaults; sections may be given partly. */
+    assert_int_equal(load_str("workers: auto\n"
+                              "listeners: [{address: '127.0.0.1:0'}, {address: '127.0.0.1:0'}]\n"
+                              "limits: {body: 1m}\n"
+                              "timeouts: {keepalive: 5s}\n"
+                              "via: false\n"
+                              "access: []\n"
+                              "log: {access_log: 'off', error_log: stderr, trace: [all]}\n"
+                              "connect: {ports: []}\n",
+                              &c, err, sizeof(err), path),
+                     0);
+    assert_int_equal(c->workers, 0);
+    assert_int_equal(c->nlisteners, 2); /* port 0 twice is not a duplicate */
+    assert_int_equal(c->listeners[1].backlog, 511);
+    assert_int_equal(c->limits.body, 1048576);
+    assert_int_equal(c->limits.request_line, d->limits.request_line);
+    assert_int_equal(c->timeouts.keepalive, 5000);
+    assert_int_equal(c->timeouts.client_header, d->timeouts.client_header);
+    assert_false(c->via_enabled);
+    assert_null(c->via);
+    assert_int_equal(c->nacl, 0);
+    assert_null(c->log.access_log);
+    assert_null(c->log.error_log);
+    assert_int_equal(c->log.trace_mask, (1u << VD_SUB_MAX) - 1);
+    assert_int_equal(c->nconnect_ports, 0);
+    const char *rule = "x";
+    assert_false(acl_allows(c, "127.0.0.1", &rule)); /* empty ACL: nothing matches, deny */
+    assert_null(rule);
+    vd_conf_unref(c);
+    vd_conf_unref(d);
+}
+
+/* Relative paths are resolved against the configuration file's directory, whatever the working
+ * directory and however the file itself was named. */
+static void
+test_relative_paths(void **state)
+{
+    struct tmp t;
+    char err[512], cwd[PATH_MAX], rel[2 * PATH_MAX], want[PATH_MAX], base[64];
+    struct vd_conf *c = NULL;
+    (void)state;
+    tmp_init(&t);
+    memcpy(base, t.dir + 5, sizeof(t.dir) - 5);
+    make_certs(&t);
+    tmp_write(&t, "viaduct.yaml",
+              "listeners:\n"
+              "  - address: 127.0.0.1:8443\n"
+              "    tls:\n"
+              "      certificates:\n"
+              "        - cert: certs/a.pem\n"
+              "          key: certs/a.key\n"
+              "log:\n"
+              "  access_log: access.log\n");
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir("/tmp"), 0);
+    /* "vdconf.XXXXXX/viaduct.yaml", relative to /tmp */
+    snprintf(rel, sizeof(rel), "./%s/viaduct.yaml", base);
+    int rc = vd_conf_load(rel, &c, err, sizeof(err));
+    assert_int_equal(chdir(cwd), 0);
+    if (rc) {
+        print_error("%s\n", err);
+    }
+    assert_int_equal(rc, 0);
+    snprintf(want, sizeof(want), "%s/certs/a.pem", t.dir);
+    assert_string_equal(c->listeners[0].certs[0].cert_file, want);
+    snprintf(want, sizeof(want), "%s/certs/a.key", t.dir);
+    assert_string_equal(c->listeners[0].certs[0].key_file, want);
+    snprintf(want, sizeof(want), "%s/access.log", t.dir);
+    assert_string_equal(c->log.access_log, want);
+    assert_string_equal(c->source, rel);
+    vd_conf_unref(c);
+
+    /* A missing key file is reported with the resolved path. */
+    const char *bad = tmp_write(&t, "bad.yaml",
+                                "listeners:\n"
+                                "  - address: 127.0.0.1:8443\n"
+                                "    tls:\n"
+                                "      certificates:\n"
+                                "        - {cert: certs/a.pem, key: certs/a.key}\n"
+                                "        - cert: certs/b.pem\n"
+                                "          key: certs/nope.key\n");
+    assert_int_equal(vd_conf_load(bad, &c, err, sizeof(err)), VD_ECONF);
+    snprintf(want, sizeof(want),
+             "%s:7:16: listeners[0].tls.certificates[1].key: cannot read %s/certs/nope.key: No "
+             "such file or directory",
+             bad, t.dir);
+    assert_string_equal(err, want);
+    assert_null(c);
+
+    bad = tmp_write(&t, "bad2.yaml",
+                    "listeners:\n"
+                    "  - address: 127.0.0.1:8443\n"
+                    "    tls:\n"
+                    "      certificates:\n"
+                    "        - cert: /nonexistent/x.pem\n"
+                    "          key: certs/a.key\n");
+    assert_int_equal(vd_conf_load(bad, &c, err, sizeof(err)), VD_ECONF);
+    snprintf(want, sizeof(want),
+             "%s:5:17: listeners[0].tls.certificates[0].cert: cannot read /nonexistent/x.pem: No "
+             "such file or directory",
+             bad);
+    assert_string_equal(err, want);
+
+    bad = tmp_write(&t, "bad3.yaml",
+                    "listeners:\n"
+                    "  - address: 127.0.0.1:8443\n"
+                    "    tls: {certificates: [{cert: certs, key: certs/a.key}]}\n");
+    assert_int_equal(vd_conf_load(bad, &c, err, sizeof(err)), VD_ECONF);
+    snprintf(want, sizeof(want),
+             "%s:3:33: listeners[0].tls.certificates[0].cert: %s/certs is not a regular file", bad,
+             t.dir);
+    assert_string_equal(err, want);
+
+    /* Unreadable (permission bits do not stop root, so only checked as another user). */
+    if (geteuid() != 0) {
+        snprintf(want, sizeof(want), "%s/certs/b.key", t.dir);
+        assert_int_equal(chmod(want, 0), 0);
+        bad = tmp_write(&t, "bad4.yaml",
+                        "listeners:\n"
+                        "  - address: 127.0.0.1:8443\n"
+                        "    tls: {certificates: [{cert: certs/b.pem, key: certs/b.key}]}\n");
+        assert_int_equal(vd_conf_load(bad, &c, err, sizeof(err)), VD_ECONF);
+        snprintf(rel, sizeof(rel),
+                 "%s:3:55: listeners[0].tls.certificates[0].key: cannot read %s: Permission "
+                 "denied",
+                 bad, want);
+        assert_string_equal(err, rel);
+    }
+    tmp_done(&t);
+}
+
+static void
+test_acl(void **state)
+{
+    char path[64], err[512];
+    struct vd_conf *c = NULL;
+    const char *rule;
+    (void)state;
+    assert_int_equal(load_str("access:\n"
+                              "  - deny: 10.9.0.0/16\n"
+                              "  - allow: 10.0.0.0/8\n"
+                              "  - allow: 192.168.1.7\n"
+                              "  - allow: fd00::/8\n"
+                              "  - deny: all\n",
+                              &c, err, sizeof(err), path),
+                     0);
+    assert_true(acl_allows(c, "10.1.2.3", &rule));
+    assert_string_equal(rule, "10.0.0.0/8");
+    assert_false(acl_allows(c, "10.9.200.1", &rule));
+    assert_string_equal(rule, "10.9.0.0/16");
+    assert_true(acl_allows(c, "192.168.1.7", &rule));
+    assert_false(acl_allows(c, "192.168.1.8", &rule));
+    assert_string_equal(rule, "all");
+    assert_true(acl_allows(c, "::ffff:10.0.0.1", &rule)); /* v4-mapped */
+    assert_true(acl_allows(c, "fd12::1", &rule));
+    assert_string_equal(rule, "fd00::/8");
+    assert_false(acl_allows(c, "::1", &rule));
+    assert_string_equal(rule, "all");
+    vd_conf_unref(c);
+
+    assert_int_equal(load_str("access: [allow: 10.0.0.0/8]\n", &c, err, sizeof(err), path), 0);
+    assert_false(acl_allows(c, "1.2.3.4", &rule));
+    assert_null(rule);
+    vd_conf_unref(c);
+}
+
+/* Anchors and aliases are plain YAML and work; !!str makes a plain scalar a string. */
+static void
+test_yaml_features(void **state)
+{
+    char path[64], err[512];
+    struct vd_conf *c = NULL;
+    (void)state;
+    assert_int_equal(load_str("%YAML 1.2\n"
+                              "---\n"
+                              "timeouts:\n"
+                              "  send: &t 12s\n"
+                              "  client_body: *t\n"
+                              "via: !!str false\n"
+                              "routes:\n"
+                              "  - &r {upstream: 'http://a:1', forwarded: none}\n"
+                              "  - *r\n"
+                              "...\n",
+                              &c, err, sizeof(err), path),
+                     0);
+    assert_int_equal(c->timeouts.send, 12000);
+    assert_int_equal(c->timeouts.client_body, 12000);
+    assert_true(c->via_enabled);
+    assert_string_equal(c->via, "false");
+    assert_int_equal(c->nroutes, 2);
+    assert_string_equal(c->routes[1].up_host, "a");
+    assert_int_equal(c->routes[1].up_port, 1);
+    vd_conf_unref(c);
+}
+
+static const char *const top_keys =
+    "workers, listeners, access, via, server_name, limits, timeouts, upstream, routes, resolver, "
+    "log or connect";
+
+static void
+test_errors_syntax(void **state)
+{
+    char want[512];
+    (void)state;
+    expect_err("workers: 2\nlisteners: [{address: 127.0.0.1:1}\n",
+               "3:1: syntax error: flow sequence without a closing bracket");
+    expect_err("workers: 2\nlog:\n\tlevel: info\n",
+               "3:1: syntax error: tab character may not be used as indentation");
+    expect_err("via: \"abc\n", "1:7: syntax error: double-quoted scalar without closing quote");
+    /* Checked before libfyaml sees it: libfyaml 0.7.12 hangs on "%\xba". */
+    expect_err("%\xba\n", "1:2: syntax error: invalid UTF-8 (byte 0xba at offset 1)");
+    expect_err("via: caf\xc3\xa9\nserver_name: \xed\xa0\x80\n",
+               "2:14: syntax error: invalid UTF-8 (byte 0xed at offset 24)");
+    expect_err("workers: 1\n---\nworkers: 2\n", "2:1: (yaml): only one YAML document is allowed");
+    expect_err("workers: *n\n", "1:10: (yaml): alias *n refers to no complete anchored node");
+    expect_err("workers: !int 2\n", "1:10: (yaml): unsupported tag '!int'");
+    expect_err("", "1:1: (root): the file holds no settings; expected a mapping such as "
+                   "'listeners: ...'");
+    expect_err("# only a comment\n", "1:1: (root): the file holds no settings; expected a "
+                                     "mapping such as 'listeners: ...'");
+    expect_err("- workers\n", "1:1: (root): expected a mapping, got a sequence");
+    snprintf(want, sizeof(want), "1:1: worker: unknown key (expected %s)", top_keys);
+    expect_err("worker: 2\n", want);
+    expect_err("workers: 2\nvia: a\nworkers: 3\n",
+               "3:1: workers: duplicate key (first at line 1, column 1)");
+    expect_err("{[1]: 2}\n", "1:2: (root): keys must be non-empty strings, got a sequence");
+
+    char path[64], err[128];
+    struct vd_conf *c = NULL;
+    assert_int_equal(vd_conf_load("/nonexistent/viaduct.yaml", &c, err, sizeof(err)), VD_ECONF);
+    assert_string_equal(err, "/nonexistent/viaduct.yaml: cannot open: No such file or directory");
+    assert_null(c);
+    /* A small error buffer truncates but stays terminated; NULL is accepted. */
+    assert_int_equal(load_str("workers: 0\n", &c, err, 10, path), VD_ECONF);
+    assert_int_equal(strlen(err), 9);
+    assert_int_equal(load_str("workers: 0\n", &c, NULL, 0, path), VD_ECONF);
+}
+
+static void
+test_errors_types(void **state)
+{
+    (void)state;
+    expect_err("workers: 0\n", "1:10: workers: expected an integer from 1 to 256 or auto, got '0'");
+    expect_err("workers: 257\n",
+               "1:10: workers: expected an integer from 1 to 256 or auto, got '257'");
+    expect_err("workers: -1\n",
+               "1:10: workers: expected an integer from 1 to 256 or auto, got '-1'");
+    expect_err("workers:\n", "1:8: workers: expected an integer or auto, got an empty value");
+    expect_err("workers: [2]\n", "1:10: workers: expected an integer or auto, got a sequence");
+    expect_err("listeners: {address: 127.0.0.1:1}\n",
+               "1:12: listeners: expected a sequence of listeners, got a mapping");
+    expect_err("limits:\n  body: {}\n", "2:9: limits.body: expected a size, got a mapping");
+    expect_err("limits: 5\n", "1:9: limits: expected a mapping, got a scalar");
+    expect_err("upstream:\n  verify: yes\n",
+               "2:11: upstream.verify: expected true or false, got 'yes'");
+    expect_err("upstream:\n  verify: 'true'\n",
+               "2:11: upstream.verify: expected true or false, got 'true'");
+    expect_err("limits:\n  header_count: 1k\n",
+               "2:17: limits.header_count: expected an integer from 1 to 4294967295, got '1k'");
+    expect_err("limits:\n  max_connections: 0\n",
+               "2:20: limits.max_connections: expected an integer from 1 to 4294967295, got '0'");
+    expect_err("resolver: {tries: 0}\n",
+               "1:19: resolver.tries: expected an integer from 1 to 16, got '0'");
+    expect_err("via: \"a b\"\n", "1:6: via: bad pseudonym 'a b': only letters, digits and "
+                                 "!#$%&'*+-.^_`|~ are allowed");
+    expect_err("via: true\n", "1:6: via: expected a pseudonym (a token) or false, got true");
+    expect_err("via: ''\n", "1:6: via: pseudonym must not be empty (write false to disable Via)");
+    expect_err("server_name: \"a\\x01\"\n",
+               "1:14: server_name: must be 1 to 255 printable ASCII characters, without leading "
+               "or trailing spaces");
+    expect_err("via: \"a\\0b\"\n",
+               "1:6: via: expected a pseudonym (a token) or false, got a value containing a NUL "
+               "character");
+}
+
+static void
+test_errors_values(void **state)
+{
+    (void)state;
+    expect_err("limits:\n  request_line: 8 KB x\n",
+               "2:17: limits.request_line: bad size '8 KB x': expected a whole number of bytes "
+               "with an optional unit (B; k, KB or KiB; m, MB or MiB; g, GB or GiB; all powers of "
+               "1024)");
+    expect_err("limits:\n  header_block: 0\n",
+               "2:17: limits.header_block: size '0' is out of range: 1 to 4294967295 bytes");
+    expect_err("limits:\n  request_arena: 4GiB\n",
+               "2:18: limits.request_arena: size '4GiB' is out of range: 1 to 4294967295 bytes");
+    expect_err("timeouts:\n  keepalive: 1.5s\n",
+               "2:14: timeouts.keepalive: bad duration '1.5s': expected a whole number with an "
+               "optional unit ms, s, m, h or d (no unit: seconds)");
+    expect_err("timeouts:\n  send: 0s\n", "2:9: timeouts.send: duration must be greater than 0");
+    expect_err("log:\n  level: verbose\n",
+               "2:10: log.level: unknown level 'verbose' (expected emerg, alert, crit, error, "
+               "warn, notice, info or debug)");
+    expect_err("log:\n  access_format: xml\n",
+               "2:18: log.access_format: unknown format 'xml' (expected text or json)");
+    expect_err("log:\n  trace: [h1, h2]\n",
+               "2:15: log.trace[1]: unknown trace subsystem 'h2' (expected loop, net, tls, h1, "
+               "proxy, dns, conf or all)");
+    expect_err("log:\n  error_log: /nonexistent/dir/error.log\n",
+               "2:14: log.error_log: cannot create /nonexistent/dir/error.log: directory "
+               "/nonexistent/dir: No such file or directory");
+    expect_err("upstream:\n  ca_file: /nonexistent.pem\n",
+               "2:12: upstream.ca_file: cannot read /nonexistent.pem: No such file or directory");
+    expect_err("upstream:\n  ca_path: /etc/passwd\n",
+               "2:12: upstream.ca_path: /etc/passwd is not a directory");
+    expect_err("connect:\n  ports: [443, 9000-8000]\n",
+               "2:16: connect.ports[1]: bad port '9000-8000': expected a port from 1 to 65535 or "
+               "a range LOW-HIGH");
+    expect_err("connect:\n  ports: [0]\n", "2:11: connect.ports[0]: bad port '0': expected a port "
+                                           "from 1 to 65535 or a range LOW-HIGH");
+    expect_err("resolver:\n  nameservers: [127.0.0.1:53, dns.example]\n",
+               "2:31: resolver.nameservers[1]: bad name server 'dns.example': expected "
+               "IPV4[:PORT], [IPV6][:PORT] or IPV6");
+}
+
+static void
+test_errors_listeners(void **state)
+{
+    (void)state;
+    expect_err("listeners: []\n", "1:12: listeners: at least one listener is required");
+    expect_err("listeners:\n  - mode: forward\n",
+               "2:5: listeners[0].address: required key is missing");
+    expect_err("listeners:\n  - address: 127.0.0.1:1\n    adress: x\n",
+               "3:5: listeners[0].adress: unknown key (expected address, mode, backlog or tls)");
+    expect_err("listeners:\n  - address: localhost:99999\n",
+               "2:14: listeners[0].address: bad address 'localhost:99999': expected IPV4:PORT, "
+               "[IPV6]:PORT, :PORT or *:PORT with PORT from 0 to 65535");
+    expect_err("listeners:\n  - address: example.com:80\n",
+               "2:14: listeners[0].address: bad address 'example.com:80': expected IPV4:PORT, "
+               "[IPV6]:PORT, :PORT or *:PORT with PORT from 0 to 65535");
+    expect_err("listeners:\n"
+               "  - address: 127.0.0.1:3128\n"
+               "  - address: '[::1]:3128'\n"
+               "  - address: 127.0.0.1:3128\n",
+               "4:14: listeners[2].address: duplicate listener address 127.0.0.1:3128 "
+               "(listeners[0] at line 2, column 14 has the same)");
+    expect_err("listeners:\n  - address: 127.0.0.1:1\n    mode: transparent\n",
+               "3:11: listeners[0].mode: unknown mode 'transparent' (expected forward or "
+               "reverse)");
+    expect_err("listeners:\n  - address: 127.0.0.1:1\n    backlog: 0\n",
+               "3:14: listeners[0].backlog: expected an integer from 1 to 65535, got '0'");
+    expect_err("listeners:\n  - address: 127.0.0.1:1\n  - address: 127.0.0.1:2\n"
+               "    mode: reverse\n",
+               "4:11: listeners[1].mode: a reverse listener needs at least one entry in routes");
+    expect_err("listeners:\n  - address: 127.0.0.1:1\n    mode: reverse\nroutes: []\n",
+               "3:11: listeners[0].mode: a reverse listener needs at least one entry in routes");
+    expect_err("listeners:\n  - address: 127.0.0.1:1\n    tls: {}\n",
+               "3:10: listeners[0].tls.certificates: required key is missing");
+    expect_err("listeners:\n  - address: 127.0.0.1:1\n    tls:\n      certificates: []\n",
+               "4:21: listeners[0].tls.certificates: at least one certificate is required");
+    expect_err("listeners:\n  - address: 127.0.0.1:1\n    tls:\n"
+               "      certificates:\n        - cert: /etc/passwd\n",
+               "5:11: listeners[0].tls.certificates[0].key: required key is missing");
+    expect_err("listeners:\n  - address: 127.0.0.1:1\n    tls:\n"
+               "      certificates: [{cert: /etc/passwd, key: /etc/passwd}]\n"
+               "      min_version: 1.1\n",
+               "5:20: listeners[0].tls.min_version: unknown TLS version '1.1' (expected \"1.2\" "
+               "or \"1.3\")");
+}
+
+static void
+test_errors_access(void **state)
+{
+    (void)state;
+    expect_err("access:\n  - allow: 10.0.0.0/33\n",
+               "2:12: access[0].allow: bad CIDR '10.0.0.0/33': prefix length 33 is longer than "
+               "32");
+    expect_err("access:\n  - allow: 10.0.0.0/8\n  - deny: 'fd00::/129'\n",
+               "3:11: access[1].deny: bad CIDR 'fd00::/129': prefix length 129 is longer than 128");
+    expect_err("access:\n  - allow: 10.0.0.0/\n",
+               "2:12: access[0].allow: bad CIDR '10.0.0.0/': expected a prefix length from 0 to "
+               "32 after '/'");
+    expect_err("access:\n  - allow: 10.0.0/8\n",
+               "2:12: access[0].allow: bad CIDR '10.0.0/8': expected an IPv4 or IPv6 address, "
+               "optionally with /PREFIX, or all");
+    expect_err("access:\n  - allow: localhost\n",
+               "2:12: access[0].allow: bad CIDR 'localhost': expected an IPv4 or IPv6 address, "
+               "optionally with /PREFIX, or all");
+    expect_err("access:\n  - permit: all\n",
+               "2:5: access[0].permit: unknown key (expected allow or deny)");
+    expect_err("access:\n  - allow: 10.0.0.0/8\n    deny: all\n",
+               "2:5: access[0]: expected exactly one of allow or deny, as in '- allow: CIDR'");
+    expect_err("access:\n  - 10.0.0.0/8\n", "2:5: access[0]: expected a mapping, got a scalar");
+    expect_err("access: all\n",
+               "1:9: access: expected a sequence of allow or deny rules, got a scalar");
+}
+
+static void
+test_errors_routes(void **state)
+{
+    (void)state;
+    expect_err("routes:\n  - upstream: http://127.0.0.1:8080/api\n",
+               "2:15: routes[0].upstream: bad upstream 'http://127.0.0.1:8080/api': no path, "
+               "query or fragment allowed; write http://HOST[:PORT]");
+    expect_err("routes:\n  - upstream: https://origin/\n",
+               "2:15: routes[0].upstream: bad upstream 'https://origin/': no path, query or "
+               "fragment allowed; write https://HOST[:PORT]");
+    expect_err("routes:\n  - upstream: ftp://127.0.0.1\n",
+               "2:15: routes[0].upstream: bad upstream 'ftp://127.0.0.1': the scheme must be "
+               "http:// or https://");
+    expect_err("routes:\n  - upstream: 127.0.0.1:8080\n",
+               "2:15: routes[0].upstream: bad upstream '127.0.0.1:8080': the scheme must be "
+               "http:// or https://");
+    expect_err("routes:\n  - upstream: http://127.0.0.1:0\n",
+               "2:15: routes[0].upstream: bad upstream 'http://127.0.0.1:0': the port must be a "
+               "number from 1 to 65535");
+    expect_err("routes:\n  - upstream: http://127.0.0.1:http\n",
+               "2:15: routes[0].upstream: bad upstream 'http://127.0.0.1:http': the port must be "
+               "a number from 1 to 65535");
+    expect_err("routes:\n  - upstream: http://[::1\n",
+               "2:15: routes[0].upstream: bad upstream 'http://[::1': bad IPv6 literal");
+    expect_err("routes:\n  - upstream: http://u@h\n",
+               "2:15: routes[0].upstream: bad upstream 'http://u@h': user information is not "
+               "allowed");
+    expect_err("routes:\n  - upstream: http://bad_-.x\n",
+               "2:15: routes[0].upstream: bad upstream 'http://bad_-.x': the host must be a DNS "
+               "name, an IPv4 address or an [IPv6] address");
+    expect_err("routes:\n  - host: a.example\n",
+               "2:5: routes[0].upstream: required key is missing");
+    expect_err("routes:\n  - upstream: http://a\n    host: a.example:80\n",
+               "3:11: routes[0].host: bad host 'a.example:80': expected a host name without port, "
+               "*.domain, an IPv4 address or an [IPv6] address");
+    expect_err("routes:\n  - upstream: http://a\n    path: api\n",
+               "3:11: routes[0].path: bad path prefix 'api': must start with '/' and hold no "
+               "spaces, control characters, '?' or '#'");
+    expect_err("routes:\n  - upstream: http://a\n    sni: 127.0.0.1\n",
+               "3:10: routes[0].sni: bad SNI name '127.0.0.1': expected a DNS name (no IP "
+               "address)");
+    expect_err("routes:\n  - upstream: http://a\n    host_header: 'a b'\n",
+               "3:18: routes[0].host_header: bad Host value 'a b': expected HOST or HOST:PORT");
+    expect_err("routes:\n  - upstream: http://a\n    forwarded: xff\n",
+               "3:16: routes[0].forwarded: unknown forwarded mode 'xff' (expected none, "
+               "x-forwarded, rfc7239 or both)");
+    expect_err("routes:\n  - upstream: http://a\n    timeout: 5s\n",
+               "3:5: routes[0].timeout: unknown key (expected host, path, upstream, host_header, "
+               "sni or forwarded)");
+}
+
+/* Aliases cannot multiply a small file into a huge snapshot. */
+static void
+test_caps(void **state)
+{
+    size_t cap = 64 * 1024, o;
+    char *yaml = malloc(cap), want[128];
+    (void)state;
+    assert_non_null(yaml);
+    o = (size_t)snprintf(yaml, cap,
+                         "upstream: {pool_idle_max: &c {cert: /etc/passwd, key: "
+                         "/etc/passwd}}\nlisteners:\n  - &l {address: '127.0.0.1:0', "
+                         "tls: {certificates: [*c");
+    for (int i = 1; i < 400; i++) {
+        o += (size_t)snprintf(yaml + o, cap - o, ", *c");
+    }
+    o += (size_t)snprintf(yaml + o, cap - o, "]}}\n");
+    for (int i = 1; i < 300; i++) {
+        o += (size_t)snprintf(yaml + o, cap - o, "  - *l\n");
+    }
+    assert_true(o < cap);
+    /* 300 listeners, then 400 certificates each: the 250th crosses 100000. */
+    snprintf(want, sizeof(want),
+             "3:53: listeners[249].tls.certificates: more than 100000 list entries in all "
+             "(aliases counted each time)");
+    expect_err(yaml, want);
+
+    o = (size_t)snprintf(yaml, cap, "listeners:\n  - &l {address: '127.0.0.1:0'}\n");
+    for (int i = 1; i < 1025; i++) {
+        o += (size_t)snprintf(yaml + o, cap - o, "  - *l\n");
+    }
+    expect_err(yaml, "2:3: listeners: more than 1024 listeners");
+    free(yaml);
+}
+
+/* libfyaml must not write to stderr: the loader reports through @err only. */
+static void
+test_quiet(void **state)
+{
+    char path[64], err[512], tmpl[] = "/tmp/vdconf-stderr-XXXXXX";
+    struct vd_conf *c = NULL;
+    struct stat st;
+    (void)state;
+    int fd = mkstemp(tmpl);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0);
+    assert_int_equal(dup2(fd, 2), 2);
+    int rc1 = load_str("a: [1, 2\nb: 3\n", &c, err, sizeof(err), path);
+    int rc2 = load_str("a: 1\n  b: 2\n", &c, err, sizeof(err), path);
+    int rc3 = load_str("listeners: [{address: 127.0.0.1:1}]]\n", &c, err, sizeof(err), path);
+    fflush(stderr);
+    assert_int_equal(dup2(saved, 2), 2);
+    close(saved);
+    assert_int_equal(fstat(fd, &st), 0);
+    close(fd);
+    unlink(tmpl);
+    assert_int_equal(rc1, VD_ECONF);
+    assert_int_equal(rc2, VD_ECONF);
+    assert_int_equal(rc3, VD_ECONF);
+    assert_int_equal(st.st_size, 0);
+}
+
+/* The examples directory: $VD_SOURCE_ROOT/examples, else found from this file's path as the
+ * compiler saw it (relative to the build directory, where meson runs tests), else ./examples. */
+static bool
+find_examples(char *dir, size_t cap)
+{
+    struct stat st;
+    const char *root = getenv("VD_SOURCE_ROOT");
+    const char *slash = strrchr(__FILE__, '/');
+    for (int i = 0; i < 3; i++) {
+        if (i == 0 && root) {
+            snprintf(dir, cap, "%s/examples", root);
+        } else if (i == 1 && slash) {
+            snprintf(dir, cap, "%.*s/../../examples", (int)(slash - __FILE__), __FILE__);
+        } else if (i == 2) {
+            snprintf(dir, cap, "examples");
+        } else {
+            continue;
+        }
+        if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void
+copy_file(const char *from, const char *to)
+{
+    char buf[4096];
+    FILE *in = fopen(from, "r"), *out = fopen(to, "w");
+    size_t n;
+    assert_non_null(in);
+    assert_non_null(out);
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0) {
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    }
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
+}
+
+/* Every .yaml file in examples/ loads. The copies live in a temporary directory with dummy
+ * certs/server.pem and certs/server.key: the loader only checks that they are readable. */
+static void
+test_examples(void **state)
+{
+    char dir[PATH_MAX], from[PATH_MAX + 300], to[PATH_MAX + 300], err[512];
+    struct tmp t;
+    struct dirent *de;
+    int loaded = 0;
+    (void)state;
+    assert_true(find_examples(dir, sizeof(dir)));
+    tmp_init(&t);
+    tmp_mkdir(&t, "certs");
+    tmp_write(&t, "certs/server.pem", "dummy\n");
+    tmp_write(&t, "certs/server.key", "dummy\n");
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL) {
+        size_t l = strlen(de->d_name);
+        if (l < 6 || strcmp(de->d_name + l - 5, ".yaml") != 0) {
+            continue;
+        }
+        struct vd_conf *c = NULL;
+        snprintf(from, sizeof(from), "%s/%s", dir, de->d_name);
+        snprintf(to, sizeof(to), "%s/%s", t.dir, de->d_name);
+        copy_file(from, to);
+        int rc = vd_conf_load(to, &c, err, sizeof(err));
+        unlink(to);
+        if (rc) {
+            print_error("%s: %s\n", de->d_name, err);
+        }
+        assert_int_equal(rc, 0);
+        if (strcmp(de->d_name, "forward.yaml") == 0) {
+            assert_string_equal(c->listeners[0].addr_text, "127.0.0.1:3128");
+            assert_int_equal(c->listeners[0].mode, VD_MODE_FORWARD);
+            assert_non_null(c->log.access_log);
+        } else if (strcmp(de->d_name, "reverse-tls.yaml") == 0) {
+            assert_string_equal(c->listeners[0].addr_text, "127.0.0.1:8443");
+            assert_int_equal(c->listeners[0].mode, VD_MODE_REVERSE);
+            assert_true(c->listeners[0].tls);
+            assert_int_equal(c->nroutes, 2);
+            assert_true(c->routes[0].up_tls || c->routes[1].up_tls);
+        }
+        vd_conf_unref(c);
+        loaded++;
+    }
+    closedir(d);
+    tmp_done(&t);
+    assert_true(loaded >= 3);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_full),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_relative_paths),
+        cmocka_unit_test(test_acl),
+        cmocka_unit_test(test_yaml_features),
+        cmocka_unit_test(test_errors_syntax),
+        cmocka_unit_test(test_errors_types),
+        cmocka_unit_test(test_errors_values),
+        cmocka_unit_test(test_errors_listeners),
+        cmocka_unit_test(test_errors_access),
+        cmocka_unit_test(test_errors_routes),
+        cmocka_unit_test(test_caps),
+        cmocka_unit_test(test_quiet),
+        cmocka_unit_test(test_examples),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
