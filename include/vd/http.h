@@ -132,6 +132,12 @@ void vd_chunked_init(struct vd_chunked *c, size_t max_line, size_t max_trailer,
 VD_MUST_CHECK int vd_chunked_decode(struct vd_chunked *c, const uint8_t *in, size_t len,
                                     struct vd_iov *data, const char **why);
 
+#define VD_HTTP_DATE_LEN 29 /* "Sun, 06 Nov 1994 08:49:37 GMT" */
+
+/* Writes the current time as an IMF-fixdate into @out (VD_HTTP_DATE_LEN + 1 bytes, with NUL).
+ * Returns VD_HTTP_DATE_LEN. Cheap: formatted at most once per second per thread. */
+size_t vd_http_date_now(char *out);
+
 /* Status reason phrases (RFC 9110 §15); "Unknown" for others. */
 const char *vd_http_reason(int status);
 

@@ -654,7 +654,7 @@ filter_response_head(struct fwd *f, const struct vd_h1_resp_head *h, struct vd_r
     struct vd_txn *t = f->t;
     const struct vd_conf *conf = t->conf;
     /* One copy of the kept fields into the arena: the input buffer will be reused. */
-    struct vd_hdr *out = vd_arena_alloc(&t->arena, sizeof(*out) * (h->nhdrs + 1));
+    struct vd_hdr *out = vd_arena_alloc(&t->arena, sizeof(*out) * (h->nhdrs + 2));
     if (!out) {
         return VD_ENOMEM;
     }
@@ -671,6 +671,17 @@ filter_response_head(struct fwd *f, const struct vd_h1_resp_head *h, struct vd_r
         }
         out[n].name = (struct vd_iov){(const uint8_t *)nm, name.len};
         out[n].value = (struct vd_iov){(const uint8_t *)val, h->hdrs[i].value.len};
+        n++;
+    }
+    if (!vd_hdr_find(h->hdrs, h->nhdrs, "date")) {
+        /* RFC 9110 §6.6.1: a recipient with a clock adds Date when forwarding without one. */
+        char *d = vd_arena_alloc(&t->arena, VD_HTTP_DATE_LEN + 1);
+        if (!d) {
+            return VD_ENOMEM;
+        }
+        vd_http_date_now(d);
+        out[n].name = VD_IOV_LIT("Date");
+        out[n].value = (struct vd_iov){(const uint8_t *)d, VD_HTTP_DATE_LEN};
         n++;
     }
     if (conf->via_enabled && conf->via) {

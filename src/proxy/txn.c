@@ -25,7 +25,10 @@ vd_txn_respond_error(struct vd_txn *t, int status, const char *detail, bool clos
         n = sizeof(body) - 1;
         body[n - 1] = '\n';
     }
-    struct vd_hdr hdrs[1] = {
+    char date[VD_HTTP_DATE_LEN + 1];
+    vd_http_date_now(date);
+    struct vd_hdr hdrs[2] = {
+        {VD_IOV_LIT("Date"), {(const uint8_t *)date, VD_HTTP_DATE_LEN}},
         {VD_IOV_LIT("Content-Type"), VD_IOV_LIT("text/plain; charset=utf-8")},
     };
     bool head = t->req.method.len == 4 && memcmp(t->req.method.base, "HEAD", 4) == 0;
@@ -33,7 +36,7 @@ vd_txn_respond_error(struct vd_txn *t, int status, const char *detail, bool clos
         .status = status,
         .version = 11,
         .hdrs = hdrs,
-        .nhdrs = 1,
+        .nhdrs = 2,
         .has_body = !head,
         .length = n,
         .close = close,
