@@ -54,9 +54,12 @@ bool vd_list_has(struct vd_iov v, const char *lower);
 bool vd_is_token(struct vd_iov v);
 
 /* Parsed "scheme://host[:port]/path?query"; views borrow from the input. host has no brackets
- * for IPv6 literals (ipv6 is set). path includes the query and is "/" when the URI has none. */
+ * for IPv6 literals (ipv6 is set). path includes the query and is "/" when the URI has neither;
+ * when the URI has a query but an empty path, path starts with '?' and the sender must put "/"
+ * before it (RFC 9112 §3.2.1). authority is "host[:port]" exactly as written. */
 struct vd_uri {
     struct vd_iov scheme; /* lowercase compare with vd_hdr_name_is */
+    struct vd_iov authority;
     struct vd_iov host;
     struct vd_iov path;
     uint16_t port; /* explicit port, or the scheme default (80/443) */

@@ -220,6 +220,8 @@ vd_uri_parse_absolute(const uint8_t *p, size_t n, struct vd_uri *u, const char *
         }
         q++;
     }
+    u->authority.base = a;
+    u->authority.len = (size_t)(q - a);
     int r =
         parse_hostport(a, (size_t)(q - a), true, &u->host, &u->port, &u->has_port, &u->ipv6, why);
     if (r < 0) {
@@ -233,11 +235,12 @@ vd_uri_parse_absolute(const uint8_t *p, size_t n, struct vd_uri *u, const char *
         u->path.len = 1;
         return 0;
     }
-    if (*q != '/') {
-        /* "http://h?q" would need a "/" inserted to forward it; "#" is never part of a
-         * request-target (RFC 9112 §3.2). Refuse both rather than rewrite. */
-        return bad(why, *q == '#' ? "fragment in request target" : "empty path with query");
+    if (*q == '#') {
+        /* "#" is never part of a request-target (RFC 9112 §3.2). */
+        return bad(why, "fragment in request target");
     }
+    /* "http://h?q" has an empty path (RFC 3986 path-abempty): path then starts with '?' and the
+     * caller sends "/" before it (RFC 9112 §3.2.1). */
     for (const uint8_t *s = q; s < e; s++) {
         if (!(vd_http_ctype[*s] & VD_CT_TARGET) || *s == '#') {
             return bad(why, *s == '#' ? "fragment in request target" : "invalid character in path");

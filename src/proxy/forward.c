@@ -700,9 +700,9 @@ filter_response_head(struct fwd *f, const struct vd_h1_resp_head *h, struct vd_r
     return 0;
 }
 
-/* Parses response heads from the buffer. Returns true when the final head was handled and the
- * body may be pumped. */
-static bool
+/* Parses response heads from the buffer. Returns 1 when the final head was handled and the body
+ * may be pumped, 0 when more input is needed, -1 when the exchange failed (@f is freed). */
+static int
 fwd_parse_head(struct fwd *f)
 {
     struct upc *u = f->u;
@@ -716,7 +716,7 @@ fwd_parse_head(struct fwd *f)
             hdrs = vd_arena_alloc(&t->arena, sizeof(*hdrs) * cap);
             if (!hdrs) {
                 fwd_fail(f, 502, "out of memory for the response head");
-                return false;
+                return -1;
             }
         }
         struct vd_h1_limits hl = {
@@ -728,19 +728,19 @@ fwd_parse_head(struct fwd *f)
         const char *why = NULL;
         int r = vd_h1_parse_response(vd_buf_data(&u->in), u->in.len, &hl, &h, &why);
         if (r == VD_EAGAIN) {
-            return false;
+            return 0;
         }
         if (r < 0) {
             char detail[200];
             snprintf(detail, sizeof(detail), "malformed response from upstream: %s",
                      why ? why : vd_strerror(r));
             fwd_fail(f, 502, detail);
-            return false;
+            return -1;
         }
         if (h.status < 200) {
             if (h.status == 101) {
                 fwd_fail(f, 502, "upstream switched protocols without an Upgrade request");
-                return false;
+                return -1;
             }
             /* RFC 9110 §15.2: 1xx responses pass through to HTTP/1.1 clients. */
             struct vd_hdr keep[64];
@@ -753,7 +753,7 @@ fwd_parse_head(struct fwd *f)
             (void)t->front->send_interim(t, h.status, keep, nk);
             vd_buf_consume(&u->in, (uint32_t)r);
             if (f->t != t) {
-                return false;
+                return -1; /* the client went away while we sent the 1xx */
             }
             continue;
         }
@@ -764,7 +764,7 @@ fwd_parse_head(struct fwd *f)
             snprintf(detail, sizeof(detail), "malformed response from upstream: %s",
                      why ? why : "framing");
             fwd_fail(f, 502, detail);
-            return false;
+            return -1;
         }
         f->rf = rf;
         f->remain = rf.kind == VD_BODY_LENGTH ? rf.length : 0;
@@ -782,7 +782,7 @@ fwd_parse_head(struct fwd *f)
         struct vd_resp resp = {.status = h.status, .version = (uint8_t)(10 + h.minor)};
         if (filter_response_head(f, &h, &resp) < 0) {
             fwd_fail(f, 502, "out of memory for the response head");
-            return false;
+            return -1;
         }
         resp.has_body = rf.kind != VD_BODY_NONE;
         switch (rf.kind) {
@@ -806,11 +806,11 @@ fwd_parse_head(struct fwd *f)
         vd_buf_consume(&u->in, (uint32_t)r);
         if (t->front->send_head(t, &resp) < 0) {
             fwd_fail(f, 502, "response head too large for the client");
-            return false;
+            return -1;
         }
         f->resp_head_sent = true;
         f->state = F_BODY;
-        return true;
+        return 1;
     }
 }
 
@@ -893,12 +893,11 @@ fwd_read(struct fwd *f)
         fwd_pump_body(f);
         return;
     }
-    if (fwd_parse_head(f)) {
+    int hr = fwd_parse_head(f);
+    if (hr > 0) {
         uv_timer_start(&u->timer, upc_timeout, f->t->conf->timeouts.upstream_read, 0);
         fwd_pump_body(f);
-        return;
-    }
-    if (f->u == u) {
+    } else if (hr == 0) {
         upc_arm(u);
     }
 }

@@ -528,19 +528,18 @@ req_target(struct vd_txn *t, const char **why)
             return e;
         }
         r->scheme = u.scheme;
-        /* RFC 9110 §7.2: the target URI's authority wins over Host. The authority view spans
-         * from the host to the end of the port as written. */
-        const uint8_t *as = u.host.base - (u.ipv6 ? 1 : 0);
-        const uint8_t *ae = u.path.base;
-        if (u.path.len == 1 && u.path.base[0] == '/' &&
-            (u.path.base < r->target.base || u.path.base >= r->target.base + r->target.len)) {
-            ae = r->target.base + r->target.len; /* no path: "/" is a static default */
-        }
-        r->authority = (struct vd_iov){as, (size_t)(ae - as)};
-        /* Strip a query-only or end-of-authority boundary. */
-        while (r->authority.len && (r->authority.base[r->authority.len - 1] == '/' ||
-                                    r->authority.base[r->authority.len - 1] == '?')) {
-            r->authority.len--;
+        /* RFC 9110 §7.2: the target URI's authority wins over Host. */
+        r->authority = u.authority;
+        if (u.path.len && u.path.base[0] == '?') {
+            /* Empty path with a query: origin-form gets "/" first (RFC 9112 §3.2.1). */
+            char *p = vd_arena_alloc(&t->arena, u.path.len + 1);
+            if (!p) {
+                *why = "out of memory";
+                return VD_EBADREQ;
+            }
+            p[0] = '/';
+            memcpy(p + 1, u.path.base, u.path.len);
+            u.path = (struct vd_iov){(const uint8_t *)p, u.path.len + 1};
         }
         r->path = u.path;
         break;

@@ -193,7 +193,7 @@ test_uri_absolute(void **state)
         {"http://h_%/", VD_EBADREQ, NULL, NULL, 0, false, false, false},
         {"http://h%4/", VD_EBADREQ, NULL, NULL, 0, false, false, false},
         {"http://a\"b/", VD_EBADREQ, NULL, NULL, 0, false, false, false},
-        {"http://h?q", VD_EBADREQ, NULL, NULL, 0, false, false, false},
+        {"http://h?q", 0, "h", "?q", 80, false, false, false},
         {"http://h#f", VD_EBADREQ, NULL, NULL, 0, false, false, false},
         {"http://h/p#f", VD_EBADREQ, NULL, NULL, 0, false, false, false},
         {"http://h/p q", VD_EBADREQ, NULL, NULL, 0, false, false, false},
