@@ -13,15 +13,32 @@
 struct vd_tls_server;
 struct vd_tls_client;
 
+/* The "tls" transport that vd_tls_attach_server/client install in s->ops. Beyond vd_sock's
+ * contract, its owner must:
+ * - treat unsent bytes as committed: once writev has returned (VD_EAGAIN or a count short of what
+ *   was offered), every later writev must start with the bytes not yet reported written, unchanged
+ *   (they may move in memory and more may follow). OpenSSL has already sealed them into a record.
+ * - call shutdown only when no write is pending; it may return VD_EAGAIN (s->want set), and must
+ *   then be called again when writable.
+ * - when resuming reads it had stopped before VD_EAGAIN (back-pressure), call read at once rather
+ *   than wait for readiness: decrypted bytes can sit inside OpenSSL where poll cannot see them.
+ * - arm what s->want says after VD_EAGAIN: a read may need the socket writable and vice versa.
+ * read returns 0 at close_notify; a server also returns 0 when the client closes without one
+ * (many do). A client gets VD_ECLOSED then, so a close-delimited body can tell truncation. */
+extern const struct vd_xport_ops vd_xport_tls;
+
 /* Builds a server context from a listener's certificates (first = default; the others are chosen
  * by SNI matching their SAN/CN names, wildcards included). ALPN offers "http/1.1". Returns 0, or
- * VD_ECONF with a message naming the file in @err. Thread-safe to use once built. */
+ * VD_ECONF with a message naming the file in @err. Thread-safe to use once built: build it once
+ * and share it among workers, so session tickets issued by one worker resume on another.
+ * vd_tls_server_free may run only after every sock attached with it has been closed. */
 VD_MUST_CHECK int vd_tls_server_new(const struct vd_conf_listener *l, struct vd_tls_server **out,
                                     char *err, size_t errlen);
 void vd_tls_server_free(struct vd_tls_server *t);
 
 /* Builds the upstream client context (verify peer unless @u->verify is false; CA from @u or the
- * system store). Returns 0 or VD_ECONF with @err. */
+ * system store). Returns 0 or VD_ECONF with @err. Thread-safe; it holds a bounded, locked cache
+ * of client sessions. vd_tls_client_free may run only after every sock using it has closed. */
 VD_MUST_CHECK int vd_tls_client_new(const struct vd_conf_upstream *u, struct vd_tls_client **out,
                                     char *err, size_t errlen);
 void vd_tls_client_free(struct vd_tls_client *t);
@@ -31,16 +48,18 @@ void vd_tls_client_free(struct vd_tls_client *t);
 VD_MUST_CHECK int vd_tls_attach_server(struct vd_sock *s, struct vd_tls_server *t);
 
 /* Switches @s to TLS as the client: sends SNI @sni (NULL or an IP literal: none) and checks the
- * certificate against @verify_host (a DNS name or IP literal). Resumes a cached session for
- * @sni/@verify_host when there is one. Returns 0 or VD_ENOMEM. */
+ * certificate against @verify_host (a DNS name or IP literal; NULL: @sni; both NULL: the chain
+ * only). Resumes a cached session for @sni/@verify_host when there is one. Returns 0 or
+ * VD_ENOMEM. Both strings are copied. */
 VD_MUST_CHECK int vd_tls_attach_client(struct vd_sock *s, struct vd_tls_client *t, const char *sni,
                                        const char *verify_host);
 
 /* Drives the handshake: 0 when complete, VD_EAGAIN (s->want set), VD_ETLSVERIFY or VD_ETLS. */
 VD_MUST_CHECK int vd_tls_handshake(struct vd_sock *s);
 
-/* After VD_ETLS/VD_ETLSVERIFY: a short static or per-sock description ("certificate has expired",
- * "hostname mismatch", "unknown CA"); never NULL. */
+/* After VD_ETLS/VD_ETLSVERIFY (or another error from the TLS transport): a short per-sock
+ * description ("certificate has expired", "hostname mismatch", "unable to get local issuer
+ * certificate"); "TLS error" when there is none. Never NULL; valid until the sock is closed. */
 const char *vd_tls_error_detail(struct vd_sock *s);
 
 /* The negotiated ALPN protocol ("http/1.1", "h2") or NULL; the SNI the client sent or NULL. */
