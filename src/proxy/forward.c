@@ -546,8 +546,9 @@ fwd_complete(struct fwd *f)
     fwd_free(f);
 }
 
-/* Pushes buffered response body to the front. Returns false when paused or finished. */
-static void
+/* Pushes buffered response body to the front. Returns true while the exchange goes on (paused
+ * or waiting for input), false when it completed or failed: @f and its transaction are gone. */
+static bool
 fwd_pump_body(struct fwd *f)
 {
     struct upc *u = f->u;
@@ -557,53 +558,53 @@ fwd_pump_body(struct fwd *f)
             ssize_t k = t->front->send_body(t, f->pend_p, f->pend_n);
             if (k < 0) {
                 fwd_fail(f, 502, "client write failed");
-                return;
+                return false;
             }
             f->pend_p += k;
             f->pend_n -= (size_t)k;
             if (f->pend_n) {
                 f->paused_by_front = true;
                 upc_arm(u);
-                return;
+                return true;
             }
             continue;
         }
         switch (f->rf.kind) {
         case VD_BODY_NONE:
             fwd_complete(f);
-            return;
+            return false;
         case VD_BODY_LENGTH: {
             if (f->remain == 0) {
                 fwd_complete(f);
-                return;
+                return false;
             }
             size_t avail = (size_t)VD_MIN((uint64_t)u->in.len, f->remain);
             if (avail == 0) {
                 upc_arm(u);
-                return;
+                return true;
             }
             ssize_t k = t->front->send_body(t, vd_buf_data(&u->in), avail);
             if (k < 0) {
                 fwd_fail(f, 502, "client write failed");
-                return;
+                return false;
             }
             vd_buf_consume(&u->in, (uint32_t)k);
             f->remain -= (uint64_t)k;
             if ((size_t)k < avail) {
                 f->paused_by_front = true;
                 upc_arm(u);
-                return;
+                return true;
             }
             continue;
         }
         case VD_BODY_CHUNKED: {
             if (f->chk.done) {
                 fwd_complete(f);
-                return;
+                return false;
             }
             if (u->in.len == 0) {
                 upc_arm(u);
-                return;
+                return true;
             }
             struct vd_iov data;
             const char *why = NULL;
@@ -613,7 +614,7 @@ fwd_pump_body(struct fwd *f)
                 snprintf(detail, sizeof(detail), "malformed chunked response from upstream: %s",
                          why ? why : "invalid");
                 fwd_fail(f, 502, detail);
-                return;
+                return false;
             }
             vd_buf_consume(&u->in, (uint32_t)r);
             if (data.len) {
@@ -621,26 +622,26 @@ fwd_pump_body(struct fwd *f)
                 f->pend_n = data.len;
             } else if (r == 0 && !f->chk.done) {
                 upc_arm(u);
-                return;
+                return true;
             }
             continue;
         }
         case VD_BODY_CLOSE:
             if (u->in.len == 0) {
                 upc_arm(u);
-                return;
+                return true;
             }
             {
                 ssize_t k = t->front->send_body(t, vd_buf_data(&u->in), u->in.len);
                 if (k < 0) {
                     fwd_fail(f, 502, "client write failed");
-                    return;
+                    return false;
                 }
                 vd_buf_consume(&u->in, (uint32_t)k);
                 if (u->in.len) {
                     f->paused_by_front = true;
                     upc_arm(u);
-                    return;
+                    return true;
                 }
             }
             continue;
@@ -1182,7 +1183,10 @@ fo_writable(struct vd_txn *t)
     VD_BUG_ON(f->magic != FWD_MAGIC);
     f->paused_by_front = false;
     if (f->state == F_BODY) {
-        fwd_pump_body(f);
+        /* TLS may hold decrypted bytes that poll cannot see: read at once after a pause. */
+        if (fwd_pump_body(f) && f->u && f->u->tls && !f->paused_by_front && !f->pend_n) {
+            fwd_read(f);
+        }
     }
 }
 

@@ -82,6 +82,7 @@ static void process_input(struct h1c *c);
 static void conn_close(struct h1c *c);
 static void arm(struct h1c *c);
 static void finish_exchange(struct h1c *c);
+static void do_read(struct h1c *c);
 
 static const struct vd_front_ops h1_front_ops;
 
@@ -1006,6 +1007,11 @@ finish_exchange(struct h1c *c)
         vd_buf_release(&c->in);
         arm(c);
     }
+    /* Reading may have stopped while the response was sent (full buffer): with TLS, bytes
+     * already decrypted inside OpenSSL would not wake poll. */
+    if (c->tls && c->state == ST_IDLE) {
+        do_read(c);
+    }
 }
 
 /* ---- front ops ----------------------------------------------------------------------------- */
@@ -1245,9 +1251,15 @@ static void
 fo_req_body_pause(struct vd_txn *t, bool pause)
 {
     struct h1c *c = txn_conn(t);
+    bool was = c->body_paused;
     c->body_paused = pause;
     if (!pause) {
         process_input(c);
+        /* TLS may hold decrypted bytes that poll cannot see: read at once after a pause. */
+        if (was && c->tls && c->txn == t && c->state == ST_BODY && !c->body_paused) {
+            do_read(c);
+            return;
+        }
     }
     arm(c);
 }
