@@ -81,14 +81,16 @@ struct fwd {
     struct vd_dbuf trailers;
     const uint8_t *pend_p;
     size_t pend_n;
-    uint64_t t0; /* uv_hrtime at upstream start */
+    uint64_t t0;    /* uv_hrtime at upstream start */
+    unsigned holds; /* callers on the stack that may see the front free us (re-entrancy) */
+    bool dead;      /* freed while held: the last holder frees the memory */
 };
 
 static const struct vd_handler_ops fwd_ops;
 static void upc_release(struct upc *u, bool reusable);
 static void upc_arm(struct upc *u);
 static void fwd_connect_next(struct fwd *f);
-static void fwd_send(struct fwd *f);
+static bool fwd_send(struct fwd *f);
 static void fwd_read(struct fwd *f);
 static void fwd_resolve(struct fwd *f);
 
@@ -186,7 +188,8 @@ build_request_head(struct fwd *f)
         r = r ? r : vd_dbuf_add(d, req->authority.base, req->authority.len);
     }
     r = r ? r : vd_dbuf_add(d, "\r\n", 2);
-    const struct vd_hdr *xff = NULL;
+    struct vd_dbuf xff; /* every X-Forwarded-For line, in order, as one list */
+    vd_dbuf_init(&xff, conf->limits.header_block);
     for (size_t i = 0; i < req->nhdrs && r == 0; i++) {
         struct vd_iov name = req->hdrs[i].name;
         if (is_hop_by_hop(name) || vd_hdr_name_is(name, "host") ||
@@ -201,7 +204,9 @@ build_request_head(struct fwd *f)
         }
         if (f->route && f->route->forwarded != VD_FWD_NONE &&
             vd_hdr_name_is(name, "x-forwarded-for")) {
-            xff = &req->hdrs[i]; /* re-emitted with the client appended */
+            /* Re-emitted as one list with the client appended (RFC 9110 §5.3). */
+            r = xff.len ? vd_dbuf_add(&xff, ", ", 2) : 0;
+            r = r ? r : vd_dbuf_add(&xff, req->hdrs[i].value.base, req->hdrs[i].value.len);
             continue;
         }
         if (f->route && (f->route->forwarded == VD_FWD_XFF || f->route->forwarded == VD_FWD_BOTH) &&
@@ -216,15 +221,14 @@ build_request_head(struct fwd *f)
         client_ip(t->client, ip, sizeof(ip), &v6);
         const char *proto = t->client_tls ? "https" : "http";
         if (f->route->forwarded == VD_FWD_XFF || f->route->forwarded == VD_FWD_BOTH) {
-            if (xff) {
-                r = vd_dbuf_addf(d, "X-Forwarded-For: %.*s, %s\r\n", (int)xff->value.len,
-                                 (const char *)xff->value.base, ip);
+            if (xff.len) {
+                r = vd_dbuf_addf(d, "X-Forwarded-For: %s, %s\r\n", xff.p, ip);
             } else {
                 r = vd_dbuf_addf(d, "X-Forwarded-For: %s\r\n", ip);
             }
             r = r ? r : vd_dbuf_addf(d, "X-Forwarded-Proto: %s\r\n", proto);
-        } else if (xff) {
-            r = add_field(d, xff->name, xff->value);
+        } else if (xff.len) {
+            r = vd_dbuf_addf(d, "X-Forwarded-For: %s\r\n", xff.p);
         }
         if (r == 0 &&
             (f->route->forwarded == VD_FWD_RFC7239 || f->route->forwarded == VD_FWD_BOTH)) {
@@ -259,6 +263,7 @@ build_request_head(struct fwd *f)
             break;
         }
     }
+    vd_dbuf_free(&xff);
     return r ? r : vd_dbuf_add(d, "\r\n", 2);
 }
 
@@ -271,10 +276,30 @@ fwd_free(struct fwd *f)
         vd_resolve_cancel(f->q);
         f->q = NULL;
     }
+    if (f->holds) {
+        /* A caller further up the stack still uses @f: it frees it when it lets go. */
+        f->dead = true;
+        return;
+    }
     vd_dbuf_free(&f->head);
     vd_dbuf_free(&f->trailers);
     f->magic = 0;
     free(f);
+}
+
+/* Resumes the client's request body, which can re-enter this handler (and even end the
+ * exchange). Returns true when @f is still alive and attached. */
+static bool
+fwd_resume_body(struct fwd *f)
+{
+    f->holds++;
+    vd_txn_req_body_resume(f->t);
+    f->holds--;
+    if (f->dead) {
+        fwd_free(f);
+        return false;
+    }
+    return f->t != NULL;
 }
 
 /* Detaches @f from its transaction and frees it. */
@@ -905,23 +930,25 @@ fwd_read(struct fwd *f)
 
 /* ---- request sending ----------------------------------------------------------------------- */
 
-static void
+/* Writes queued request bytes and, once the queue is empty, asks the client for more body.
+ * Returns false when the exchange ended meanwhile (@f is gone or detached). */
+static bool
 fwd_send(struct fwd *f)
 {
     struct upc *u = f->u;
     int r = upc_flush(u);
     if (r < 0) {
         fwd_retry_or_fail(f, r);
-        return;
+        return false;
     }
     if (u->out.len == 0 && !f->req_done) {
         /* Room again for request body. */
-        vd_txn_req_body_resume(f->t);
-        if (!f->t || f->u != u) {
-            return;
+        if (!fwd_resume_body(f) || f->u != u) {
+            return false;
         }
     }
     upc_arm(u);
+    return true;
 }
 
 static void
@@ -944,10 +971,7 @@ fwd_start_request(struct fwd *f)
         f->req_done = true;
     }
     uv_timer_start(&u->timer, upc_timeout, t->conf->timeouts.upstream_first_byte, 0);
-    fwd_send(f);
-    if (f->t == t && !f->req_done) {
-        vd_txn_req_body_resume(t);
-    }
+    (void)fwd_send(f);
 }
 
 static void
@@ -1012,8 +1036,7 @@ upc_event(struct vd_sock *s, int ev)
         return;
     }
     if (ev & VD_WANT_WRITE && u->out.len > u->out_off) {
-        fwd_send(f);
-        if (u->f != f) {
+        if (!fwd_send(f)) {
             return;
         }
     }

@@ -79,6 +79,7 @@ struct h1c {
 };
 
 static void process_input(struct h1c *c);
+static void send_early_error(struct h1c *c, int status, const char *why);
 static void conn_close(struct h1c *c);
 static void arm(struct h1c *c);
 static void finish_exchange(struct h1c *c);
@@ -291,16 +292,8 @@ timeout_cb(uv_timer_t *tm)
         break;
     case ST_HEAD:
         vd_log(VD_LOG_INFO, &c->log, "client header timeout");
-        {
-            /* A minimal exchange just to answer 408 (RFC 9110 §15.5.9) and close. */
-            static const char msg[] = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; "
-                                      "charset=utf-8\r\nContent-Length: 64\r\nConnection: "
-                                      "close\r\n\r\n408 Request Timeout: client did not send a "
-                                      "complete request head\n";
-            struct iovec iov = {.iov_base = (void *)msg, .iov_len = sizeof(msg) - 1};
-            (void)vd_sock_writev(&c->sock, &iov, 1);
-        }
-        conn_close(c);
+        /* RFC 9110 §15.5.9: answer 408, then close. */
+        send_early_error(c, 408, "client did not send a complete request head in time");
         break;
     case ST_BODY:
         vd_log(VD_LOG_INFO, &c->log, "client body timeout");
@@ -406,9 +399,13 @@ send_early_error(struct h1c *c, int status, const char *why)
     c->txn = t;
     c->state = ST_WAIT;
     c->keepalive = false;
-    vd_log(VD_LOG_INFO, &t->log, "bad request: %s", why);
+    if (status != 408) {
+        vd_log(VD_LOG_INFO, &t->log, "bad request: %s", why);
+    }
     char detail[200];
-    if (status == 414) {
+    if (status == 408) {
+        snprintf(detail, sizeof(detail), "%s (timeouts.client_header)", why);
+    } else if (status == 414) {
         snprintf(detail, sizeof(detail), "request line longer than limits.request_line (%u bytes)",
                  c->conf->limits.request_line);
     } else if (status == 431) {
