@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from vdtest.httpmsg import build_response
+from vdtest.httpmsg import build_request, build_response
 from vdtest.origins import Reply, drop
 
 
@@ -103,12 +103,11 @@ def test_pipelined_with_bodies_and_head(proxy, make_origin):
         return build_response(200, text)
 
     o = make_origin(reply)
-    host = "origin.test:%d" % o.port
-    data = (b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 5\r\n\r\nfirst" % (url(o, "/p").encode(), host.encode())
-            + b"HEAD %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (url(o, "/h").encode(), host.encode())
-            + b"POST %s HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nsec\r\n3\r\nond\r\n0\r\n\r\n"
-            % (url(o, "/c").encode(), host.encode())
-            + b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (url(o, "/g").encode(), host.encode()))
+    data = (build_request("POST", url(o, "/p"), body=b"first")
+            + build_request("HEAD", url(o, "/h"))
+            + build_request("POST", url(o, "/c"), headers=[("Transfer-Encoding", "chunked")])
+            + b"3\r\nsec\r\n3\r\nond\r\n0\r\n\r\n"
+            + build_request("GET", url(o, "/g")))
     with proxy.connect() as c:
         c.send(data)
         r1 = c.response("POST")
@@ -179,16 +178,22 @@ def test_stale_pooled_get_retried_once(proxy, make_origin):
 
 
 def test_stale_pooled_post_not_retried(proxy, make_origin):
-    """RFC 9112 §9.3.1.1: a proxy MUST NOT automatically retry non-idempotent requests."""
+    """RFC 9112 §9.3.1.1: a proxy MUST NOT automatically retry non-idempotent requests.
+    If viaduct sends the POST on the pooled connection, the origin closes it without an
+    answer and the client gets 502; a proxy that never puts a POST on a reused connection
+    (also correct) gets the answer from a new connection. Either way: sent exactly once."""
     o = _dropping_origin(make_origin)
     with proxy.connect() as c:
         assert c.exchange("GET", url(o, "/warm")).body == b"conn0"
     with proxy.connect() as c:
         r = c.exchange("POST", url(o, "/order"), body=b"buy=1")
-    assert r.status == 502, r
     o.quiet()
-    assert [(q.conn, q.method, q.target) for q in o.requests] == [(0, "GET", "/warm"),
-                                                                 (0, "POST", "/order")]
+    posts = [q for q in o.requests if q.method == "POST"]
+    assert len(posts) == 1, [(q.conn, q.method, q.target) for q in o.requests]
+    if posts[0].conn == 0:
+        assert r.status == 502, r
+    else:
+        assert r.status == 200 and r.body == b"conn%d" % posts[0].conn
 
 
 @pytest.mark.parametrize("n", [20])
