@@ -1,0 +1,402 @@
+# SPDX-License-Identifier: MIT
+"""Operations: command line, configuration check, access log, secrets, reload, shutdown,
+client ACL."""
+import datetime
+import json
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from vdtest import yamlconf
+from vdtest.asserts import ISO_MS
+from vdtest.httpmsg import build_response
+from vdtest.origins import Reply
+from vdtest.proc import connect_refused, run_bin
+
+
+def url(origin, path="/"):
+    return "http://origin.test:%d%s" % (origin.port, path)
+
+
+# ---------------------------------------------------------------- command line
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_check_config_ok(viaduct_bin, viaduct, tmp_path):
+    path = write(tmp_path, "ok.yaml", yamlconf.dump(viaduct.default_conf()) + "\n")
+    r = run_bin(viaduct_bin, ["-t", "-c", path])
+    assert r.returncode == 0, r.stderr
+    assert "configuration %s ok" % path in r.stdout + r.stderr
+
+
+def test_check_config_unknown_key(viaduct_bin, tmp_path):
+    path = write(tmp_path, "bad.yaml", "workers: 1\ntimeouts:\n  kepalive: 5s\n")
+    r = run_bin(viaduct_bin, ["-t", "-c", path])
+    assert r.returncode == 1
+    assert "%s:3:3: timeouts.kepalive: unknown key" % path in r.stderr, r.stderr
+    assert "ok" not in r.stdout
+
+
+@pytest.mark.parametrize("text,line,key", [
+    ("workers: 1\ntimeouts:\n  keepalive: 5 parsecs\n", 3, "timeouts.keepalive"),
+    ("limits:\n  body: lots\n", 2, "limits.body"),
+    ("log:\n  level: chatty\n", 2, "log.level"),
+    ("workers: -3\n", 1, "workers"),
+])
+def test_check_config_bad_value(viaduct_bin, tmp_path, text, line, key):
+    path = write(tmp_path, "bad.yaml", text)
+    r = run_bin(viaduct_bin, ["-t", "-c", path])
+    assert r.returncode == 1
+    assert re.search(r"%s:%d:\d+: %s: \S" % (re.escape(path), line, re.escape(key)), r.stderr), \
+        r.stderr
+
+
+def test_check_config_bad_listener_mode(viaduct_bin, tmp_path):
+    path = write(tmp_path, "bad.yaml",
+                 "listeners:\n  - address: 127.0.0.1:0\n    mode: sideways\n")
+    r = run_bin(viaduct_bin, ["-t", "-c", path])
+    assert r.returncode == 1
+    assert re.search(r"%s:3:\d+: \S*mode: \S" % re.escape(path), r.stderr), r.stderr
+
+
+def test_check_config_yaml_syntax_error(viaduct_bin, tmp_path):
+    path = write(tmp_path, "bad.yaml", "workers: 1\nlimits: [unclosed\n")
+    r = run_bin(viaduct_bin, ["-t", "-c", path])
+    assert r.returncode == 1
+    assert re.search(r"%s:\d+:\d+: " % re.escape(path), r.stderr), r.stderr
+
+
+def test_check_config_missing_file(viaduct_bin, tmp_path):
+    path = str(tmp_path / "nope.yaml")
+    r = run_bin(viaduct_bin, ["-t", "-c", path])
+    assert r.returncode == 1
+    assert path in r.stderr
+
+
+@pytest.mark.parametrize("flag", ["-V", "--version"])
+def test_version(viaduct_bin, flag):
+    r = run_bin(viaduct_bin, [flag])
+    assert r.returncode == 0
+    assert re.match(r"viaduct \d+\.\d+\.\d+", r.stdout), r.stdout
+
+
+def test_help(viaduct_bin):
+    r = run_bin(viaduct_bin, ["-h"])
+    assert r.returncode == 0
+    for opt in ("-c", "-t", "-l", "-w", "--ready-file", "--features"):
+        assert opt in r.stdout + r.stderr
+
+
+def test_unknown_option(viaduct_bin):
+    r = run_bin(viaduct_bin, ["--no-such-option"])
+    assert r.returncode != 0
+    assert r.stderr.strip()
+
+
+def test_features(viaduct_bin):
+    r = run_bin(viaduct_bin, ["--features"])
+    assert r.returncode == 0
+    feats = set(r.stdout.split())
+    assert {"http1", "tls", "forward", "reverse"} <= feats
+    assert all(ln == ln.strip() and " " not in ln for ln in r.stdout.splitlines() if ln)
+
+
+def test_listen_flag_without_config(viaduct, make_origin):
+    o = make_origin(build_response(200, b"via -l"))
+    vd = viaduct(no_conf=True, args=["-l", "127.0.0.1:0", "-l", "127.0.0.1:0"])
+    assert len(vd.addrs) == 2
+    for i in (0, 1):
+        assert vd.addr(i) == "127.0.0.1"
+        with vd.connect(i) as c:
+            r = c.exchange("GET", "http://127.0.0.1:%d/l" % o.port)
+            assert r.status == 200 and r.body == b"via -l"
+
+
+def test_listen_flag_replaces_config_listeners(viaduct, origin):
+    vd = viaduct({"listeners": [{"address": "127.0.0.1:0", "mode": "reverse"}],
+                  "routes": [{"upstream": "http://127.0.0.1:1"}]},
+                 args=["-l", "127.0.0.1:0"])
+    assert len(vd.addrs) == 1
+    with vd.connect() as c:
+        r = c.exchange("GET", url(origin, "/fwd"))
+    assert r.status == 200 and r.body == b"ok\n"
+
+
+def test_workers_flag(viaduct, origin):
+    vd = viaduct(args=["-w", "2"])
+    for i in range(4):
+        with vd.connect() as c:
+            assert c.exchange("GET", url(origin, "/%d" % i)).status == 200
+
+
+def test_ready_file_format(viaduct):
+    vd = viaduct({"listeners": [{"address": "127.0.0.1:0", "mode": "forward"},
+                                {"address": "127.0.0.1:0", "mode": "forward"}]})
+    with open(vd.ready_path) as f:
+        lines = f.read().splitlines()
+    assert lines == ["127.0.0.1:%d" % vd.port(0), "127.0.0.1:%d" % vd.port(1)]
+    assert all(p > 0 for _, p in vd.addrs)
+
+
+# ---------------------------------------------------------------- access log
+
+TEXT_LINE = re.compile(
+    r'(?P<time>\S+) (?P<client>\S+) "(?P<req>[^"]*)" (?P<status>\d{3}) (?P<bin>\d+) '
+    r'(?P<bout>\d+) (?P<ums>\d+|-) (?P<tms>\d+) (?P<reuse>new|reused|-) c=(?P<conn>\d+)')
+
+
+def access_lines(vd):
+    text = vd.read_access_log()
+    assert text.endswith("\n"), repr(text[-200:])
+    return text.splitlines()
+
+
+def check_time(ts):
+    assert ISO_MS.fullmatch(ts), ts
+    t = datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert abs((now - t).total_seconds()) < 120, (ts, now)
+
+
+def test_access_log_text(viaduct, origin):
+    vd = viaduct()
+    c1 = vd.connect()
+    s1 = c1.request("GET", url(origin, "/a?x=1"))
+    r1 = c1.response()
+    s2 = c1.request("POST", url(origin, "/b"), body=b"12345")
+    r2 = c1.response()
+    p1 = c1.local_port
+    c1.close()
+    c2 = vd.connect()
+    s3 = b"GET http://origin.test:%d/bad HTTP/1.1\r\nBad Field: x\r\n\r\n" % origin.port
+    c2.send(s3)
+    r3 = c2.response()
+    p2 = c2.local_port
+    c2.close()
+    assert (r1.status, r2.status, r3.status) == (200, 200, 400)
+    assert vd.stop() == 0
+    lines = access_lines(vd)
+    assert len(lines) == 3, lines
+    m = [TEXT_LINE.fullmatch(ln) for ln in lines]
+    assert all(m), lines
+    for x in m:
+        check_time(x["time"])
+        assert int(x["tms"]) >= 0
+    assert m[0]["client"] == "127.0.0.1:%d" % p1 and m[1]["client"] == m[0]["client"]
+    assert m[2]["client"] == "127.0.0.1:%d" % p2
+    assert m[0]["req"] == "GET %s HTTP/1.1" % url(origin, "/a?x=1")
+    assert m[1]["req"] == "POST %s HTTP/1.1" % url(origin, "/b")
+    assert (m[0]["status"], m[1]["status"], m[2]["status"]) == ("200", "200", "400")
+    # Bytes are counted on the client side: the request as received, the response as sent.
+    assert (int(m[0]["bin"]), int(m[0]["bout"])) == (len(s1), len(r1.raw))
+    assert (int(m[1]["bin"]), int(m[1]["bout"])) == (len(s2), len(r2.raw))
+    assert int(m[2]["bout"]) == len(r3.raw)
+    assert m[0]["ums"] != "-" and m[1]["ums"] != "-"
+    assert (m[0]["reuse"], m[1]["reuse"]) == ("new", "reused")
+    assert (m[2]["ums"], m[2]["reuse"]) == ("-", "-")
+    assert m[0]["conn"] == m[1]["conn"] != m[2]["conn"]
+
+
+def test_access_log_json(viaduct, origin):
+    vd = viaduct({"log": {"access_format": "json"}})
+    with vd.connect() as c:
+        s1 = c.request("GET", url(origin, "/j"))
+        r1 = c.response()
+        port = c.local_port
+    assert r1.status == 200
+    assert vd.stop() == 0
+    lines = access_lines(vd)
+    assert len(lines) == 1
+    rec = json.loads(lines[0])
+    keys = {"time", "client", "method", "target", "version", "status", "bytes_in", "bytes_out",
+            "upstream_ms", "total_ms", "upstream_conn", "conn"}
+    assert keys <= set(rec), sorted(rec)
+    check_time(rec["time"])
+    assert rec["client"] == "127.0.0.1:%d" % port
+    assert (rec["method"], rec["target"]) == ("GET", url(origin, "/j"))
+    assert rec["version"] in ("HTTP/1.1", "1.1")
+    assert rec["status"] == 200
+    assert (rec["bytes_in"], rec["bytes_out"]) == (len(s1), len(r1.raw))
+    assert isinstance(rec["upstream_ms"], int) and isinstance(rec["total_ms"], int)
+    assert rec["upstream_conn"] == "new"
+
+
+def test_access_log_escapes_peer_bytes(viaduct, origin):
+    """Bytes the peer controls are written as \\xHH (quote, backslash, controls, DEL)."""
+    vd = viaduct()
+    with vd.connect() as c:
+        c.send(b'GET http://origin.test:%d/q"b\\s\x7fz HTTP/1.1\r\nHost: origin.test\r\n\r\n' %
+               origin.port)
+        r = c.response()
+    assert r.status == 400
+    assert vd.stop() == 0
+    raw = open(vd.access_log, "rb").read()
+    assert b"\x7f" not in raw and b'q"b' not in raw
+    (line,) = raw.decode().splitlines()
+    assert " 400 " in line
+    assert "\\x22" in line and "\\x5c" in line and "\\x7f" in line, line
+
+
+def test_access_log_json_stays_valid(viaduct, origin):
+    vd = viaduct({"log": {"access_format": "json"}})
+    with vd.connect() as c:
+        c.send(b'GET http://origin.test:%d/q"b\\s\x7fz\x01 HTTP/1.1\r\nHost: origin.test\r\n\r\n' %
+               origin.port)
+        assert c.response().status == 400
+    assert vd.stop() == 0
+    raw = open(vd.access_log, "rb").read()
+    assert b"\x7f" not in raw and b"\x01" not in raw
+    for ln in raw.decode().splitlines():
+        rec = json.loads(ln)
+        assert rec["status"] == 400
+
+
+SECRETS = ("SECRET-AUTH-7f3a", "U0VDUkVULVBST1hZ", "SECRET-COOKIE-91c2")
+
+
+def test_secrets_never_logged(viaduct, origin):
+    vd = viaduct({"log": {"level": "debug"}})
+    hdrs = [("Authorization", "Bearer " + SECRETS[0]),
+            ("Proxy-Authorization", "Basic " + SECRETS[1]),
+            ("Cookie", "session=" + SECRETS[2])]
+    with vd.connect() as c:
+        assert c.exchange("GET", url(origin, "/s"), headers=hdrs).status == 200
+    with vd.connect() as c:
+        # A malformed request carrying the same fields (error paths log more).
+        c.request("GET", url(origin, "/s2"), headers=hdrs + [("Bad Field", "x")])
+        assert c.response().status == 400
+    with vd.connect() as c:
+        assert c.exchange("GET", "http://nosuch.test:1/", headers=hdrs).status == 502
+    (req,) = origin.wait_requests(1)
+    assert req.header("authorization") == "Bearer " + SECRETS[0]  # still forwarded
+    assert vd.stop() == 0
+    logs = vd.read_error_log() + vd.read_access_log()
+    for s in SECRETS:
+        assert s not in logs, "secret %s found in the logs" % s
+
+
+# ---------------------------------------------------------------- reload
+
+def via_of(vd, origin):
+    with vd.connect() as c:
+        r = c.exchange("GET", url(origin, "/via"))
+    assert r.status == 200
+    return r.headers.list("via")
+
+
+def poll(fn, timeout=5.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(step)
+
+
+def test_reload_applies_new_config(viaduct, origin):
+    vd = viaduct({"via": "before"})
+    keep = vd.connect()
+    assert keep.exchange("GET", url(origin, "/k1")).headers.list("via") == ["1.1 before"]
+    vd.write_conf(yamlconf.merge(vd.conf, {"via": "after"}))
+    vd.reload()
+    assert poll(lambda: via_of(vd, origin) == ["1.1 after"]), "reload not applied"
+    # The connection opened before the reload keeps working.
+    r = keep.exchange("GET", url(origin, "/k2"))
+    assert r.status == 200
+    assert r.headers.list("via") in (["1.1 before"], ["1.1 after"])
+    keep.close()
+    assert vd.running()
+
+
+def test_reload_with_broken_file_keeps_old_config(viaduct, origin):
+    vd = viaduct({"via": "old"})
+    assert via_of(vd, origin) == ["1.1 old"]
+    good = yamlconf.dump(yamlconf.merge(vd.conf, {"via": "new"}))
+    line = len(good.split("\n")) + 1
+    vd.write_conf(text=good + "\nbogus_key: 1\n")
+    vd.reload()
+    vd.wait_for_log(r"%s:%d:1: bogus_key" % (re.escape(vd.conf_path), line))
+    assert via_of(vd, origin) == ["1.1 old"]
+    assert vd.running()
+
+
+# ---------------------------------------------------------------- shutdown
+
+def test_sigterm_lets_inflight_request_finish(viaduct, make_origin):
+    o = make_origin(Reply(build_response(200, b"finished"), delay=2.0))
+    vd = viaduct()
+    c = vd.connect()
+    c.request("GET", url(o, "/slow"))
+    o.wait_requests(1)
+    vd.signal(signal.SIGTERM)
+    assert poll(lambda: connect_refused(vd.addr(0), vd.port(0)), timeout=1.5), \
+        "listener still accepting after SIGTERM"
+    r = c.response(timeout=10)
+    assert r.status == 200 and r.body == b"finished"
+    c.close()
+    assert vd.wait_exit(15) == 0
+
+
+def test_sigterm_closes_idle_keepalive_connections(viaduct, origin):
+    vd = viaduct()
+    c = vd.connect()
+    assert c.exchange("GET", url(origin, "/")).status == 200
+    t0 = time.monotonic()
+    vd.signal(signal.SIGTERM)
+    assert c.wait_closed(timeout=5) == b""
+    assert vd.wait_exit(10) == 0
+    assert time.monotonic() - t0 < 5
+    c.close()
+
+
+def test_shutdown_grace_bounds_drain(viaduct, make_origin):
+    o = make_origin(Reply(b"", hang=True))
+    vd = viaduct({"timeouts": {"shutdown_grace": "1s"}})
+    c = vd.connect()
+    c.request("GET", url(o, "/never"))
+    o.wait_requests(1)
+    t0 = time.monotonic()
+    vd.signal(signal.SIGTERM)
+    assert vd.wait_exit(10) == 0
+    assert time.monotonic() - t0 < 8
+    c.wait_closed(timeout=3)
+    c.close()
+
+
+# ---------------------------------------------------------------- ACL
+
+def test_acl_first_match_wins(viaduct, origin):
+    vd = viaduct({"access": [{"deny": "127.0.0.2/32"}, {"allow": "127.0.0.0/8"}]})
+    with vd.connect(source="127.0.0.2") as c:
+        r = c.exchange("GET", url(origin, "/"))
+        assert r.status == 403
+    with vd.connect(source="127.0.0.3") as c:
+        assert c.exchange("GET", url(origin, "/ok")).status == 200
+    assert [q.target for q in origin.wait_requests(1)] == ["/ok"]
+
+
+def test_acl_no_match_is_denied(viaduct, origin):
+    vd = viaduct({"access": [{"allow": "127.0.0.5/32"}]})
+    with vd.connect(source="127.0.0.1") as c:
+        assert c.exchange("GET", url(origin, "/")).status == 403
+    with vd.connect(source="127.0.0.5") as c:
+        assert c.exchange("GET", url(origin, "/")).status == 200
+
+
+def test_error_log_to_file(viaduct, origin, tmp_path):
+    path = str(tmp_path / "error.log")
+    vd = viaduct({"log": {"error_log": path, "level": "debug"}})
+    with vd.connect() as c:
+        assert c.exchange("GET", url(origin, "/")).status == 200
+    assert vd.stop() == 0
+    assert os.path.exists(path)
+    text = open(path).read()
+    assert text == "" or re.match(r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[\w+\] ", text), text[:300]
