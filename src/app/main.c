@@ -373,6 +373,12 @@ main(int argc, char **argv)
             goto out_workers;
         }
     }
+    /* Every worker has its own listening socket now; keeping the first one open here would
+     * keep the port accepting after a SIGTERM has closed the workers' sockets. */
+    for (size_t i = 0; i < sh.nlisteners; i++) {
+        close(sh.listen_fds[i]);
+        sh.listen_fds[i] = -1;
+    }
     for (size_t i = 0; i < conf->nlisteners; i++) {
         vd_log(VD_LOG_NOTICE, NULL, "listening on %s (%s%s)", conf->listeners[i].addr_text,
                conf->listeners[i].mode == VD_MODE_FORWARD ? "forward proxy" : "reverse proxy",

@@ -188,8 +188,12 @@ def test_chunked_response_with_trailers(proxy, make_origin):
 
 def test_head_response_has_no_body(proxy, make_origin):
     """RFC 9110 §9.3.2: the CL of a HEAD response describes the GET body; no body follows."""
-    o = make_origin(build_response(200, b"", [("Content-Length", "1234"),
-                                              ("Content-Type", "text/html")]))
+    def reply(req):
+        # HEAD: the length of the GET body and no body; GET: the body itself.
+        body = b"" if req.method == "HEAD" else b"h" * 1234
+        return build_response(200, body, [("Content-Length", "1234"),
+                                          ("Content-Type", "text/html")], length=False)
+    o = make_origin(reply)
     with proxy.connect() as c:
         c.request("HEAD", "http://origin.test:%d/h" % o.port)
         r = c.response("HEAD")
@@ -199,6 +203,7 @@ def test_head_response_has_no_body(proxy, make_origin):
         c.request("GET", "http://origin.test:%d/after" % o.port)
         r2 = c.response(timeout=3)
         assert r2.status == 200 and r2.header("content-length") == "1234"
+        assert r2.body == b"h" * 1234
 
 
 @pytest.mark.parametrize("status", [204, 304])
