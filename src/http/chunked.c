@@ -61,6 +61,13 @@ is_ws(uint8_t c)
     return c == ' ' || c == '\t';
 }
 
+/* Value of a HEXDIG: '0'-'9' are 0x3X, 'A'-'F' 0x4X and 'a'-'f' 0x6X (bit 6 set: add 9). */
+static inline uint64_t
+hexval(uint8_t c)
+{
+    return (uint64_t)(c & 0xfu) + (uint64_t)(c >> 6) * 9u;
+}
+
 static inline bool
 is_tchar(uint8_t c)
 {
@@ -131,7 +138,7 @@ vd_chunked_decode(struct vd_chunked *c, const uint8_t *in, size_t len, struct vd
             if (!(vd_http_ctype[ch] & VD_CT_HEX)) {
                 return syntax(why, ch, "invalid chunk size");
             }
-            c->remain = (uint64_t)((ch & 0xf) + (ch >> 6) * 9);
+            c->remain = hexval(ch);
             c->state = S_SIZE;
             p++;
             break;
@@ -141,7 +148,7 @@ vd_chunked_decode(struct vd_chunked *c, const uint8_t *in, size_t len, struct vd
                     *why = "invalid chunk size";
                     return VD_EBADREQ;
                 }
-                c->remain = (c->remain << 4) | (uint64_t)((ch & 0xf) + (ch >> 6) * 9);
+                c->remain = (c->remain << 4) | hexval(ch);
             } else if (ch == ';') {
                 c->state = S_EXT_NAME0;
             } else if (is_ws(ch)) {
