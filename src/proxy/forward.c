@@ -870,61 +870,72 @@ fwd_retry_or_fail(struct fwd *f, int err)
     fwd_fail_err(f, err, "upstream read from");
 }
 
+/* Reads from the origin and pushes what arrived. While the client takes everything and the
+ * origin fills the whole buffer, it reads again at once instead of going back to epoll: a
+ * 64 KiB body then costs four read/writev pairs and one wake-up, not four wake-ups. */
 static void
 fwd_read(struct fwd *f)
 {
     struct upc *u = f->u;
-    if (f->pend_n || f->paused_by_front) {
-        return;
-    }
-    if (!u->in.base && vd_buf_acquire(&u->in) < 0) {
-        fwd_fail(f, 502, "out of buffer memory");
-        return;
-    }
-    vd_buf_compact(&u->in);
-    if (vd_buf_room(&u->in) == 0) {
-        if (!f->resp_head_sent && u->in.cap < f->t->conf->limits.header_block + 1024 &&
-            vd_buf_grow(&u->in, f->t->conf->limits.header_block + 1024) == 0) {
-            /* a long response head */
-        } else if (!f->resp_head_sent) {
-            fwd_fail(f, 502, "upstream response head too large");
-            return;
-        } else {
-            fwd_pump_body(f);
+    for (int round = 0; round < 16; round++) {
+        if (f->pend_n || f->paused_by_front) {
             return;
         }
-    }
-    ssize_t n = vd_sock_read(&u->sock, vd_buf_tail(&u->in), vd_buf_room(&u->in));
-    if (n == VD_EAGAIN) {
-        upc_arm(u);
-        return;
-    }
-    if (n <= 0) {
-        if (f->state == F_BODY && f->rf.kind == VD_BODY_CLOSE && n == 0) {
-            f->up_keepalive = false;
-            fwd_complete(f);
+        if (!u->in.base && vd_buf_acquire(&u->in) < 0) {
+            fwd_fail(f, 502, "out of buffer memory");
             return;
         }
-        if (f->state == F_BODY) {
-            fwd_fail(f, 502, "upstream closed the connection in the middle of the response");
+        vd_buf_compact(&u->in);
+        if (vd_buf_room(&u->in) == 0) {
+            if (!f->resp_head_sent && u->in.cap < f->t->conf->limits.header_block + 1024 &&
+                vd_buf_grow(&u->in, f->t->conf->limits.header_block + 1024) == 0) {
+                /* a long response head */
+            } else if (!f->resp_head_sent) {
+                fwd_fail(f, 502, "upstream response head too large");
+                return;
+            } else {
+                (void)fwd_pump_body(f);
+                return;
+            }
+        }
+        size_t room = vd_buf_room(&u->in);
+        ssize_t n = vd_sock_read(&u->sock, vd_buf_tail(&u->in), room);
+        if (n == VD_EAGAIN) {
+            upc_arm(u);
             return;
         }
-        fwd_retry_or_fail(f, (int)n);
-        return;
-    }
-    f->got_bytes = true;
-    u->in.len += (uint32_t)n;
-    if (f->state == F_BODY) {
+        if (n <= 0) {
+            if (f->state == F_BODY && f->rf.kind == VD_BODY_CLOSE && n == 0) {
+                f->up_keepalive = false;
+                fwd_complete(f);
+                return;
+            }
+            if (f->state == F_BODY) {
+                fwd_fail(f, 502, "upstream closed the connection in the middle of the response");
+                return;
+            }
+            fwd_retry_or_fail(f, (int)n);
+            return;
+        }
+        f->got_bytes = true;
+        u->in.len += (uint32_t)n;
+        if (f->state != F_BODY) {
+            int hr = fwd_parse_head(f);
+            if (hr < 0) {
+                return;
+            }
+            if (hr == 0) {
+                upc_arm(u);
+                return;
+            }
+        }
         uv_timer_start(&u->timer, upc_timeout, f->t->conf->timeouts.upstream_read, 0);
-        fwd_pump_body(f);
-        return;
-    }
-    int hr = fwd_parse_head(f);
-    if (hr > 0) {
-        uv_timer_start(&u->timer, upc_timeout, f->t->conf->timeouts.upstream_read, 0);
-        fwd_pump_body(f);
-    } else if (hr == 0) {
-        upc_arm(u);
+        if (!fwd_pump_body(f)) {
+            return;
+        }
+        if ((size_t)n < room && !u->tls) {
+            return; /* the socket is drained: wait for epoll (TLS may hold more: read on) */
+        }
     }
 }
 
