@@ -227,7 +227,10 @@ vd_conf_default(void)
         .tries = 2,
         .cache_size = 4096,
     };
+    /* Access lines go to standard output unless configured otherwise, so that `make run` and a
+     * service manager show traffic without any configuration. */
     c->log = (struct vd_conf_log){.level = VD_LOG_INFO, .access_format = VD_ALOG_TEXT};
+    c->log.access_log = xstrdup("stdout");
     c->nconnect_ports = 1;
     c->connect_ports = xcalloc(1, sizeof(uint16_t));
     c->connect_ports[0] = 443;

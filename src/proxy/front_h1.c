@@ -42,8 +42,14 @@ struct h1c {
     uint64_t id;
     int pending_closes; /* handles still closing; freed at 0 */
     enum h1c_state state;
-    struct sockaddr_storage peer;
-    char peer_text[64];
+
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in sin;
+        struct sockaddr_in6 sin6;
+    } peer; /* 28 bytes rather than sockaddr_storage's 128: idle memory counts */
+
+    char peer_text[48];    /* "[v6]:port" fits in 47 */
     struct vd_log_ctx log; /* conn id and peer for the error log */
     bool tls;
     bool handshaken;
@@ -375,7 +381,7 @@ send_early_error(struct h1c *c, int status, const char *why)
     t->w = c->w;
     t->front = &h1_front_ops;
     t->front_data = c;
-    t->client = (const struct sockaddr *)&c->peer;
+    t->client = &c->peer.sa;
     t->client_text = c->peer_text;
     t->client_tls = c->tls;
     t->log = c->log;
@@ -474,7 +480,7 @@ txn_build(struct h1c *c, const struct vd_h1_req_head *h, size_t headlen)
     t->w = c->w;
     t->front = &h1_front_ops;
     t->front_data = c;
-    t->client = (const struct sockaddr *)&c->peer;
+    t->client = &c->peer.sa;
     t->client_text = c->peer_text;
     t->client_tls = c->tls;
     t->mode = conf->listeners[c->listener < conf->nlisteners ? c->listener : 0].mode;
@@ -1290,15 +1296,15 @@ vd_txn_req_body_resume(struct vd_txn *t)
 /* ---- accept -------------------------------------------------------------------------------- */
 
 static void
-format_peer(const struct sockaddr_storage *ss, char *out, size_t cap)
+format_peer(const struct sockaddr *sa, char *out, size_t cap)
 {
     char ip[INET6_ADDRSTRLEN] = "?";
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)sa;
         inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
         snprintf(out, cap, "%s:%u", ip, ntohs(s4->sin_port));
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
         inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
         snprintf(out, cap, "[%s]:%u", ip, ntohs(s6->sin6_port));
     } else {
@@ -1316,10 +1322,10 @@ vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener)
     }
     c->magic = H1C_MAGIC;
     socklen_t sl = sizeof(c->peer);
-    if (getpeername(fd, (struct sockaddr *)&c->peer, &sl) < 0) {
-        c->peer.ss_family = AF_UNSPEC;
+    if (getpeername(fd, &c->peer.sa, &sl) < 0) {
+        c->peer.sa.sa_family = AF_UNSPEC;
     }
-    format_peer(&c->peer, c->peer_text, sizeof(c->peer_text));
+    format_peer(&c->peer.sa, c->peer_text, sizeof(c->peer_text));
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (vd_sock_init(&w->loop, &c->sock, fd) < 0) {

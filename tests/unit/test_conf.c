@@ -427,7 +427,7 @@ test_defaults(void **state)
     assert_int_equal(c->resolver.cache_size, d->resolver.cache_size);
     assert_int_equal(c->log.level, VD_LOG_INFO);
     assert_null(c->log.error_log);
-    assert_null(c->log.access_log);
+    assert_string_equal(c->log.access_log, "stdout");
     assert_int_equal(c->log.access_format, VD_ALOG_TEXT);
     assert_int_equal(c->log.trace_mask, 0);
     assert_int_equal(c->nconnect_ports, 1);
