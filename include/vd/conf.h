@@ -157,6 +157,9 @@ VD_MUST_CHECK int vd_conf_parse_size(const char *text, uint64_t *bytes);
 VD_MUST_CHECK int vd_conf_set_listeners(struct vd_conf *c, const char *const *addrs, size_t n,
                                         char *err, size_t errlen);
 
+/* Frees @c's listeners (addresses, certificate paths) and leaves it with none. */
+void vd_conf_listeners_free(struct vd_conf *c);
+
 /* True when @sa is allowed by the ACL (first match wins; no rule matched: denied). @rule gets the
  * matching rule's text or NULL. */
 bool vd_conf_acl_allows(const struct vd_conf *c, const struct sockaddr *sa, const char **rule);

@@ -181,7 +181,8 @@ void vd_worker_destroy(struct vd_worker *w);
 
 /* Internal plumbing between proxy modules. */
 void vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener);
-void vd_front_h1_drain_all(struct vd_worker *w);
+/* Closes the worker's client connections: only those idle between exchanges (drain), or all. */
+void vd_front_h1_close(struct vd_worker *w, bool idle_only);
 void vd_pool_close_all(struct vd_worker *w);
 void vd_alog_flush(struct vd_worker *w);
 

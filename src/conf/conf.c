@@ -258,6 +258,15 @@ vd_conf_set_listeners(struct vd_conf *c, const char *const *addrs, size_t n, cha
         ls[i].mode = VD_MODE_FORWARD;
         ls[i].backlog = 511;
     }
+    vd_conf_listeners_free(c);
+    c->listeners = ls;
+    c->nlisteners = n;
+    return 0;
+}
+
+void
+vd_conf_listeners_free(struct vd_conf *c)
+{
     for (size_t i = 0; i < c->nlisteners; i++) {
         struct vd_conf_listener *l = &c->listeners[i];
         free(l->addr_text);
@@ -269,9 +278,8 @@ vd_conf_set_listeners(struct vd_conf *c, const char *const *addrs, size_t n, cha
         free(l->tls_min_version);
     }
     free(c->listeners);
-    c->listeners = ls;
-    c->nlisteners = n;
-    return 0;
+    c->listeners = NULL;
+    c->nlisteners = 0;
 }
 
 static bool
@@ -336,17 +344,7 @@ vd_conf_unref(struct vd_conf *c)
     if (!c || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1) {
         return;
     }
-    for (size_t i = 0; i < c->nlisteners; i++) {
-        struct vd_conf_listener *l = &c->listeners[i];
-        free(l->addr_text);
-        for (size_t j = 0; j < l->ncerts; j++) {
-            free(l->certs[j].cert_file);
-            free(l->certs[j].key_file);
-        }
-        free(l->certs);
-        free(l->tls_min_version);
-    }
-    free(c->listeners);
+    vd_conf_listeners_free(c);
     for (size_t i = 0; i < c->nacl; i++) {
         free(c->acl[i].text);
     }

@@ -752,7 +752,7 @@ get_size(struct ld *ld, const struct ynode *n, const char *key, uint64_t lo, uin
 static int
 get_size32(struct ld *ld, const struct ynode *n, const char *key, uint32_t *out)
 {
-    uint64_t v;
+    uint64_t v = 0;
     int rc = get_size(ld, n, key, 1, UINT32_MAX, &v);
     if (!rc) {
         *out = (uint32_t)v;
@@ -1015,24 +1015,6 @@ sec_workers(struct ld *ld, const struct ynode *n)
     return 0;
 }
 
-static void
-listeners_free(struct vd_conf *c)
-{
-    for (size_t i = 0; i < c->nlisteners; i++) {
-        struct vd_conf_listener *l = &c->listeners[i];
-        free(l->addr_text);
-        for (size_t j = 0; j < l->ncerts; j++) {
-            free(l->certs[j].cert_file);
-            free(l->certs[j].key_file);
-        }
-        free(l->certs);
-        free(l->tls_min_version);
-    }
-    free(c->listeners);
-    c->listeners = NULL;
-    c->nlisteners = 0;
-}
-
 static int
 sec_tls(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_listener *l)
 {
@@ -1184,7 +1166,7 @@ sec_listeners(struct ld *ld, const struct ynode *n)
     if (n->nkid > MAX_LISTENERS) {
         return fail(ld, n, "listeners", "more than %d listeners", MAX_LISTENERS);
     }
-    listeners_free(c);
+    vd_conf_listeners_free(c);
     c->listeners = calloc(n->nkid, sizeof(*c->listeners));
     if (!c->listeners) {
         return oom(ld);

@@ -1362,27 +1362,14 @@ vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener)
 }
 
 void
-vd_front_h1_drain_all(struct vd_worker *w)
+vd_front_h1_close(struct vd_worker *w, bool idle_only)
 {
     struct vd_list *n = w->conns.next;
     while (n != &w->conns) {
         struct h1c *c = VD_CONTAINER_OF(n, struct h1c, link);
         n = n->next;
-        if (c->state == ST_IDLE) {
+        if (!idle_only || c->state == ST_IDLE) {
             conn_close(c);
         }
-    }
-}
-
-void vd_front_h1_close_all(struct vd_worker *w);
-
-void
-vd_front_h1_close_all(struct vd_worker *w)
-{
-    struct vd_list *n = w->conns.next;
-    while (n != &w->conns) {
-        struct h1c *c = VD_CONTAINER_OF(n, struct h1c, link);
-        n = n->next;
-        conn_close(c);
     }
 }

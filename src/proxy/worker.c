@@ -16,8 +16,6 @@
 #include "vd/err.h"
 #include "vd/proxy.h"
 
-void vd_front_h1_close_all(struct vd_worker *w);
-
 static void
 on_accept(uv_poll_t *h, int status, int events)
 {
@@ -150,14 +148,14 @@ static void
 drain_tick(uv_timer_t *t)
 {
     struct vd_worker *w = t->data;
-    vd_front_h1_drain_all(w);
+    vd_front_h1_close(w, true);
     vd_pool_close_all(w);
     if (uv_now(&w->loop) >= w->drain_deadline && w->nconns > 0) {
         vd_log(VD_LOG_NOTICE, NULL,
                "worker %u: shutdown grace period over, closing %zu "
                "connections",
                w->id, w->nconns);
-        vd_front_h1_close_all(w);
+        vd_front_h1_close(w, false);
     }
     maybe_finish(w);
 }
@@ -178,7 +176,7 @@ on_async(uv_async_t *a)
         w->draining = true;
         close_listeners(w);
         w->drain_deadline = uv_now(&w->loop) + w->conf->timeouts.shutdown_grace;
-        vd_front_h1_drain_all(w);
+        vd_front_h1_close(w, true);
         uv_timer_start(&w->drain_timer, drain_tick, 100, 100);
         maybe_finish(w);
     }
