@@ -327,7 +327,7 @@ fwd_fail(struct fwd *f, int status, const char *detail)
         upc_release(u, false);
     }
     bool started = f->resp_head_sent;
-    vd_log(VD_LOG_WARN, &t->log, "%s (%s:%u)", detail, f->host, f->port);
+    vd_log(VD_LOG_WARN, &t->log, "%s [upstream %s:%u]", detail, f->host, f->port);
     fwd_detach(f);
     if (started) {
         t->front->abort(t);
