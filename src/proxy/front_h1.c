@@ -702,10 +702,6 @@ deliver_body(struct h1c *c)
          * pend_n is non-zero. */
         vd_buf_consume(&c->in, (uint32_t)r);
         if (data.len) {
-            if (max && t->stats.bytes_in > max + 65536 && c->body_remain + data.len > max) {
-                body_error(c, 413, "chunked body exceeds limits.body");
-                return false;
-            }
             c->body_remain += data.len; /* for chunked: bytes of payload so far */
             if (max && c->body_remain > max) {
                 body_error(c, 413, "chunked body exceeds limits.body");
