@@ -366,8 +366,13 @@ main(int argc, char **argv)
         vd_worker_set_access_log(&a.workers[i], alogfd, conf->log.access_format == VD_ALOG_JSON);
     }
     a.nworkers = n;
+    /* Readiness is announced only once the signal handlers are in place (below), so a SIGTERM
+     * sent right after it drains instead of killing; the addresses are taken now, while the
+     * main thread still holds the sockets. */
+    char ready_tmp[4096] = "";
     if (ready_file) {
-        int r = write_ready_file(ready_file, sh.listen_fds, sh.nlisteners);
+        snprintf(ready_tmp, sizeof(ready_tmp), "%s.pending", ready_file);
+        int r = write_ready_file(ready_tmp, sh.listen_fds, sh.nlisteners);
         if (r < 0) {
             fprintf(stderr, "viaduct: cannot write %s: %s\n", ready_file, vd_strerror(r));
             goto out_workers;
@@ -400,6 +405,9 @@ main(int argc, char **argv)
     uv_signal_start(&a.sig_hup, on_hup, SIGHUP);
     uv_signal_start(&a.sig_term, on_term, SIGTERM);
     uv_signal_start(&a.sig_int, on_term, SIGINT);
+    if (ready_file && rename(ready_tmp, ready_file) != 0) {
+        vd_log(VD_LOG_ERR, NULL, "cannot write %s: %s", ready_file, vd_strerror(-errno));
+    }
     uv_run(a.loop, UV_RUN_DEFAULT);
     for (unsigned i = 0; i < n; i++) {
         uv_thread_join(&a.workers[i].thread);

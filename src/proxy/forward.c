@@ -571,6 +571,16 @@ fwd_complete(struct fwd *f)
     fwd_free(f);
 }
 
+/* The client is slower than the origin: stop reading the origin, and stop its read timer too,
+ * since the stall is the client's (the front's send timeout watches that side). */
+static void
+fwd_pause(struct fwd *f)
+{
+    f->paused_by_front = true;
+    uv_timer_stop(&f->u->timer);
+    upc_arm(f->u);
+}
+
 /* Pushes buffered response body to the front. Returns true while the exchange goes on (paused
  * or waiting for input), false when it completed or failed: @f and its transaction are gone. */
 static bool
@@ -588,8 +598,7 @@ fwd_pump_body(struct fwd *f)
             f->pend_p += k;
             f->pend_n -= (size_t)k;
             if (f->pend_n) {
-                f->paused_by_front = true;
-                upc_arm(u);
+                fwd_pause(f);
                 return true;
             }
             continue;
@@ -616,8 +625,7 @@ fwd_pump_body(struct fwd *f)
             vd_buf_consume(&u->in, (uint32_t)k);
             f->remain -= (uint64_t)k;
             if ((size_t)k < avail) {
-                f->paused_by_front = true;
-                upc_arm(u);
+                fwd_pause(f);
                 return true;
             }
             continue;
@@ -664,8 +672,7 @@ fwd_pump_body(struct fwd *f)
                 }
                 vd_buf_consume(&u->in, (uint32_t)k);
                 if (u->in.len) {
-                    f->paused_by_front = true;
-                    upc_arm(u);
+                    fwd_pause(f);
                     return true;
                 }
             }
@@ -1217,6 +1224,9 @@ fo_writable(struct vd_txn *t)
     VD_BUG_ON(f->magic != FWD_MAGIC);
     f->paused_by_front = false;
     if (f->state == F_BODY) {
+        if (f->u) {
+            uv_timer_start(&f->u->timer, upc_timeout, t->conf->timeouts.upstream_read, 0);
+        }
         /* TLS may hold decrypted bytes that poll cannot see: read at once after a pause. */
         if (fwd_pump_body(f) && f->u && f->u->tls && !f->paused_by_front && !f->pend_n) {
             fwd_read(f);

@@ -316,10 +316,15 @@ timeout_cb(uv_timer_t *tm)
             conn_close(c);
         }
         break;
-    case ST_WAIT:
+    case ST_WAIT: {
         vd_log(VD_LOG_INFO, &c->log, "client send timeout: no write progress");
+        /* Abortive close (RST): a graceful close would leave the kernel trickling megabytes of
+         * queued response to a client that does not read, long after the timeout. */
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        (void)setsockopt(c->sock.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
         conn_close(c);
         break;
+    }
     case ST_CLOSING:
         break;
     }
@@ -360,6 +365,11 @@ arm(struct h1c *c)
     }
     if (c->tls && !c->handshaken) {
         ev = c->sock.want ? c->sock.want : VD_WANT_READ;
+    }
+    /* A client that stops reading never makes the socket writable again: the send timer must
+     * run from the moment output is queued, not from the first write event. */
+    if (c->state == ST_WAIT && (ev & VD_WANT_WRITE) && !uv_is_active((uv_handle_t *)&c->timer)) {
+        timer_set(c, c->conf->timeouts.send);
     }
     vd_sock_arm(&c->sock, ev);
 }
@@ -948,6 +958,9 @@ on_sock_event(struct vd_sock *s, int ev)
             if (c->resp_done && c->txn) {
                 finish_exchange(c);
                 return;
+            }
+            if (c->state == ST_WAIT) {
+                timer_set(c, 0); /* drained: no send deadline while nothing is queued */
             }
             if (c->handler_waits && c->txn && c->txn->handler) {
                 c->handler_waits = false;

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Size limits (RFC 9110 §15.5.14/15, RFC 6585 §5) and timeouts."""
 import re
+import socket
 import time
 
 import pytest
@@ -206,3 +207,34 @@ def test_upstream_read_timeout(viaduct, make_origin):
             c.response(timeout=8)
     assert ei.value.response.status == 200
     assert ei.value.response.body == b"0123456789"
+
+
+def test_send_timeout_closes_stalled_client(viaduct, make_origin):
+    """A client that stops reading a large response: after timeouts.send with no write progress
+    the proxy closes the connection; the upstream read timer does not fire meanwhile (the stall
+    is the client's), and the proxy keeps serving others."""
+    big = 64 * 1024 * 1024  # far more than socket buffers on both sides can hold
+    o = make_origin(Reply(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % big + b"x" * big))
+    small = make_origin(Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    vd = viaduct({"timeouts": {"send": "1s", "upstream_read": "30s"}})
+    with vd.connect() as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.request("GET", url(o, "/big"))
+        t0 = time.monotonic()
+        time.sleep(3)  # read nothing: the proxy's writes stall
+        got = 0
+        c.sock.settimeout(10)
+        while True:
+            try:
+                d = c.sock.recv(1 << 20)
+            except ConnectionResetError:
+                break  # the proxy resets a connection whose client stopped reading
+            if not d:
+                break
+            got += len(d)
+        elapsed = time.monotonic() - t0
+    assert got < big, "the whole response arrived: the client never stalled the proxy"
+    assert elapsed < 10, "closed by the send timeout, not by the 30 s upstream_read timeout"
+    with vd.connect() as c2:
+        r = c2.exchange("GET", url(small, "/after"))
+        assert (r.status, r.body) == (200, b"ok")
