@@ -36,8 +36,15 @@ enum vd_target_form {
 
 extern const uint8_t vd_http_ctype[256];
 
-/* Case-insensitive compare of @name with @lower, which must be lowercase ASCII. */
-bool vd_hdr_name_is(struct vd_iov name, const char *lower);
+bool vd__hdr_name_eq(struct vd_iov name, const char *lower, size_t n);
+
+/* Case-insensitive compare of @name with @lower, which must be lowercase ASCII. Inline so that
+ * strlen() of a literal folds at compile time: this runs per field per hop-by-hop name. */
+static inline bool
+vd_hdr_name_is(struct vd_iov name, const char *lower)
+{
+    return vd__hdr_name_eq(name, lower, __builtin_strlen(lower));
+}
 
 /* Returns the first field named @lower, or NULL. */
 const struct vd_hdr *vd_hdr_find(const struct vd_hdr *h, size_t n, const char *lower);

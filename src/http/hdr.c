@@ -55,9 +55,8 @@ lower(uint8_t c)
 }
 
 bool
-vd_hdr_name_is(struct vd_iov name, const char *lc)
+vd__hdr_name_eq(struct vd_iov name, const char *lc, size_t n)
 {
-    size_t n = strlen(lc);
     if (name.len != n) {
         return false;
     }

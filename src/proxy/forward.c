@@ -188,12 +188,15 @@ build_request_head(struct fwd *f)
         r = r ? r : vd_dbuf_add(d, req->authority.base, req->authority.len);
     }
     r = r ? r : vd_dbuf_add(d, "\r\n", 2);
+    /* Fields named by Connection are hop-by-hop too; most requests have no Connection field,
+     * so look once instead of once per field. */
+    bool has_conn = vd_hdr_find(req->hdrs, req->nhdrs, "connection") != NULL;
     struct vd_dbuf xff; /* every X-Forwarded-For line, in order, as one list */
     vd_dbuf_init(&xff, conf->limits.header_block);
     for (size_t i = 0; i < req->nhdrs && r == 0; i++) {
         struct vd_iov name = req->hdrs[i].name;
         if (is_hop_by_hop(name) || vd_hdr_name_is(name, "host") ||
-            named_by_connection(req->hdrs, req->nhdrs, name)) {
+            (has_conn && named_by_connection(req->hdrs, req->nhdrs, name))) {
             continue;
         }
         if (vd_hdr_name_is(name, "max-forwards") && mf_method) {
@@ -692,9 +695,10 @@ filter_response_head(struct fwd *f, const struct vd_h1_resp_head *h, struct vd_r
         return VD_ENOMEM;
     }
     size_t n = 0;
+    bool has_conn = vd_hdr_find(h->hdrs, h->nhdrs, "connection") != NULL;
     for (size_t i = 0; i < h->nhdrs; i++) {
         struct vd_iov name = h->hdrs[i].name;
-        if (is_hop_by_hop(name) || named_by_connection(h->hdrs, h->nhdrs, name)) {
+        if (is_hop_by_hop(name) || (has_conn && named_by_connection(h->hdrs, h->nhdrs, name))) {
             continue;
         }
         char *nm = vd_arena_dup(&t->arena, name.base, name.len);
