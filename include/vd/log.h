@@ -76,7 +76,15 @@ void vd_log_vwrite(int level, const struct vd_log_ctx *ctx, const char *fmt, va_
     } while (0)
 
 /* Copies @len bytes of peer-controlled @src into @dst (capacity @cap, always NUL-terminated),
- * escaping bytes outside 0x20..0x7e, '"' and '\\' as \xHH. Returns the length written. */
-size_t vd_log_escape(char *dst, size_t cap, const uint8_t *src, size_t len);
+ * escaping bytes outside 0x20..0x7e, '"' and '\\' as \xHH, or as \u00HH when @json is set
+ * (so the result can sit inside a JSON string). An escape is never cut in half by the cap.
+ * Returns the length written. */
+size_t vd_log_escape_as(char *dst, size_t cap, const uint8_t *src, size_t len, bool json);
+
+static inline size_t
+vd_log_escape(char *dst, size_t cap, const uint8_t *src, size_t len)
+{
+    return vd_log_escape_as(dst, cap, src, len, false);
+}
 
 #endif

@@ -72,9 +72,12 @@ vd_trace_parse(const char *spec)
 }
 
 size_t
-vd_log_escape(char *dst, size_t cap, const uint8_t *src, size_t len)
+vd_log_escape_as(char *dst, size_t cap, const uint8_t *src, size_t len, bool json)
 {
     static const char hex[] = "0123456789abcdef";
+    /* Text logs write \xHH; JSON has no \x escape, so it gets \u00HH and stays valid. */
+    const char *pre = json ? "\\u00" : "\\x";
+    size_t plen = json ? 4 : 2;
     size_t o = 0;
     if (cap == 0) {
         return 0;
@@ -87,11 +90,11 @@ vd_log_escape(char *dst, size_t cap, const uint8_t *src, size_t len)
             }
             dst[o++] = (char)c;
         } else {
-            if (o + 4 >= cap) {
+            if (o + plen + 2 >= cap) {
                 break;
             }
-            dst[o++] = '\\';
-            dst[o++] = 'x';
+            memcpy(dst + o, pre, plen);
+            o += plen;
             dst[o++] = hex[c >> 4];
             dst[o++] = hex[c & 15];
         }

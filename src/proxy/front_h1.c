@@ -376,17 +376,16 @@ arm(struct h1c *c)
 
 /* ---- request side -------------------------------------------------------------------------- */
 
-static void
-send_early_error(struct h1c *c, int status, const char *why)
+/* A new exchange on @c with an arena capped at @arena_max bytes; the caller fills the request.
+ * Returns NULL when out of memory. */
+static struct vd_txn *
+txn_new(struct h1c *c, size_t arena_max)
 {
-    /* An exchange with a minimal request so the error goes through the common path (access
-     * log, error body). */
     struct vd_txn *t = calloc(1, sizeof(*t));
     if (!t) {
-        conn_close(c);
-        return;
+        return NULL;
     }
-    vd_arena_init(&t->arena, 4096);
+    vd_arena_init(&t->arena, arena_max);
     t->conf = c->conf;
     t->w = c->w;
     t->front = &h1_front_ops;
@@ -395,8 +394,21 @@ send_early_error(struct h1c *c, int status, const char *why)
     t->client_text = c->peer_text;
     t->client_tls = c->tls;
     t->log = c->log;
-    t->req.version = 11;
     t->stats.start_ns = uv_hrtime();
+    return t;
+}
+
+static void
+send_early_error(struct h1c *c, int status, const char *why)
+{
+    /* An exchange with a minimal request so the error goes through the common path (access
+     * log, error body). */
+    struct vd_txn *t = txn_new(c, 4096);
+    if (!t) {
+        conn_close(c);
+        return;
+    }
+    t->req.version = 11;
     t->stats.bytes_in = c->in.len;
     /* Keep the first line (escaped later by the access log) so operators see what came in. */
     if (c->in.len) {
@@ -459,11 +471,10 @@ static int
 txn_build(struct h1c *c, const struct vd_h1_req_head *h, size_t headlen)
 {
     struct vd_conf *conf = c->conf;
-    struct vd_txn *t = calloc(1, sizeof(*t));
+    struct vd_txn *t = txn_new(c, conf->limits.request_arena + headlen);
     if (!t) {
         return VD_ENOMEM;
     }
-    vd_arena_init(&t->arena, conf->limits.request_arena + headlen);
     /* One copy of the whole head; views are rebased into it. */
     const uint8_t *base = vd_buf_data(&c->in);
     uint8_t *copy = vd_arena_alloc(&t->arena, headlen);
@@ -486,16 +497,7 @@ txn_build(struct h1c *c, const struct vd_h1_req_head *h, size_t headlen)
     t->req.version = (uint8_t)(10 + h->minor);
     t->req.hdrs = hdrs;
     t->req.nhdrs = h->nhdrs;
-    t->conf = conf;
-    t->w = c->w;
-    t->front = &h1_front_ops;
-    t->front_data = c;
-    t->client = &c->peer.sa;
-    t->client_text = c->peer_text;
-    t->client_tls = c->tls;
     t->mode = conf->listeners[c->listener < conf->nlisteners ? c->listener : 0].mode;
-    t->log = c->log;
-    t->stats.start_ns = uv_hrtime();
     t->stats.bytes_in = headlen;
     t->req_trailers = &c->req_trailers;
     c->txn = t;

@@ -267,33 +267,6 @@ fmt_time(char *out, size_t cap)
     return n > 0 ? (size_t)n : 0;
 }
 
-/* JSON string escaping for peer bytes: anything outside printable ASCII, '"' and '\\' becomes
- * \u00HH, so every line stays valid JSON whatever the client sent. */
-static void
-json_escape(char *dst, size_t cap, const uint8_t *src, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        uint8_t ch = src[i];
-        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
-            if (o + 1 >= cap) {
-                break;
-            }
-            dst[o++] = (char)ch;
-        } else {
-            if (o + 6 >= cap) {
-                break;
-            }
-            memcpy(dst + o, "\\u00", 4);
-            dst[o + 4] = hex[ch >> 4];
-            dst[o + 5] = hex[ch & 15];
-            o += 6;
-        }
-    }
-    dst[o] = '\0';
-}
-
 void
 vd_txn_log(struct vd_txn *t)
 {
@@ -303,13 +276,8 @@ vd_txn_log(struct vd_txn *t)
     }
     char tm[40], method[64], target[1024], up[32];
     fmt_time(tm, sizeof(tm));
-    if (w->alog_json) {
-        json_escape(method, sizeof(method), t->req.method.base, t->req.method.len);
-        json_escape(target, sizeof(target), t->req.target.base, t->req.target.len);
-    } else {
-        vd_log_escape(method, sizeof(method), t->req.method.base, t->req.method.len);
-        vd_log_escape(target, sizeof(target), t->req.target.base, t->req.target.len);
-    }
+    vd_log_escape_as(method, sizeof(method), t->req.method.base, t->req.method.len, w->alog_json);
+    vd_log_escape_as(target, sizeof(target), t->req.target.base, t->req.target.len, w->alog_json);
     double total = (double)(uv_hrtime() - t->stats.start_ns) / 1e6;
     const char *reuse = !t->stats.upstream_used ? "-" : t->stats.upstream_reused ? "reused" : "new";
     if (t->stats.upstream_used) {

@@ -32,6 +32,12 @@ test_escape(void **state)
     /* Truncation never splits an escape and always terminates. */
     n = vd_log_escape(out, 5, in, sizeof(in) - 1);
     assert_string_equal(out, "a");
+    /* JSON style: \u00HH, still never cut in half by the cap. */
+    n = vd_log_escape_as(out, sizeof(out), in, 3, true);
+    assert_string_equal(out, "a\\u0022b");
+    assert_int_equal(n, 8);
+    n = vd_log_escape_as(out, 7, in, 3, true);
+    assert_string_equal(out, "a");
 }
 
 static void
