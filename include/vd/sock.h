@@ -77,4 +77,10 @@ VD_MUST_CHECK int vd_sock_connect(uv_loop_t *loop, struct vd_sock *s, const stru
 /* After connect readiness: 0 when connected, else -errno (SO_ERROR). */
 int vd_sock_connect_result(struct vd_sock *s);
 
+#define VD_SOCKADDR_TEXT 48 /* "[ffff:...:ffff]:65535" and its NUL fit */
+
+/* Writes @sa as text into @out (capacity @cap, NUL-terminated): "1.2.3.4:80" / "[::1]:80" with
+ * @port, "1.2.3.4" / "::1" (no brackets) without. Other families give "unix". Returns @out. */
+char *vd_sockaddr_text(const struct sockaddr *sa, bool port, char *out, size_t cap);
+
 #endif

@@ -4,7 +4,6 @@
  * libviaduct. */
 #include "vd/config.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -19,6 +18,7 @@
 #include "vd/err.h"
 #include "vd/log.h"
 #include "vd/proxy.h"
+#include "vd/sock.h"
 #include "vd/tls.h"
 
 int vd_worker_listen_shared(const struct vd_conf_listener *l, struct sockaddr_storage *bound,
@@ -172,20 +172,12 @@ write_ready_file(const char *path, const int *fds, size_t n)
     for (size_t i = 0; i < n; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
-        char ip[INET6_ADDRSTRLEN] = "?";
+        char text[VD_SOCKADDR_TEXT];
         if (getsockname(fds[i], (struct sockaddr *)&ss, &sl) < 0) {
             fclose(f);
             return -errno;
         }
-        if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-            inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-            fprintf(f, "[%s]:%u\n", ip, ntohs(s6->sin6_port));
-        } else {
-            struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-            inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
-            fprintf(f, "%s:%u\n", ip, ntohs(s4->sin_port));
-        }
+        fprintf(f, "%s\n", vd_sockaddr_text((struct sockaddr *)&ss, true, text, sizeof(text)));
     }
     if (fclose(f) != 0 || rename(tmp, path) != 0) {
         return -errno;

@@ -4,10 +4,12 @@
  * owner controls back-pressure exactly, and splice(2) stays possible for tunnels. */
 #include "vd/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -195,4 +197,30 @@ vd_sock_connect_result(struct vd_sock *s)
         return -errno;
     }
     return -err;
+}
+
+char *
+vd_sockaddr_text(const struct sockaddr *sa, bool port, char *out, size_t cap)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+        if (port) {
+            snprintf(out, cap, "%s:%u", ip, ntohs(s4->sin_port));
+        } else {
+            snprintf(out, cap, "%s", ip);
+        }
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+        if (port) {
+            snprintf(out, cap, "[%s]:%u", ip, ntohs(s6->sin6_port));
+        } else {
+            snprintf(out, cap, "%s", ip);
+        }
+    } else {
+        snprintf(out, cap, "unix");
+    }
+    return out;
 }

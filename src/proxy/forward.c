@@ -143,21 +143,6 @@ method_idempotent(struct vd_iov m)
     return false;
 }
 
-static void
-client_ip(const struct sockaddr *sa, char *out, size_t cap, bool *v6)
-{
-    *v6 = false;
-    out[0] = '\0';
-    if (sa->sa_family == AF_INET) {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
-                  (socklen_t)cap);
-    } else if (sa->sa_family == AF_INET6) {
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out,
-                  (socklen_t)cap);
-        *v6 = true;
-    }
-}
-
 /* ---- request head -------------------------------------------------------------------------- */
 
 static int
@@ -219,9 +204,9 @@ build_request_head(struct fwd *f)
         r = add_field(d, name, req->hdrs[i].value);
     }
     if (r == 0 && f->route && f->route->forwarded != VD_FWD_NONE) {
-        char ip[INET6_ADDRSTRLEN];
-        bool v6;
-        client_ip(t->client, ip, sizeof(ip), &v6);
+        char ip[VD_SOCKADDR_TEXT];
+        bool v6 = t->client->sa_family == AF_INET6;
+        vd_sockaddr_text(t->client, false, ip, sizeof(ip));
         const char *proto = t->client_tls ? "https" : "http";
         if (f->route->forwarded == VD_FWD_XFF || f->route->forwarded == VD_FWD_BOTH) {
             if (xff.len) {

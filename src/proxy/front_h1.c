@@ -5,7 +5,6 @@
  * previous response is complete, which keeps responses in order (RFC 9112 §9.3.2). */
 #include "vd/config.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1306,23 +1305,6 @@ vd_txn_req_body_resume(struct vd_txn *t)
 
 /* ---- accept -------------------------------------------------------------------------------- */
 
-static void
-format_peer(const struct sockaddr *sa, char *out, size_t cap)
-{
-    char ip[INET6_ADDRSTRLEN] = "?";
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)sa;
-        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
-        snprintf(out, cap, "%s:%u", ip, ntohs(s4->sin_port));
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
-        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-        snprintf(out, cap, "[%s]:%u", ip, ntohs(s6->sin6_port));
-    } else {
-        snprintf(out, cap, "unix");
-    }
-}
-
 void
 vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener)
 {
@@ -1336,7 +1318,7 @@ vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener)
     if (getpeername(fd, &c->peer.sa, &sl) < 0) {
         c->peer.sa.sa_family = AF_UNSPEC;
     }
-    format_peer(&c->peer.sa, c->peer_text, sizeof(c->peer_text));
+    vd_sockaddr_text(&c->peer.sa, true, c->peer_text, sizeof(c->peer_text));
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (vd_sock_init(&w->loop, &c->sock, fd) < 0) {
