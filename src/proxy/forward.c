@@ -96,15 +96,28 @@ static void fwd_resolve(struct fwd *f);
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
+/* Fields not forwarded as received (RFC 9110 §7.6.1): the hop-by-hop ones, and Content-Length,
+ * which is regenerated from the framing. Lengths are in the table so the per-field loop does no
+ * strlen. */
 static bool
 is_hop_by_hop(struct vd_iov name)
 {
-    static const char *const names[] = {
-        "connection",        "keep-alive", "proxy-connection",    "te",
-        "transfer-encoding", "upgrade",    "proxy-authorization", "proxy-authenticate",
-        "content-length"};
+#define N(s)                                                                                       \
+    {                                                                                              \
+        s, sizeof(s) - 1                                                                           \
+    }
+
+    static const struct {
+        const char *name;
+        size_t len;
+    } names[] = {
+        N("connection"),        N("keep-alive"), N("proxy-connection"),    N("te"),
+        N("transfer-encoding"), N("upgrade"),    N("proxy-authorization"), N("proxy-authenticate"),
+        N("content-length")};
+
+#undef N
     for (size_t i = 0; i < VD_ARRAY_LEN(names); i++) {
-        if (vd_hdr_name_is(name, names[i])) {
+        if (vd__hdr_name_eq(name, names[i].name, names[i].len)) {
             return true;
         }
     }
@@ -128,6 +141,14 @@ named_by_connection(const struct vd_hdr *h, size_t n, struct vd_iov name)
         }
     }
     return false;
+}
+
+/* True when field @name of a message whose fields are @all travels end to end. @has_conn says
+ * whether the message has a Connection field at all (most do not: then no list is scanned). */
+static bool
+end_to_end(const struct vd_hdr *all, size_t n, bool has_conn, struct vd_iov name)
+{
+    return !is_hop_by_hop(name) && !(has_conn && named_by_connection(all, n, name));
 }
 
 static bool
@@ -180,8 +201,7 @@ build_request_head(struct fwd *f)
     vd_dbuf_init(&xff, conf->limits.header_block);
     for (size_t i = 0; i < req->nhdrs && r == 0; i++) {
         struct vd_iov name = req->hdrs[i].name;
-        if (is_hop_by_hop(name) || vd_hdr_name_is(name, "host") ||
-            (has_conn && named_by_connection(req->hdrs, req->nhdrs, name))) {
+        if (!end_to_end(req->hdrs, req->nhdrs, has_conn, name) || vd_hdr_name_is(name, "host")) {
             continue;
         }
         if (vd_hdr_name_is(name, "max-forwards") && mf_method) {
@@ -520,22 +540,19 @@ upc_flush(struct upc *u)
 
 /* ---- response ------------------------------------------------------------------------------ */
 
+/* The body length the response announces for a GET (what HEAD and 304 responses carry in
+ * Content-Length without a body, RFC 9110 §8.6), parsed by the same strict rules as framing;
+ * -1 when there is none or it is not a plain length. */
 static int64_t
-header_length(const struct vd_hdr *h, size_t n)
+announced_length(const struct vd_h1_resp_head *h)
 {
-    const struct vd_hdr *cl = vd_hdr_find(h, n, "content-length");
-    if (!cl || cl->value.len == 0 || cl->value.len > 18) {
+    struct vd_framing gf;
+    const char *why;
+    if (vd_http_resp_framing(h->hdrs, h->nhdrs, 200, false, false, &gf, &why) < 0 ||
+        gf.kind != VD_BODY_LENGTH) {
         return -1;
     }
-    int64_t v = 0;
-    for (size_t i = 0; i < cl->value.len; i++) {
-        uint8_t ch = cl->value.base[i];
-        if (ch < '0' || ch > '9') {
-            return -1;
-        }
-        v = v * 10 + (ch - '0');
-    }
-    return v;
+    return (int64_t)gf.length;
 }
 
 /* Completes the exchange: the upstream goes back to the pool (or is closed), then the front
@@ -683,7 +700,7 @@ filter_response_head(struct fwd *f, const struct vd_h1_resp_head *h, struct vd_r
     bool has_conn = vd_hdr_find(h->hdrs, h->nhdrs, "connection") != NULL;
     for (size_t i = 0; i < h->nhdrs; i++) {
         struct vd_iov name = h->hdrs[i].name;
-        if (is_hop_by_hop(name) || (has_conn && named_by_connection(h->hdrs, h->nhdrs, name))) {
+        if (!end_to_end(h->hdrs, h->nhdrs, has_conn, name)) {
             continue;
         }
         char *nm = vd_arena_dup(&t->arena, name.base, name.len);
@@ -764,11 +781,17 @@ fwd_parse_head(struct fwd *f)
                 fwd_fail(f, 502, "upstream switched protocols without an Upgrade request");
                 return -1;
             }
-            /* RFC 9110 §15.2: 1xx responses pass through to HTTP/1.1 clients. */
-            struct vd_hdr keep[64];
+            /* RFC 9110 §15.2: 1xx responses pass through to HTTP/1.1 clients, with the same
+             * end-to-end filtering as final responses and every field kept. */
+            struct vd_hdr *keep = vd_arena_alloc(&t->arena, sizeof(*keep) * (h.nhdrs + 1));
+            if (!keep) {
+                fwd_fail(f, 502, "out of memory for an interim response");
+                return -1;
+            }
+            bool has_conn = vd_hdr_find(h.hdrs, h.nhdrs, "connection") != NULL;
             size_t nk = 0;
-            for (size_t i = 0; i < h.nhdrs && nk < VD_ARRAY_LEN(keep); i++) {
-                if (!is_hop_by_hop(h.hdrs[i].name)) {
+            for (size_t i = 0; i < h.nhdrs; i++) {
+                if (end_to_end(h.hdrs, h.nhdrs, has_conn, h.hdrs[i].name)) {
                     keep[nk++] = h.hdrs[i];
                 }
             }
@@ -813,7 +836,7 @@ fwd_parse_head(struct fwd *f)
             break;
         case VD_BODY_NONE:
             /* HEAD and 304 keep the length the origin announced (RFC 9110 §8.6). */
-            resp.length = (f->head_method || h.status == 304) ? header_length(h.hdrs, h.nhdrs)
+            resp.length = (f->head_method || h.status == 304) ? announced_length(&h)
                                                               : (h.status == 204 ? -1 : 0);
             break;
         default:

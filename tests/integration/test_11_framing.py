@@ -258,6 +258,21 @@ def test_early_hints_relayed(proxy, make_origin):
     assert r.status == 200 and r.body == b"page"
 
 
+def test_early_hints_every_field_relayed(proxy, make_origin):
+    """A 103 keeps every end-to-end field (80 Link lines, more than any fixed array) and drops
+    hop-by-hop ones, including a field named by its Connection field, as final responses do."""
+    links = ["</r%d.js>; rel=preload; as=script" % i for i in range(80)]
+    hints = (b"HTTP/1.1 103 Early Hints\r\nConnection: x-hop\r\nX-Hop: secret\r\n" +
+             b"".join(b"Link: %s\r\n" % l.encode() for l in links) + b"\r\n")
+    o = make_origin(hints + build_response(200, b"page"))
+    with proxy.connect() as c:
+        r = c.exchange("GET", "http://origin.test:%d/" % o.port)
+    assert [s for s, _, _ in r.interim] == [103]
+    assert r.interim[0][2].all("link") == links
+    assert r.interim[0][2].all("x-hop") == [] and r.interim[0][2].all("connection") == []
+    assert r.status == 200 and r.body == b"page"
+
+
 @pytest.mark.parametrize("name,resp", [
     ("te_and_cl", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
                   b"5\r\nhello\r\n0\r\n\r\n"),
