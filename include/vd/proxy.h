@@ -169,6 +169,15 @@ enum {
 VD_MUST_CHECK int vd_worker_init(struct vd_worker *w, unsigned id, struct vd_conf *conf,
                                  const struct vd_worker_shared *sh, char *err, size_t errlen);
 
+/* Binds and listens on the first socket of a listener, on the main thread, so that port 0
+ * becomes a real port that every worker then shares through SO_REUSEPORT (worker 0 takes a dup
+ * of it, the others bind their own to the same address). Returns the fd or -errno. */
+int vd_worker_listen_shared(const struct vd_conf_listener *l);
+
+/* Sets the access log of @w: @fd (not owned; -1 for none), text or JSON lines, flushed from the
+ * worker's buffer every second and at 16 KiB. Call before the worker thread starts. */
+void vd_worker_set_access_log(struct vd_worker *w, int fd, bool json);
+
 /* Thread body: runs the loop until drained. */
 void vd_worker_run(void *arg);
 

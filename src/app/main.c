@@ -21,10 +21,6 @@
 #include "vd/sock.h"
 #include "vd/tls.h"
 
-int vd_worker_listen_shared(const struct vd_conf_listener *l, struct sockaddr_storage *bound,
-                            socklen_t *blen);
-void vd_worker_set_access_log(struct vd_worker *w, int fd, bool json);
-
 #define MAX_CLI_LISTENERS 32
 
 struct app {
@@ -330,9 +326,7 @@ main(int argc, char **argv)
             fprintf(stderr, "viaduct: listener %s: %s\n", l->addr_text, err);
             goto out;
         }
-        struct sockaddr_storage bound;
-        socklen_t bl;
-        int fd = vd_worker_listen_shared(l, &bound, &bl);
+        int fd = vd_worker_listen_shared(l);
         if (fd < 0) {
             fprintf(stderr, "viaduct: cannot listen on %s: %s\n", l->addr_text, vd_strerror(fd));
             goto out;

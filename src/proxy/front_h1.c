@@ -1297,12 +1297,6 @@ static const struct vd_front_ops h1_front_ops = {
     .abort = fo_abort,
 };
 
-void
-vd_txn_req_body_resume(struct vd_txn *t)
-{
-    t->front->req_body_pause(t, false);
-}
-
 /* ---- accept -------------------------------------------------------------------------------- */
 
 void

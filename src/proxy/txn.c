@@ -56,6 +56,12 @@ vd_txn_respond_error(struct vd_txn *t, int status, const char *detail, bool clos
     t->front->send_end(t, NULL);
 }
 
+void
+vd_txn_req_body_resume(struct vd_txn *t)
+{
+    t->front->req_body_pause(t, false);
+}
+
 static bool
 method_is(const struct vd_txn *t, const char *m)
 {

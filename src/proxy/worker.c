@@ -72,26 +72,10 @@ listen_socket(const struct vd_conf_listener *l, const struct sockaddr_storage *s
     return fd;
 }
 
-int vd_worker_listen_shared(const struct vd_conf_listener *l, struct sockaddr_storage *bound,
-                            socklen_t *blen);
-
-/* Binds the first socket of a listener on the main thread, so that port 0 becomes a real port
- * that every worker then shares through SO_REUSEPORT. Returns the fd or -errno. */
 int
-vd_worker_listen_shared(const struct vd_conf_listener *l, struct sockaddr_storage *bound,
-                        socklen_t *blen)
+vd_worker_listen_shared(const struct vd_conf_listener *l)
 {
-    int fd = listen_socket(l, &l->addr, l->addrlen);
-    if (fd < 0) {
-        return fd;
-    }
-    *blen = sizeof(*bound);
-    if (getsockname(fd, (struct sockaddr *)bound, blen) < 0) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
-    return fd;
+    return listen_socket(l, &l->addr, l->addrlen);
 }
 
 static void
