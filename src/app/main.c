@@ -156,12 +156,12 @@ on_term(uv_signal_t *s, int sig)
     uv_close((uv_handle_t *)&a->sig_int, NULL);
 }
 
+/* Writes each listener's bound "ADDR:PORT" to @path (a temporary name: the caller renames it
+ * into place once the process is ready, so readers never see a partial file). */
 static int
 write_ready_file(const char *path, const int *fds, size_t n)
 {
-    char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
+    FILE *f = fopen(path, "w");
     if (!f) {
         return -errno;
     }
@@ -175,7 +175,7 @@ write_ready_file(const char *path, const int *fds, size_t n)
         }
         fprintf(f, "%s\n", vd_sockaddr_text((struct sockaddr *)&ss, true, text, sizeof(text)));
     }
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+    if (fclose(f) != 0) {
         return -errno;
     }
     return 0;
@@ -357,7 +357,7 @@ main(int argc, char **argv)
      * main thread still holds the sockets. */
     char ready_tmp[4096] = "";
     if (ready_file) {
-        snprintf(ready_tmp, sizeof(ready_tmp), "%s.pending", ready_file);
+        snprintf(ready_tmp, sizeof(ready_tmp), "%s.tmp", ready_file);
         int r = write_ready_file(ready_tmp, sh.listen_fds, sh.nlisteners);
         if (r < 0) {
             fprintf(stderr, "viaduct: cannot write %s: %s\n", ready_file, vd_strerror(r));

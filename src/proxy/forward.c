@@ -62,6 +62,7 @@ struct fwd {
     uint16_t port;
     bool tls;
     char *sni;
+    char key[320]; /* pool key "host:port:tls:sni", formatted once */
     enum fwd_state state;
     struct vd_resolve_query *q;
     struct vd_addrs addrs;
@@ -1093,20 +1094,28 @@ upc_new(struct vd_worker *w, const char *key, bool tls)
     return u;
 }
 
+/* Takes an idle pooled connection to the same origin and starts the request on it. Returns false
+ * when there is none. */
+static bool
+fwd_use_pooled(struct fwd *f)
+{
+    struct upc *u = pool_take(f->t->w, f->key);
+    if (!u) {
+        return false;
+    }
+    u->f = f;
+    f->u = u;
+    fwd_start_request(f);
+    return true;
+}
+
 static void
 fwd_connect_next(struct fwd *f)
 {
     struct vd_worker *w = f->t->w;
-    char key[320];
-    snprintf(key, sizeof(key), "%s:%u:%d:%s", f->host, f->port, f->tls, f->sni ? f->sni : "");
-    if (!f->retried) {
-        struct upc *u = pool_take(w, key);
-        if (u) {
-            u->f = f;
-            f->u = u;
-            fwd_start_request(f);
-            return;
-        }
+    /* A connection may have gone idle while we resolved; a retry wants a fresh one. */
+    if (!f->retried && fwd_use_pooled(f)) {
+        return;
     }
     if (f->ai >= f->addrs.n) {
         fwd_fail(f, 502, "no upstream address left to try");
@@ -1121,7 +1130,7 @@ fwd_connect_next(struct fwd *f)
         ((struct sockaddr_in6 *)&sa)->sin6_port = htons(f->port);
         sl = sizeof(struct sockaddr_in6);
     }
-    struct upc *u = upc_new(w, key, f->tls);
+    struct upc *u = upc_new(w, f->key, f->tls);
     if (!u) {
         fwd_fail(f, 502, "out of memory for an upstream connection");
         return;
@@ -1305,14 +1314,9 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
         vd_txn_respond_error(t, 431, "request head too large to forward", true);
         return;
     }
+    snprintf(f->key, sizeof(f->key), "%s:%u:%d:%s", f->host, f->port, f->tls, f->sni ? f->sni : "");
     /* A pooled connection needs no DNS. */
-    char key[320];
-    snprintf(key, sizeof(key), "%s:%u:%d:%s", f->host, f->port, f->tls, f->sni ? f->sni : "");
-    struct upc *u = pool_take(t->w, key);
-    if (u) {
-        u->f = f;
-        f->u = u;
-        fwd_start_request(f);
+    if (fwd_use_pooled(f)) {
         return;
     }
     fwd_resolve(f);

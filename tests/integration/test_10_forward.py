@@ -315,3 +315,20 @@ def test_response_status_and_fields_relayed(proxy, make_origin):
     assert (r.status, r.body) == (404, b"nope")
     assert r.headers.all("set-cookie") == ["a=1", "b=2"]
     assert r.header("x-a") == "1"
+
+
+def test_date_added_only_when_missing(proxy, make_origin):
+    """RFC 9110 §6.6.1: a recipient with a clock adds Date (IMF-fixdate, now) to a response it
+    forwards without one, and leaves an origin's Date exactly as it was."""
+    import email.utils
+    import time
+    o = make_origin([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno",
+                     b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+                     b"Content-Length: 3\r\n\r\nyes"])
+    with proxy.connect() as c:
+        r1 = c.exchange("GET", url(o, "/1"))
+        r2 = c.exchange("GET", url(o, "/2"))
+    (d1,) = r1.headers.all("date")
+    assert d1.endswith(" GMT") and len(d1) == 29, d1
+    assert abs(email.utils.parsedate_to_datetime(d1).timestamp() - time.time()) < 5
+    assert r2.headers.all("date") == ["Sun, 06 Nov 1994 08:49:37 GMT"]
