@@ -35,7 +35,6 @@ struct vd_req {
 /* A response head on its way to the front. */
 struct vd_resp {
     int status;
-    uint8_t version; /* version of the upstream message (for Via) */
     struct vd_hdr *hdrs;
     size_t nhdrs;
     bool has_body;  /* false for HEAD, 1xx, 204, 304 */
@@ -144,7 +143,6 @@ struct vd_worker {
     struct vd_list conns; /* client connections */
     size_t nconns;
     struct vd_list idle_upstreams; /* pooled upstream connections, most recent first */
-    size_t nidle;
     uint64_t next_conn_id;
     struct vd_hdr *hdr_scratch; /* head parsing scratch shared by the worker's connections */
     size_t hdr_scratch_cap;

@@ -396,7 +396,6 @@ upc_close(struct upc *u)
     }
     if (u->idle) {
         vd_list_remove(&u->link);
-        u->w->nidle--;
         u->idle = false;
     }
     u->f = NULL;
@@ -438,7 +437,6 @@ upc_release(struct upc *u, bool reusable)
     u->used_before = true;
     u->idle = true;
     vd_list_insert_head(&w->idle_upstreams, &u->link);
-    w->nidle++;
     uv_timer_start(&u->timer, upc_idle_timeout, w->conf->upstream.pool_idle_timeout, 0);
     /* Watch for the origin closing the idle connection. */
     vd_sock_arm(&u->sock, VD_WANT_READ);
@@ -460,7 +458,6 @@ pool_take(struct vd_worker *w, const char *key)
         struct upc *u = VD_CONTAINER_OF(n, struct upc, link);
         if (strcmp(u->key, key) == 0) {
             vd_list_remove(&u->link);
-            w->nidle--;
             u->idle = false;
             uv_timer_stop(&u->timer);
             return u;
@@ -825,7 +822,7 @@ fwd_parse_head(struct fwd *f)
             }
         }
         f->up_keepalive = ka && rf.kind != VD_BODY_CLOSE;
-        struct vd_resp resp = {.status = h.status, .version = (uint8_t)(10 + h.minor)};
+        struct vd_resp resp = {.status = h.status};
         if (filter_response_head(f, &h, &resp) < 0) {
             fwd_fail(f, 502, "out of memory for the response head");
             return -1;

@@ -34,7 +34,6 @@ vd_txn_respond_error(struct vd_txn *t, int status, const char *detail, bool clos
     bool head = t->req.method.len == 4 && memcmp(t->req.method.base, "HEAD", 4) == 0;
     struct vd_resp resp = {
         .status = status,
-        .version = 11,
         .hdrs = hdrs,
         .nhdrs = 2,
         .has_body = !head,
