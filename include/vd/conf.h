@@ -100,6 +100,75 @@ struct vd_conf_resolver {
     uint32_t cache_size;    /* entries per worker, default 4096 */
 };
 
+/* An address range: family AF_INET or AF_INET6; AF_UNSPEC means every address. IPv4 ranges
+ * also match IPv4-mapped IPv6 addresses. */
+struct vd_conf_cidr {
+    struct sockaddr_storage net;
+    unsigned prefix;
+};
+
+struct vd_conf_port_range {
+    uint16_t lo, hi; /* inclusive */
+};
+
+/* One access rule: allow or deny when every condition given holds (an empty list is "any").
+ * Name lists hold lowercase names; "*.example.com" matches any name ending in ".example.com"
+ * (not example.com itself). See docs/configuration.md, "access". */
+struct vd_conf_rule {
+    bool allow;
+    char *name;                   /* "name:" as written, else "access[N]" (N from 0) */
+    struct vd_conf_cidr *clients; /* client address */
+    size_t nclients;
+    char **users; /* authenticated user names; "*" = any authenticated user */
+    size_t nusers;
+    char **methods; /* exact, case-sensitive method tokens */
+    size_t nmethods;
+    char **dest_hosts; /* destination host (CONNECT target, absolute URI host, or route host) */
+    size_t ndest_hosts;
+    struct vd_conf_cidr *dest_nets; /* destination address, known after DNS resolution */
+    size_t ndest_nets;
+    struct vd_conf_port_range *dest_ports;
+    size_t ndest_ports;
+    char **declared; /* protocol the client declared: Upgrade token (CONNECT or Upgrade) */
+    size_t ndeclared;
+    char **protocols; /* protocol observed in a tunnel: tls ssh http imap smtp pop3 ftp unknown */
+    size_t nprotocols;
+    char **snis; /* SNI of the tunnel's TLS ClientHello; "" = a ClientHello without SNI */
+    size_t nsnis;
+    char **alpns; /* any ALPN id offered in the ClientHello */
+    size_t nalpns;
+    int sni_mismatch;      /* -1 any; 1: matches when the SNI differs from the CONNECT host */
+    int declared_mismatch; /* -1 any; 1: matches when the observed protocol is known and differs
+                            * from the declared one */
+};
+
+struct vd_conf_tunnel {
+    uint64_t idle_timeout;    /* ms, default 3600000: no byte either way, then both sides close */
+    bool splice;              /* default true: splice(2) between plain TCP ends */
+    uint32_t sniff_bytes;     /* default 16384: client bytes held while a rule waits for them */
+    uint64_t sniff_timeout;   /* ms, default 10000: a rule waiting for the first bytes gives up */
+    char **upgrade_protocols; /* Upgrade tokens relayed (lowercase); default {"websocket"} */
+    size_t nupgrade_protocols;
+};
+
+struct vd_auth; /* src/auth: users, verified-credential cache, failure throttle */
+
+enum vd_auth_fail_mode {
+    VD_AUTH_FAIL_DELAY,  /* over the limit: each 407 is answered after fail_delay */
+    VD_AUTH_FAIL_REFUSE, /* over the limit: 429 with Retry-After, credentials not checked */
+};
+
+struct vd_conf_auth {
+    char *htpasswd;       /* NULL: no proxy authentication */
+    char *realm;          /* default "viaduct" */
+    uint64_t cache_ttl;   /* ms a verified credential is trusted, default 300000; 0: no cache */
+    uint32_t fail_limit;  /* failures per client address within fail_window, default 10; 0: off */
+    uint64_t fail_window; /* ms, default 60000 */
+    enum vd_auth_fail_mode fail_mode; /* default delay */
+    uint64_t fail_delay;              /* ms, default 2000 */
+    struct vd_auth *db;               /* loaded from htpasswd; owned by the snapshot */
+};
+
 enum vd_access_format {
     VD_ALOG_TEXT,
     VD_ALOG_JSON,
@@ -131,8 +200,12 @@ struct vd_conf {
     struct vd_conf_upstream upstream;
     struct vd_conf_resolver resolver;
     struct vd_conf_log log;
-    uint16_t *connect_ports; /* reserved for the tunnel issue: allowed CONNECT ports */
+    uint16_t *connect_ports; /* allowed CONNECT ports, sorted, unique; default {443} */
     size_t nconnect_ports;
+    struct vd_conf_rule *rules; /* access rules (src/conf/access.c); first match wins */
+    size_t nrules;
+    struct vd_conf_tunnel tunnel;
+    struct vd_conf_auth auth;
 };
 
 /* Returns a snapshot with every default: one forward listener on 127.0.0.1:3128, ACL allowing
