@@ -3,6 +3,8 @@
 # Runs viaduct side by side with the established proxies through the team's reference harness
 # (../shared/bench/run.sh), in one invocation, so ratios and CPU per request compare directly.
 #   bench/run.sh                       forward + reverse 1 KiB and 64 KiB, idle connections
+#   bench/run.sh --products viaduct,trafficserver,squid,tinyproxy --scenarios d --label tunnel
+#                                      CONNECT tunnel, 2 GiB origin->client (MB/s, CPU s/GiB)
 #   bench/run.sh --scenarios a --sizes 1k --label quick      any run.sh option passes through
 # Needs: make (release build in build/), ../shared/bench/install.sh run once (as root).
 set -eu
@@ -12,7 +14,7 @@ harness=${VIADUCT_HARNESS:-$root/../shared/bench}
 [ -x "$root/build/viaduct" ] || { echo "build first: make build" >&2; exit 1; }
 export VIADUCT_BIN="$root/build/viaduct"
 export VIADUCT_CMD="exec $here/viaduct-bench.sh"
-export VIADUCT_SCENARIOS=${VIADUCT_SCENARIOS:-"fwd rev idle"}
+export VIADUCT_SCENARIOS=${VIADUCT_SCENARIOS:-"fwd rev tunnel idle"}
 export VIADUCT_IDLE_MODE=fwd
 args=("$@")
 if [ ${#args[@]} -eq 0 ]; then

@@ -22,7 +22,9 @@ upstream:
   pool_idle_timeout: 300s"
 case "$MODE" in
   fwd)
-    printf '%s\nlisteners:\n  - address: 127.0.0.1:%s\n    mode: forward\n' "$common" "$PORT" >"$conf"
+    # Tunnel runs use fwd mode: the harness's source listens on a random port.
+    printf '%s\nlisteners:\n  - address: 127.0.0.1:%s\n    mode: forward\nconnect:\n  ports: ["1-65535"]\n' \
+      "$common" "$PORT" >"$conf"
     ;;
   rev|hit)
     printf '%s\nlisteners:\n  - address: 127.0.0.1:%s\n    mode: reverse\nroutes:\n  - upstream: http://127.0.0.1:%s\n    forwarded: none\n' \

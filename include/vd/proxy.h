@@ -13,6 +13,7 @@
 #include "vd/log.h"
 #include "vd/resolve.h"
 #include "vd/tls.h"
+#include "vd/tunnel.h"
 
 struct vd_txn;
 struct vd_worker;
@@ -40,6 +41,7 @@ struct vd_resp {
     bool has_body;  /* false for HEAD, 1xx, 204, 304 */
     int64_t length; /* body length when known, else -1 */
     bool close;     /* the front closes the connection after this response */
+    bool tunnel;    /* 2xx to CONNECT or 101: no framing fields; the front->tunnel call follows */
 };
 
 /* What a front session provides to the handler of one of its transactions. Write calls accept
@@ -56,6 +58,16 @@ struct vd_front_ops {
     /* The response cannot be completed: the front resets the stream (h1: closes the
      * connection so the client sees an incomplete message). */
     void (*abort)(struct vd_txn *t);
+    /* After a send_head with resp->tunnel: stops HTTP processing on the client connection and
+     * fills @end with its socket, the bytes read past the request head (early) and the head
+     * bytes not yet written (unsent). The views stay valid until the same call with @end NULL,
+     * which the handler makes once vd_tunnel_start has copied them. Returns 0, or VD_ENOTIMPL
+     * when this front cannot give up its connection. */
+    int (*tunnel)(struct vd_txn *t, struct vd_tunnel_end *end);
+    /* The tunnel is over and the socket is the front's again: closes the client connection
+     * (the tunnel already set an abortive close when it ended with a reset), logs and frees
+     * the exchange. No front call may follow. */
+    void (*tunnel_end)(struct vd_txn *t);
 };
 
 /* A handler produces the response for one transaction. */
@@ -79,6 +91,14 @@ struct vd_txn_stats {
     bool upstream_reused;
     uint64_t bytes_in;  /* request bytes from the client (head + body on the wire) */
     uint64_t bytes_out; /* response bytes to the client */
+    /* Tunnels (CONNECT, Upgrade): relayed payload and what was seen inside; NULLs when none. */
+    bool tunnel;
+    uint64_t tun_up, tun_down; /* client to server, server to client */
+    const char *tun_proto;     /* observed protocol ("tls", "ssh", ... "unknown") */
+    const char *tun_sni;       /* arena */
+    const char *tun_alpn;      /* arena, comma-separated */
+    const char *tun_end;       /* "closed", "reset", "idle", "denied", "nomem" */
+    const char *deny_rule;     /* a rule that refused the tunnel after its first bytes */
 };
 
 struct vd_txn {
@@ -98,6 +118,9 @@ struct vd_txn {
     int status; /* final status sent, 0 before */
     bool resp_started;
     const struct vd_dbuf *req_trailers; /* trailer lines of a chunked request, when complete */
+    const char *user;                   /* authenticated proxy user (arena), NULL when none */
+    const char *declared;               /* Upgrade token of a CONNECT/Upgrade request (arena) */
+    bool access_pending; /* rules wait on the destination address: the handler checks it */
     struct vd_txn_stats stats;
 };
 
@@ -109,6 +132,9 @@ void vd_txn_start(struct vd_txn *t);
 /* Sends a complete proxy-generated error/short response: status, a text body "STATUS REASON:
  * DETAIL\n", Content-Type text/plain. @close asks the front to close after it. */
 void vd_txn_respond_error(struct vd_txn *t, int status, const char *detail, bool close);
+/* The same with up to two extra header fields (Proxy-Authenticate, Retry-After). */
+void vd_txn_respond_with(struct vd_txn *t, int status, const struct vd_hdr *extra, size_t nextra,
+                         const char *detail, bool close);
 
 /* Handler back-pressure release: the front resumes delivering request body. */
 void vd_txn_req_body_resume(struct vd_txn *t);
@@ -120,6 +146,30 @@ void vd_txn_log(struct vd_txn *t);
 /* Handlers. */
 void vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
                       const struct vd_conf_route *route);
+/* CONNECT (RFC 9110 §9.3.6) to @host:@port, already allowed by the port list and by the rules
+ * decidable from the request alone; @verdict tells whether rules still wait on the address or
+ * the tunnel's first bytes (VD_ACCESS_PENDING). */
+void vd_connect_start(struct vd_txn *t, const char *host, uint16_t port, int verdict);
+
+/* Fills the access facts of @t as known from its request (client, user, method, destination
+ * @host/@port, declared protocol). */
+struct vd_access_facts;
+void vd_txn_facts(const struct vd_txn *t, const char *host, uint16_t port, bool tunnel,
+                  struct vd_access_facts *f);
+/* Applies the rules that test the destination address to each of @addrs: denied ones are
+ * removed. Returns VD_ACCESS_DENY when none is left (*@deny: the rule), VD_ACCESS_PENDING when
+ * a rule still waits on a tunnel's first bytes, else VD_ACCESS_ALLOW. */
+struct vd_addrs;
+int vd_txn_check_addrs(struct vd_txn *t, const char *host, uint16_t port, bool tunnel,
+                       struct vd_addrs *addrs, const struct vd_conf_rule **deny);
+/* Copies a finished tunnel's figures and classification into @t for the access log. */
+void vd_txn_tunnel_stats(struct vd_txn *t, const struct vd_tunnel_stats *st);
+/* Proxy authentication (Basic, RFC 7617) of a forward-proxy request: on success sets t->user
+ * and calls @next (maybe later, after the password hash ran on the thread pool); otherwise
+ * answers 407 (or 429 when the client address is throttled). */
+void vd_txn_auth(struct vd_txn *t, void (*next)(struct vd_txn *t));
+/* Answers 403 naming @rule (NULL: no rule matched) and logs it. */
+void vd_txn_deny(struct vd_txn *t, const struct vd_conf_rule *rule);
 
 /* Workers. */
 struct vd_worker_shared {

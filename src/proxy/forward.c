@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vd/access.h"
 #include "vd/err.h"
 #include "vd/h1.h"
 #include "vd/proxy.h"
@@ -50,6 +51,7 @@ enum fwd_state {
     F_HANDSHAKE,
     F_SENDING, /* head (and body) being sent; response may already arrive */
     F_BODY,    /* response body streaming */
+    F_TUNNEL,  /* 101: both connections belong to a tunnel */
     F_DONE,
 };
 
@@ -76,6 +78,8 @@ struct fwd {
     bool got_bytes;    /* any response byte arrived */
     bool up_keepalive; /* the origin allows reuse */
     bool paused_by_front;
+    bool upgrade;          /* Upgrade request forwarded with Connection: upgrade (RFC 9110 §7.8) */
+    struct vd_tunnel *tn;  /* after a 101 */
     struct vd_framing rf; /* response framing */
     uint64_t remain;
     struct vd_chunked chk;
@@ -94,6 +98,7 @@ static void fwd_connect_next(struct fwd *f);
 static bool fwd_send(struct fwd *f);
 static void fwd_read(struct fwd *f);
 static void fwd_resolve(struct fwd *f);
+static void fwd_switch(struct fwd *f, const struct vd_h1_resp_head *h, size_t headlen);
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
@@ -257,6 +262,16 @@ build_request_head(struct fwd *f)
     }
     if (r == 0 && conf->via_enabled && conf->via) {
         r = vd_dbuf_addf(d, "Via: %d.%d %s\r\n", req->version / 10, req->version % 10, conf->via);
+    }
+    if (r == 0 && f->upgrade) {
+        /* The one exception to hop-by-hop removal: an allowed Upgrade travels with its
+         * Connection option, so the next hop can switch too. */
+        r = vd_dbuf_add(d, "Connection: upgrade\r\n", 21);
+        for (size_t i = 0; i < req->nhdrs && r == 0; i++) {
+            if (vd_hdr_name_is(req->hdrs[i].name, "upgrade")) {
+                r = add_field(d, VD_IOV_LIT("Upgrade"), req->hdrs[i].value);
+            }
+        }
     }
     if (r == 0) {
         switch (req->framing.kind) {
@@ -690,7 +705,7 @@ filter_response_head(struct fwd *f, const struct vd_h1_resp_head *h, struct vd_r
     struct vd_txn *t = f->t;
     const struct vd_conf *conf = t->conf;
     /* One copy of the kept fields into the arena: the input buffer will be reused. */
-    struct vd_hdr *out = vd_arena_alloc(&t->arena, sizeof(*out) * (h->nhdrs + 2));
+    struct vd_hdr *out = vd_arena_alloc(&t->arena, sizeof(*out) * (h->nhdrs + 4));
     if (!out) {
         return VD_ENOMEM;
     }
@@ -776,7 +791,11 @@ fwd_parse_head(struct fwd *f)
         }
         if (h.status < 200) {
             if (h.status == 101) {
-                fwd_fail(f, 502, "upstream switched protocols without an Upgrade request");
+                if (!f->upgrade) {
+                    fwd_fail(f, 502, "upstream switched protocols without an Upgrade request");
+                } else {
+                    fwd_switch(f, &h, (size_t)r);
+                }
                 return -1;
             }
             /* RFC 9110 §15.2: 1xx responses pass through to HTTP/1.1 clients, with the same
@@ -854,6 +873,114 @@ fwd_parse_head(struct fwd *f)
         f->resp_head_sent = true;
         f->state = F_BODY;
         return 1;
+    }
+}
+
+/* ---- Upgrade (RFC 9110 §7.8, RFC 6455) --------------------------------------------------- */
+
+/* An HTTP/1.1 request without a body that asks, with Connection: upgrade, for a protocol the
+ * configuration relays (tunnel.upgrade_protocols). Others lose their Upgrade field like any
+ * hop-by-hop field and are forwarded as ordinary requests. */
+static bool
+wants_upgrade(const struct vd_txn *t)
+{
+    if (!t->declared || t->req.version < 11 || t->req.framing.kind != VD_BODY_NONE) {
+        return false;
+    }
+    bool conn_upgrade = false;
+    for (size_t i = 0; i < t->req.nhdrs && !conn_upgrade; i++) {
+        if (vd_hdr_name_is(t->req.hdrs[i].name, "connection")) {
+            conn_upgrade = vd_list_has(t->req.hdrs[i].value, "upgrade");
+        }
+    }
+    if (!conn_upgrade) {
+        return false;
+    }
+    const struct vd_conf_tunnel *tc = &t->conf->tunnel;
+    for (size_t i = 0; i < tc->nupgrade_protocols; i++) {
+        if (strcmp(tc->upgrade_protocols[i], t->declared) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void
+fwd_tunnel_done(void *arg, const struct vd_tunnel_stats *st)
+{
+    struct fwd *f = arg;
+    struct vd_txn *t = f->t;
+    f->tn = NULL;
+    vd_txn_tunnel_stats(t, st);
+    t->stats.tun_proto = t->declared;
+    struct upc *u = f->u;
+    f->u = NULL;
+    u->f = NULL;
+    upc_close(u);
+    fwd_detach(f);
+    t->front->tunnel_end(t);
+}
+
+/* A 101 to an Upgrade request: the client gets the 101 with the origin's Upgrade, then both
+ * connections become a tunnel. Bytes the origin sent after its 101 go to the client first. */
+static void
+fwd_switch(struct fwd *f, const struct vd_h1_resp_head *h, size_t headlen)
+{
+    struct vd_txn *t = f->t;
+    struct upc *u = f->u;
+    const struct vd_hdr *up = vd_hdr_find(h->hdrs, h->nhdrs, "upgrade");
+    if (!up) {
+        fwd_fail(f, 502, "upstream sent 101 without an Upgrade field");
+        return;
+    }
+    t->stats.upstream_ns = uv_hrtime() - f->t0;
+    struct vd_resp resp = {.status = 101, .length = -1, .tunnel = true};
+    if (filter_response_head(f, h, &resp) < 0) {
+        fwd_fail(f, 502, "out of memory for the response head");
+        return;
+    }
+    struct vd_hdr *hd = (struct vd_hdr *)resp.hdrs;
+    char *uv = vd_arena_dup(&t->arena, up->value.base, up->value.len);
+    if (!uv) {
+        fwd_fail(f, 502, "out of memory for the response head");
+        return;
+    }
+    hd[resp.nhdrs++] = (struct vd_hdr){VD_IOV_LIT("Connection"), VD_IOV_LIT("upgrade")};
+    hd[resp.nhdrs++] = (struct vd_hdr){VD_IOV_LIT("Upgrade"), {(const uint8_t *)uv, up->value.len}};
+    vd_buf_consume(&u->in, (uint32_t)headlen);
+    struct vd_tunnel_end client;
+    if (t->front->send_head(t, &resp) < 0 || t->front->tunnel(t, &client) < 0) {
+        fwd_fail(f, 502, "cannot switch the client connection to a tunnel");
+        return;
+    }
+    f->resp_head_sent = true;
+    f->state = F_TUNNEL;
+    uv_timer_stop(&u->timer);
+    struct vd_tunnel_end server = {
+        .sock = &u->sock,
+        .early = {u->in.base ? vd_buf_data(&u->in) : NULL, u->in.len},
+        .unsent = {(const uint8_t *)u->out.p + u->out_off, u->out.len - u->out_off},
+    };
+    const struct vd_conf_tunnel *tc = &t->conf->tunnel;
+    struct vd_tunnel_opts o = {
+        .idle_ms = tc->idle_timeout,
+        .splice = tc->splice,
+        .sniff_bytes = tc->sniff_bytes,
+        .sniff_timeout = tc->sniff_timeout,
+    };
+    static const struct vd_tunnel_cbs cbs = {.on_done = fwd_tunnel_done};
+    f->tn = vd_tunnel_start(&t->w->loop, &client, &server, &o, &cbs, f);
+    t->front->tunnel(t, NULL);
+    vd_buf_release(&u->in);
+    vd_dbuf_reset(&u->out);
+    u->out_off = 0;
+    if (!f->tn) {
+        vd_log(VD_LOG_ERR, &t->log, "out of memory for a tunnel");
+        f->u = NULL;
+        u->f = NULL;
+        upc_close(u);
+        fwd_detach(f);
+        t->front->tunnel_end(t);
     }
 }
 
@@ -1111,7 +1238,7 @@ fwd_connect_next(struct fwd *f)
 {
     struct vd_worker *w = f->t->w;
     /* A connection may have gone idle while we resolved; a retry wants a fresh one. */
-    if (!f->retried && fwd_use_pooled(f)) {
+    if (!f->retried && !f->t->access_pending && fwd_use_pooled(f)) {
         return;
     }
     if (f->ai >= f->addrs.n) {
@@ -1174,6 +1301,17 @@ resolved(void *arg, int status, const struct vd_addrs *addrs)
     }
     f->addrs = *addrs;
     f->ai = 0;
+    if (f->t->access_pending) {
+        /* Rules that test the destination address (an SSRF guard) are decided here. */
+        const struct vd_conf_rule *deny = NULL;
+        if (vd_txn_check_addrs(f->t, f->host, f->port, f->upgrade, &f->addrs, &deny) ==
+            VD_ACCESS_DENY) {
+            struct vd_txn *t = f->t;
+            fwd_detach(f);
+            vd_txn_deny(t, deny);
+            return;
+        }
+    }
     fwd_connect_next(f);
 }
 
@@ -1260,6 +1398,12 @@ fo_abort_h(struct vd_txn *t)
         return;
     }
     VD_BUG_ON(f->magic != FWD_MAGIC);
+    if (f->tn) {
+        struct vd_tunnel_stats st;
+        vd_tunnel_abort(f->tn, &st);
+        f->tn = NULL;
+        vd_txn_tunnel_stats(t, &st);
+    }
     if (f->u) {
         struct upc *u = f->u;
         f->u = NULL;
@@ -1302,6 +1446,7 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
         }
         f->sni = sni ? vd_arena_dup(&t->arena, sni, strlen(sni)) : NULL;
     }
+    f->upgrade = wants_upgrade(t);
     vd_dbuf_init(&f->head, t->conf->limits.header_block + 8192);
     vd_dbuf_init(&f->trailers, 0);
     t->handler = &fwd_ops;
@@ -1312,8 +1457,8 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
         return;
     }
     snprintf(f->key, sizeof(f->key), "%s:%u:%d:%s", f->host, f->port, f->tls, f->sni ? f->sni : "");
-    /* A pooled connection needs no DNS. */
-    if (fwd_use_pooled(f)) {
+    /* A pooled connection needs no DNS (unless rules test the address). */
+    if (!t->access_pending && fwd_use_pooled(f)) {
         return;
     }
     fwd_resolve(f);

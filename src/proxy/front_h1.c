@@ -27,6 +27,7 @@ enum h1c_state {
     ST_HEAD, /* part of a head received */
     ST_BODY, /* reading the request body */
     ST_WAIT, /* request complete, response in progress */
+    ST_TUNNEL, /* the connection belongs to a tunnel (CONNECT, 101) until tunnel_end */
     ST_CLOSING,
 };
 
@@ -324,6 +325,7 @@ timeout_cb(uv_timer_t *tm)
         conn_close(c);
         break;
     }
+    case ST_TUNNEL:
     case ST_CLOSING:
         break;
     }
@@ -343,7 +345,7 @@ static void
 arm(struct h1c *c)
 {
     int ev = 0;
-    if (c->state == ST_CLOSING) {
+    if (c->state == ST_CLOSING || c->state == ST_TUNNEL) {
         return;
     }
     /* Read interest stays on while waiting for the response: re-arming it per exchange would
@@ -1058,6 +1060,33 @@ fo_send_interim(struct vd_txn *t, int status, const struct vd_hdr *h, size_t n)
     return r;
 }
 
+/* A head that turns the connection into a tunnel: 200 to CONNECT ("Connection established",
+ * as clients and peers expect) or 101, with no framing fields (RFC 9110 §9.3.6, §15.2.2). */
+static int
+send_tunnel_head(struct h1c *c, struct vd_txn *t, const struct vd_resp *resp)
+{
+    char line[96];
+    c->resp_has_body = false;
+    const char *reason = resp->status == 200 ? "Connection established"
+                                             : vd_http_reason(resp->status);
+    int l = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", resp->status, reason);
+    int r = hout_add(c, line, (size_t)l);
+    for (size_t i = 0; i < resp->nhdrs && r == 0; i++) {
+        r = hout_add(c, resp->hdrs[i].name.base, resp->hdrs[i].name.len);
+        r = r ? r : hout_add(c, ": ", 2);
+        r = r ? r : hout_add(c, resp->hdrs[i].value.base, resp->hdrs[i].value.len);
+        r = r ? r : hout_add(c, "\r\n", 2);
+    }
+    r = r ? r : hout_add(c, "\r\n", 2);
+    if (r < 0) {
+        vd_dbuf_reset(&c->hout);
+        return r;
+    }
+    t->stats.bytes_out += c->hout.len - c->hout_off;
+    r = out_flush(c);
+    return r < 0 ? r : 0;
+}
+
 static int
 fo_send_head(struct vd_txn *t, const struct vd_resp *resp)
 {
@@ -1080,6 +1109,9 @@ fo_send_head(struct vd_txn *t, const struct vd_resp *resp)
     }
     if (c->w->draining || resp->close) {
         c->resp_close = true;
+    }
+    if (resp->tunnel) {
+        return send_tunnel_head(c, t, resp);
     }
     int l = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", resp->status,
                      vd_http_reason(resp->status));
@@ -1288,7 +1320,42 @@ fo_abort(struct vd_txn *t)
     conn_close(c);
 }
 
+static int
+fo_tunnel(struct vd_txn *t, struct vd_tunnel_end *end)
+{
+    struct h1c *c = txn_conn(t);
+    if (!end) {
+        /* The tunnel copied the views: the connection keeps no buffers while it runs. */
+        vd_buf_release(&c->in);
+        vd_dbuf_free(&c->hout);
+        c->hout_off = 0;
+        return 0;
+    }
+    /* A request body or chunked framing cannot precede tunnel bytes (CONNECT has no body and
+     * the handler refuses Upgrade requests with one), so whatever follows the head is the
+     * client's first tunnel data. */
+    c->state = ST_TUNNEL;
+    timer_set(c, 0);
+    vd_sock_arm(&c->sock, 0);
+    *end = (struct vd_tunnel_end){
+        .sock = &c->sock,
+        .early = {c->in.base ? vd_buf_data(&c->in) : NULL, c->in.len},
+        .unsent = {(const uint8_t *)c->hout.p + c->hout_off, c->hout.len - c->hout_off},
+    };
+    return 0;
+}
+
+static void
+fo_tunnel_end(struct vd_txn *t)
+{
+    struct h1c *c = txn_conn(t);
+    t->handler = NULL;
+    conn_close(c);
+}
+
 static const struct vd_front_ops h1_front_ops = {
+    .tunnel = fo_tunnel,
+    .tunnel_end = fo_tunnel_end,
     .send_interim = fo_send_interim,
     .send_head = fo_send_head,
     .send_body = fo_send_body,

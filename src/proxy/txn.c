@@ -10,11 +10,19 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "vd/access.h"
 #include "vd/err.h"
 #include "vd/proxy.h"
 
 void
 vd_txn_respond_error(struct vd_txn *t, int status, const char *detail, bool close)
+{
+    vd_txn_respond_with(t, status, NULL, 0, detail, close);
+}
+
+void
+vd_txn_respond_with(struct vd_txn *t, int status, const struct vd_hdr *extra, size_t nextra,
+                    const char *detail, bool close)
 {
     char body[512];
     int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, vd_http_reason(status), detail);
@@ -27,15 +35,19 @@ vd_txn_respond_error(struct vd_txn *t, int status, const char *detail, bool clos
     }
     char date[VD_HTTP_DATE_LEN + 1];
     vd_http_date_now(date);
-    struct vd_hdr hdrs[2] = {
+    struct vd_hdr hdrs[4] = {
         {VD_IOV_LIT("Date"), {(const uint8_t *)date, VD_HTTP_DATE_LEN}},
         {VD_IOV_LIT("Content-Type"), VD_IOV_LIT("text/plain; charset=utf-8")},
     };
+    size_t nh = 2;
+    for (size_t i = 0; i < nextra && nh < VD_ARRAY_LEN(hdrs); i++) {
+        hdrs[nh++] = extra[i];
+    }
     bool head = t->req.method.len == 4 && memcmp(t->req.method.base, "HEAD", 4) == 0;
     struct vd_resp resp = {
         .status = status,
         .hdrs = hdrs,
-        .nhdrs = 2,
+        .nhdrs = nh,
         .has_body = !head,
         .length = n,
         .close = close,
@@ -201,20 +213,166 @@ find_route(const struct vd_conf *conf, const char *host, struct vd_iov path)
     return NULL;
 }
 
+/* ---- access rules ---------------------------------------------------------------------- */
+
 void
-vd_txn_start(struct vd_txn *t)
+vd_txn_facts(const struct vd_txn *t, const char *host, uint16_t port, bool tunnel,
+             struct vd_access_facts *f)
 {
-    const char *rule = NULL;
-    if (!vd_conf_acl_allows(t->conf, t->client, &rule)) {
-        char detail[160];
-        snprintf(detail, sizeof(detail), "client address not allowed by access rule \"%s\"",
-                 rule ? rule : "default deny");
-        vd_log(VD_LOG_INFO, &t->log, "access denied by rule \"%s\"", rule ? rule : "default");
+    *f = (struct vd_access_facts){
+        .client = t->client,
+        .user = t->user,
+        .method = t->req.method,
+        .dest_host = host,
+        .dest_port = port,
+        .declared = t->declared,
+        .tunnel = tunnel,
+    };
+}
+
+void
+vd_txn_deny(struct vd_txn *t, const struct vd_conf_rule *rule)
+{
+    char detail[200];
+    const char *name = rule ? rule->name : "no rule matched (default deny)";
+    snprintf(detail, sizeof(detail), "refused by access rule \"%s\"", name);
+    vd_log(VD_LOG_INFO, &t->log, "access denied by rule \"%s\"", name);
+    vd_txn_respond_error(t, 403, detail, true);
+}
+
+int
+vd_txn_check_addrs(struct vd_txn *t, const char *host, uint16_t port, bool tunnel,
+                   struct vd_addrs *addrs, const struct vd_conf_rule **deny)
+{
+    struct vd_access_facts f;
+    vd_txn_facts(t, host, port, tunnel, &f);
+    f.known = VD_FACT_ADDR;
+    size_t k = 0;
+    bool pending = false;
+    *deny = NULL;
+    for (size_t i = 0; i < addrs->n; i++) {
+        const struct vd_conf_rule *rule = NULL;
+        f.dest_addr = (const struct sockaddr *)&addrs->a[i];
+        enum vd_access_verdict v = vd_access_eval(t->conf, &f, &rule);
+        if (v == VD_ACCESS_DENY) {
+            if (!*deny) {
+                *deny = rule;
+            }
+            continue;
+        }
+        pending |= v == VD_ACCESS_PENDING;
+        addrs->a[k++] = addrs->a[i];
+    }
+    addrs->n = k;
+    if (k == 0) {
+        return VD_ACCESS_DENY;
+    }
+    *deny = NULL;
+    return pending ? VD_ACCESS_PENDING : VD_ACCESS_ALLOW;
+}
+
+/* The first token of the Upgrade field, lowercased into the arena (the protocol a client
+ * declares, RFC 9110 §7.8). NULL when absent. */
+static const char *
+declared_protocol(struct vd_txn *t)
+{
+    const struct vd_hdr *up = vd_hdr_find(t->req.hdrs, t->req.nhdrs, "upgrade");
+    if (!up) {
+        return NULL;
+    }
+    struct vd_iov rest = up->value, item;
+    if (!vd_list_next(&rest, &item)) {
+        return NULL;
+    }
+    /* "websocket/13": the protocol name without its version. */
+    const uint8_t *slash = memchr(item.base, '/', item.len);
+    size_t n = slash ? (size_t)(slash - item.base) : item.len;
+    char *s = vd_arena_dup(&t->arena, item.base, n);
+    for (char *q = s; q && *q; q++) {
+        if (*q >= 'A' && *q <= 'Z') {
+            *q = (char)(*q + 32);
+        }
+    }
+    return s;
+}
+
+/* CONNECT (RFC 9110 §9.3.6): authority-form target (checked by the parser), port allow-list,
+ * rules, then the connect handler. */
+static void
+start_connect(struct vd_txn *t)
+{
+    if (t->mode != VD_MODE_FORWARD) {
+        vd_txn_respond_error(t, 405, "CONNECT is served on forward proxy listeners only", true);
+        return;
+    }
+    if (t->req.framing.kind != VD_BODY_NONE) {
+        /* A body on CONNECT has no defined meaning and would be read as tunnel data by some
+         * hops and as a body by others: refuse it (RFC 9110 §9.3.6). */
+        vd_txn_respond_error(t, 400, "malformed request from client: CONNECT with a body", true);
+        return;
+    }
+    char *host = NULL;
+    uint16_t port = 0;
+    if (split_authority(t, t->req.authority, 0, &host, &port) < 0 || port == 0) {
+        vd_txn_respond_error(t, 400, "malformed request from client: CONNECT target", true);
+        return;
+    }
+    if (!vd_connect_port_allowed(t->conf, port)) {
+        char detail[120];
+        snprintf(detail, sizeof(detail), "CONNECT to port %u is not allowed (connect.ports)", port);
+        vd_log(VD_LOG_INFO, &t->log, "CONNECT %s:%u refused: port not allowed", host, port);
         vd_txn_respond_error(t, 403, detail, true);
         return;
     }
+    struct vd_access_facts f;
+    vd_txn_facts(t, host, port, true, &f);
+    const struct vd_conf_rule *rule = NULL;
+    enum vd_access_verdict v = vd_access_eval(t->conf, &f, &rule);
+    if (v == VD_ACCESS_DENY) {
+        vd_txn_deny(t, rule);
+        return;
+    }
+    vd_connect_start(t, host, port, (int)v);
+}
+
+/* True when the rules refuse @client whatever else the request says: no rule that could allow
+ * it comes before a rule that tests nothing but the client address (or the end of the list). */
+static bool
+client_surely_denied(const struct vd_conf *c, const struct sockaddr *client,
+                     const struct vd_conf_rule **rule)
+{
+    for (size_t i = 0; i < c->nrules; i++) {
+        const struct vd_conf_rule *r = &c->rules[i];
+        bool in = r->nclients == 0;
+        for (size_t k = 0; k < r->nclients && !in; k++) {
+            in = vd_cidr_match(&r->clients[k], client);
+        }
+        if (!in) {
+            continue;
+        }
+        bool only_client = r->nusers == 0 && r->nmethods == 0 && r->ndest_hosts == 0 &&
+                           r->ndest_nets == 0 && r->ndest_ports == 0 && r->ndeclared == 0 &&
+                           r->nprotocols == 0 && r->nsnis == 0 && r->nalpns == 0 &&
+                           r->sni_mismatch <= 0 && r->declared_mismatch <= 0;
+        if (only_client) {
+            *rule = r;
+            return !r->allow;
+        }
+        if (r->allow) {
+            return false;
+        }
+    }
+    *rule = NULL;
+    return true;
+}
+
+/* Routing after authentication: CONNECT, requests answered here, forward and reverse. */
+static void
+txn_route(struct vd_txn *t)
+{
+    t->declared = declared_protocol(t);
     if (method_is(t, "CONNECT")) {
-        vd_txn_respond_error(t, 501, "CONNECT tunnels are not supported yet", true);
+        start_connect(t);
         return;
     }
     if (answer_max_forwards(t)) {
@@ -222,14 +380,11 @@ vd_txn_start(struct vd_txn *t)
     }
     char *host = NULL;
     uint16_t port = 0;
+    bool https = false;
     if (t->req.form == VD_TARGET_ABSOLUTE) {
-        bool https = t->req.scheme.len == 5;
+        https = t->req.scheme.len == 5;
         if (split_authority(t, t->req.authority, https ? 443 : 80, &host, &port) < 0) {
             vd_txn_respond_error(t, 400, "malformed request from client: invalid authority", true);
-            return;
-        }
-        if (t->mode == VD_MODE_FORWARD) {
-            vd_forward_start(t, host, port, https, NULL);
             return;
         }
     } else if (t->req.authority.len) {
@@ -238,19 +393,53 @@ vd_txn_start(struct vd_txn *t)
             return;
         }
     }
-    const struct vd_conf_route *route = find_route(t->conf, host, t->req.path);
+    const struct vd_conf_route *route = NULL;
+    if (t->req.form != VD_TARGET_ABSOLUTE || t->mode != VD_MODE_FORWARD) {
+        route = find_route(t->conf, host, t->req.path);
+        if (!route) {
+            if (t->mode == VD_MODE_FORWARD) {
+                vd_txn_respond_error(t, 400,
+                                     "not a proxy request: a forward proxy needs an absolute URI "
+                                     "(http://host/path)",
+                                     false);
+            } else {
+                vd_txn_respond_error(t, 404, "no route matches this host and path", false);
+            }
+            return;
+        }
+    }
+    /* Rules see the destination the client asked for (reverse: the Host it named). */
+    struct vd_access_facts f;
+    vd_txn_facts(t, host, port, t->declared != NULL, &f);
+    const struct vd_conf_rule *rule = NULL;
+    enum vd_access_verdict v = vd_access_eval(t->conf, &f, &rule);
+    if (v == VD_ACCESS_DENY) {
+        vd_txn_deny(t, rule);
+        return;
+    }
+    t->access_pending = v == VD_ACCESS_PENDING;
     if (route) {
         vd_forward_start(t, route->up_host, route->up_port, route->up_tls, route);
+    } else {
+        vd_forward_start(t, host, port, https, NULL);
+    }
+}
+
+void
+vd_txn_start(struct vd_txn *t)
+{
+    /* Client address rules first, so that a client from a refused network is told so without
+     * being asked for credentials. */
+    const struct vd_conf_rule *rule = NULL;
+    if (client_surely_denied(t->conf, t->client, &rule)) {
+        vd_txn_deny(t, rule);
         return;
     }
-    if (t->mode == VD_MODE_FORWARD) {
-        vd_txn_respond_error(t, 400,
-                             "not a proxy request: a forward proxy needs an absolute URI "
-                             "(http://host/path)",
-                             false);
+    if (t->mode == VD_MODE_FORWARD && t->conf->auth.db) {
+        vd_txn_auth(t, txn_route);
         return;
     }
-    vd_txn_respond_error(t, 404, "no route matches this host and path", false);
+    txn_route(t);
 }
 
 /* ---- access log ---------------------------------------------------------------------------- */
@@ -272,6 +461,59 @@ fmt_time(char *out, size_t cap)
     return n > 0 ? (size_t)n : 0;
 }
 
+/* Optional fields: the authenticated user, and for tunnels what was relayed and seen inside.
+ * Text: " user=U tunnel=P sni=S alpn=A up=N down=N end=E deny=R"; JSON: the same as members. */
+static void
+log_extra(const struct vd_txn *t, bool json, char *out, size_t cap)
+{
+    size_t n = 0;
+    char esc[300];
+    out[0] = '\0';
+#define ADD(...)                                                                                   \
+    do {                                                                                           \
+        int k_ = snprintf(out + n, cap - n, __VA_ARGS__);                                          \
+        if (k_ > 0) {                                                                              \
+            n = VD_MIN(cap - 1, n + (size_t)k_);                                                   \
+        }                                                                                          \
+    } while (0)
+#define ADDS(key, val)                                                                             \
+    do {                                                                                           \
+        vd_log_escape_as(esc, sizeof(esc), (const uint8_t *)(val), strlen(val), json);             \
+        if (json) {                                                                                \
+            ADD(",\"%s\":\"%s\"", key, esc);                                                      \
+        } else {                                                                                   \
+            ADD(" %s=%s", key, esc);                                                               \
+        }                                                                                          \
+    } while (0)
+    if (t->user) {
+        ADDS("user", t->user);
+    }
+    if (t->stats.tunnel) {
+        ADDS("tunnel", t->stats.tun_proto ? t->stats.tun_proto : "unknown");
+        if (t->stats.tun_sni) {
+            ADDS("sni", t->stats.tun_sni);
+        }
+        if (t->stats.tun_alpn) {
+            ADDS("alpn", t->stats.tun_alpn);
+        }
+        if (json) {
+            ADD(",\"up\":%llu,\"down\":%llu", (unsigned long long)t->stats.tun_up,
+                (unsigned long long)t->stats.tun_down);
+        } else {
+            ADD(" up=%llu down=%llu", (unsigned long long)t->stats.tun_up,
+                (unsigned long long)t->stats.tun_down);
+        }
+        if (t->stats.tun_end) {
+            ADDS("end", t->stats.tun_end);
+        }
+        if (t->stats.deny_rule) {
+            ADDS("deny", t->stats.deny_rule);
+        }
+    }
+#undef ADDS
+#undef ADD
+}
+
 void
 vd_txn_log(struct vd_txn *t)
 {
@@ -290,6 +532,8 @@ vd_txn_log(struct vd_txn *t)
     } else {
         snprintf(up, sizeof(up), w->alog_json ? "null" : "-");
     }
+    char extra[1024];
+    log_extra(t, w->alog_json, extra, sizeof(extra));
     int r;
     if (w->alog_json) {
         r = vd_dbuf_addf(
@@ -297,16 +541,17 @@ vd_txn_log(struct vd_txn *t)
             "{\"time\":\"%s\",\"client\":\"%s\",\"method\":\"%s\",\"target\":\"%s\","
             "\"version\":\"HTTP/%d.%d\",\"status\":%d,\"bytes_in\":%llu,"
             "\"bytes_out\":%llu,\"upstream_ms\":%s,\"total_ms\":%.3f,"
-            "\"upstream_conn\":\"%s\",\"conn\":%llu}\n",
+            "\"upstream_conn\":\"%s\",\"conn\":%llu%s}\n",
             tm, t->client_text, method, target, t->req.version / 10, t->req.version % 10, t->status,
             (unsigned long long)t->stats.bytes_in, (unsigned long long)t->stats.bytes_out, up,
-            total, t->stats.upstream_used ? reuse : "none", (unsigned long long)t->log.conn_id);
+            total, t->stats.upstream_used ? reuse : "none", (unsigned long long)t->log.conn_id,
+            extra);
     } else if (t->req.method.len) {
-        r = vd_dbuf_addf(&w->alog, "%s %s \"%s %s HTTP/%d.%d\" %d %llu %llu %s %.3f %s c=%llu\n",
+        r = vd_dbuf_addf(&w->alog, "%s %s \"%s %s HTTP/%d.%d\" %d %llu %llu %s %.3f %s c=%llu%s\n",
                          tm, t->client_text, method, target, t->req.version / 10,
                          t->req.version % 10, t->status, (unsigned long long)t->stats.bytes_in,
                          (unsigned long long)t->stats.bytes_out, up, total, reuse,
-                         (unsigned long long)t->log.conn_id);
+                         (unsigned long long)t->log.conn_id, extra);
     } else {
         /* A request that did not parse: log the escaped first line as received. */
         r = vd_dbuf_addf(&w->alog, "%s %s \"%s\" %d %llu %llu %s %.3f %s c=%llu\n", tm,

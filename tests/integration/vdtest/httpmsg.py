@@ -359,6 +359,8 @@ def build_request(method, target, headers=None, body=None, version="1.1", host=T
     out = bytearray(b"%s %s HTTP/%s\r\n" % (_b(method), _b(target), _b(version)))
     if host is True and "host" not in names:
         a = authority_of(target)
+        if a is None and _b(method) == b"CONNECT":
+            a = target  # authority-form: Host is the target itself (RFC 9112 §3.2.3)
         if a is not None:
             out += b"Host: %s\r\n" % _b(a)
     elif isinstance(host, str):
