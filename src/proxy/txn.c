@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "vd/access.h"
 #include "vd/err.h"
 #include "vd/proxy.h"
 
@@ -204,12 +205,16 @@ find_route(const struct vd_conf *conf, const char *host, struct vd_iov path)
 void
 vd_txn_start(struct vd_txn *t)
 {
-    const char *rule = NULL;
-    if (!vd_conf_acl_allows(t->conf, t->client, &rule)) {
+    /* Access rules over what the head alone tells: client and method. A rule that needs a
+     * later fact (destination address, a tunnel's first bytes) cannot decide yet, and PENDING
+     * lets the request through for now. */
+    const struct vd_conf_rule *rule = NULL;
+    struct vd_access_facts facts = {.client = t->client, .method = t->req.method};
+    if (vd_access_eval(t->conf, &facts, &rule) == VD_ACCESS_DENY) {
         char detail[160];
-        snprintf(detail, sizeof(detail), "client address not allowed by access rule \"%s\"",
-                 rule ? rule : "default deny");
-        vd_log(VD_LOG_INFO, &t->log, "access denied by rule \"%s\"", rule ? rule : "default");
+        const char *name = rule ? rule->name : "default deny: no rule matched";
+        snprintf(detail, sizeof(detail), "request not allowed by access rule \"%s\"", name);
+        vd_log(VD_LOG_INFO, &t->log, "access denied by rule \"%s\"", name);
         vd_txn_respond_error(t, 403, detail, true);
         return;
     }
