@@ -169,7 +169,8 @@ head_matches(const struct vd_conf_rule *r, const struct vd_access_facts *f)
     if (r->nmethods) {
         for (i = 0; i < r->nmethods; i++) {
             size_t ml = strlen(r->methods[i]);
-            if (ml == f->method.len && f->method.base && memcmp(r->methods[i], f->method.base, ml) == 0) {
+            if (ml == f->method.len && f->method.base &&
+                memcmp(r->methods[i], f->method.base, ml) == 0) {
                 break;
             }
         }
@@ -241,8 +242,8 @@ alpn_offered(const struct vd_access_facts *f, const char *id)
 static enum cond
 sniff_matches(const struct vd_conf_rule *r, const struct vd_access_facts *f)
 {
-    bool any = r->nprotocols || r->nsnis || r->nalpns || r->sni_mismatch == 1 ||
-               r->declared_mismatch == 1;
+    bool any =
+        r->nprotocols || r->nsnis || r->nalpns || r->sni_mismatch == 1 || r->declared_mismatch == 1;
     size_t i;
     if (!any) {
         return C_YES;

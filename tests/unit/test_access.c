@@ -68,8 +68,8 @@ expect(const struct vd_conf *c, const struct vd_access_facts *f, enum vd_access_
     const struct vd_conf_rule *r = (const struct vd_conf_rule *)1;
     enum vd_access_verdict v = vd_access_eval(c, f, &r);
     if (v != want || (name ? !r || strcmp(r->name, name) != 0 : r != NULL)) {
-        print_error("verdict %d (want %d), rule %s (want %s)\n", v, want,
-                    r ? r->name : "(none)", name ? name : "(none)");
+        print_error("verdict %d (want %d), rule %s (want %s)\n", v, want, r ? r->name : "(none)",
+                    name ? name : "(none)");
     }
     assert_int_equal(v, want);
     if (name) {
@@ -488,10 +488,10 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_first_match), cmocka_unit_test(test_head_conditions),
-        cmocka_unit_test(test_dest_nets),   cmocka_unit_test(test_sniff),
-        cmocka_unit_test(test_mismatch),    cmocka_unit_test(test_pending_phases),
-        cmocka_unit_test(test_cidr_match),  cmocka_unit_test(test_host_match),
+        cmocka_unit_test(test_first_match),   cmocka_unit_test(test_head_conditions),
+        cmocka_unit_test(test_dest_nets),     cmocka_unit_test(test_sniff),
+        cmocka_unit_test(test_mismatch),      cmocka_unit_test(test_pending_phases),
+        cmocka_unit_test(test_cidr_match),    cmocka_unit_test(test_host_match),
         cmocka_unit_test(test_connect_ports), cmocka_unit_test(test_default_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
