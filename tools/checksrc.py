@@ -13,7 +13,7 @@ BANNED_RE = re.compile(r"(?<![\w.>])(" + "|".join(BANNED) + r")\s*\(")
 LAYERS = ["core", "net", "tls", "http", "h1", "conf", "proxy", "app"]
 HDR_LAYER = {"common": "core", "err": "core", "log": "core", "buf": "core", "arena": "core",
              "config": "core", "sock": "net", "resolve": "net", "tls": "tls", "http": "http",
-             "h1": "h1", "conf": "core", "proxy": "proxy"}
+             "h1": "h1", "conf": "core", "access": "conf", "proxy": "proxy"}
 
 
 def strip_strings(line):

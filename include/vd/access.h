@@ -19,7 +19,7 @@ enum {
 
 struct vd_access_facts {
     const struct sockaddr *client;
-    const char *user;  /* authenticated user, NULL when none */
+    const char *user; /* authenticated user, NULL when none */
     struct vd_iov method;
     const char *dest_host; /* lowercase, no brackets; NULL when none */
     uint16_t dest_port;    /* 0 when none */
@@ -41,14 +41,19 @@ enum vd_access_verdict {
 
 /* Evaluates @c's rules over @f. *@rule gets the deciding rule (NULL: no rule matched, which is a
  * deny, or PENDING). A rule with sni/alpn/protocol conditions never matches a non-tunnel
- * request; a rule with dest_nets never matches a request without a destination. */
+ * request; a rule with dest_nets never matches a request without a destination, and needs no
+ * DNS when dest_host is an IP literal. A rule that a known fact rules out is skipped even when
+ * it also tests an unknown one. sni "" matches a TLS ClientHello without SNI only. */
 enum vd_access_verdict vd_access_eval(const struct vd_conf *c, const struct vd_access_facts *f,
                                       const struct vd_conf_rule **rule);
 
-/* True when @ip is inside @r (IPv4 ranges match IPv4-mapped IPv6 too). */
+/* True when @ip is inside @r. IPv4 ranges match IPv4-mapped IPv6 addresses too, and IPv6 ranges
+ * see an IPv4 address as ::ffff:a.b.c.d. A NULL @ip matches nothing. */
 bool vd_cidr_match(const struct vd_conf_cidr *r, const struct sockaddr *ip);
 
-/* True when @host (lowercase) matches @pattern: exact, or "*.suffix". */
+/* True when @host matches @pattern: exact, or "*.suffix" for names strictly longer than
+ * ".suffix" that end with it ("*.example.com" matches a.example.com, not example.com). Case is
+ * ignored, and so is one trailing dot on @host; an IPv6 literal pattern is compared by value. */
 bool vd_host_match(const char *pattern, const char *host);
 
 /* True when @port is in the sorted allowed CONNECT ports of @c. */

@@ -34,14 +34,6 @@ struct vd_conf_listener {
     unsigned backlog;      /* listen(2) backlog, default 511 */
 };
 
-/* One CIDR rule: allow or deny clients whose address is inside net/prefix. */
-struct vd_conf_acl {
-    bool allow;
-    struct sockaddr_storage net; /* family AF_INET or AF_INET6; AF_UNSPEC means "all" */
-    unsigned prefix;
-    char *text; /* as written, for the 403 body and the log */
-};
-
 enum vd_forwarded_mode {
     VD_FWD_NONE,
     VD_FWD_XFF,     /* X-Forwarded-For (appended) and X-Forwarded-Proto */
@@ -188,8 +180,6 @@ struct vd_conf {
     uint32_t workers; /* 0 = one per core */
     struct vd_conf_listener *listeners;
     size_t nlisteners;
-    struct vd_conf_acl *acl; /* first match wins; no match = deny */
-    size_t nacl;
     struct vd_conf_route *routes; /* reverse mode; first match wins */
     size_t nroutes;
     char *via; /* Via pseudonym, default "viaduct"; NULL/"" disables Via */
@@ -208,8 +198,9 @@ struct vd_conf {
     struct vd_conf_auth auth;
 };
 
-/* Returns a snapshot with every default: one forward listener on 127.0.0.1:3128, ACL allowing
- * 127.0.0.0/8 and ::1 only. refs = 1. Exits on allocation failure (boot path). */
+/* Returns a snapshot with every default: one forward listener on 127.0.0.1:3128, access rules
+ * allowing clients in 127.0.0.0/8 and ::1 only. refs = 1. Exits on allocation failure (boot path).
+ */
 struct vd_conf *vd_conf_default(void);
 
 /* Loads @path. On success returns 0 and *@out (refs = 1). On failure returns VD_ECONF and
@@ -233,9 +224,8 @@ VD_MUST_CHECK int vd_conf_set_listeners(struct vd_conf *c, const char *const *ad
 /* Frees @c's listeners (addresses, certificate paths) and leaves it with none. */
 void vd_conf_listeners_free(struct vd_conf *c);
 
-/* True when @sa is allowed by the ACL (first match wins; no rule matched: denied). @rule gets the
- * matching rule's text or NULL. */
-bool vd_conf_acl_allows(const struct vd_conf *c, const struct sockaddr *sa, const char **rule);
+/* Frees @c's access rules (names, condition lists) and leaves it with none. */
+void vd_conf_rules_free(struct vd_conf *c);
 
 static inline struct vd_conf *
 vd_conf_ref(struct vd_conf *c)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Configuration snapshots: defaults, value parsers shared by the YAML loader and the command
- * line, the client ACL, and the process-wide current snapshot (swapped on reload). */
+ * line, the default access rules, and the process-wide current snapshot (swapped on reload). */
 #include "vd/config.h"
 
 #include <arpa/inet.h>
@@ -155,23 +155,28 @@ vd_conf_parse_size(const char *text, uint64_t *bytes)
     return parse_scaled(text, names, mult, VD_ARRAY_LEN(names), 1, bytes);
 }
 
+/* A default rule: allow clients in @cidr (boot path, so the text is trusted). */
 static void
-acl_add(struct vd_conf *c, bool allow, const char *cidr)
+rule_add_client(struct vd_conf *c, const char *net, unsigned prefix)
 {
-    struct vd_conf_acl *a = &c->acl[c->nacl++];
-    a->allow = allow;
-    a->text = xstrdup(cidr);
-    char net[64];
-    const char *slash = strchr(cidr, '/');
-    size_t n = slash ? (size_t)(slash - cidr) : strlen(cidr);
-    memcpy(net, cidr, n);
-    net[n] = '\0';
-    if (inet_pton(AF_INET, net, &((struct sockaddr_in *)&a->net)->sin_addr) == 1) {
-        a->net.ss_family = AF_INET;
-        a->prefix = slash ? (unsigned)strtoul(slash + 1, NULL, 10) : 32;
-    } else if (inet_pton(AF_INET6, net, &((struct sockaddr_in6 *)&a->net)->sin6_addr) == 1) {
-        a->net.ss_family = AF_INET6;
-        a->prefix = slash ? (unsigned)strtoul(slash + 1, NULL, 10) : 128;
+    struct vd_conf_rule *r = &c->rules[c->nrules];
+    char name[32];
+    snprintf(name, sizeof(name), "access[%zu]", c->nrules++);
+    r->allow = true;
+    r->name = xstrdup(name);
+    r->sni_mismatch = -1;
+    r->declared_mismatch = -1;
+    r->clients = xcalloc(1, sizeof(*r->clients));
+    r->nclients = 1;
+    r->clients[0].prefix = prefix;
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&r->clients[0].net;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&r->clients[0].net;
+    if (inet_pton(AF_INET, net, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+    } else if (inet_pton(AF_INET6, net, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+    } else {
+        abort();
     }
 }
 
@@ -189,9 +194,18 @@ vd_conf_default(void)
     }
     c->listeners[0].mode = VD_MODE_FORWARD;
     c->listeners[0].backlog = 511;
-    c->acl = xcalloc(2, sizeof(*c->acl));
-    acl_add(c, true, "127.0.0.0/8");
-    acl_add(c, true, "::1/128");
+    c->rules = xcalloc(2, sizeof(*c->rules));
+    rule_add_client(c, "127.0.0.0", 8);
+    rule_add_client(c, "::1", 128);
+    c->tunnel = (struct vd_conf_tunnel){
+        .idle_timeout = 3600000,
+        .splice = true,
+        .sniff_bytes = 16384,
+        .sniff_timeout = 10000,
+        .nupgrade_protocols = 1,
+    };
+    c->tunnel.upgrade_protocols = xcalloc(1, sizeof(char *));
+    c->tunnel.upgrade_protocols[0] = xstrdup("websocket");
     c->via = xstrdup("viaduct");
     c->via_enabled = true;
     c->server_name = xstrdup("viaduct");
@@ -282,60 +296,35 @@ vd_conf_listeners_free(struct vd_conf *c)
     c->nlisteners = 0;
 }
 
-static bool
-prefix_match(const uint8_t *a, const uint8_t *b, unsigned bits)
+static void
+strv_free(char **v, size_t n)
 {
-    unsigned bytes = bits / 8, rem = bits % 8;
-    if (memcmp(a, b, bytes) != 0) {
-        return false;
+    for (size_t i = 0; i < n; i++) {
+        free(v[i]);
     }
-    if (rem) {
-        uint8_t mask = (uint8_t)(0xff << (8 - rem));
-        return (a[bytes] & mask) == (b[bytes] & mask);
-    }
-    return true;
+    free(v);
 }
 
-bool
-vd_conf_acl_allows(const struct vd_conf *c, const struct sockaddr *sa, const char **rule)
+void
+vd_conf_rules_free(struct vd_conf *c)
 {
-    const uint8_t *addr4 = NULL, *addr6 = NULL;
-    uint8_t mapped[4];
-    if (sa->sa_family == AF_INET) {
-        addr4 = (const uint8_t *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
-    } else if (sa->sa_family == AF_INET6) {
-        addr6 = (const uint8_t *)&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
-        static const uint8_t v4map[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        if (memcmp(addr6, v4map, 12) == 0) {
-            memcpy(mapped, addr6 + 12, 4);
-            addr4 = mapped;
-        }
+    for (size_t i = 0; i < c->nrules; i++) {
+        struct vd_conf_rule *r = &c->rules[i];
+        free(r->name);
+        free(r->clients);
+        strv_free(r->users, r->nusers);
+        strv_free(r->methods, r->nmethods);
+        strv_free(r->dest_hosts, r->ndest_hosts);
+        free(r->dest_nets);
+        free(r->dest_ports);
+        strv_free(r->declared, r->ndeclared);
+        strv_free(r->protocols, r->nprotocols);
+        strv_free(r->snis, r->nsnis);
+        strv_free(r->alpns, r->nalpns);
     }
-    for (size_t i = 0; i < c->nacl; i++) {
-        const struct vd_conf_acl *a = &c->acl[i];
-        bool hit = false;
-        if (a->net.ss_family == AF_UNSPEC) {
-            hit = true;
-        } else if (a->net.ss_family == AF_INET && addr4) {
-            hit = prefix_match(addr4,
-                               (const uint8_t *)&((const struct sockaddr_in *)&a->net)->sin_addr,
-                               a->prefix);
-        } else if (a->net.ss_family == AF_INET6 && addr6) {
-            hit = prefix_match(addr6,
-                               (const uint8_t *)&((const struct sockaddr_in6 *)&a->net)->sin6_addr,
-                               a->prefix);
-        }
-        if (hit) {
-            if (rule) {
-                *rule = a->text;
-            }
-            return a->allow;
-        }
-    }
-    if (rule) {
-        *rule = NULL;
-    }
-    return false;
+    free(c->rules);
+    c->rules = NULL;
+    c->nrules = 0;
 }
 
 void
@@ -345,10 +334,8 @@ vd_conf_unref(struct vd_conf *c)
         return;
     }
     vd_conf_listeners_free(c);
-    for (size_t i = 0; i < c->nacl; i++) {
-        free(c->acl[i].text);
-    }
-    free(c->acl);
+    vd_conf_rules_free(c);
+    strv_free(c->tunnel.upgrade_protocols, c->tunnel.nupgrade_protocols);
     for (size_t i = 0; i < c->nroutes; i++) {
         struct vd_conf_route *r = &c->routes[i];
         free(r->host);

@@ -1197,7 +1197,7 @@ sec_listeners(struct ld *ld, const struct ynode *n)
 
 /* "all", an address, or address/prefix. */
 static int
-parse_cidr(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_acl *a)
+parse_cidr(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_cidr *a)
 {
     char vb[SHOW_MAX + 8], net[INET6_ADDRSTRLEN + 1];
     const char *slash = strchr(n->text, '/');
@@ -1206,9 +1206,9 @@ parse_cidr(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf
     uint64_t prefix;
 
     memset(&a->net, 0, sizeof(a->net));
+    a->prefix = 0;
     if (strcmp(n->text, "all") == 0) {
-        a->prefix = 0;
-        return set_str(ld, &a->text, n->text);
+        return 0;
     }
     if (nl == 0 || nl >= sizeof(net)) {
         goto bad;
@@ -1237,49 +1237,506 @@ parse_cidr(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf
         }
         a->prefix = (unsigned)prefix;
     }
-    return set_str(ld, &a->text, n->text);
+    return 0;
 bad:
     return fail(ld, n, key,
                 "bad CIDR '%s': expected an IPv4 or IPv6 address, optionally with /PREFIX, or all",
                 show(vb, sizeof(vb), n));
 }
 
+/* "PORT" or "LOW-HIGH", 1-65535. */
+static bool
+parse_port_range(const char *text, uint64_t *lo, uint64_t *hi)
+{
+    const char *dash = strchr(text, '-');
+    bool ok;
+    if (dash) {
+        char first[8];
+        size_t fl = (size_t)(dash - text);
+        ok = fl > 0 && fl < sizeof(first);
+        if (ok) {
+            memcpy(first, text, fl);
+            first[fl] = '\0';
+            ok = parse_u64(first, lo) && parse_u64(dash + 1, hi);
+        }
+    } else {
+        ok = parse_u64(text, lo);
+        *hi = *lo;
+    }
+    return ok && *lo >= 1 && *hi <= 65535 && *lo <= *hi;
+}
+
+/* A rule name as the 403 body and the log print it. No '[': "access[N]" stays reserved for
+ * unnamed rules. */
+static bool
+is_rule_name(const char *s, size_t len)
+{
+    if (len == 0 || len > 64) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (!isalnum((unsigned char)s[i]) && !strchr("-_.", s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Upgrade protocol names (RFC 9110 §7.8): a token, optionally "/" and a version token. */
+static bool
+is_protocol_name(const char *s, size_t len)
+{
+    if (len == 0 || s[0] == '/' || s[len - 1] == '/' || memchr(s, '/', len) != strrchr(s, '/')) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (!is_tchar((unsigned char)s[i]) && s[i] != '/') {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void
+strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i]);
+    }
+    free(v);
+}
+
+/* The scalar items of a condition: a sequence of them or one scalar, never an empty list. */
+static int
+cond_items(struct ld *ld, const struct ynode *v, const char *key, const char *what, size_t *n)
+{
+    if (v->kind == Y_MAP || is_null(v)) {
+        return fail(ld, v, key, "expected %s, or a sequence of them, got %s", what, kind_name(v));
+    }
+    if (v->kind == Y_SCALAR) {
+        *n = 1;
+        return 0;
+    }
+    int rc = want_seq(ld, v, key, what);
+    if (rc) {
+        return rc;
+    }
+    if (v->nkid == 0) {
+        return fail(ld, v, key, "an empty list is not allowed: omit the key to match any value");
+    }
+    *n = v->nkid;
+    return 0;
+}
+
+static const struct ynode *
+cond_item(const struct ynode *v, size_t i, const char *key, char *sub)
+{
+    if (v->kind != Y_SEQ) {
+        key_append(sub, key, "", "");
+        return v;
+    }
+    key_index(sub, key, i);
+    return v->kid[i];
+}
+
+enum {
+    K_CLIENTS,
+    K_USERS,
+    K_METHODS,
+    K_DEST_HOSTS,
+    K_DEST_NETS,
+    K_DEST_PORTS,
+    K_DECLARED,
+    K_PROTOCOLS,
+    K_SNI,
+    K_ALPN,
+    K_SNI_MISMATCH,
+    K_DECLARED_MISMATCH,
+};
+
+static const char *const rule_conds[] = {
+    "clients",  "users",     "methods", "dest_hosts", "dest_nets",    "dest_ports",
+    "declared", "protocols", "sni",     "alpn",       "sni_mismatch", "declared_mismatch",
+};
+
+/* How a condition's items are named in messages: "expected a user name", "bad user name". */
+static const struct {
+    const char *what, *noun;
+} cond_desc[] = {
+    [K_CLIENTS] = {"an address, a CIDR or all", "CIDR"},
+    [K_USERS] = {"a user name", "user name"},
+    [K_METHODS] = {"a method", "method"},
+    [K_DEST_HOSTS] = {"a host name", "host"},
+    [K_DEST_NETS] = {"an address, a CIDR or all", "CIDR"},
+    [K_DEST_PORTS] = {"a port or a range", "port"},
+    [K_DECLARED] = {"a protocol name", "protocol name"},
+    [K_PROTOCOLS] = {"a protocol", "protocol"},
+    [K_SNI] = {"a server name", "server name"},
+    [K_ALPN] = {"an ALPN protocol id", "ALPN protocol id"},
+};
+
+static const char *const sniff_protocols[] = {"tls",  "ssh",  "http", "imap",
+                                              "pop3", "smtp", "ftp",  "unknown"};
+
+/* One item of a name-list condition, checked and stored (lowercase where names are). */
+static int
+cond_string(struct ld *ld, int k, const struct ynode *it, const char *sub, char **dst)
+{
+    char vb[SHOW_MAX + 8], buf[INET6_ADDRSTRLEN + 1];
+    struct in6_addr a6;
+    size_t idx = 0;
+    int rc;
+
+    if (k == K_PROTOCOLS) {
+        if ((rc = get_enum(ld, it, sub, "protocol", sniff_protocols, VD_ARRAY_LEN(sniff_protocols),
+                           &idx))) {
+            return rc;
+        }
+        return set_str(ld, dst, sniff_protocols[idx]);
+    }
+    if ((rc = want_scalar(ld, it, sub, cond_desc[k].what))) {
+        return rc;
+    }
+    const char *t = it->text;
+    size_t len = it->len;
+    bool ok = true, lower = false;
+    const char *why = "";
+    switch (k) {
+    case K_USERS:
+        ok = len <= 255 && !strchr(t, ':');
+        for (size_t i = 0; ok && i < len; i++) {
+            ok = (unsigned char)t[i] >= 0x20 && t[i] != 0x7f;
+        }
+        why = "expected 1 to 255 characters without ':' or control characters, or * for any "
+              "authenticated user";
+        break;
+    case K_METHODS:
+        for (size_t i = 0; ok && i < len; i++) {
+            ok = is_tchar((unsigned char)t[i]);
+        }
+        why = "expected a method token such as GET or CONNECT (case-sensitive)";
+        break;
+    case K_DEST_HOSTS:
+        /* IPv6 literals with or without brackets; stored as inet_ntop writes them so that
+         * matching compares one spelling. */
+        if (len > 2 && t[0] == '[' && t[len - 1] == ']') {
+            t++;
+            len -= 2;
+        }
+        if (is_ipv6_literal(t, len)) {
+            memcpy(buf, t, len);
+            buf[len] = '\0';
+            if (inet_pton(AF_INET6, buf, &a6) != 1 || !inet_ntop(AF_INET6, &a6, buf, sizeof(buf))) {
+                return oom(ld);
+            }
+            return set_str(ld, dst, buf);
+        }
+        ok = len > 2 && t[0] == '*' && t[1] == '.' ? is_dns_name(t + 2, len - 2)
+                                                   : is_dns_name(t, len);
+        lower = true;
+        why = "expected a host name without port, *.domain, an IPv4 address or an IPv6 address";
+        break;
+    case K_DECLARED:
+        ok = is_protocol_name(t, len);
+        lower = true;
+        why = "expected an Upgrade protocol name such as websocket";
+        break;
+    case K_SNI:
+        /* "": a ClientHello without SNI. No IP addresses: RFC 6066 §3. */
+        ok = len == 0 || (len > 2 && t[0] == '*' && t[1] == '.' ? is_dns_name(t + 2, len - 2)
+                                                                : is_dns_name(t, len));
+        if (ok && len && inet_pton(AF_INET, t, &a6) == 1) {
+            ok = false;
+        }
+        lower = true;
+        why = "expected a DNS name, *.domain, or \"\" for a ClientHello without SNI";
+        break;
+    case K_ALPN:
+        ok = len <= 255;
+        for (size_t i = 0; ok && i < len; i++) {
+            ok = t[i] > 0x20 && t[i] < 0x7f;
+        }
+        why = "expected 1 to 255 visible ASCII characters, such as h2 or http/1.1";
+        break;
+    default:
+        break;
+    }
+    if (!ok || (len == 0 && k != K_SNI)) {
+        return fail(ld, it, sub, "bad %s '%s': %s", cond_desc[k].noun, show(vb, sizeof(vb), it),
+                    why);
+    }
+    if ((rc = set_str(ld, dst, t))) {
+        return rc;
+    }
+    if (lower) {
+        lowercase(*dst);
+    }
+    return 0;
+}
+
+/* The long form: a mapping of conditions, all of which must hold. */
+static int
+rule_conditions(struct ld *ld, const struct ynode *m, const char *key, struct vd_conf_rule *r)
+{
+    char sub[KEY_MAX], item[KEY_MAX], vb[SHOW_MAX + 8];
+    int rc;
+
+    if ((rc = check_map(ld, m, key, rule_conds, VD_ARRAY_LEN(rule_conds)))) {
+        return rc;
+    }
+    for (int k = 0; k < (int)VD_ARRAY_LEN(rule_conds); k++) {
+        const struct ynode *v = get(m, rule_conds[k]);
+        size_t n = 0;
+        if (!v) {
+            continue;
+        }
+        key_join(sub, key, rule_conds[k]);
+        if (k == K_SNI_MISMATCH || k == K_DECLARED_MISMATCH) {
+            bool b;
+            if ((rc = get_bool(ld, v, sub, &b))) {
+                return rc;
+            }
+            if (!b) {
+                return fail(ld, v, sub,
+                            "only true is meaningful (the rule then applies when %s); omit the "
+                            "key otherwise",
+                            k == K_SNI_MISMATCH
+                                ? "the TLS server name differs from the requested host"
+                                : "the protocol seen in the tunnel differs from the declared one");
+            }
+            *(k == K_SNI_MISMATCH ? &r->sni_mismatch : &r->declared_mismatch) = 1;
+            continue;
+        }
+        if (k == K_CLIENTS || k == K_DEST_NETS) {
+            if ((rc = cond_items(ld, v, sub, cond_desc[k].what, &n))) {
+                return rc;
+            }
+            struct vd_conf_cidr *cs = calloc(n, sizeof(*cs));
+            if (!cs) {
+                return oom(ld);
+            }
+            *(k == K_CLIENTS ? &r->clients : &r->dest_nets) = cs;
+            *(k == K_CLIENTS ? &r->nclients : &r->ndest_nets) = n;
+            for (size_t i = 0; i < n; i++) {
+                const struct ynode *it = cond_item(v, i, sub, item);
+                if ((rc = want_scalar(ld, it, item, cond_desc[k].what)) ||
+                    (rc = parse_cidr(ld, it, item, &cs[i]))) {
+                    return rc;
+                }
+            }
+            continue;
+        }
+        if (k == K_DEST_PORTS) {
+            if ((rc = cond_items(ld, v, sub, cond_desc[k].what, &n))) {
+                return rc;
+            }
+            if (!(r->dest_ports = calloc(n, sizeof(*r->dest_ports)))) {
+                return oom(ld);
+            }
+            r->ndest_ports = n;
+            for (size_t i = 0; i < n; i++) {
+                const struct ynode *it = cond_item(v, i, sub, item);
+                uint64_t lo, hi;
+                if ((rc = want_scalar(ld, it, item, cond_desc[k].what))) {
+                    return rc;
+                }
+                if (!parse_port_range(it->text, &lo, &hi)) {
+                    return fail(ld, it, item,
+                                "bad port '%s': expected a port from 1 to 65535 or a range "
+                                "LOW-HIGH",
+                                show(vb, sizeof(vb), it));
+                }
+                r->dest_ports[i] = (struct vd_conf_port_range){(uint16_t)lo, (uint16_t)hi};
+            }
+            continue;
+        }
+        char ***dst = k == K_USERS        ? &r->users
+                      : k == K_METHODS    ? &r->methods
+                      : k == K_DEST_HOSTS ? &r->dest_hosts
+                      : k == K_DECLARED   ? &r->declared
+                      : k == K_PROTOCOLS  ? &r->protocols
+                      : k == K_SNI        ? &r->snis
+                                          : &r->alpns;
+        size_t *ndst = k == K_USERS        ? &r->nusers
+                       : k == K_METHODS    ? &r->nmethods
+                       : k == K_DEST_HOSTS ? &r->ndest_hosts
+                       : k == K_DECLARED   ? &r->ndeclared
+                       : k == K_PROTOCOLS  ? &r->nprotocols
+                       : k == K_SNI        ? &r->nsnis
+                                           : &r->nalpns;
+        if ((rc = cond_items(ld, v, sub, cond_desc[k].what, &n))) {
+            return rc;
+        }
+        if (!(*dst = calloc(n, sizeof(char *)))) {
+            return oom(ld);
+        }
+        *ndst = n;
+        for (size_t i = 0; i < n; i++) {
+            if ((rc = cond_string(ld, k, cond_item(v, i, sub, item), item, &(*dst)[i]))) {
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
+/* One rule: "- allow: CIDR" (short form), or "- [name: N] allow|deny: {conditions}". */
+static int
+sec_rule(struct ld *ld, const struct ynode *n, size_t idx, struct vd_conf_rule *r)
+{
+    static const char *const keys[] = {"name", "allow", "deny"};
+    char key[KEY_MAX], sub[KEY_MAX], vb[SHOW_MAX + 8];
+    const struct ynode *rn = n->kid[idx], *v, *allow, *deny;
+    int rc;
+
+    key_index(key, "access", idx);
+    if ((rc = check_map(ld, rn, key, keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    allow = get(rn, "allow");
+    deny = get(rn, "deny");
+    if (!allow == !deny) {
+        return fail(ld, rn, key, "expected exactly one of allow or deny, as in '- allow: CIDR'");
+    }
+    r->allow = allow != NULL;
+    if ((v = get(rn, "name"))) {
+        key_join(sub, key, "name");
+        if ((rc = want_scalar(ld, v, sub, "a rule name"))) {
+            return rc;
+        }
+        if (!is_rule_name(v->text, v->len)) {
+            return fail(ld, v, sub,
+                        "bad rule name '%s': expected 1 to 64 letters, digits, '-', '_' or '.'",
+                        show(vb, sizeof(vb), v));
+        }
+        for (size_t j = 0; j < idx; j++) {
+            const struct ynode *o = get(n->kid[j], "name");
+            if (o && strcmp(o->text, v->text) == 0) {
+                return fail(ld, v, sub,
+                            "duplicate rule name '%s' (access[%zu] at line %d, column %d has the "
+                            "same)",
+                            show(vb, sizeof(vb), v), j, o->line, o->col);
+            }
+        }
+        if ((rc = set_str(ld, &r->name, v->text))) {
+            return rc;
+        }
+    } else {
+        char name[32];
+        snprintf(name, sizeof(name), "access[%zu]", idx);
+        if ((rc = set_str(ld, &r->name, name))) {
+            return rc;
+        }
+    }
+    v = allow ? allow : deny;
+    key_join(sub, key, allow ? "allow" : "deny");
+    if (v->kind == Y_MAP) {
+        return rule_conditions(ld, v, sub, r);
+    }
+    if ((rc = want_scalar(ld, v, sub, "an address, a CIDR, all or a mapping of conditions"))) {
+        return rc;
+    }
+    struct vd_conf_cidr cidr;
+    if ((rc = parse_cidr(ld, v, sub, &cidr))) {
+        return rc;
+    }
+    /* "all" is a rule without conditions, like "allow: {}". */
+    if (cidr.net.ss_family != AF_UNSPEC) {
+        if (!(r->clients = malloc(sizeof(*r->clients)))) {
+            return oom(ld);
+        }
+        r->clients[0] = cidr;
+        r->nclients = 1;
+    }
+    return 0;
+}
+
 static int
 sec_access(struct ld *ld, const struct ynode *n)
 {
-    static const char *const keys[] = {"allow", "deny"};
-    char key[KEY_MAX], sub[KEY_MAX];
     struct vd_conf *c = ld->c;
     int rc;
 
     if ((rc = want_seq(ld, n, "access", "allow or deny rules"))) {
         return rc;
     }
-    for (size_t i = 0; i < c->nacl; i++) {
-        free(c->acl[i].text);
-    }
-    free(c->acl);
-    c->nacl = 0;
-    c->acl = calloc(n->nkid ? n->nkid : 1, sizeof(*c->acl));
-    if (!c->acl) {
+    vd_conf_rules_free(c);
+    c->rules = calloc(n->nkid ? n->nkid : 1, sizeof(*c->rules));
+    if (!c->rules) {
         return oom(ld);
     }
-    c->nacl = n->nkid;
+    c->nrules = n->nkid;
     for (size_t i = 0; i < n->nkid; i++) {
-        const struct ynode *r = n->kid[i];
-        key_index(key, "access", i);
-        if ((rc = check_map(ld, r, key, keys, VD_ARRAY_LEN(keys)))) {
+        c->rules[i].sni_mismatch = -1;
+        c->rules[i].declared_mismatch = -1;
+    }
+    for (size_t i = 0; i < n->nkid; i++) {
+        if ((rc = sec_rule(ld, n, i, &c->rules[i]))) {
             return rc;
         }
-        if (r->nkid != 2) {
-            return fail(ld, r, key, "expected exactly one of allow or deny, as in '- allow: CIDR'");
-        }
-        c->acl[i].allow = strcmp(r->kid[0]->text, "allow") == 0;
-        key_join(sub, key, r->kid[0]->text);
-        if ((rc = want_scalar(ld, r->kid[1], sub, "an address, a CIDR or all")) ||
-            (rc = parse_cidr(ld, r->kid[1], sub, &c->acl[i]))) {
+    }
+    return 0;
+}
+
+static int
+sec_tunnel(struct ld *ld, const struct ynode *n)
+{
+    static const char *const keys[] = {"idle_timeout", "splice", "sniff_bytes", "sniff_timeout",
+                                       "upgrade_protocols"};
+    struct vd_conf_tunnel *t = &ld->c->tunnel;
+    char sub[KEY_MAX], vb[SHOW_MAX + 8];
+    const struct ynode *v;
+    uint64_t size;
+    int rc;
+
+    if ((rc = check_map(ld, n, "tunnel", keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    if ((v = get(n, "idle_timeout")) &&
+        (rc = get_duration(ld, v, "tunnel.idle_timeout", false, &t->idle_timeout))) {
+        return rc;
+    }
+    if ((v = get(n, "splice")) && (rc = get_bool(ld, v, "tunnel.splice", &t->splice))) {
+        return rc;
+    }
+    if ((v = get(n, "sniff_bytes"))) {
+        if ((rc = get_size(ld, v, "tunnel.sniff_bytes", 512, 1048576, &size))) {
             return rc;
         }
+        t->sniff_bytes = (uint32_t)size;
+    }
+    if ((v = get(n, "sniff_timeout")) &&
+        (rc = get_duration(ld, v, "tunnel.sniff_timeout", false, &t->sniff_timeout))) {
+        return rc;
+    }
+    if (!(v = get(n, "upgrade_protocols"))) {
+        return 0;
+    }
+    if ((rc = want_seq(ld, v, "tunnel.upgrade_protocols", "protocol names"))) {
+        return rc;
+    }
+    strv_free(t->upgrade_protocols, t->nupgrade_protocols);
+    t->nupgrade_protocols = 0;
+    if (!(t->upgrade_protocols = calloc(v->nkid ? v->nkid : 1, sizeof(char *)))) {
+        return oom(ld);
+    }
+    t->nupgrade_protocols = v->nkid;
+    for (size_t i = 0; i < v->nkid; i++) {
+        const struct ynode *p = v->kid[i];
+        key_index(sub, "tunnel.upgrade_protocols", i);
+        if ((rc = want_scalar(ld, p, sub, "a protocol name"))) {
+            return rc;
+        }
+        if (!is_protocol_name(p->text, p->len)) {
+            return fail(ld, p, sub,
+                        "bad protocol name '%s': expected an Upgrade protocol name such as "
+                        "websocket",
+                        show(vb, sizeof(vb), p));
+        }
+        if ((rc = set_str(ld, &t->upgrade_protocols[i], p->text))) {
+            return rc;
+        }
+        lowercase(t->upgrade_protocols[i]);
     }
     return 0;
 }
@@ -1885,22 +2342,7 @@ sec_connect(struct ld *ld, const struct ynode *n)
         if ((rc = want_scalar(ld, p, sub, "a port or a range"))) {
             break;
         }
-        const char *dash = strchr(p->text, '-');
-        bool ok;
-        if (dash) {
-            char first[8];
-            size_t fl = (size_t)(dash - p->text);
-            ok = fl > 0 && fl < sizeof(first);
-            if (ok) {
-                memcpy(first, p->text, fl);
-                first[fl] = '\0';
-                ok = parse_u64(first, &lo) && parse_u64(dash + 1, &hi);
-            }
-        } else {
-            ok = parse_u64(p->text, &lo);
-            hi = lo;
-        }
-        if (!ok || lo < 1 || hi > 65535 || lo > hi) {
+        if (!parse_port_range(p->text, &lo, &hi)) {
             rc = fail(ld, p, sub,
                       "bad port '%s': expected a port from 1 to 65535 or a range LOW-HIGH",
                       show(vb, sizeof(vb), p));
@@ -1935,12 +2377,13 @@ static int
 apply(struct ld *ld, const struct ynode *root)
 {
     static const char *const keys[] = {
-        "workers",  "listeners", "access", "via",      "server_name", "limits",
-        "timeouts", "upstream",  "routes", "resolver", "log",         "connect",
+        "workers",  "listeners", "access",   "via", "server_name", "limits", "timeouts",
+        "upstream", "routes",    "resolver", "log", "connect",     "tunnel",
     };
     static int (*const fns[])(struct ld *, const struct ynode *) = {
-        sec_workers,  sec_listeners, sec_access, sec_via,      sec_server_name, sec_limits,
-        sec_timeouts, sec_upstream,  sec_routes, sec_resolver, sec_log,         sec_connect,
+        sec_workers, sec_listeners, sec_access,   sec_via,    sec_server_name,
+        sec_limits,  sec_timeouts,  sec_upstream, sec_routes, sec_resolver,
+        sec_log,     sec_connect,   sec_tunnel,
     };
     struct ynode at = {.line = 1, .col = 1};
     const struct ynode *v;

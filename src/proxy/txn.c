@@ -234,8 +234,8 @@ void
 vd_txn_deny(struct vd_txn *t, const struct vd_conf_rule *rule)
 {
     char detail[200];
-    const char *name = rule ? rule->name : "no rule matched (default deny)";
-    snprintf(detail, sizeof(detail), "refused by access rule \"%s\"", name);
+    const char *name = rule ? rule->name : "default deny: no rule matched";
+    snprintf(detail, sizeof(detail), "request not allowed by access rule \"%s\"", name);
     vd_log(VD_LOG_INFO, &t->log, "access denied by rule \"%s\"", name);
     vd_txn_respond_error(t, 403, detail, true);
 }

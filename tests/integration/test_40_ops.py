@@ -11,7 +11,7 @@ import time
 import pytest
 
 from vdtest import yamlconf
-from vdtest.asserts import ISO_MS
+from vdtest.asserts import ISO_MS, assert_proxy_error
 from vdtest.httpmsg import build_response
 from vdtest.origins import Reply
 from vdtest.proc import connect_refused, run_bin
@@ -391,6 +391,23 @@ def test_acl_no_match_is_denied(viaduct, origin):
         assert c.exchange("GET", url(origin, "/")).status == 403
     with vd.connect(source="127.0.0.5") as c:
         assert c.exchange("GET", url(origin, "/")).status == 200
+
+
+def test_access_rule_named_in_403(viaduct, origin):
+    vd = viaduct({"access": [{"name": "no-delete", "deny": {"methods": ["DELETE"]}},
+                             {"allow": {"clients": ["127.0.0.0/8"], "methods": "GET"}}]})
+    with vd.connect() as c:
+        r = c.exchange("DELETE", url(origin, "/"))
+    assert_proxy_error(r, 403, 'access rule "no-delete"')
+    with vd.connect() as c:
+        r = c.exchange("HEAD", url(origin, "/"))
+    assert r.status == 403  # no rule matched
+    with vd.connect() as c:
+        r = c.exchange("OPTIONS", url(origin, "/"))
+    assert_proxy_error(r, 403, "no rule matched")
+    with vd.connect() as c:
+        assert c.exchange("GET", url(origin, "/ok")).status == 200
+    assert [q.target for q in origin.wait_requests(1)] == ["/ok"]
 
 
 def test_error_log_to_file(viaduct, origin, tmp_path):

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for the YAML configuration loader (src/conf/load.c): exact struct values, defaults,
- * relative paths, the ACL, every validation error's "file:line:col: key: message", and the
- * shipped examples. */
+ * relative paths, access rules (both forms) and the tunnel section, every validation error's
+ * "file:line:col: key: message", and the shipped examples. */
 #include "vd/config.h"
 
 #include <arpa/inet.h>
@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vd/access.h"
 #include "vd/conf.h"
 #include "vd/err.h"
 #include "vd/log.h"
@@ -123,6 +124,7 @@ assert_addr(const struct sockaddr_storage *ss, int family, const char *ip, unsig
     assert_string_equal(buf, ip);
 }
 
+/* A GET from @ip through the access rules; @rule gets the deciding rule's name or NULL. */
 static bool
 acl_allows(const struct vd_conf *c, const char *ip, const char **rule)
 {
@@ -137,7 +139,12 @@ acl_allows(const struct vd_conf *c, const char *ip, const char **rule)
         s4->sin_family = AF_INET;
         assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
     }
-    return vd_conf_acl_allows(c, (const struct sockaddr *)&ss, rule);
+    struct vd_access_facts f = {.client = (const struct sockaddr *)&ss,
+                                .method = {(const uint8_t *)"GET", 3}};
+    const struct vd_conf_rule *r = NULL;
+    bool ok = vd_access_eval(c, &f, &r) == VD_ACCESS_ALLOW;
+    *rule = r ? r->name : NULL;
+    return ok;
 }
 
 static const char full_yaml[] = "# every key\n"
@@ -218,7 +225,13 @@ static const char full_yaml[] = "# every key\n"
                                 "  access_format: json\n"
                                 "  trace: [h1, proxy]\n"
                                 "connect:\n"
-                                "  ports: [443, 8443, \"8000-8002\", 8001]\n";
+                                "  ports: [443, 8443, \"8000-8002\", 8001]\n"
+                                "tunnel:\n"
+                                "  idle_timeout: 5m\n"
+                                "  splice: false\n"
+                                "  sniff_bytes: 4k\n"
+                                "  sniff_timeout: 2500ms\n"
+                                "  upgrade_protocols: [WebSocket, h2c]\n";
 
 static void
 make_certs(struct tmp *t)
@@ -292,19 +305,32 @@ test_full(void **state)
     assert_addr(&l->addr, AF_INET, "0.0.0.0", 8081);
     assert_false(l->tls);
 
-    assert_int_equal(c->nacl, 6);
-    assert_true(c->acl[0].allow);
-    assert_string_equal(c->acl[0].text, "127.0.0.0/8");
-    assert_int_equal(c->acl[0].net.ss_family, AF_INET);
-    assert_int_equal(c->acl[0].prefix, 8);
-    assert_string_equal(c->acl[1].text, "::1");
-    assert_int_equal(c->acl[1].net.ss_family, AF_INET6);
-    assert_int_equal(c->acl[1].prefix, 128);
-    assert_false(c->acl[2].allow);
-    assert_int_equal(c->acl[4].prefix, 32);
-    assert_false(c->acl[5].allow);
-    assert_int_equal(c->acl[5].net.ss_family, AF_UNSPEC);
-    assert_string_equal(c->acl[5].text, "all");
+    assert_int_equal(c->nrules, 6);
+    const struct vd_conf_rule *ru = &c->rules[0];
+    assert_true(ru->allow);
+    assert_string_equal(ru->name, "access[0]");
+    assert_int_equal(ru->nclients, 1);
+    assert_int_equal(ru->clients[0].net.ss_family, AF_INET);
+    assert_int_equal(ru->clients[0].prefix, 8);
+    assert_int_equal(ru->nusers + ru->nmethods + ru->ndest_hosts + ru->ndest_nets, 0);
+    assert_int_equal(ru->sni_mismatch, -1);
+    assert_int_equal(ru->declared_mismatch, -1);
+    assert_string_equal(c->rules[1].name, "access[1]");
+    assert_int_equal(c->rules[1].clients[0].net.ss_family, AF_INET6);
+    assert_int_equal(c->rules[1].clients[0].prefix, 128);
+    assert_false(c->rules[2].allow);
+    assert_int_equal(c->rules[4].clients[0].prefix, 32);
+    assert_false(c->rules[5].allow);
+    assert_int_equal(c->rules[5].nclients, 0); /* all: no condition */
+    assert_string_equal(c->rules[5].name, "access[5]");
+
+    assert_int_equal(c->tunnel.idle_timeout, 300000);
+    assert_false(c->tunnel.splice);
+    assert_int_equal(c->tunnel.sniff_bytes, 4096);
+    assert_int_equal(c->tunnel.sniff_timeout, 2500);
+    assert_int_equal(c->tunnel.nupgrade_protocols, 2);
+    assert_string_equal(c->tunnel.upgrade_protocols[0], "websocket");
+    assert_string_equal(c->tunnel.upgrade_protocols[1], "h2c");
 
     assert_true(c->via_enabled);
     assert_string_equal(c->via, "edge-1");
@@ -406,9 +432,22 @@ test_defaults(void **state)
     assert_addr(&c->listeners[0].addr, AF_INET, "127.0.0.1", 3128);
     assert_int_equal(c->listeners[0].mode, VD_MODE_FORWARD);
     assert_int_equal(c->listeners[0].backlog, 511);
-    assert_int_equal(c->nacl, 2);
-    assert_string_equal(c->acl[0].text, "127.0.0.0/8");
-    assert_string_equal(c->acl[1].text, "::1/128");
+    assert_int_equal(c->nrules, 2);
+    assert_string_equal(c->rules[0].name, "access[0]");
+    assert_true(c->rules[0].allow);
+    assert_int_equal(c->rules[0].nclients, 1);
+    assert_int_equal(c->rules[0].clients[0].net.ss_family, AF_INET);
+    assert_int_equal(c->rules[0].clients[0].prefix, 8);
+    assert_string_equal(c->rules[1].name, "access[1]");
+    assert_int_equal(c->rules[1].clients[0].net.ss_family, AF_INET6);
+    assert_int_equal(c->rules[1].clients[0].prefix, 128);
+    assert_int_equal(c->rules[1].sni_mismatch, -1);
+    assert_int_equal(c->tunnel.idle_timeout, 3600000);
+    assert_true(c->tunnel.splice);
+    assert_int_equal(c->tunnel.sniff_bytes, 16384);
+    assert_int_equal(c->tunnel.sniff_timeout, 10000);
+    assert_int_equal(c->tunnel.nupgrade_protocols, 1);
+    assert_string_equal(c->tunnel.upgrade_protocols[0], "websocket");
     assert_true(c->via_enabled);
     assert_string_equal(c->via, d->via);
     assert_string_equal(c->server_name, d->server_name);
@@ -442,7 +481,8 @@ test_defaults(void **state)
                               "via: false\n"
                               "access: []\n"
                               "log: {access_log: 'off', error_log: stderr, trace: [all]}\n"
-                              "connect: {ports: []}\n",
+                              "connect: {ports: []}\n"
+                              "tunnel: {upgrade_protocols: []}\n",
                               &c, err, sizeof(err), path),
                      0);
     assert_int_equal(c->workers, 0);
@@ -454,7 +494,8 @@ test_defaults(void **state)
     assert_int_equal(c->timeouts.client_header, d->timeouts.client_header);
     assert_false(c->via_enabled);
     assert_null(c->via);
-    assert_int_equal(c->nacl, 0);
+    assert_int_equal(c->nrules, 0);
+    assert_int_equal(c->tunnel.nupgrade_protocols, 0);
     assert_null(c->log.access_log);
     assert_null(c->log.error_log);
     assert_int_equal(c->log.trace_mask, (1u << VD_SUB_MAX) - 1);
@@ -581,22 +622,140 @@ test_acl(void **state)
                               &c, err, sizeof(err), path),
                      0);
     assert_true(acl_allows(c, "10.1.2.3", &rule));
-    assert_string_equal(rule, "10.0.0.0/8");
+    assert_string_equal(rule, "access[1]");
     assert_false(acl_allows(c, "10.9.200.1", &rule));
-    assert_string_equal(rule, "10.9.0.0/16");
+    assert_string_equal(rule, "access[0]");
     assert_true(acl_allows(c, "192.168.1.7", &rule));
     assert_false(acl_allows(c, "192.168.1.8", &rule));
-    assert_string_equal(rule, "all");
+    assert_string_equal(rule, "access[4]");
     assert_true(acl_allows(c, "::ffff:10.0.0.1", &rule)); /* v4-mapped */
+    assert_string_equal(rule, "access[1]");
+    assert_false(acl_allows(c, "::ffff:10.9.0.1", &rule));
+    assert_string_equal(rule, "access[0]");
     assert_true(acl_allows(c, "fd12::1", &rule));
-    assert_string_equal(rule, "fd00::/8");
+    assert_string_equal(rule, "access[3]");
     assert_false(acl_allows(c, "::1", &rule));
-    assert_string_equal(rule, "all");
+    assert_string_equal(rule, "access[4]");
     vd_conf_unref(c);
 
     assert_int_equal(load_str("access: [allow: 10.0.0.0/8]\n", &c, err, sizeof(err), path), 0);
     assert_false(acl_allows(c, "1.2.3.4", &rule));
     assert_null(rule);
+    vd_conf_unref(c);
+}
+
+/* The long form of access rules, every condition, into the snapshot's structures. */
+static void
+test_access_long(void **state)
+{
+    char path[64], err[512], buf[INET6_ADDRSTRLEN];
+    struct vd_conf *c = NULL;
+    (void)state;
+    int rc = load_str("access:\n"
+                      "  - name: no-metadata\n"
+                      "    deny:\n"
+                      "      dest_nets: [169.254.0.0/16, \"fd00:ec2::/32\"]\n"
+                      "  - allow:\n"
+                      "      clients: [10.0.0.0/8]\n"
+                      "      users: [alice, \"*\"]\n"
+                      "      methods: [CONNECT, GET]\n"
+                      "      dest_hosts: [\"*.Example.com\", example.com, '[::0:1]', 2001:DB8::1, "
+                      "192.0.2.1]\n"
+                      "      dest_ports: [443, \"8000-8100\"]\n"
+                      "      declared: [IMAP, websocket]\n"
+                      "      protocols: [tls, ssh]\n"
+                      "      sni: [\"*.example.COM\", \"\"]\n"
+                      "      alpn: [h2, http/1.1]\n"
+                      "      sni_mismatch: true\n"
+                      "      declared_mismatch: True\n"
+                      "  - name: single.scalars_1\n"
+                      "    allow: {clients: 192.0.2.0/24, users: bob, methods: GET, dest_hosts: "
+                      "a.test, dest_nets: all, dest_ports: 80, declared: h2c, protocols: http, "
+                      "sni: a.test, alpn: h2}\n"
+                      "  - deny: {}\n",
+                      &c, err, sizeof(err), path);
+    if (rc) {
+        print_error("%s\n", err);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(c->nrules, 4);
+
+    const struct vd_conf_rule *r = &c->rules[0];
+    assert_false(r->allow);
+    assert_string_equal(r->name, "no-metadata");
+    assert_int_equal(r->ndest_nets, 2);
+    assert_int_equal(r->dest_nets[0].net.ss_family, AF_INET);
+    assert_int_equal(r->dest_nets[0].prefix, 16);
+    assert_int_equal(r->dest_nets[1].net.ss_family, AF_INET6);
+    assert_int_equal(r->dest_nets[1].prefix, 32);
+    assert_non_null(inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&r->dest_nets[1].net)->sin6_addr,
+                              buf, sizeof(buf)));
+    assert_string_equal(buf, "fd00:ec2::");
+    assert_int_equal(r->nclients + r->nusers + r->nmethods + r->ndest_hosts + r->ndest_ports +
+                         r->ndeclared + r->nprotocols + r->nsnis + r->nalpns,
+                     0);
+    assert_int_equal(r->sni_mismatch, -1);
+    assert_int_equal(r->declared_mismatch, -1);
+
+    r = &c->rules[1];
+    assert_true(r->allow);
+    assert_string_equal(r->name, "access[1]");
+    assert_int_equal(r->nclients, 1);
+    assert_int_equal(r->clients[0].prefix, 8);
+    assert_int_equal(r->nusers, 2);
+    assert_string_equal(r->users[0], "alice");
+    assert_string_equal(r->users[1], "*");
+    assert_int_equal(r->nmethods, 2);
+    assert_string_equal(r->methods[0], "CONNECT");
+    assert_string_equal(r->methods[1], "GET");
+    assert_int_equal(r->ndest_hosts, 5);
+    assert_string_equal(r->dest_hosts[0], "*.example.com");
+    assert_string_equal(r->dest_hosts[1], "example.com");
+    assert_string_equal(r->dest_hosts[2], "::1");
+    assert_string_equal(r->dest_hosts[3], "2001:db8::1");
+    assert_string_equal(r->dest_hosts[4], "192.0.2.1");
+    assert_int_equal(r->ndest_ports, 2);
+    assert_int_equal(r->dest_ports[0].lo, 443);
+    assert_int_equal(r->dest_ports[0].hi, 443);
+    assert_int_equal(r->dest_ports[1].lo, 8000);
+    assert_int_equal(r->dest_ports[1].hi, 8100);
+    assert_int_equal(r->ndeclared, 2);
+    assert_string_equal(r->declared[0], "imap");
+    assert_string_equal(r->declared[1], "websocket");
+    assert_int_equal(r->nprotocols, 2);
+    assert_string_equal(r->protocols[0], "tls");
+    assert_string_equal(r->protocols[1], "ssh");
+    assert_int_equal(r->nsnis, 2);
+    assert_string_equal(r->snis[0], "*.example.com");
+    assert_string_equal(r->snis[1], "");
+    assert_int_equal(r->nalpns, 2);
+    assert_string_equal(r->alpns[0], "h2");
+    assert_string_equal(r->alpns[1], "http/1.1");
+    assert_int_equal(r->sni_mismatch, 1);
+    assert_int_equal(r->declared_mismatch, 1);
+    assert_int_equal(r->ndest_nets, 0);
+
+    r = &c->rules[2];
+    assert_string_equal(r->name, "single.scalars_1");
+    assert_int_equal(r->nclients, 1);
+    assert_int_equal(r->clients[0].prefix, 24);
+    assert_int_equal(r->nusers, 1);
+    assert_string_equal(r->users[0], "bob");
+    assert_int_equal(r->nmethods, 1);
+    assert_int_equal(r->ndest_hosts, 1);
+    assert_int_equal(r->ndest_nets, 1);
+    assert_int_equal(r->dest_nets[0].net.ss_family, AF_UNSPEC);
+    assert_int_equal(r->ndest_ports, 1);
+    assert_int_equal(r->dest_ports[0].lo, 80);
+    assert_string_equal(r->declared[0], "h2c");
+    assert_string_equal(r->protocols[0], "http");
+    assert_string_equal(r->snis[0], "a.test");
+    assert_string_equal(r->alpns[0], "h2");
+
+    r = &c->rules[3];
+    assert_false(r->allow);
+    assert_string_equal(r->name, "access[3]");
+    assert_int_equal(r->nclients + r->ndest_nets + r->nsnis, 0);
     vd_conf_unref(c);
 }
 
@@ -631,7 +790,7 @@ test_yaml_features(void **state)
 
 static const char *const top_keys =
     "workers, listeners, access, via, server_name, limits, timeouts, upstream, routes, resolver, "
-    "log or connect";
+    "log, connect or tunnel";
 
 static void
 test_errors_syntax(void **state)
@@ -814,12 +973,137 @@ test_errors_access(void **state)
                "2:12: access[0].allow: bad CIDR 'localhost': expected an IPv4 or IPv6 address, "
                "optionally with /PREFIX, or all");
     expect_err("access:\n  - permit: all\n",
-               "2:5: access[0].permit: unknown key (expected allow or deny)");
+               "2:5: access[0].permit: unknown key (expected name, allow or deny)");
     expect_err("access:\n  - allow: 10.0.0.0/8\n    deny: all\n",
                "2:5: access[0]: expected exactly one of allow or deny, as in '- allow: CIDR'");
     expect_err("access:\n  - 10.0.0.0/8\n", "2:5: access[0]: expected a mapping, got a scalar");
     expect_err("access: all\n",
                "1:9: access: expected a sequence of allow or deny rules, got a scalar");
+}
+
+static void
+test_errors_rules(void **state)
+{
+    (void)state;
+    expect_err("access:\n  - allow: {client: 10.0.0.0/8}\n",
+               "2:13: access[0].allow.client: unknown key (expected clients, users, methods, "
+               "dest_hosts, dest_nets, dest_ports, declared, protocols, sni, alpn, sni_mismatch or "
+               "declared_mismatch)");
+    expect_err("access:\n  - allow: {clients: []}\n",
+               "2:22: access[0].allow.clients: an empty list is not allowed: omit the key to match "
+               "any value");
+    expect_err("access:\n  - allow: {clients: {a: b}}\n",
+               "2:22: access[0].allow.clients: expected an address, a CIDR or all, or a sequence "
+               "of them, got a mapping");
+    expect_err("access:\n  - allow: {clients: }\n",
+               "2:20: access[0].allow.clients: expected an address, a CIDR or all, or a sequence "
+               "of them, got an empty value");
+    expect_err("access:\n  - allow: {clients: [10.0.0.0/8, 10.0.0.0/40]}\n",
+               "2:35: access[0].allow.clients[1]: bad CIDR '10.0.0.0/40': prefix length 40 is "
+               "longer than 32");
+    expect_err("access:\n  - deny: {dest_nets: example.com}\n",
+               "2:23: access[0].deny.dest_nets: bad CIDR 'example.com': expected an IPv4 or IPv6 "
+               "address, optionally with /PREFIX, or all");
+    expect_err("access:\n  - allow: {users: ['a:b']}\n",
+               "2:21: access[0].allow.users[0]: bad user name 'a:b': expected 1 to 255 characters "
+               "without ':' or control characters, or * for any authenticated user");
+    expect_err("access:\n  - allow: {users: ['']}\n",
+               "2:21: access[0].allow.users[0]: bad user name '': expected 1 to 255 characters "
+               "without ':' or control characters, or * for any authenticated user");
+    expect_err("access:\n  - allow: {methods: ['GE T']}\n",
+               "2:23: access[0].allow.methods[0]: bad method 'GE T': expected a method token such "
+               "as GET or CONNECT (case-sensitive)");
+    expect_err("access:\n  - allow: {dest_hosts: ['a.example:80']}\n",
+               "2:26: access[0].allow.dest_hosts[0]: bad host 'a.example:80': expected a host name "
+               "without port, *.domain, an IPv4 address or an IPv6 address");
+    expect_err("access:\n  - allow: {dest_hosts: ['*']}\n",
+               "2:26: access[0].allow.dest_hosts[0]: bad host '*': expected a host name without "
+               "port, *.domain, an IPv4 address or an IPv6 address");
+    expect_err("access:\n  - allow: {dest_hosts: ['*.']}\n",
+               "2:26: access[0].allow.dest_hosts[0]: bad host '*.': expected a host name without "
+               "port, *.domain, an IPv4 address or an IPv6 address");
+    expect_err("access:\n  - allow: {dest_ports: [0]}\n",
+               "2:26: access[0].allow.dest_ports[0]: bad port '0': expected a port from 1 to 65535 "
+               "or a range LOW-HIGH");
+    expect_err("access:\n  - allow: {dest_ports: ['90-80']}\n",
+               "2:26: access[0].allow.dest_ports[0]: bad port '90-80': expected a port from 1 to "
+               "65535 or a range LOW-HIGH");
+    expect_err("access:\n  - allow: {dest_ports: [65536]}\n",
+               "2:26: access[0].allow.dest_ports[0]: bad port '65536': expected a port from 1 to "
+               "65535 or a range LOW-HIGH");
+    expect_err("access:\n  - allow: {declared: ['web socket']}\n",
+               "2:24: access[0].allow.declared[0]: bad protocol name 'web socket': expected an "
+               "Upgrade protocol name such as websocket");
+    expect_err("access:\n  - allow: {protocols: [rdp]}\n",
+               "2:25: access[0].allow.protocols[0]: unknown protocol 'rdp' (expected tls, ssh, "
+               "http, imap, pop3, smtp, ftp or unknown)");
+    expect_err("access:\n  - allow: {protocols: [TLS]}\n",
+               "2:25: access[0].allow.protocols[0]: unknown protocol 'TLS' (expected tls, ssh, "
+               "http, imap, pop3, smtp, ftp or unknown)");
+    expect_err("access:\n  - allow: {sni: [192.0.2.1]}\n",
+               "2:19: access[0].allow.sni[0]: bad server name '192.0.2.1': expected a DNS name, "
+               "*.domain, or \"\" for a ClientHello without SNI");
+    expect_err("access:\n  - allow: {sni: ['*.']}\n",
+               "2:19: access[0].allow.sni[0]: bad server name '*.': expected a DNS name, *.domain, "
+               "or \"\" for a ClientHello without SNI");
+    expect_err("access:\n  - allow: {alpn: ['h 2']}\n",
+               "2:20: access[0].allow.alpn[0]: bad ALPN protocol id 'h 2': expected 1 to 255 "
+               "visible ASCII characters, such as h2 or http/1.1");
+    expect_err("access:\n  - allow: {alpn: ['']}\n",
+               "2:20: access[0].allow.alpn[0]: bad ALPN protocol id '': expected 1 to 255 visible "
+               "ASCII characters, such as h2 or http/1.1");
+    expect_err("access:\n  - allow: {sni_mismatch: false}\n",
+               "2:27: access[0].allow.sni_mismatch: only true is meaningful (the rule then applies "
+               "when the TLS server name differs from the requested host); omit the key otherwise");
+    expect_err("access:\n  - allow: {declared_mismatch: false}\n",
+               "2:32: access[0].allow.declared_mismatch: only true is meaningful (the rule then "
+               "applies when the protocol seen in the tunnel differs from the declared one); omit "
+               "the key otherwise");
+    expect_err("access:\n  - allow: {sni_mismatch: yes}\n",
+               "2:27: access[0].allow.sni_mismatch: expected true or false, got 'yes'");
+    expect_err("access:\n  - name: a\n    allow: all\n  - name: a\n    deny: all\n",
+               "4:11: access[1].name: duplicate rule name 'a' (access[0] at line 2, column 11 has "
+               "the same)");
+    expect_err("access:\n  - name: 'a b'\n    allow: all\n",
+               "2:11: access[0].name: bad rule name 'a b': expected 1 to 64 letters, digits, '-', "
+               "'_' or '.'");
+    expect_err("access:\n  - name: 'access[1]'\n    allow: all\n",
+               "2:11: access[0].name: bad rule name 'access[1]': expected 1 to 64 letters, digits, "
+               "'-', '_' or '.'");
+    expect_err("access:\n  - name: a\n",
+               "2:5: access[0]: expected exactly one of allow or deny, as in '- allow: CIDR'");
+    expect_err("access:\n  - allow: [10.0.0.0/8]\n",
+               "2:12: access[0].allow: expected an address, a CIDR, all or a mapping of "
+               "conditions, got a sequence");
+    expect_err("access:\n  - allow:\n", "2:10: access[0].allow: expected an address, a CIDR, all "
+                                        "or a mapping of conditions, got an empty value");
+    expect_err("access:\n  - name: a\n    allow: all\n    deny: all\n",
+               "2:5: access[0]: expected exactly one of allow or deny, as in '- allow: CIDR'");
+}
+
+static void
+test_errors_tunnel(void **state)
+{
+    (void)state;
+    expect_err("tunnel: {idle_timeout: 0}\n",
+               "1:24: tunnel.idle_timeout: duration must be greater than 0");
+    expect_err("tunnel: {sniff_timeout: 0}\n",
+               "1:25: tunnel.sniff_timeout: duration must be greater than 0");
+    expect_err("tunnel: {sniff_bytes: 511}\n",
+               "1:23: tunnel.sniff_bytes: size '511' is out of range: 512 to 1048576 bytes");
+    expect_err("tunnel: {sniff_bytes: 2MiB}\n",
+               "1:23: tunnel.sniff_bytes: size '2MiB' is out of range: 512 to 1048576 bytes");
+    expect_err("tunnel: {splice: yes}\n", "1:18: tunnel.splice: expected true or false, got 'yes'");
+    expect_err(
+        "tunnel: {upgrade_protocols: websocket}\n",
+        "1:29: tunnel.upgrade_protocols: expected a sequence of protocol names, got a scalar");
+    expect_err("tunnel: {upgrade_protocols: ['web socket']}\n",
+               "1:30: tunnel.upgrade_protocols[0]: bad protocol name 'web socket': expected an "
+               "Upgrade protocol name such as websocket");
+    expect_err("tunnel: {upgrade: []}\n",
+               "1:10: tunnel.upgrade: unknown key (expected idle_timeout, splice, sniff_bytes, "
+               "sniff_timeout or upgrade_protocols)");
+    expect_err("tunnel: []\n", "1:9: tunnel: expected a mapping, got a sequence");
 }
 
 static void
@@ -1031,19 +1315,14 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full),
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_relative_paths),
-        cmocka_unit_test(test_acl),
-        cmocka_unit_test(test_yaml_features),
-        cmocka_unit_test(test_errors_syntax),
-        cmocka_unit_test(test_errors_types),
-        cmocka_unit_test(test_errors_values),
-        cmocka_unit_test(test_errors_listeners),
-        cmocka_unit_test(test_errors_access),
-        cmocka_unit_test(test_errors_routes),
-        cmocka_unit_test(test_caps),
-        cmocka_unit_test(test_quiet),
+        cmocka_unit_test(test_full),           cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_relative_paths), cmocka_unit_test(test_acl),
+        cmocka_unit_test(test_access_long),    cmocka_unit_test(test_yaml_features),
+        cmocka_unit_test(test_errors_syntax),  cmocka_unit_test(test_errors_types),
+        cmocka_unit_test(test_errors_values),  cmocka_unit_test(test_errors_listeners),
+        cmocka_unit_test(test_errors_access),  cmocka_unit_test(test_errors_rules),
+        cmocka_unit_test(test_errors_tunnel),  cmocka_unit_test(test_errors_routes),
+        cmocka_unit_test(test_caps),           cmocka_unit_test(test_quiet),
         cmocka_unit_test(test_examples),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
