@@ -32,15 +32,6 @@ def test_connection_refused_is_502(proxy):
     assert_proxy_error(r, 502, "refused")
 
 
-def test_connect_method_not_implemented(proxy, origin):
-    with proxy.connect() as c:
-        c.send(b"CONNECT origin.test:%d HTTP/1.1\r\nHost: origin.test:%d\r\n\r\n" %
-               (origin.port, origin.port))
-        r = c.response("GET")
-    assert_proxy_error(r, 501)
-    origin.assert_untouched()
-
-
 def test_bad_request_format(proxy, origin):
     with proxy.connect() as c:
         c.send(b"GET http://origin.test:%d/ HTTP/1.1\r\nHost: x\r\nBad Field: 1\r\n\r\n" % origin.port)
