@@ -338,10 +338,12 @@ cnx_resolved(void *arg, int status, const struct vd_addrs *addrs)
          * skipped, and the tunnel holds its first bytes only when a rule still needs them. */
         int v = vd_txn_check_addrs(x->t, x->host, x->port, true, &x->addrs, &x->denied_by);
         if (v == VD_ACCESS_DENY) {
-            vd_txn_deny(x->t, x->denied_by);
             struct vd_txn *t = x->t;
+            const struct vd_conf_rule *rule = x->denied_by;
             t->handler = NULL;
+            t->handler_data = NULL;
             cnx_free(x);
+            vd_txn_deny(t, rule);
             return;
         }
         x->hold = v == VD_ACCESS_PENDING;

@@ -9,6 +9,7 @@ import hashlib
 import os
 import struct
 import threading
+import time
 
 import pytest
 
@@ -103,7 +104,11 @@ def test_websocket_forward_mode_handmade_client(proxy, ws_origin):
     accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest()).decode()
     assert resp.headers.get("sec-websocket-accept") == accept
     assert not resp.headers.has("content-length") and not resp.headers.has("transfer-encoding")
-    # The origin saw exactly one Upgrade and a Connection naming it, and the proxy's Via.
+    # The origin saw exactly one Upgrade and a Connection naming it, and the proxy's Via. Its
+    # handler records them after sending the 101, so wait for it.
+    deadline = time.monotonic() + 5
+    while not ws_origin.headers and time.monotonic() < deadline:
+        time.sleep(0.01)
     h = {k.lower(): v for k, v in ws_origin.headers[0].items()}
     assert h["upgrade"] == "websocket"
     assert h["connection"].lower() == "upgrade"
