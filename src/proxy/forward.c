@@ -1304,7 +1304,7 @@ resolved(void *arg, int status, const struct vd_addrs *addrs)
     if (f->t->access_pending) {
         /* Rules that test the destination address (an SSRF guard) are decided here. */
         const struct vd_conf_rule *deny = NULL;
-        if (vd_txn_check_addrs(f->t, f->host, f->port, f->upgrade, &f->addrs, &deny) ==
+        if (vd_txn_check_addrs(f->t, f->host, f->port, false, &f->addrs, &deny) ==
             VD_ACCESS_DENY) {
             struct vd_txn *t = f->t;
             fwd_detach(f);

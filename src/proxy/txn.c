@@ -410,7 +410,7 @@ txn_route(struct vd_txn *t)
     }
     /* Rules see the destination the client asked for (reverse: the Host it named). */
     struct vd_access_facts f;
-    vd_txn_facts(t, host, port, t->declared != NULL, &f);
+    vd_txn_facts(t, host, port, false, &f); /* Upgrade relays are not sniffed */
     const struct vd_conf_rule *rule = NULL;
     enum vd_access_verdict v = vd_access_eval(t->conf, &f, &rule);
     if (v == VD_ACCESS_DENY) {
