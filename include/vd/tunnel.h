@@ -29,11 +29,11 @@ enum {
 };
 
 enum vd_tunnel_end_reason {
-    VD_TUN_END_CLOSED,  /* both sides finished (FIN both ways) */
-    VD_TUN_END_RESET,   /* a side reset or failed: both ended with a reset */
-    VD_TUN_END_IDLE,    /* idle timeout */
-    VD_TUN_END_DENIED,  /* on_sniffed refused the tunnel */
-    VD_TUN_END_NOMEM,   /* no buffer memory */
+    VD_TUN_END_CLOSED, /* both sides finished (FIN both ways) */
+    VD_TUN_END_RESET,  /* a side reset or failed: both ended with a reset */
+    VD_TUN_END_IDLE,   /* idle timeout */
+    VD_TUN_END_DENIED, /* on_sniffed refused the tunnel */
+    VD_TUN_END_NOMEM,  /* no buffer memory */
 };
 
 struct vd_tunnel_stats {
@@ -55,9 +55,9 @@ struct vd_tunnel_cbs {
 };
 
 struct vd_tunnel_opts {
-    uint64_t idle_ms;  /* no byte in either direction for this long ends the tunnel */
-    bool splice;       /* allow splice(2) when both sockets are plain TCP */
-    unsigned flags;    /* VD_TUN_* */
+    uint64_t idle_ms;       /* no byte in either direction for this long ends the tunnel */
+    bool splice;            /* allow splice(2) when both sockets are plain TCP */
+    unsigned flags;         /* VD_TUN_* */
     uint32_t sniff_bytes;   /* client bytes held at most while classifying */
     uint64_t sniff_timeout; /* ms a hold may last; then classified as what is known */
 };

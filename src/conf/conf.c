@@ -11,6 +11,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "vd/auth.h"
 #include "vd/conf.h"
 #include "vd/err.h"
 #include "vd/log.h"
@@ -248,6 +249,14 @@ vd_conf_default(void)
     c->nconnect_ports = 1;
     c->connect_ports = xcalloc(1, sizeof(uint16_t));
     c->connect_ports[0] = 443;
+    c->auth = (struct vd_conf_auth){
+        .cache_ttl = 300000,
+        .fail_limit = 10,
+        .fail_window = 60000,
+        .fail_mode = VD_AUTH_FAIL_DELAY,
+        .fail_delay = 2000,
+    };
+    c->auth.realm = xstrdup("viaduct");
     return c;
 }
 
@@ -354,6 +363,9 @@ vd_conf_unref(struct vd_conf *c)
     free(c->log.error_log);
     free(c->log.access_log);
     free(c->connect_ports);
+    vd_auth_free(c->auth.db);
+    free(c->auth.htpasswd);
+    free(c->auth.realm);
     free(c->source);
     free(c);
 }

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vd/auth.h"
 #include "vd/conf.h"
 #include "vd/err.h"
 #include "vd/log.h"
@@ -2373,17 +2374,99 @@ sec_connect(struct ld *ld, const struct ynode *n)
     return rc;
 }
 
+/* RFC 9110 §11.6.1: the realm goes out inside a quoted-string; refusing '"', '\\' and
+ * controls means it never needs escaping. */
+static int
+sec_auth(struct ld *ld, const struct ynode *n)
+{
+    static const char *const keys[] = {"htpasswd",    "realm",     "cache_ttl", "fail_limit",
+                                       "fail_window", "fail_mode", "fail_delay"};
+    static const char *const modes[] = {"delay", "refuse"};
+    struct vd_conf_auth *au = &ld->c->auth;
+    char vb[SHOW_MAX + 8], aerr[512];
+    const struct ynode *v, *hv;
+    size_t idx = 0;
+    int rc;
+
+    if ((rc = check_map(ld, n, "auth", keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    if (!(hv = get(n, "htpasswd"))) {
+        return missing(ld, n, "auth", "htpasswd");
+    }
+    if ((rc = get_path(ld, hv, "auth.htpasswd", &au->htpasswd)) ||
+        (rc = check_readable(ld, hv, "auth.htpasswd", au->htpasswd))) {
+        return rc;
+    }
+    if ((v = get(n, "realm"))) {
+        if ((rc = want_scalar(ld, v, "auth.realm", "a realm"))) {
+            return rc;
+        }
+        bool ok = v->len > 0;
+        for (size_t i = 0; ok && i < v->len; i++) {
+            unsigned char ch = (unsigned char)v->text[i];
+            ok = ch >= 0x20 && ch != 0x7f && ch != '"' && ch != '\\';
+        }
+        if (!ok) {
+            return fail(ld, v, "auth.realm",
+                        "bad realm '%s': expected non-empty text without '\"', '\\' or control "
+                        "characters",
+                        show(vb, sizeof(vb), v));
+        }
+        if ((rc = set_str(ld, &au->realm, v->text))) {
+            return rc;
+        }
+    }
+    if ((v = get(n, "cache_ttl")) &&
+        (rc = get_duration(ld, v, "auth.cache_ttl", true, &au->cache_ttl))) {
+        return rc;
+    }
+    if ((v = get(n, "fail_limit")) &&
+        (rc = get_u32(ld, v, "auth.fail_limit", 0, &au->fail_limit))) {
+        return rc;
+    }
+    if ((v = get(n, "fail_window")) &&
+        (rc = get_duration(ld, v, "auth.fail_window", false, &au->fail_window))) {
+        return rc;
+    }
+    if ((v = get(n, "fail_mode"))) {
+        if ((rc = get_enum(ld, v, "auth.fail_mode", "mode", modes, VD_ARRAY_LEN(modes), &idx))) {
+            return rc;
+        }
+        au->fail_mode = idx == 0 ? VD_AUTH_FAIL_DELAY : VD_AUTH_FAIL_REFUSE;
+    }
+    if ((v = get(n, "fail_delay")) &&
+        (rc = get_duration(ld, v, "auth.fail_delay", true, &au->fail_delay))) {
+        return rc;
+    }
+    /* Loaded last: the cache and throttle settings travel with the users. The file's own
+     * "PATH:LINE: ..." becomes the message, so both positions are shown. */
+    struct vd_auth_params p = {
+        .cache_ttl = au->cache_ttl,
+        .fail_limit = au->fail_limit,
+        .fail_window = au->fail_window,
+    };
+    rc = vd_auth_load(au->htpasswd, &p, &au->db, aerr, sizeof(aerr));
+    if (rc == VD_ENOMEM) {
+        return oom(ld);
+    }
+    if (rc) {
+        return fail(ld, hv, "auth.htpasswd", "%s", aerr);
+    }
+    return 0;
+}
+
 static int
 apply(struct ld *ld, const struct ynode *root)
 {
     static const char *const keys[] = {
         "workers",  "listeners", "access",   "via", "server_name", "limits", "timeouts",
-        "upstream", "routes",    "resolver", "log", "connect",     "tunnel",
+        "upstream", "routes",    "resolver", "log", "connect",     "tunnel", "auth",
     };
     static int (*const fns[])(struct ld *, const struct ynode *) = {
         sec_workers, sec_listeners, sec_access,   sec_via,    sec_server_name,
         sec_limits,  sec_timeouts,  sec_upstream, sec_routes, sec_resolver,
-        sec_log,     sec_connect,   sec_tunnel,
+        sec_log,     sec_connect,   sec_tunnel,   sec_auth,
     };
     struct ynode at = {.line = 1, .col = 1};
     const struct ynode *v;

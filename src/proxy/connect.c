@@ -105,8 +105,7 @@ cnx_fail(struct cnx *x, int status, const char *detail)
 /* ---- the tunnel ---------------------------------------------------------------------------- */
 
 static void
-sniff_facts(struct cnx *x, const struct vd_sniff *s, struct vd_access_facts *f,
-            const char **alpn)
+sniff_facts(struct cnx *x, const struct vd_sniff *s, struct vd_access_facts *f, const char **alpn)
 {
     vd_txn_facts(x->t, x->host, x->port, true, f);
     f->known = VD_FACT_ADDR | VD_FACT_SNIFF;
@@ -279,8 +278,7 @@ cnx_connect_next(struct cnx *x)
                      x->port);
             cnx_fail(x, 504, detail);
         } else if (e == -ECONNREFUSED) {
-            snprintf(detail, sizeof(detail), "connection to %s port %u refused", x->host,
-                     x->port);
+            snprintf(detail, sizeof(detail), "connection to %s port %u refused", x->host, x->port);
             cnx_fail(x, 502, detail);
         } else {
             snprintf(detail, sizeof(detail), "connection to %s port %u failed: %s", x->host,

@@ -78,8 +78,8 @@ struct fwd {
     bool got_bytes;    /* any response byte arrived */
     bool up_keepalive; /* the origin allows reuse */
     bool paused_by_front;
-    bool upgrade;          /* Upgrade request forwarded with Connection: upgrade (RFC 9110 §7.8) */
-    struct vd_tunnel *tn;  /* after a 101 */
+    bool upgrade;         /* Upgrade request forwarded with Connection: upgrade (RFC 9110 §7.8) */
+    struct vd_tunnel *tn; /* after a 101 */
     struct vd_framing rf; /* response framing */
     uint64_t remain;
     struct vd_chunked chk;
@@ -1304,8 +1304,7 @@ resolved(void *arg, int status, const struct vd_addrs *addrs)
     if (f->t->access_pending) {
         /* Rules that test the destination address (an SSRF guard) are decided here. */
         const struct vd_conf_rule *deny = NULL;
-        if (vd_txn_check_addrs(f->t, f->host, f->port, false, &f->addrs, &deny) ==
-            VD_ACCESS_DENY) {
+        if (vd_txn_check_addrs(f->t, f->host, f->port, false, &f->addrs, &deny) == VD_ACCESS_DENY) {
             struct vd_txn *t = f->t;
             fwd_detach(f);
             vd_txn_deny(t, deny);

@@ -23,10 +23,10 @@
 #define H1C_MAGIC 0x48314331u
 
 enum h1c_state {
-    ST_IDLE, /* between exchanges, waiting for the first byte of a head */
-    ST_HEAD, /* part of a head received */
-    ST_BODY, /* reading the request body */
-    ST_WAIT, /* request complete, response in progress */
+    ST_IDLE,   /* between exchanges, waiting for the first byte of a head */
+    ST_HEAD,   /* part of a head received */
+    ST_BODY,   /* reading the request body */
+    ST_WAIT,   /* request complete, response in progress */
     ST_TUNNEL, /* the connection belongs to a tunnel (CONNECT, 101) until tunnel_end */
     ST_CLOSING,
 };
@@ -1067,8 +1067,8 @@ send_tunnel_head(struct h1c *c, struct vd_txn *t, const struct vd_resp *resp)
 {
     char line[96];
     c->resp_has_body = false;
-    const char *reason = resp->status == 200 ? "Connection established"
-                                             : vd_http_reason(resp->status);
+    const char *reason =
+        resp->status == 200 ? "Connection established" : vd_http_reason(resp->status);
     int l = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", resp->status, reason);
     int r = hout_add(c, line, (size_t)l);
     for (size_t i = 0; i < resp->nhdrs && r == 0; i++) {

@@ -28,13 +28,13 @@ struct dir {
     int pipe[2];       /* splice path: -1 until first used */
     size_t in_pipe;    /* bytes inside the pipe */
     size_t pipe_cap;
-    bool splice;      /* this direction may splice */
-    bool src_eof;     /* src sent FIN */
-    bool dst_shut;    /* FIN passed on to dst */
-    int wait_src;     /* VD_WANT_* src asked for on its last VD_EAGAIN, 0 when not waiting */
-    int wait_dst;     /* likewise for dst */
-    uint64_t bytes;   /* relayed (written to dst) */
-    bool again;       /* used up its budget with more ready: continued from the idle handle */
+    bool splice;    /* this direction may splice */
+    bool src_eof;   /* src sent FIN */
+    bool dst_shut;  /* FIN passed on to dst */
+    int wait_src;   /* VD_WANT_* src asked for on its last VD_EAGAIN, 0 when not waiting */
+    int wait_dst;   /* likewise for dst */
+    uint64_t bytes; /* relayed (written to dst) */
+    bool again;     /* used up its budget with more ready: continued from the idle handle */
 };
 
 enum sniff_state {
@@ -66,12 +66,11 @@ struct vd_tunnel {
     struct vd_dbuf sniff_copy; /* client bytes seen while classifying without holding */
     struct vd_tunnel_stats st;
     bool finished;
-    bool repump;      /* a classification was decided: both directions may move again */
-    bool early_check; /* the client's early bytes still need classifying */
-    bool client_spoke; /* a client byte was seen: the server's greeting is not classified */
+    bool repump;        /* a classification was decided: both directions may move again */
+    bool early_check;   /* the client's early bytes still need classifying */
+    bool client_spoke;  /* a client byte was seen: the server's greeting is not classified */
     bool greeting_seen; /* the server's first bytes were looked at */
 };
-
 
 static void tun_idle(uv_idle_t *h);
 
@@ -373,8 +372,7 @@ dir_pump(struct vd_tunnel *tn, int i)
         }
         /* The client's bytes are classified until decided; the server's greeting only from its
          * first read, and only while the client has not spoken. */
-        bool sniffing =
-            tn->sn == SN_WAIT && (i == 0 || (!tn->client_spoke && !tn->greeting_seen));
+        bool sniffing = tn->sn == SN_WAIT && (i == 0 || (!tn->client_spoke && !tn->greeting_seen));
         size_t cap = holding ? tn->o.sniff_bytes : 0;
         if (holding && d->buf.base && d->buf.len >= VD_MAX((size_t)d->buf.cap, cap)) {
             /* Held bytes reached sniff_bytes: decide on what there is. */
@@ -410,8 +408,7 @@ dir_pump(struct vd_tunnel *tn, int i)
                     tn->greeting_seen = true;
                     struct vd_sniff sv;
                     memset(&sv, 0, sizeof(sv));
-                    if (vd_sniff_server(vd_buf_data(&d->buf), d->buf.len, &sv) ==
-                            VD_SNIFF_DONE &&
+                    if (vd_sniff_server(vd_buf_data(&d->buf), d->buf.len, &sv) == VD_SNIFF_DONE &&
                         sv.proto != VD_PROTO_UNKNOWN) {
                         tn->st.sniff = sv;
                         if (!sniff_decide(tn)) {

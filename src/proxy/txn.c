@@ -480,7 +480,7 @@ log_extra(const struct vd_txn *t, bool json, char *out, size_t cap)
     do {                                                                                           \
         vd_log_escape_as(esc, sizeof(esc), (const uint8_t *)(val), strlen(val), json);             \
         if (json) {                                                                                \
-            ADD(",\"%s\":\"%s\"", key, esc);                                                      \
+            ADD(",\"%s\":\"%s\"", key, esc);                                                       \
         } else {                                                                                   \
             ADD(" %s=%s", key, esc);                                                               \
         }                                                                                          \
@@ -536,16 +536,16 @@ vd_txn_log(struct vd_txn *t)
     log_extra(t, w->alog_json, extra, sizeof(extra));
     int r;
     if (w->alog_json) {
-        r = vd_dbuf_addf(
-            &w->alog,
-            "{\"time\":\"%s\",\"client\":\"%s\",\"method\":\"%s\",\"target\":\"%s\","
-            "\"version\":\"HTTP/%d.%d\",\"status\":%d,\"bytes_in\":%llu,"
-            "\"bytes_out\":%llu,\"upstream_ms\":%s,\"total_ms\":%.3f,"
-            "\"upstream_conn\":\"%s\",\"conn\":%llu%s}\n",
-            tm, t->client_text, method, target, t->req.version / 10, t->req.version % 10, t->status,
-            (unsigned long long)t->stats.bytes_in, (unsigned long long)t->stats.bytes_out, up,
-            total, t->stats.upstream_used ? reuse : "none", (unsigned long long)t->log.conn_id,
-            extra);
+        r = vd_dbuf_addf(&w->alog,
+                         "{\"time\":\"%s\",\"client\":\"%s\",\"method\":\"%s\",\"target\":\"%s\","
+                         "\"version\":\"HTTP/%d.%d\",\"status\":%d,\"bytes_in\":%llu,"
+                         "\"bytes_out\":%llu,\"upstream_ms\":%s,\"total_ms\":%.3f,"
+                         "\"upstream_conn\":\"%s\",\"conn\":%llu%s}\n",
+                         tm, t->client_text, method, target, t->req.version / 10,
+                         t->req.version % 10, t->status, (unsigned long long)t->stats.bytes_in,
+                         (unsigned long long)t->stats.bytes_out, up, total,
+                         t->stats.upstream_used ? reuse : "none",
+                         (unsigned long long)t->log.conn_id, extra);
     } else if (t->req.method.len) {
         r = vd_dbuf_addf(&w->alog, "%s %s \"%s %s HTTP/%d.%d\" %d %llu %llu %s %.3f %s c=%llu%s\n",
                          tm, t->client_text, method, target, t->req.version / 10,

@@ -790,7 +790,7 @@ test_yaml_features(void **state)
 
 static const char *const top_keys =
     "workers, listeners, access, via, server_name, limits, timeouts, upstream, routes, resolver, "
-    "log, connect or tunnel";
+    "log, connect, tunnel or auth";
 
 static void
 test_errors_syntax(void **state)
@@ -1311,6 +1311,146 @@ test_examples(void **state)
     assert_true(loaded >= 3);
 }
 
+/* "htpasswd -B -b -n alice 'correct horse'" */
+#define AUTH_ALICE "alice:$2y$05$aUd5tSji/n5pWrdZ.4IdvORGZu.mB7yrHlnoOYRLYtKJ6pk4oH/RK\n"
+
+/* Loads @yaml from @t's directory; expects exactly @want with "%D" standing for that
+ * directory (the config file is "auth.yaml" there). */
+static void
+expect_auth_err(struct tmp *t, const char *yaml, const char *want)
+{
+    char err[1024], full[2048], wantf[1024];
+    struct vd_conf *c = (struct vd_conf *)1;
+    const char *path = tmp_write(t, "auth.yaml", yaml);
+    int rc = vd_conf_load(path, &c, err, sizeof(err));
+    unlink(path);
+    t->n--;
+    /* "%D" in @want stands for the directory. */
+    size_t o = 0;
+    for (const char *w = want; *w && o + sizeof(t->dir) < sizeof(wantf); w++) {
+        if (w[0] == '%' && w[1] == 'D') {
+            o += (size_t)snprintf(wantf + o, sizeof(wantf) - o, "%s", t->dir);
+            w++;
+        } else {
+            wantf[o++] = *w;
+        }
+    }
+    wantf[o] = '\0';
+    snprintf(full, sizeof(full), "%s:%s", path, wantf);
+    if (rc != VD_ECONF || strcmp(err, full) != 0) {
+        print_error("yaml:\n%s\nwant: %s\ngot:  %s (rc %d)\n", yaml, full, err, rc);
+    }
+    assert_int_equal(rc, VD_ECONF);
+    assert_null(c);
+    assert_string_equal(err, full);
+}
+
+static void
+test_auth(void **state)
+{
+    struct tmp t;
+    char err[1024], want[PATH_MAX];
+    struct vd_conf *c = NULL;
+    (void)state;
+    tmp_init(&t);
+
+    /* Defaults: no authentication. */
+    struct vd_conf *d = vd_conf_default();
+    assert_null(d->auth.htpasswd);
+    assert_null(d->auth.db);
+    assert_string_equal(d->auth.realm, "viaduct");
+    assert_int_equal(d->auth.cache_ttl, 300000);
+    assert_int_equal(d->auth.fail_limit, 10);
+    assert_int_equal(d->auth.fail_window, 60000);
+    assert_int_equal(d->auth.fail_mode, VD_AUTH_FAIL_DELAY);
+    assert_int_equal(d->auth.fail_delay, 2000);
+    vd_conf_unref(d);
+
+    /* Every key; a relative path is taken from the configuration file's directory. */
+    tmp_write(&t, "users", AUTH_ALICE);
+    const char *path = tmp_write(&t, "viaduct.yaml",
+                                 "auth:\n"
+                                 "  htpasswd: users\n"
+                                 "  realm: \"Proxy at example.org\"\n"
+                                 "  cache_ttl: 0\n"
+                                 "  fail_limit: 0\n"
+                                 "  fail_window: 10m\n"
+                                 "  fail_mode: refuse\n"
+                                 "  fail_delay: 500ms\n");
+    int rc = vd_conf_load(path, &c, err, sizeof(err));
+    if (rc) {
+        print_error("%s\n", err);
+    }
+    assert_int_equal(rc, 0);
+    snprintf(want, sizeof(want), "%s/users", t.dir);
+    assert_string_equal(c->auth.htpasswd, want);
+    assert_non_null(c->auth.db);
+    assert_string_equal(c->auth.realm, "Proxy at example.org");
+    assert_int_equal(c->auth.cache_ttl, 0);
+    assert_int_equal(c->auth.fail_limit, 0);
+    assert_int_equal(c->auth.fail_window, 600000);
+    assert_int_equal(c->auth.fail_mode, VD_AUTH_FAIL_REFUSE);
+    assert_int_equal(c->auth.fail_delay, 500);
+    vd_conf_unref(c);
+
+    /* Only the file: the rest defaults. */
+    path = tmp_write(&t, "min.yaml", "auth: {htpasswd: users}\n");
+    assert_int_equal(vd_conf_load(path, &c, err, sizeof(err)), 0);
+    assert_non_null(c->auth.db);
+    assert_string_equal(c->auth.realm, "viaduct");
+    assert_int_equal(c->auth.cache_ttl, 300000);
+    assert_int_equal(c->auth.fail_limit, 10);
+    assert_int_equal(c->auth.fail_window, 60000);
+    assert_int_equal(c->auth.fail_mode, VD_AUTH_FAIL_DELAY);
+    assert_int_equal(c->auth.fail_delay, 2000);
+    vd_conf_unref(c);
+
+    /* Errors */
+    expect_auth_err(&t, "auth: users\n", "1:7: auth: expected a mapping, got a scalar");
+    expect_auth_err(&t, "auth:\n  realm: x\n", "2:3: auth.htpasswd: required key is missing");
+    expect_auth_err(&t, "auth:\n  htpasswd: users\n  user: x\n",
+                    "3:3: auth.user: unknown key (expected htpasswd, realm, cache_ttl, "
+                    "fail_limit, fail_window, fail_mode or fail_delay)");
+    expect_auth_err(&t, "auth:\n  htpasswd: nothere\n",
+                    "2:13: auth.htpasswd: cannot read %D/nothere: No such file or directory");
+    expect_auth_err(&t, "auth:\n  htpasswd: .\n",
+                    "2:13: auth.htpasswd: %D/. is not a regular file");
+    expect_auth_err(&t, "auth:\n  htpasswd: users\n  realm: 'a\"b'\n",
+                    "3:10: auth.realm: bad realm 'a\\x22b': expected non-empty text without '\"', "
+                    "'\\' or control characters");
+    expect_auth_err(&t, "auth:\n  htpasswd: users\n  realm: \"a\\tb\"\n",
+                    "3:10: auth.realm: bad realm 'a\\x09b': expected non-empty text without '\"', "
+                    "'\\' or control characters");
+    expect_auth_err(&t, "auth:\n  htpasswd: users\n  realm: ''\n",
+                    "3:10: auth.realm: bad realm '': expected non-empty text without '\"', "
+                    "'\\' or control characters");
+    expect_auth_err(&t, "auth:\n  htpasswd: users\n  cache_ttl: soon\n",
+                    "3:14: auth.cache_ttl: bad duration 'soon': expected a whole number with an "
+                    "optional unit ms, s, m, h or d (no unit: seconds)");
+    expect_auth_err(&t, "auth:\n  htpasswd: users\n  fail_limit: -1\n",
+                    "3:15: auth.fail_limit: expected an integer from 0 to 4294967295, got '-1'");
+    expect_auth_err(&t, "auth:\n  htpasswd: users\n  fail_window: 0\n",
+                    "3:16: auth.fail_window: duration must be greater than 0");
+    expect_auth_err(&t, "auth:\n  htpasswd: users\n  fail_mode: block\n",
+                    "3:14: auth.fail_mode: unknown mode 'block' (expected delay or refuse)");
+    expect_auth_err(&t, "auth:\n  htpasswd: users\n  fail_delay: [1]\n",
+                    "3:15: auth.fail_delay: expected a duration, got a sequence");
+    /* The htpasswd file's own position follows the configuration's. */
+    tmp_write(&t, "bad-users",
+              AUTH_ALICE "# old entry\nbob:$apr1$yBJ0qLOA$goW26JHHIZy8IOfS1ZZSl/\n");
+    expect_auth_err(&t, "auth:\n  htpasswd: bad-users\n",
+                    "2:13: auth.htpasswd: %D/bad-users:3: user 'bob': unsupported hash ($apr1$ "
+                    "MD5); use htpasswd -B or openssl passwd -6");
+    tmp_write(&t, "dup-users", AUTH_ALICE "\n" AUTH_ALICE);
+    expect_auth_err(&t, "auth:\n  htpasswd: dup-users\n",
+                    "2:13: auth.htpasswd: %D/dup-users:3: user 'alice': duplicate (first at "
+                    "line 1)");
+    tmp_write(&t, "nocolon-users", "alice\n");
+    expect_auth_err(&t, "auth:\n  htpasswd: nocolon-users\n",
+                    "2:13: auth.htpasswd: %D/nocolon-users:1: expected user:hash (no ':' found)");
+    tmp_done(&t);
+}
+
 int
 main(void)
 {
@@ -1323,7 +1463,7 @@ main(void)
         cmocka_unit_test(test_errors_access),  cmocka_unit_test(test_errors_rules),
         cmocka_unit_test(test_errors_tunnel),  cmocka_unit_test(test_errors_routes),
         cmocka_unit_test(test_caps),           cmocka_unit_test(test_quiet),
-        cmocka_unit_test(test_examples),
+        cmocka_unit_test(test_examples),       cmocka_unit_test(test_auth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
