@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* Proxy authentication (Basic, RFC 7617) against an htpasswd file: bcrypt ($2y$, $2b$, $2a$) and
- * sha512-crypt ($6$) hashes verified with libcrypt's crypt_r. Verified credentials are cached by
- * a hash of the whole header value (never the password) for a TTL, so the slow hash runs once
- * per TTL; failures are counted per client address. One struct vd_auth per configuration
- * snapshot, shared by every worker thread (internal locking). */
+/* Proxy authentication (Basic, RFC 7617) against an htpasswd file: bcrypt ($2y$, $2b$, $2a$),
+ * sha512-crypt ($6$), sha256-crypt ($5$) and, where libcrypt has it, yescrypt ($y$) hashes
+ * verified with libcrypt's crypt_r. Verified credentials are cached by a salted hash of the
+ * credential (never the password) for a TTL, so the slow hash runs once per TTL; failures are
+ * counted per client address. One struct vd_auth per configuration snapshot, shared by every
+ * worker thread (internal locking). */
 #ifndef VD_AUTH_H
 #define VD_AUTH_H
 

@@ -162,6 +162,21 @@ void vd_txn_facts(const struct vd_txn *t, const char *host, uint16_t port, bool 
 struct vd_addrs;
 int vd_txn_check_addrs(struct vd_txn *t, const char *host, uint16_t port, bool tunnel,
                        struct vd_addrs *addrs, const struct vd_conf_rule **deny);
+
+/* Tunnel options from the exchange's configuration (tunnel section) with @flags (VD_TUN_*). */
+static inline struct vd_tunnel_opts
+vd_txn_tunnel_opts(const struct vd_txn *t, unsigned flags)
+{
+    const struct vd_conf_tunnel *tc = &t->conf->tunnel;
+    return (struct vd_tunnel_opts){
+        .idle_ms = tc->idle_timeout,
+        .splice = tc->splice,
+        .flags = flags,
+        .sniff_bytes = tc->sniff_bytes,
+        .sniff_timeout = tc->sniff_timeout,
+    };
+}
+
 /* Copies a finished tunnel's figures and classification into @t for the access log. */
 void vd_txn_tunnel_stats(struct vd_txn *t, const struct vd_tunnel_stats *st);
 /* Proxy authentication (Basic, RFC 7617) of a forward-proxy request: on success sets t->user

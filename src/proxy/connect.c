@@ -208,14 +208,7 @@ cnx_established(struct cnx *x)
         t->front->abort(t);
         return;
     }
-    const struct vd_conf_tunnel *tc = &t->conf->tunnel;
-    struct vd_tunnel_opts o = {
-        .idle_ms = tc->idle_timeout,
-        .splice = tc->splice,
-        .flags = VD_TUN_SNIFF | (x->hold ? VD_TUN_HOLD : 0),
-        .sniff_bytes = tc->sniff_bytes,
-        .sniff_timeout = tc->sniff_timeout,
-    };
+    struct vd_tunnel_opts o = vd_txn_tunnel_opts(t, VD_TUN_SNIFF | (x->hold ? VD_TUN_HOLD : 0));
     static const struct vd_tunnel_cbs cbs = {
         .on_done = cnx_tunnel_done,
         .on_sniffed = cnx_sniffed,

@@ -905,20 +905,28 @@ wants_upgrade(const struct vd_txn *t)
     return false;
 }
 
+/* The Upgrade tunnel is over: the origin connection is closed (never pooled again), the client
+ * connection is the front's to close. */
 static void
-fwd_tunnel_done(void *arg, const struct vd_tunnel_stats *st)
+fwd_tunnel_close(struct fwd *f)
 {
-    struct fwd *f = arg;
     struct vd_txn *t = f->t;
-    f->tn = NULL;
-    vd_txn_tunnel_stats(t, st);
-    t->stats.tun_proto = t->declared;
     struct upc *u = f->u;
     f->u = NULL;
     u->f = NULL;
     upc_close(u);
     fwd_detach(f);
     t->front->tunnel_end(t);
+}
+
+static void
+fwd_tunnel_done(void *arg, const struct vd_tunnel_stats *st)
+{
+    struct fwd *f = arg;
+    f->tn = NULL;
+    vd_txn_tunnel_stats(f->t, st);
+    f->t->stats.tun_proto = f->t->declared;
+    fwd_tunnel_close(f);
 }
 
 /* A 101 to an Upgrade request: the client gets the 101 with the origin's Upgrade, then both
@@ -961,13 +969,7 @@ fwd_switch(struct fwd *f, const struct vd_h1_resp_head *h, size_t headlen)
         .early = {u->in.base ? vd_buf_data(&u->in) : NULL, u->in.len},
         .unsent = {(const uint8_t *)u->out.p + u->out_off, u->out.len - u->out_off},
     };
-    const struct vd_conf_tunnel *tc = &t->conf->tunnel;
-    struct vd_tunnel_opts o = {
-        .idle_ms = tc->idle_timeout,
-        .splice = tc->splice,
-        .sniff_bytes = tc->sniff_bytes,
-        .sniff_timeout = tc->sniff_timeout,
-    };
+    struct vd_tunnel_opts o = vd_txn_tunnel_opts(t, 0);
     static const struct vd_tunnel_cbs cbs = {.on_done = fwd_tunnel_done};
     f->tn = vd_tunnel_start(&t->w->loop, &client, &server, &o, &cbs, f);
     t->front->tunnel(t, NULL);
@@ -976,11 +978,7 @@ fwd_switch(struct fwd *f, const struct vd_h1_resp_head *h, size_t headlen)
     u->out_off = 0;
     if (!f->tn) {
         vd_log(VD_LOG_ERR, &t->log, "out of memory for a tunnel");
-        f->u = NULL;
-        u->f = NULL;
-        upc_close(u);
-        fwd_detach(f);
-        t->front->tunnel_end(t);
+        fwd_tunnel_close(f);
     }
 }
 

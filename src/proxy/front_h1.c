@@ -219,6 +219,22 @@ hout_add(struct h1c *c, const void *p, size_t n)
 
 /* ---- timers and lifecycle ------------------------------------------------------------------ */
 
+/* Queues a status line and @n field lines (not the empty line that ends the head). */
+static int
+hout_head(struct h1c *c, int status, const char *reason, const struct vd_hdr *h, size_t n)
+{
+    char line[96];
+    int l = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, reason);
+    int r = hout_add(c, line, (size_t)l);
+    for (size_t i = 0; i < n && r == 0; i++) {
+        r = hout_add(c, h[i].name.base, h[i].name.len);
+        r = r ? r : hout_add(c, ": ", 2);
+        r = r ? r : hout_add(c, h[i].value.base, h[i].value.len);
+        r = r ? r : hout_add(c, "\r\n", 2);
+    }
+    return r;
+}
+
 static void
 close_cb_count(struct h1c *c)
 {
@@ -1042,15 +1058,7 @@ fo_send_interim(struct vd_txn *t, int status, const struct vd_hdr *h, size_t n)
     if (status == 100) {
         c->sent_100 = true;
     }
-    char line[64];
-    int l = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, vd_http_reason(status));
-    int r = hout_add(c, line, (size_t)l);
-    for (size_t i = 0; i < n && r == 0; i++) {
-        r = hout_add(c, h[i].name.base, h[i].name.len);
-        r = r ? r : hout_add(c, ": ", 2);
-        r = r ? r : hout_add(c, h[i].value.base, h[i].value.len);
-        r = r ? r : hout_add(c, "\r\n", 2);
-    }
+    int r = hout_head(c, status, vd_http_reason(status), h, n);
     r = r ? r : hout_add(c, "\r\n", 2);
     if (r < 0) {
         return r;
@@ -1065,18 +1073,10 @@ fo_send_interim(struct vd_txn *t, int status, const struct vd_hdr *h, size_t n)
 static int
 send_tunnel_head(struct h1c *c, struct vd_txn *t, const struct vd_resp *resp)
 {
-    char line[96];
     c->resp_has_body = false;
     const char *reason =
         resp->status == 200 ? "Connection established" : vd_http_reason(resp->status);
-    int l = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", resp->status, reason);
-    int r = hout_add(c, line, (size_t)l);
-    for (size_t i = 0; i < resp->nhdrs && r == 0; i++) {
-        r = hout_add(c, resp->hdrs[i].name.base, resp->hdrs[i].name.len);
-        r = r ? r : hout_add(c, ": ", 2);
-        r = r ? r : hout_add(c, resp->hdrs[i].value.base, resp->hdrs[i].value.len);
-        r = r ? r : hout_add(c, "\r\n", 2);
-    }
+    int r = hout_head(c, resp->status, reason, resp->hdrs, resp->nhdrs);
     r = r ? r : hout_add(c, "\r\n", 2);
     if (r < 0) {
         vd_dbuf_reset(&c->hout);
@@ -1113,15 +1113,8 @@ fo_send_head(struct vd_txn *t, const struct vd_resp *resp)
     if (resp->tunnel) {
         return send_tunnel_head(c, t, resp);
     }
-    int l = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", resp->status,
-                     vd_http_reason(resp->status));
-    int r = hout_add(c, line, (size_t)l);
-    for (size_t i = 0; i < resp->nhdrs && r == 0; i++) {
-        r = hout_add(c, resp->hdrs[i].name.base, resp->hdrs[i].name.len);
-        r = r ? r : hout_add(c, ": ", 2);
-        r = r ? r : hout_add(c, resp->hdrs[i].value.base, resp->hdrs[i].value.len);
-        r = r ? r : hout_add(c, "\r\n", 2);
-    }
+    int r = hout_head(c, resp->status, vd_http_reason(resp->status), resp->hdrs, resp->nhdrs);
+    int l;
     if (r == 0 && resp->length >= 0 && resp->status >= 200 && resp->status != 204) {
         l = snprintf(line, sizeof(line), "Content-Length: %lld\r\n", (long long)resp->length);
         r = hout_add(c, line, (size_t)l);

@@ -53,6 +53,18 @@ authw_free(struct authw *a)
     authw_free_mem((uv_handle_t *)&a->timer);
 }
 
+/* Ends the wait: the exchange gets no handler, @a is freed; returns the exchange. */
+static struct vd_txn *
+authw_detach(struct authw *a)
+{
+    struct vd_txn *t = a->t;
+    t->handler = NULL;
+    t->handler_data = NULL;
+    a->t = NULL;
+    authw_free(a);
+    return t;
+}
+
 static void
 respond_407(struct vd_txn *t, const char *detail)
 {
@@ -117,13 +129,7 @@ static const struct vd_handler_ops authw_ops = {
 static void
 delayed_407(uv_timer_t *tm)
 {
-    struct authw *a = tm->data;
-    struct vd_txn *t = a->t;
-    t->handler = NULL;
-    t->handler_data = NULL;
-    a->t = NULL;
-    authw_free(a);
-    respond_407(t, "wrong proxy credentials");
+    respond_407(authw_detach(tm->data), "wrong proxy credentials");
 }
 
 /* A failed verification: counted, then 407 at once, or after fail_delay once the address is
@@ -157,10 +163,7 @@ auth_failed(struct vd_txn *t, struct authw *a)
         return;
     }
     if (a) {
-        t->handler = NULL;
-        t->handler_data = NULL;
-        a->t = NULL;
-        authw_free(a);
+        authw_detach(a);
     }
     respond_407(t, "wrong proxy credentials");
 }
@@ -185,10 +188,7 @@ verify_done(uv_work_t *w, int status)
     if (status == 0 && a->res == VD_AUTH_OK) {
         t->user = vd_arena_dup(&t->arena, a->user, strlen(a->user));
         void (*next)(struct vd_txn *) = a->next;
-        t->handler = NULL;
-        t->handler_data = NULL;
-        a->t = NULL;
-        authw_free(a);
+        authw_detach(a);
         if (!t->user) {
             vd_txn_respond_error(t, 503, "out of memory", true);
             return;
