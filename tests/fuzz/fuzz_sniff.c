@@ -100,7 +100,10 @@ grow(SNIFF_FN(fn), const uint8_t *data, size_t size, uint32_t seed, struct vd_sn
             CHECK(s == st);
             break;
         }
-        len += 1 + next(&seed) % (seed & 1 ? 7 : 300);
+        /* small steps on small inputs; on big ones (up to VD_SNIFF_MAX and past) coarser */
+        size_t span = seed & 1 ? 7 : 300;
+        span = size > 2048 ? size / 16 : span;
+        len += 1 + next(&seed) % span;
         len = VD_MIN(len, size);
     }
 }
