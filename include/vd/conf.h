@@ -143,6 +143,14 @@ struct vd_conf_tunnel {
     size_t nupgrade_protocols;
 };
 
+/* MASQUE (RFC 9298): UDP proxying in HTTP. */
+struct vd_conf_masque {
+    char *udp_template;  /* default "/.well-known/masque/udp/{target_host}/{target_port}/" */
+    uint16_t *udp_ports; /* target ports connect-udp may reach, sorted; default none */
+    size_t nudp_ports;
+    uint64_t idle_timeout; /* ms, default 120000: no datagram either way, then the flow ends */
+};
+
 struct vd_auth; /* src/auth: users, verified-credential cache, failure throttle */
 
 enum vd_auth_fail_mode {
@@ -196,6 +204,7 @@ struct vd_conf {
     size_t nrules;
     struct vd_conf_tunnel tunnel;
     struct vd_conf_auth auth;
+    struct vd_conf_masque masque;
 };
 
 /* Returns a snapshot with every default: one forward listener on 127.0.0.1:3128, access rules

@@ -99,6 +99,8 @@ struct vd_txn_stats {
     const char *tun_alpn;      /* arena, comma-separated */
     const char *tun_end;       /* "closed", "reset", "idle", "denied", "nomem" */
     const char *deny_rule;     /* a rule that refused the tunnel after its first bytes */
+    bool dgrams;               /* connect-udp: datagrams relayed each way */
+    uint64_t dg_up, dg_down;
 };
 
 struct vd_txn {
@@ -150,6 +152,10 @@ void vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tl
  * decidable from the request alone; @verdict tells whether rules still wait on the address or
  * the tunnel's first bytes (VD_ACCESS_PENDING). */
 void vd_connect_start(struct vd_txn *t, const char *host, uint16_t port, int verdict);
+
+/* connect-udp over HTTP/1.1 (RFC 9298): when the request's path follows the configured URI
+ * template, answers it (400/403/502 or 101 and a capsule relay) and returns true. */
+bool vd_masque_udp_try(struct vd_txn *t);
 
 /* Fills the access facts of @t as known from its request (client, user, method, destination
  * @host/@port, declared protocol). */

@@ -207,6 +207,8 @@ vd_conf_default(void)
     };
     c->tunnel.upgrade_protocols = xcalloc(1, sizeof(char *));
     c->tunnel.upgrade_protocols[0] = xstrdup("websocket");
+    c->masque.udp_template = xstrdup("/.well-known/masque/udp/{target_host}/{target_port}/");
+    c->masque.idle_timeout = 120000;
     c->via = xstrdup("viaduct");
     c->via_enabled = true;
     c->server_name = xstrdup("viaduct");
@@ -363,6 +365,8 @@ vd_conf_unref(struct vd_conf *c)
     free(c->log.error_log);
     free(c->log.access_log);
     free(c->connect_ports);
+    free(c->masque.udp_template);
+    free(c->masque.udp_ports);
     vd_auth_free(c->auth.db);
     free(c->auth.htpasswd);
     free(c->auth.realm);

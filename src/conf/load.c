@@ -2309,28 +2309,21 @@ sec_log(struct ld *ld, const struct ynode *n)
     return 0;
 }
 
+/* A sequence of ports and "LOW-HIGH" ranges at @key into a sorted, unique array (*@out, *@n;
+ * the previous array is freed on success). */
 static int
-sec_connect(struct ld *ld, const struct ynode *n)
+get_port_list(struct ld *ld, const struct ynode *v, const char *key, uint16_t **out, size_t *n)
 {
-    static const char *const keys[] = {"ports"};
-    struct vd_conf *c = ld->c;
     char sub[KEY_MAX], vb[SHOW_MAX + 8];
-    const struct ynode *v;
     uint8_t *bits;
     size_t count = 0;
     int rc;
 
-    if ((rc = check_map(ld, n, "connect", keys, VD_ARRAY_LEN(keys)))) {
-        return rc;
-    }
-    if (!(v = get(n, "ports"))) {
-        return 0;
-    }
-    if ((rc = want_seq(ld, v, "connect.ports", "ports or port ranges"))) {
+    if ((rc = want_seq(ld, v, key, "ports or port ranges"))) {
         return rc;
     }
     if (v->nkid > MAX_PORT_ITEMS) {
-        return fail(ld, v, "connect.ports", "more than %d entries (use ranges)", MAX_PORT_ITEMS);
+        return fail(ld, v, key, "more than %d entries (use ranges)", MAX_PORT_ITEMS);
     }
     /* A bitmap of 65536 ports: ranges may overlap; the result is sorted and unique. */
     if (!(bits = calloc(65536 / 8, 1))) {
@@ -2339,7 +2332,7 @@ sec_connect(struct ld *ld, const struct ynode *n)
     for (size_t i = 0; i < v->nkid; i++) {
         const struct ynode *p = v->kid[i];
         uint64_t lo, hi;
-        key_index(sub, "connect.ports", i);
+        key_index(sub, key, i);
         if ((rc = want_scalar(ld, p, sub, "a port or a range"))) {
             break;
         }
@@ -2365,13 +2358,74 @@ sec_connect(struct ld *ld, const struct ynode *n)
                     ports[k++] = (uint16_t)q;
                 }
             }
-            free(c->connect_ports);
-            c->connect_ports = ports;
-            c->nconnect_ports = count;
+            free(*out);
+            *out = ports;
+            *n = count;
         }
     }
     free(bits);
     return rc;
+}
+
+static int
+sec_connect(struct ld *ld, const struct ynode *n)
+{
+    static const char *const keys[] = {"ports"};
+    struct vd_conf *c = ld->c;
+    const struct ynode *v;
+    int rc;
+
+    if ((rc = check_map(ld, n, "connect", keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    if (!(v = get(n, "ports"))) {
+        return 0;
+    }
+    return get_port_list(ld, v, "connect.ports", &c->connect_ports, &c->nconnect_ports);
+}
+
+/* MASQUE (RFC 9298): the connect-udp URI template holds {target_host} then {target_port}, each
+ * once, in a path starting with '/'. */
+static int
+sec_masque(struct ld *ld, const struct ynode *n)
+{
+    static const char *const keys[] = {"udp_template", "udp_ports", "idle_timeout"};
+    struct vd_conf_masque *m = &ld->c->masque;
+    char vb[SHOW_MAX + 8];
+    const struct ynode *v;
+    int rc;
+
+    if ((rc = check_map(ld, n, "masque", keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    if ((v = get(n, "udp_template"))) {
+        if ((rc = want_scalar(ld, v, "masque.udp_template", "a path template"))) {
+            return rc;
+        }
+        const char *h = strstr(v->text, "{target_host}");
+        const char *p = strstr(v->text, "{target_port}");
+        if (v->text[0] != '/' || !h || !p || p < h || strstr(h + 1, "{target_host}") ||
+            strstr(p + 1, "{target_port}") || strchr(v->text, '?') ||
+            p == h + strlen("{target_host}")) {
+            return fail(ld, v, "masque.udp_template",
+                        "bad template '%s': expected a path starting with '/' that holds "
+                        "{target_host} and then {target_port} once each, separated by at least "
+                        "one character, without a query",
+                        show(vb, sizeof(vb), v));
+        }
+        if ((rc = set_str(ld, &m->udp_template, v->text))) {
+            return rc;
+        }
+    }
+    if ((v = get(n, "udp_ports")) &&
+        (rc = get_port_list(ld, v, "masque.udp_ports", &m->udp_ports, &m->nudp_ports))) {
+        return rc;
+    }
+    if ((v = get(n, "idle_timeout")) &&
+        (rc = get_duration(ld, v, "masque.idle_timeout", false, &m->idle_timeout))) {
+        return rc;
+    }
+    return 0;
 }
 
 /* RFC 9110 §11.6.1: the realm goes out inside a quoted-string; refusing '"', '\\' and
@@ -2460,14 +2514,16 @@ static int
 apply(struct ld *ld, const struct ynode *root)
 {
     static const char *const keys[] = {
-        "workers",  "listeners", "access",   "via", "server_name", "limits", "timeouts",
-        "upstream", "routes",    "resolver", "log", "connect",     "tunnel", "auth",
+        "workers", "listeners", "access",   "via",    "server_name",
+        "limits",  "timeouts",  "upstream", "routes", "resolver",
+        "log",     "connect",   "tunnel",   "auth",   "masque",
     };
     static int (*const fns[])(struct ld *, const struct ynode *) = {
         sec_workers, sec_listeners, sec_access,   sec_via,    sec_server_name,
         sec_limits,  sec_timeouts,  sec_upstream, sec_routes, sec_resolver,
-        sec_log,     sec_connect,   sec_tunnel,   sec_auth,
+        sec_log,     sec_connect,   sec_tunnel,   sec_auth,   sec_masque,
     };
+    _Static_assert(VD_ARRAY_LEN(keys) == VD_ARRAY_LEN(fns), "one section function per key");
     struct ynode at = {.line = 1, .col = 1};
     const struct ynode *v;
     int rc;

@@ -378,6 +378,10 @@ txn_route(struct vd_txn *t)
     if (answer_max_forwards(t)) {
         return;
     }
+    if (t->req.form == VD_TARGET_ORIGIN && t->declared && strcmp(t->declared, "connect-udp") == 0 &&
+        vd_masque_udp_try(t)) {
+        return;
+    }
     char *host = NULL;
     uint16_t port = 0;
     bool https = false;
@@ -508,6 +512,15 @@ log_extra(const struct vd_txn *t, bool json, char *out, size_t cap)
         }
         if (t->stats.deny_rule) {
             ADDS("deny", t->stats.deny_rule);
+        }
+        if (t->stats.dgrams) {
+            if (json) {
+                ADD(",\"dgrams_up\":%llu,\"dgrams_down\":%llu", (unsigned long long)t->stats.dg_up,
+                    (unsigned long long)t->stats.dg_down);
+            } else {
+                ADD(" dgrams_up=%llu dgrams_down=%llu", (unsigned long long)t->stats.dg_up,
+                    (unsigned long long)t->stats.dg_down);
+            }
         }
     }
 #undef ADDS
