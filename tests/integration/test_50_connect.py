@@ -359,3 +359,19 @@ def test_drain_closes_tunnels_after_grace(viaduct, servers):
     t0 = time.monotonic()
     assert vd.stop(close_clients=False) == 0
     assert time.monotonic() - t0 < 10
+
+
+def test_json_access_log_tunnel_fields(viaduct, servers):
+    import json
+    vd = viaduct({"connect": {"ports": ["1024-65535"]}, "log": {"access_format": "json"}})
+    srv = servers(echo)
+    c = open_tunnel(vd, "127.0.0.1:%d" % srv.port)
+    c.sock.sendall(b"SSH-2.0-test\r\n")
+    assert recv_exact(c.sock, 14) == b"SSH-2.0-test\r\n"
+    c.sock.shutdown(socket.SHUT_WR)
+    assert recv_until_eof(c.sock) == b""
+    m = vd.wait_for_log(r'\{[^\n]*"tunnel"[^\n]*\}', access=True)
+    rec = json.loads(m.group(0))
+    assert rec["method"] == "CONNECT" and rec["status"] == 200
+    assert rec["tunnel"] == "ssh" and rec["up"] == 14 and rec["down"] == 14
+    assert rec["end"] == "closed"
