@@ -19,11 +19,11 @@
 #include "vd/proxy.h"
 #include "vd/sock.h"
 
-#define MUDP_MAGIC   0x4d554450u
-#define UDP_MAX      65527                 /* largest UDP payload over IPv4 */
-#define CAPSULE_MAX  (UDP_MAX + 1 + 8 + 8) /* a DATAGRAM capsule carrying it: ctx + header */
-#define OUT_HIGH     (256 * 1024)          /* client-bound capsule bytes before UDP reads stop */
-#define UDP_BURST    64                    /* datagrams read per wake-up */
+#define MUDP_MAGIC  0x4d554450u
+#define UDP_MAX     65527                 /* largest UDP payload over IPv4 */
+#define CAPSULE_MAX (UDP_MAX + 1 + 8 + 8) /* a DATAGRAM capsule carrying it: ctx + header */
+#define OUT_HIGH    (256 * 1024)          /* client-bound capsule bytes before UDP reads stop */
+#define UDP_BURST   64                    /* datagrams read per wake-up */
 
 struct mudp {
     uint32_t magic;
@@ -574,8 +574,7 @@ mudp_resolved(void *arg, int status, const struct vd_addrs *addrs)
     m->addrs = *addrs;
     if (m->pending_rules) {
         const struct vd_conf_rule *deny = NULL;
-        if (vd_txn_check_addrs(m->t, m->host, m->port, false, &m->addrs, &deny) ==
-            VD_ACCESS_DENY) {
+        if (vd_txn_check_addrs(m->t, m->host, m->port, false, &m->addrs, &deny) == VD_ACCESS_DENY) {
             struct vd_txn *t = m->t;
             t->handler = NULL;
             t->handler_data = NULL;

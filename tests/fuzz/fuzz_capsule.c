@@ -67,6 +67,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t hl = vd_capsule_datagram_hdr(hdr, pl);
     struct vd_capsule_hdr d;
     CHECK(vd_capsule_hdr_parse(hdr, hl, &d) == 1);
-    CHECK(d.type == VD_CAPSULE_DATAGRAM && d.len == pl + 1 && d.hdr_len + 1 == hl && hdr[hl - 1] == 0);
+    CHECK(d.type == VD_CAPSULE_DATAGRAM && d.len == pl + 1 && d.hdr_len + 1 == hl &&
+          hdr[hl - 1] == 0);
     return 0;
 }

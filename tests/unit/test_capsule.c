@@ -2,19 +2,16 @@
 /* Varints (RFC 9000 §16 and its Appendix A.1 examples) and capsule headers (RFC 9297 §3.2). */
 #include "vd/config.h"
 
-#include <stdarg.h>
-#include <stddef.h>
-#include <setjmp.h>
 #include <string.h>
 
-#include <cmocka.h>
-
 #include "vd/capsule.h"
+#include "vd_test.h"
 
 static void
 test_rfc9000_examples(void **state)
 {
     (void)state;
+
     static const struct {
         const char *hex;
         size_t n;
@@ -26,6 +23,7 @@ test_rfc9000_examples(void **state)
         {"\x25", 1, 37},
         {"\x40\x25", 2, 37}, /* non-minimal, still valid */
     };
+
     for (size_t i = 0; i < sizeof(ex) / sizeof(ex[0]); i++) {
         uint64_t v = 0;
         assert_int_equal(vd_varint_decode((const uint8_t *)ex[i].hex, ex[i].n, &v), ex[i].n);
@@ -48,8 +46,8 @@ static void
 test_varint_boundaries(void **state)
 {
     (void)state;
-    static const uint64_t vals[] = {0, 63, 64, 16383, 16384, (1ull << 30) - 1, 1ull << 30,
-                                    VD_VARINT_MAX};
+    static const uint64_t vals[] = {0,          63,           64, 16383, 16384, (1ull << 30) - 1,
+                                    1ull << 30, VD_VARINT_MAX};
     static const size_t lens[] = {1, 1, 2, 2, 4, 4, 8, 8};
     for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
         uint8_t out[8];

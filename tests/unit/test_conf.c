@@ -1260,6 +1260,9 @@ copy_file(const char *from, const char *to)
     assert_int_equal(fclose(out), 0);
 }
 
+/* One bcrypt user, made with htpasswd -B (password "pw"). */
+#define AUTH_ALICE "alice:$2y$05$aUd5tSji/n5pWrdZ.4IdvORGZu.mB7yrHlnoOYRLYtKJ6pk4oH/RK\n"
+
 /* Every .yaml file in examples/ loads. The copies live in a temporary directory with dummy
  * certs/server.pem and certs/server.key: the loader only checks that they are readable. */
 static void
@@ -1275,6 +1278,8 @@ test_examples(void **state)
     tmp_mkdir(&t, "certs");
     tmp_write(&t, "certs/server.pem", "dummy\n");
     tmp_write(&t, "certs/server.key", "dummy\n");
+    /* egress.yaml names an htpasswd file: one bcrypt user (made with htpasswd -B). */
+    tmp_write(&t, "users", AUTH_ALICE);
     DIR *d = opendir(dir);
     assert_non_null(d);
     while ((de = readdir(d)) != NULL) {
@@ -1312,7 +1317,6 @@ test_examples(void **state)
 }
 
 /* "htpasswd -B -b -n alice 'correct horse'" */
-#define AUTH_ALICE "alice:$2y$05$aUd5tSji/n5pWrdZ.4IdvORGZu.mB7yrHlnoOYRLYtKJ6pk4oH/RK\n"
 
 /* Loads @yaml from @t's directory; expects exactly @want with "%D" standing for that
  * directory (the config file is "auth.yaml" there). */
