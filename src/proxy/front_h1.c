@@ -1140,6 +1140,84 @@ fo_send_head(struct vd_txn *t, const struct vd_resp *resp)
     return 0;
 }
 
+/* Writes one chunk of at most one output buffer of @p (chunked response). Returns the bytes
+ * accepted: less than @len when the buffer filled (then handler_waits may be set), or an error. */
+static ssize_t
+send_chunk(struct h1c *c, struct vd_txn *t, const uint8_t *p, size_t len)
+{
+    /* Chunk framing goes to hout, the data to out; accept only what fits in the output
+     * chunk so the framing and the data stay in step. */
+    if (out_pending(c)) {
+        int r = out_flush(c);
+        if (r < 0) {
+            return r;
+        }
+    }
+    if (!c->out.base && vd_buf_acquire(&c->out) < 0) {
+        return 0;
+    }
+    vd_buf_compact(&c->out);
+    size_t room = vd_buf_room(&c->out);
+    if (room < 64 && c->out.len) {
+        c->handler_waits = true;
+        arm(c);
+        return 0;
+    }
+    /* Room for the size line ("%zx\r\n", at most 18 bytes) and the CRLF after the data, so
+     * all three pieces fit in the buffer when the socket takes none of them. */
+    size_t take = VD_MIN(room - 20, len);
+    char hdr[24];
+    int l = snprintf(hdr, sizeof(hdr), "%zx\r\n", take);
+    if (c->out.len == 0 && c->hout.len == c->hout_off) {
+        /* Nothing queued: write framing + data + CRLF in one writev. */
+        struct iovec iov[3] = {{hdr, (size_t)l}, {(void *)p, take}, {"\r\n", 2}};
+        ssize_t w = vd_sock_writev(&c->sock, iov, 3);
+        if (w < 0 && w != VD_EAGAIN) {
+            return w;
+        }
+        size_t written = w > 0 ? (size_t)w : 0;
+        t->stats.bytes_out += written;
+        size_t total = (size_t)l + take + 2;
+        if (written == total) {
+            return (ssize_t)take;
+        }
+        /* Queue the rest of the three pieces. */
+        size_t off = written;
+        const uint8_t *pieces[3] = {(const uint8_t *)hdr, p, (const uint8_t *)"\r\n"};
+        size_t lens[3] = {(size_t)l, take, 2};
+        for (int i = 0; i < 3; i++) {
+            if (off >= lens[i]) {
+                off -= lens[i];
+                continue;
+            }
+            memcpy(vd_buf_tail(&c->out), pieces[i] + off, lens[i] - off);
+            c->out.len += (uint32_t)(lens[i] - off);
+            off = 0;
+        }
+        arm(c);
+        return (ssize_t)take;
+    }
+    take = VD_MIN(take, room > (size_t)l + 2 ? room - (size_t)l - 2 : 0);
+    if (take == 0) {
+        c->handler_waits = true;
+        arm(c);
+        return 0;
+    }
+    l = snprintf(hdr, sizeof(hdr), "%zx\r\n", take);
+    memcpy(vd_buf_tail(&c->out), hdr, (size_t)l);
+    c->out.len += (uint32_t)l;
+    memcpy(vd_buf_tail(&c->out), p, take);
+    c->out.len += (uint32_t)take;
+    memcpy(vd_buf_tail(&c->out), "\r\n", 2);
+    c->out.len += 2;
+    int r = out_flush(c);
+    if (r < 0) {
+        return r;
+    }
+    arm(c);
+    return (ssize_t)take;
+}
+
 static ssize_t
 fo_send_body(struct vd_txn *t, const uint8_t *p, size_t len)
 {
@@ -1149,75 +1227,24 @@ fo_send_body(struct vd_txn *t, const uint8_t *p, size_t len)
         return (ssize_t)len;
     }
     if (c->resp_chunked) {
-        /* Chunk framing goes to hout, the data to out; accept only what fits in the output
-         * chunk so the framing and the data stay in step. */
-        if (out_pending(c)) {
-            int r = out_flush(c);
-            if (r < 0) {
-                return r;
+        /* One chunk per output buffer; keep going while the socket takes everything, so a
+         * short count always means "full" and on_writable follows once it drains. */
+        size_t done = 0;
+        while (done < len) {
+            k = send_chunk(c, t, p + done, len - done);
+            if (k < 0) {
+                return done ? (ssize_t)done : k;
+            }
+            done += (size_t)k;
+            if (k == 0 || out_pending(c)) {
+                break;
             }
         }
-        if (!c->out.base && vd_buf_acquire(&c->out) < 0) {
-            return 0;
-        }
-        vd_buf_compact(&c->out);
-        size_t room = vd_buf_room(&c->out);
-        if (room < 64 && c->out.len) {
+        if (done < len) {
             c->handler_waits = true;
-            arm(c);
-            return 0;
-        }
-        size_t take = VD_MIN(room - 2, len);
-        char hdr[24];
-        int l = snprintf(hdr, sizeof(hdr), "%zx\r\n", take);
-        if (c->out.len == 0 && c->hout.len == c->hout_off) {
-            /* Nothing queued: write framing + data + CRLF in one writev. */
-            struct iovec iov[3] = {{hdr, (size_t)l}, {(void *)p, take}, {"\r\n", 2}};
-            ssize_t w = vd_sock_writev(&c->sock, iov, 3);
-            if (w < 0 && w != VD_EAGAIN) {
-                return w;
-            }
-            size_t written = w > 0 ? (size_t)w : 0;
-            t->stats.bytes_out += written;
-            size_t total = (size_t)l + take + 2;
-            if (written == total) {
-                return (ssize_t)take;
-            }
-            /* Queue the rest of the three pieces. */
-            size_t off = written;
-            const uint8_t *pieces[3] = {(const uint8_t *)hdr, p, (const uint8_t *)"\r\n"};
-            size_t lens[3] = {(size_t)l, take, 2};
-            for (int i = 0; i < 3; i++) {
-                if (off >= lens[i]) {
-                    off -= lens[i];
-                    continue;
-                }
-                memcpy(vd_buf_tail(&c->out), pieces[i] + off, lens[i] - off);
-                c->out.len += (uint32_t)(lens[i] - off);
-                off = 0;
-            }
-            arm(c);
-            return (ssize_t)take;
-        }
-        take = VD_MIN(take, room > (size_t)l + 2 ? room - (size_t)l - 2 : 0);
-        if (take == 0) {
-            c->handler_waits = true;
-            arm(c);
-            return 0;
-        }
-        l = snprintf(hdr, sizeof(hdr), "%zx\r\n", take);
-        memcpy(vd_buf_tail(&c->out), hdr, (size_t)l);
-        c->out.len += (uint32_t)l;
-        memcpy(vd_buf_tail(&c->out), p, take);
-        c->out.len += (uint32_t)take;
-        memcpy(vd_buf_tail(&c->out), "\r\n", 2);
-        c->out.len += 2;
-        int r = out_flush(c);
-        if (r < 0) {
-            return r;
         }
         arm(c);
-        return (ssize_t)take;
+        return (ssize_t)done;
     }
     if (c->hout.len > c->hout_off && c->out.len == 0) {
         /* Head queued and no data: one writev for head + body. */

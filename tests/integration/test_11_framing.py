@@ -186,6 +186,22 @@ def test_chunked_response_with_trailers(proxy, make_origin):
             assert r.trailers.all("x-sum") == ["42"]
 
 
+@pytest.mark.parametrize("sizes", [[100000], [16380, 16381, 16382, 16383, 16384, 16385],
+                                   [40000, 1, 70000, 3]])
+def test_large_chunks_relayed_whole(proxy, make_origin, sizes):
+    """Chunks larger than one output buffer are re-chunked for the client without stalling,
+    whether the client takes everything at once or the bytes queue."""
+    import os
+    parts = [os.urandom(n) for n in sizes]
+    o = make_origin(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                    chunked_body(parts))
+    with proxy.connect() as c:
+        r = c.exchange("GET", "http://origin.test:%d/big" % o.port)
+        assert r.status == 200
+        assert r.framing == "chunked"
+        assert r.body == b"".join(parts)
+
+
 def test_head_response_has_no_body(proxy, make_origin):
     """RFC 9110 §9.3.2: the CL of a HEAD response describes the GET body; no body follows."""
     def reply(req):
