@@ -49,13 +49,13 @@ int vd_http_date_parse(struct vd_iov v, time_t *out);
 /* Why a response is or is not stored (for Cache-Status and tests). */
 enum vd_cache_store_verdict {
     VD_CACHE_STORE_OK,
-    VD_CACHE_NO_METHOD,  /* not GET (HEAD responses are not stored: no body) */
-    VD_CACHE_NO_STATUS,  /* not final, or not understood (206 and 304 are not stored here) */
-    VD_CACHE_NO_STORE,   /* no-store in the request or the response */
-    VD_CACHE_PRIVATE,    /* private in a shared cache */
-    VD_CACHE_AUTH,       /* Authorization without must-revalidate / public / s-maxage (§3.5) */
-    VD_CACHE_NOT_WORTH,  /* neither explicit freshness, validators, nor a heuristic status */
-    VD_CACHE_VARY_STAR,  /* Vary: * can never be matched */
+    VD_CACHE_NO_METHOD, /* not GET (HEAD responses are not stored: no body) */
+    VD_CACHE_NO_STATUS, /* not final, or not understood (206 and 304 are not stored here) */
+    VD_CACHE_NO_STORE,  /* no-store in the request or the response */
+    VD_CACHE_PRIVATE,   /* private in a shared cache */
+    VD_CACHE_AUTH,      /* Authorization without must-revalidate / public / s-maxage (§3.5) */
+    VD_CACHE_NOT_WORTH, /* neither explicit freshness, validators, nor a heuristic status */
+    VD_CACHE_VARY_STAR, /* Vary: * can never be matched */
 };
 
 /* RFC 9111 §3 for a shared cache. @method is the request method; @req_auth: the request has
@@ -117,9 +117,9 @@ int vd_cache_vary_key_names(const char *names, const struct vd_hdr *req, size_t 
 
 /* One stored response. Immutable once inserted; readers hold a reference. */
 struct vd_cache_entry {
-    char *key;       /* primary key "scheme://authority/path?query" */
-    char *vary;      /* field names of Vary ("a,b"), "" when none */
-    char *vary_key;  /* secondary key of the request that stored it */
+    char *key;      /* primary key "scheme://authority/path?query" */
+    char *vary;     /* field names of Vary ("a,b"), "" when none */
+    char *vary_key; /* secondary key of the request that stored it */
     int status;
     struct vd_hdr *hdrs; /* stored fields: end-to-end, without Age, Via, Content-Length */
     size_t nhdrs;
@@ -172,6 +172,7 @@ struct vd_cache_stats {
     uint64_t entries;
     uint64_t evictions;
 };
+
 void vd_cache_get_stats(struct vd_cache_stats *st);
 
 /* Empties the store (tests, shutdown). */

@@ -74,7 +74,8 @@ vd_cache_cc_parse(const struct vd_hdr *h, size_t n, struct vd_cache_cc *cc)
                 val.len = item.len - name.len - 1;
                 has_val = true;
                 /* BWS around "=" is not in the grammar, but trim it: it costs nothing. */
-                while (name.len && (name.base[name.len - 1] == ' ' || name.base[name.len - 1] == '\t')) {
+                while (name.len &&
+                       (name.base[name.len - 1] == ' ' || name.base[name.len - 1] == '\t')) {
                     name.len--;
                 }
                 while (val.len && (val.base[0] == ' ' || val.base[0] == '\t')) {

@@ -94,8 +94,8 @@ storable(const char *method, int status, const char *req_cc, const char *resp_cc
          const struct vd_hdr *extra, size_t nextra)
 {
     struct vd_cache_cc rq = cc_of(req_cc), rs = cc_of(resp_cc);
-    return vd_cache_storable((struct vd_iov){(const uint8_t *)method, strlen(method)}, status,
-                             &rq, &rs, auth, extra, nextra);
+    return vd_cache_storable((struct vd_iov){(const uint8_t *)method, strlen(method)}, status, &rq,
+                             &rs, auth, extra, nextra);
 }
 
 static void
@@ -114,8 +114,7 @@ test_storable(void **state)
     assert_int_equal(storable("GET", 200, "", "max-age=5", true, none, 0), VD_CACHE_AUTH);
     assert_int_equal(storable("GET", 200, "", "s-maxage=5", true, none, 0), VD_CACHE_STORE_OK);
     assert_int_equal(storable("GET", 200, "", "public", true, none, 0), VD_CACHE_STORE_OK);
-    assert_int_equal(storable("GET", 200, "", "must-revalidate", true, none, 0),
-                     VD_CACHE_STORE_OK);
+    assert_int_equal(storable("GET", 200, "", "must-revalidate", true, none, 0), VD_CACHE_STORE_OK);
     assert_int_equal(storable("GET", 302, "", "", false, none, 0), VD_CACHE_NOT_WORTH);
     assert_int_equal(storable("GET", 302, "", "max-age=3", false, none, 0), VD_CACHE_STORE_OK);
     struct vd_hdr exp[] = {H("Expires", "Sun, 06 Nov 2094 08:49:37 GMT")};
@@ -143,8 +142,8 @@ test_freshness(void **state)
     assert_int_equal(vd_cache_freshness(200, &cc, h, 3, 0, 86400, &heur), 60);
     assert_false(heur);
     /* heuristic: 10% of a day, capped */
-    assert_int_equal(vd_cache_freshness(200, &cc, (struct vd_hdr[]){h[0], h[2]}, 2, 0, 86400, &heur),
-                     8640);
+    assert_int_equal(
+        vd_cache_freshness(200, &cc, (struct vd_hdr[]){h[0], h[2]}, 2, 0, 86400, &heur), 8640);
     assert_true(heur);
     assert_int_equal(vd_cache_freshness(200, &cc, (struct vd_hdr[]){h[0], h[2]}, 2, 0, 100, &heur),
                      100);
@@ -314,10 +313,10 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cc_parse),   cmocka_unit_test(test_pragma),
-        cmocka_unit_test(test_dates),      cmocka_unit_test(test_storable),
-        cmocka_unit_test(test_freshness),  cmocka_unit_test(test_age),
-        cmocka_unit_test(test_usable),     cmocka_unit_test(test_vary),
+        cmocka_unit_test(test_cc_parse),  cmocka_unit_test(test_pragma),
+        cmocka_unit_test(test_dates),     cmocka_unit_test(test_storable),
+        cmocka_unit_test(test_freshness), cmocka_unit_test(test_age),
+        cmocka_unit_test(test_usable),    cmocka_unit_test(test_vary),
         cmocka_unit_test(test_store),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

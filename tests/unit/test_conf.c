@@ -790,7 +790,7 @@ test_yaml_features(void **state)
 
 static const char *const top_keys =
     "workers, listeners, access, via, server_name, limits, timeouts, upstream, routes, resolver, "
-    "log, connect, tunnel or auth";
+    "log, connect, tunnel, auth or cache";
 
 static void
 test_errors_syntax(void **state)
