@@ -353,8 +353,11 @@ vd_cache_times_init(struct vd_cache_times *tm, const struct vd_hdr *h, size_t n,
     }
     tm->age_value = 0;
     const struct vd_hdr *a = vd_hdr_find(h, n, "age");
-    if (a) {
-        int64_t v = delta_seconds(a->value);
+    struct vd_iov rest, first;
+    if (a && (rest = a->value, vd_list_next(&rest, &first))) {
+        /* A list (an Age folded with another) counts by its first member, like a repeated
+         * directive (§4.2.1); an invalid value is ignored. */
+        int64_t v = delta_seconds(first);
         tm->age_value = v < 0 ? 0 : v;
     }
 }

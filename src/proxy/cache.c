@@ -18,10 +18,10 @@
 #define HIT_MAGIC 0x48495431u
 
 struct vd_cache_xfer {
-    char *key; /* primary key; for unsafe methods the URI to invalidate */
-    char *origin; /* "scheme://authority" of @key */
-    bool unsafe;  /* a method that invalidates (§4.4) */
-    bool lookup;  /* GET/HEAD that went through the lookup: gets Cache-Status */
+    char *key;       /* primary key; for unsafe methods the URI to invalidate */
+    char *origin;    /* "scheme://authority" of @key */
+    bool unsafe;     /* a method that invalidates (§4.4) */
+    bool lookup;     /* GET/HEAD that went through the lookup: gets Cache-Status */
     const char *fwd; /* fwd= parameter */
     struct vd_cache_cc req_cc;
     bool req_auth;
@@ -276,9 +276,10 @@ vd__cache_serve(struct vd_txn *t, struct vd_cache_entry *e, const char *status)
     int al = snprintf(agev, 24, "%lld", (long long)age);
     hd[n++] = (struct vd_hdr){VD_IOV_LIT("Age"), {(const uint8_t *)agev, (size_t)al}};
     if (t->conf->via_enabled && t->conf->via) {
-        char *via = vd_arena_alloc(&t->arena, strlen(t->conf->via) + 8);
+        size_t vcap = strlen(t->conf->via) + 8;
+        char *via = vd_arena_alloc(&t->arena, vcap);
         if (via) {
-            int vl = sprintf(via, "1.1 %s", t->conf->via);
+            int vl = snprintf(via, vcap, "1.1 %s", t->conf->via);
             hd[n++] = (struct vd_hdr){VD_IOV_LIT("Via"), {(const uint8_t *)via, (size_t)vl}};
         }
     }
@@ -315,11 +316,12 @@ vd__cache_serve(struct vd_txn *t, struct vd_cache_entry *e, const char *status)
 
 /* ---- lookup -------------------------------------------------------------------------------- */
 
+/* RFC 9111 §4.4: unsafe methods, including those whose safety is unknown, invalidate. */
 static bool
 invalidating(const struct vd_txn *t)
 {
-    return method_is(t, "POST") || method_is(t, "PUT") || method_is(t, "DELETE") ||
-           method_is(t, "PATCH");
+    return !method_is(t, "GET") && !method_is(t, "HEAD") && !method_is(t, "OPTIONS") &&
+           !method_is(t, "TRACE") && !method_is(t, "CONNECT");
 }
 
 bool
@@ -371,9 +373,8 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out)
         /* RFC 9211 §2.2: "request" when only the request's directives forced it. */
         struct vd_cache_cc none;
         vd_cache_cc_parse(NULL, 0, &none);
-        cx->fwd = vd_cache_usable(&none, &e->cc, e->lifetime, age) == VD_CACHE_USE_FRESH
-                      ? "request"
-                      : "stale";
+        cx->fwd = vd_cache_usable(&none, &e->cc, e->lifetime, age) == VD_CACHE_USE_FRESH ? "request"
+                                                                                         : "stale";
         cx->stored = e;
     }
     if (cx->req_cc.only_if_cached) {
@@ -476,10 +477,10 @@ update_from_304(struct vd_cache_xfer *cx, struct vd_txn *t, const struct vd_resp
     struct vd_cache_cc cc;
     vd_cache_cc_parse(m, n, &cc);
     bool heur;
-    int64_t life = vd_cache_freshness(e->status, &cc, m, n, tm.response_time, cx->heuristic_max,
-                                      &heur);
-    return vd_cache_entry_new(e->key, e->vary, e->vary_key, e->status, m, n, e->body,
-                              e->body_len, &tm, life);
+    int64_t life =
+        vd_cache_freshness(e->status, &cc, m, n, tm.response_time, cx->heuristic_max, &heur);
+    return vd_cache_entry_new(e->key, e->vary, e->vary_key, e->status, m, n, e->body, e->body_len,
+                              &tm, life);
 }
 
 static void
@@ -526,8 +527,8 @@ vd__cache_on_head(struct vd_cache_xfer *cx, struct vd_txn *t, struct vd_resp *re
     vd_cache_cc_parse(resp->hdrs, resp->nhdrs, &rcc);
     enum vd_cache_store_verdict v = vd_cache_storable(t->req.method, resp->status, &cx->req_cc,
                                                       &rcc, cx->req_auth, resp->hdrs, resp->nhdrs);
-    bool store = v == VD_CACHE_STORE_OK && (resp->length < 0 ||
-                                            (uint64_t)resp->length <= cx->max_object);
+    bool store =
+        v == VD_CACHE_STORE_OK && (resp->length < 0 || (uint64_t)resp->length <= cx->max_object);
     if (store) {
         struct vd_dbuf names, key;
         vd_dbuf_init(&names, 4096);
@@ -599,8 +600,8 @@ vd__cache_on_complete(struct vd_cache_xfer *cx)
     struct vd_cache_cc cc;
     vd_cache_cc_parse(cx->hdrs, cx->nhdrs, &cc);
     bool heur;
-    int64_t life = vd_cache_freshness(cx->status, &cc, cx->hdrs, cx->nhdrs,
-                                      cx->times.response_time, cx->heuristic_max, &heur);
+    int64_t life = vd_cache_freshness(cx->status, &cc, cx->hdrs, cx->nhdrs, cx->times.response_time,
+                                      cx->heuristic_max, &heur);
     struct vd_cache_entry *e =
         vd_cache_entry_new(cx->key, cx->vary_names, cx->vary_key, cx->status, cx->hdrs, cx->nhdrs,
                            cx->body, cx->len, &cx->times, life);

@@ -176,6 +176,9 @@ test_age(void **state)
     vd_cache_times_init(&tm, h, 2, 5, 6);
     assert_int_equal(tm.age_value, 17);
     assert_int_equal(tm.date_value, 784111777);
+    struct vd_hdr two[] = {H("Age", "7200, 0")};
+    vd_cache_times_init(&tm, two, 1, 5, 6);
+    assert_int_equal(tm.age_value, 7200);
     struct vd_hdr bad[] = {H("Age", "x")};
     vd_cache_times_init(&tm, bad, 1, 5, 6);
     assert_int_equal(tm.age_value, 0);
