@@ -329,6 +329,7 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out)
 {
     *out = NULL;
     const struct vd_conf *conf = t->conf;
+    configure(conf); /* a reload to memory: 0 empties the store here */
     if (conf->cache.memory == 0 || t->access_pending || t->declared ||
         t->req.form == VD_TARGET_ASTERISK || t->req.authority.len == 0) {
         return false;
@@ -338,7 +339,6 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out)
     if (!get && !head && !unsafe) {
         return false;
     }
-    configure(conf);
     struct vd_cache_xfer *cx = calloc(1, sizeof(*cx));
     if (!cx) {
         return false;

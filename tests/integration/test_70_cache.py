@@ -341,3 +341,35 @@ def test_reverse_route_hit(viaduct, make_origin):
     assert r.body == b"rev" and r.header("cache-status").startswith("viaduct; hit")
     assert count(o) == 1
 
+
+
+def test_large_hit_streams_with_back_pressure(viaduct, make_origin):
+    p = viaduct({"cache": {"max_object": "4m"}})
+    big = bytes(range(256)) * 8192  # 2 MiB
+    o = make_origin(build_response(200, big, [("Cache-Control", "max-age=100")]))
+    assert get(p, url(o)).body == big
+    with p.connect() as c:
+        c.request("GET", url(o))
+        time.sleep(0.3)  # the client reads late: the hit waits on the front, not the origin
+        r = c.response()
+        assert r.body == big and r.header("cache-status").startswith("viaduct; hit")
+        r = c.exchange("GET", url(o))  # the connection is reusable after a hit
+        assert r.body == big
+    assert count(o) == 1
+
+
+def test_unknown_method_invalidates(cproxy, make_origin):
+    o = make_origin(build_response(200, b"x", [("Cache-Control", "max-age=100")]))
+    get(cproxy, url(o))
+    with cproxy.connect() as c:
+        assert c.exchange("PURGEISH", url(o)).status == 200
+    assert get(cproxy, url(o)).header("cache-status") == "viaduct; fwd=uri-miss; stored"
+
+
+def test_error_status_does_not_invalidate(make_origin, cproxy):
+    o = make_origin(lambda req: build_response(
+        500 if req.method == "DELETE" else 200, b"x", [("Cache-Control", "max-age=100")]))
+    get(cproxy, url(o))
+    with cproxy.connect() as c:
+        assert c.exchange("DELETE", url(o)).status == 500
+    assert get(cproxy, url(o)).header("cache-status").startswith("viaduct; hit")
