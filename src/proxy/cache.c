@@ -363,6 +363,13 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out)
     bool vary_miss = false;
     struct vd_cache_entry *e = vd_cache_lookup(cx->key, t->req.hdrs, t->req.nhdrs, &vary_miss);
     cx->fwd = vary_miss ? "vary-miss" : "uri-miss";
+    if (e && (vd_hdr_find(t->req.hdrs, t->req.nhdrs, "if-match") ||
+              vd_hdr_find(t->req.hdrs, t->req.nhdrs, "if-unmodified-since"))) {
+        /* Preconditions only the origin evaluates (RFC 9111 §4.3.2): forward as received. */
+        vd_cache_entry_unref(e);
+        e = NULL;
+        cx->fwd = "request";
+    }
     if (e) {
         int64_t age = vd_cache_current_age(&e->times, cx->request_time);
         if (vd_cache_usable(&cx->req_cc, &e->cc, e->lifetime, age) == VD_CACHE_USE_FRESH) {

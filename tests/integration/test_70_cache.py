@@ -373,3 +373,13 @@ def test_error_status_does_not_invalidate(make_origin, cproxy):
     with cproxy.connect() as c:
         assert c.exchange("DELETE", url(o)).status == 500
     assert get(cproxy, url(o)).header("cache-status").startswith("viaduct; hit")
+
+
+def test_if_match_goes_to_the_origin(cproxy, make_origin):
+    o = make_origin(build_response(200, b"x", [("Cache-Control", "max-age=100"),
+                                               ("ETag", '"a"')]))
+    get(cproxy, url(o))
+    r = get(cproxy, url(o), [("If-Match", '"b"')])
+    assert count(o) == 2 and r.header("cache-status") == "viaduct; fwd=request; stored"
+    assert reqs(o)[1].header("if-match") == '"b"'
+    assert reqs(o)[1].header("if-none-match") is None
