@@ -383,3 +383,29 @@ def test_if_match_goes_to_the_origin(cproxy, make_origin):
     assert count(o) == 2 and r.header("cache-status") == "viaduct; fwd=request; stored"
     assert reqs(o)[1].header("if-match") == '"b"'
     assert reqs(o)[1].header("if-none-match") is None
+
+
+def test_shared_by_workers_under_concurrency(viaduct, make_origin):
+    import threading
+    p = viaduct({"workers": 2, "cache": {"memory": "200k", "max_object": "64k"}})
+    o = make_origin(lambda req: build_response(
+        200, req.target.encode() * 500, [("Cache-Control", "max-age=100")]))
+    errors = []
+
+    def run(k):
+        try:
+            with p.connect() as c:
+                for i in range(40):
+                    path = "/p%d" % ((i * 7 + k) % 12)
+                    r = c.exchange("GET", url(o, path))
+                    assert r.status == 200 and r.body == path.encode() * 500
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert count(o) < 240  # most were hits, with evictions in a store smaller than the set
