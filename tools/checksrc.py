@@ -10,11 +10,12 @@ BANNED = ["sprintf", "vsprintf", "strcpy", "strcat", "strncpy", "strtok", "atoi"
           "gets", "alloca", "gmtime", "localtime", "strerror", "rand", "system"]
 BANNED_RE = re.compile(r"(?<![\w.>])(" + "|".join(BANNED) + r")\s*\(")
 # Layer order: a module may include only its own layer and those before it.
-LAYERS = ["core", "net", "tls", "http", "h1", "tunnel", "auth", "conf", "proxy", "app"]
+LAYERS = ["core", "net", "tls", "http", "h1", "tunnel", "auth", "conf", "cache", "proxy", "app"]
 HDR_LAYER = {"common": "core", "err": "core", "log": "core", "buf": "core", "arena": "core",
              "config": "core", "sock": "net", "resolve": "net", "tls": "tls", "http": "http",
              "h1": "h1", "sniff": "tunnel", "auth": "auth", "conf": "core", "access": "conf",
-             "proxy": "proxy", "tunnel": "proxy"}
+             "proxy": "proxy", "tunnel": "proxy",
+             "cache": "cache"}
 
 
 def strip_strings(line):

@@ -151,6 +151,13 @@ struct vd_conf_masque {
     uint64_t idle_timeout; /* ms, default 120000: no datagram either way, then the flow ends */
 };
 
+/* The shared HTTP cache (RFC 9111), memory tier; see docs/configuration.md, "cache". */
+struct vd_conf_cache {
+    uint64_t memory;        /* bytes for the whole process, default 256 MiB; 0 disables caching */
+    uint64_t max_object;    /* bytes of one stored body, default 8 MiB */
+    uint64_t heuristic_max; /* ms, default 1 day: cap of the Last-Modified heuristic (§4.2.2) */
+};
+
 struct vd_auth; /* src/auth: users, verified-credential cache, failure throttle */
 
 enum vd_auth_fail_mode {
@@ -205,6 +212,7 @@ struct vd_conf {
     struct vd_conf_tunnel tunnel;
     struct vd_conf_auth auth;
     struct vd_conf_masque masque;
+    struct vd_conf_cache cache;
 };
 
 /* Returns a snapshot with every default: one forward listener on 127.0.0.1:3128, access rules

@@ -251,6 +251,11 @@ vd_conf_default(void)
     c->nconnect_ports = 1;
     c->connect_ports = xcalloc(1, sizeof(uint16_t));
     c->connect_ports[0] = 443;
+    c->cache = (struct vd_conf_cache){
+        .memory = 256u << 20,
+        .max_object = 8u << 20,
+        .heuristic_max = 86400000,
+    };
     c->auth = (struct vd_conf_auth){
         .cache_ttl = 300000,
         .fail_limit = 10,

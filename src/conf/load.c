@@ -2511,17 +2511,43 @@ sec_auth(struct ld *ld, const struct ynode *n)
 }
 
 static int
+sec_cache(struct ld *ld, const struct ynode *n)
+{
+    static const char *const keys[] = {"memory", "max_object", "heuristic_max"};
+    struct vd_conf_cache *c = &ld->c->cache;
+    const struct ynode *v;
+    int rc;
+
+    if ((rc = check_map(ld, n, "cache", keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    if ((v = get(n, "memory")) &&
+        (rc = get_size(ld, v, "cache.memory", 0, UINT64_MAX, &c->memory))) {
+        return rc;
+    }
+    if ((v = get(n, "max_object")) &&
+        (rc = get_size(ld, v, "cache.max_object", 1, UINT32_MAX, &c->max_object))) {
+        return rc;
+    }
+    if ((v = get(n, "heuristic_max")) &&
+        (rc = get_duration(ld, v, "cache.heuristic_max", true, &c->heuristic_max))) {
+        return rc;
+    }
+    return 0;
+}
+
+static int
 apply(struct ld *ld, const struct ynode *root)
 {
     static const char *const keys[] = {
-        "workers", "listeners", "access",   "via",    "server_name",
-        "limits",  "timeouts",  "upstream", "routes", "resolver",
-        "log",     "connect",   "tunnel",   "auth",   "masque",
+        "workers",  "listeners", "access", "via",      "server_name", "limits",
+        "timeouts", "upstream",  "routes", "resolver", "log",         "connect",
+        "tunnel",   "auth",      "masque", "cache",
     };
     static int (*const fns[])(struct ld *, const struct ynode *) = {
-        sec_workers, sec_listeners, sec_access,   sec_via,    sec_server_name,
-        sec_limits,  sec_timeouts,  sec_upstream, sec_routes, sec_resolver,
-        sec_log,     sec_connect,   sec_tunnel,   sec_auth,   sec_masque,
+        sec_workers,  sec_listeners, sec_access, sec_via,      sec_server_name, sec_limits,
+        sec_timeouts, sec_upstream,  sec_routes, sec_resolver, sec_log,         sec_connect,
+        sec_tunnel,   sec_auth,      sec_masque, sec_cache,
     };
     _Static_assert(VD_ARRAY_LEN(keys) == VD_ARRAY_LEN(fns), "one section function per key");
     struct ynode at = {.line = 1, .col = 1};

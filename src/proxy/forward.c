@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache-int.h"
 #include "vd/access.h"
 #include "vd/err.h"
 #include "vd/h1.h"
@@ -86,7 +87,8 @@ struct fwd {
     struct vd_dbuf trailers;
     const uint8_t *pend_p;
     size_t pend_n;
-    uint64_t t0;    /* uv_hrtime at upstream start */
+    uint64_t t0;              /* uv_hrtime at upstream start */
+    struct vd_cache_xfer *cx; /* shared-cache state (src/proxy/cache.c), NULL when none */
     unsigned holds; /* callers on the stack that may see the front free us (re-entrancy) */
     bool dead;      /* freed while held: the last holder frees the memory */
 };
@@ -207,7 +209,8 @@ build_request_head(struct fwd *f)
     vd_dbuf_init(&xff, conf->limits.header_block);
     for (size_t i = 0; i < req->nhdrs && r == 0; i++) {
         struct vd_iov name = req->hdrs[i].name;
-        if (!end_to_end(req->hdrs, req->nhdrs, has_conn, name) || vd_hdr_name_is(name, "host")) {
+        if (!end_to_end(req->hdrs, req->nhdrs, has_conn, name) || vd_hdr_name_is(name, "host") ||
+            vd__cache_skip_req_field(f->cx, name)) {
             continue;
         }
         if (vd_hdr_name_is(name, "max-forwards") && mf_method) {
@@ -260,6 +263,7 @@ build_request_head(struct fwd *f)
             r = r ? r : vd_dbuf_add(d, "\r\n", 2);
         }
     }
+    r = r ? r : vd__cache_req_fields(f->cx, d);
     if (r == 0 && conf->via_enabled && conf->via) {
         r = vd_dbuf_addf(d, "Via: %d.%d %s\r\n", req->version / 10, req->version % 10, conf->via);
     }
@@ -307,6 +311,7 @@ fwd_free(struct fwd *f)
     }
     vd_dbuf_free(&f->head);
     vd_dbuf_free(&f->trailers);
+    vd__cache_end(f->cx);
     f->magic = 0;
     free(f);
 }
@@ -585,6 +590,7 @@ fwd_complete(struct fwd *f)
     t->handler = NULL;
     t->handler_data = NULL;
     f->t = NULL;
+    vd__cache_on_complete(f->cx);
     t->front->send_end(t, f->rf.kind == VD_BODY_CHUNKED ? &f->trailers : NULL);
     fwd_free(f);
 }
@@ -613,6 +619,7 @@ fwd_pump_body(struct fwd *f)
                 fwd_fail(f, 502, "client write failed");
                 return false;
             }
+            vd__cache_on_body(f->cx, f->pend_p, (size_t)k);
             f->pend_p += k;
             f->pend_n -= (size_t)k;
             if (f->pend_n) {
@@ -640,6 +647,7 @@ fwd_pump_body(struct fwd *f)
                 fwd_fail(f, 502, "client write failed");
                 return false;
             }
+            vd__cache_on_body(f->cx, vd_buf_data(&u->in), (size_t)k);
             vd_buf_consume(&u->in, (uint32_t)k);
             f->remain -= (uint64_t)k;
             if ((size_t)k < avail) {
@@ -688,6 +696,7 @@ fwd_pump_body(struct fwd *f)
                     fwd_fail(f, 502, "client write failed");
                     return false;
                 }
+                vd__cache_on_body(f->cx, vd_buf_data(&u->in), (size_t)k);
                 vd_buf_consume(&u->in, (uint32_t)k);
                 if (u->in.len) {
                     fwd_pause(f);
@@ -705,7 +714,7 @@ filter_response_head(struct fwd *f, const struct vd_h1_resp_head *h, struct vd_r
     struct vd_txn *t = f->t;
     const struct vd_conf *conf = t->conf;
     /* One copy of the kept fields into the arena: the input buffer will be reused. */
-    struct vd_hdr *out = vd_arena_alloc(&t->arena, sizeof(*out) * (h->nhdrs + 4));
+    struct vd_hdr *out = vd_arena_alloc(&t->arena, sizeof(*out) * (h->nhdrs + 5));
     if (!out) {
         return VD_ENOMEM;
     }
@@ -859,6 +868,20 @@ fwd_parse_head(struct fwd *f)
         default:
             resp.length = -1;
             break;
+        }
+        struct vd_cache_entry *ce = vd__cache_on_head(f->cx, t, &resp);
+        if (ce) {
+            /* A 304 validated the stored response: the client gets it from memory, and the
+             * origin connection is done (a 304 has no body). */
+            char cs[64];
+            snprintf(cs, sizeof(cs), "fwd=%s; stored", vd__cache_fwd(f->cx));
+            vd_buf_consume(&u->in, (uint32_t)r);
+            f->u = NULL;
+            u->f = NULL;
+            upc_release(u, f->up_keepalive && f->req_done);
+            fwd_detach(f);
+            vd__cache_serve(t, ce, cs);
+            return -1;
         }
         if (rf.kind == VD_BODY_CHUNKED) {
             vd_dbuf_init(&f->trailers, t->conf->limits.trailer_block + 64);
@@ -1422,8 +1445,13 @@ void
 vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
                  const struct vd_conf_route *route)
 {
+    struct vd_cache_xfer *cx = NULL;
+    if (!wants_upgrade(t) && vd__cache_begin(t, &cx)) {
+        return; /* answered from the cache */
+    }
     struct fwd *f = calloc(1, sizeof(*f));
     if (!f) {
+        vd__cache_end(cx);
         vd_txn_respond_error(t, 503, "out of memory", true);
         return;
     }
@@ -1448,6 +1476,7 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
     vd_dbuf_init(&f->trailers, 0);
     t->handler = &fwd_ops;
     t->handler_data = f;
+    f->cx = cx;
     if (build_request_head(f) < 0) {
         fwd_detach(f);
         vd_txn_respond_error(t, 431, "request head too large to forward", true);

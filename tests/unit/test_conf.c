@@ -445,6 +445,9 @@ test_defaults(void **state)
     assert_int_equal(c->tunnel.idle_timeout, 3600000);
     assert_true(c->tunnel.splice);
     assert_int_equal(c->tunnel.sniff_bytes, 16384);
+    assert_int_equal(c->cache.memory, 256u << 20);
+    assert_int_equal(c->cache.max_object, 8u << 20);
+    assert_int_equal(c->cache.heuristic_max, 86400000);
     assert_int_equal(c->tunnel.sniff_timeout, 10000);
     assert_int_equal(c->tunnel.nupgrade_protocols, 1);
     assert_string_equal(c->tunnel.upgrade_protocols[0], "websocket");
@@ -790,7 +793,7 @@ test_yaml_features(void **state)
 
 static const char *const top_keys =
     "workers, listeners, access, via, server_name, limits, timeouts, upstream, routes, resolver, "
-    "log, connect, tunnel, auth or masque";
+    "log, connect, tunnel, auth, masque or cache";
 
 static void
 test_errors_syntax(void **state)
@@ -866,6 +869,30 @@ test_errors_types(void **state)
     expect_err("via: \"a\\0b\"\n",
                "1:6: via: expected a pseudonym (a token) or false, got a value containing a NUL "
                "character");
+}
+
+static void
+test_cache_section(void **state)
+{
+    char path[64], err[512];
+    struct vd_conf *c = NULL;
+    (void)state;
+    assert_int_equal(load_str("cache:\n  memory: 1g\n  max_object: 16m\n  heuristic_max: 6h\n", &c,
+                              err, sizeof(err), path),
+                     0);
+    assert_int_equal(c->cache.memory, 1ull << 30);
+    assert_int_equal(c->cache.max_object, 16u << 20);
+    assert_int_equal(c->cache.heuristic_max, 6 * 3600000);
+    vd_conf_unref(c);
+    assert_int_equal(load_str("cache: {memory: 0, heuristic_max: 0}\n", &c, err, sizeof(err), path),
+                     0);
+    assert_int_equal(c->cache.memory, 0);
+    assert_int_equal(c->cache.heuristic_max, 0);
+    vd_conf_unref(c);
+    expect_err("cache:\n  max_object: 0\n",
+               "2:15: cache.max_object: size '0' is out of range: 1 to 4294967295 bytes");
+    expect_err("cache:\n  disk: 1g\n",
+               "2:3: cache.disk: unknown key (expected memory, max_object or heuristic_max)");
 }
 
 static void
@@ -1459,15 +1486,25 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full),           cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_relative_paths), cmocka_unit_test(test_acl),
-        cmocka_unit_test(test_access_long),    cmocka_unit_test(test_yaml_features),
-        cmocka_unit_test(test_errors_syntax),  cmocka_unit_test(test_errors_types),
-        cmocka_unit_test(test_errors_values),  cmocka_unit_test(test_errors_listeners),
-        cmocka_unit_test(test_errors_access),  cmocka_unit_test(test_errors_rules),
-        cmocka_unit_test(test_errors_tunnel),  cmocka_unit_test(test_errors_routes),
-        cmocka_unit_test(test_caps),           cmocka_unit_test(test_quiet),
-        cmocka_unit_test(test_examples),       cmocka_unit_test(test_auth),
+        cmocka_unit_test(test_full),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_cache_section),
+        cmocka_unit_test(test_relative_paths),
+        cmocka_unit_test(test_acl),
+        cmocka_unit_test(test_access_long),
+        cmocka_unit_test(test_yaml_features),
+        cmocka_unit_test(test_errors_syntax),
+        cmocka_unit_test(test_errors_types),
+        cmocka_unit_test(test_errors_values),
+        cmocka_unit_test(test_errors_listeners),
+        cmocka_unit_test(test_errors_access),
+        cmocka_unit_test(test_errors_rules),
+        cmocka_unit_test(test_errors_tunnel),
+        cmocka_unit_test(test_errors_routes),
+        cmocka_unit_test(test_caps),
+        cmocka_unit_test(test_quiet),
+        cmocka_unit_test(test_examples),
+        cmocka_unit_test(test_auth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

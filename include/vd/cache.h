@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared HTTP cache (RFC 9111): the pure policy functions (Cache-Control, storability,
+ * freshness, age, Vary) and the per-process memory store. The store is shared by every worker
+ * thread; entries are immutable once inserted and reference-counted, so a reader keeps its entry
+ * alive while it sends it. No I/O here: the proxy layer wires it to the forward handler. */
+#ifndef VD_CACHE_H
+#define VD_CACHE_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include "vd/buf.h"
+#include "vd/common.h"
+#include "vd/http.h"
+
+/* Cache-Control directives (RFC 9111 §5.2) of a request or a response, all field lines
+ * together. Delta-seconds are -1 when absent; a directive given twice keeps its first value
+ * (§4.2.1); an invalid value of max-age / s-maxage reads as 0 (the response is stale, the most
+ * restrictive reading); values above 2^31 are 2^31 (§1.2.2). Unknown directives are ignored. */
+struct vd_cache_cc {
+    int64_t max_age;
+    int64_t s_maxage;
+    int64_t max_stale; /* request; VD_CACHE_ANY_STALE for "max-stale" without a value */
+    int64_t min_fresh; /* request */
+    bool no_store;
+    bool no_cache; /* qualified no-cache="f" is treated as unqualified (allowed by §5.2.2.4) */
+    bool private_; /* qualified private="f" is treated as unqualified (not stored at all) */
+    bool public_;
+    bool must_revalidate;
+    bool proxy_revalidate;
+    bool only_if_cached;
+    bool no_transform;
+    bool present; /* any Cache-Control field line */
+};
+
+#define VD_CACHE_ANY_STALE INT64_MAX
+#define VD_CACHE_DELTA_MAX 2147483648LL
+
+void vd_cache_cc_parse(const struct vd_hdr *h, size_t n, struct vd_cache_cc *cc);
+
+/* Request directives with Pragma: no-cache applied when the request has no Cache-Control
+ * (RFC 9111 §5.4). */
+void vd_cache_req_cc(const struct vd_hdr *h, size_t n, struct vd_cache_cc *cc);
+
+/* Parses an HTTP-date (RFC 9110 §5.6.7: IMF-fixdate, rfc850-date, asctime-date). Returns 0 and
+ * *@out, or VD_EINVAL. */
+int vd_http_date_parse(struct vd_iov v, time_t *out);
+
+/* Why a response is or is not stored (for Cache-Status and tests). */
+enum vd_cache_store_verdict {
+    VD_CACHE_STORE_OK,
+    VD_CACHE_NO_METHOD, /* not GET (HEAD responses are not stored: no body) */
+    VD_CACHE_NO_STATUS, /* not final, or not understood (206 and 304 are not stored here) */
+    VD_CACHE_NO_STORE,  /* no-store in the request or the response */
+    VD_CACHE_PRIVATE,   /* private in a shared cache */
+    VD_CACHE_AUTH,      /* Authorization without must-revalidate / public / s-maxage (§3.5) */
+    VD_CACHE_NOT_WORTH, /* neither explicit freshness, validators, nor a heuristic status */
+    VD_CACHE_VARY_STAR, /* Vary: * can never be matched */
+};
+
+/* RFC 9111 §3 for a shared cache. @method is the request method; @req_auth: the request has
+ * Authorization. */
+enum vd_cache_store_verdict vd_cache_storable(struct vd_iov method, int status,
+                                              const struct vd_cache_cc *req,
+                                              const struct vd_cache_cc *resp, bool req_auth,
+                                              const struct vd_hdr *h, size_t n);
+
+/* RFC 9110 §15.1: statuses cacheable by default (heuristically). */
+bool vd_cache_status_heuristic(int status);
+
+/* Freshness lifetime in seconds (RFC 9111 §4.2.1): s-maxage, then max-age, then Expires - Date
+ * (an invalid Expires: 0); else a heuristic of 10% of Date - Last-Modified capped at
+ * @heuristic_max (§4.2.2) for heuristically cacheable statuses; else 0. @now stands in for a
+ * missing Date. Sets *@heuristic when the heuristic was used. */
+int64_t vd_cache_freshness(int status, const struct vd_cache_cc *cc, const struct vd_hdr *h,
+                           size_t n, time_t now, int64_t heuristic_max, bool *heuristic);
+
+/* The inputs of the age calculation (RFC 9111 §4.2.3), in seconds since the epoch. */
+struct vd_cache_times {
+    time_t request_time;  /* when the request that produced the stored response was sent */
+    time_t response_time; /* when its response was received */
+    time_t date_value;    /* its Date (response_time when absent or invalid) */
+    int64_t age_value;    /* its Age (0 when absent or invalid) */
+};
+
+/* Fills @tm from the response fields and the two clock readings. */
+void vd_cache_times_init(struct vd_cache_times *tm, const struct vd_hdr *h, size_t n,
+                         time_t request_time, time_t response_time);
+
+/* current_age at @now, exactly per RFC 9111 §4.2.3. */
+int64_t vd_cache_current_age(const struct vd_cache_times *tm, time_t now);
+
+/* How a stored response may serve a request. */
+enum vd_cache_use {
+    VD_CACHE_USE_FRESH,      /* serve it */
+    VD_CACHE_USE_REVALIDATE, /* stale, or no-cache: ask the origin with a conditional */
+};
+
+/* Decides with the request's directives (max-age, min-fresh, max-stale, no-cache) and the
+ * response's (no-cache, must-revalidate, proxy-revalidate, s-maxage). Stale responses are served
+ * only within a request's max-stale and when the response allows it (§4.2.4). */
+enum vd_cache_use vd_cache_usable(const struct vd_cache_cc *req, const struct vd_cache_cc *resp,
+                                  int64_t lifetime, int64_t age);
+
+/* Vary (RFC 9111 §4.1): writes the secondary key of a request for the field names listed in the
+ * response's Vary fields: for each name (lowercased, in order) "name:" then the request's field
+ * lines of that name combined with ", " and OWS-trimmed, then "\n". Returns 0, VD_EINVAL when
+ * Vary contains "*" (never matches), or VD_ETOOBIG / VD_ENOMEM from @out. Names listed go to
+ * @names ("a,b", lowercase) when not NULL. */
+int vd_cache_vary_key(const struct vd_hdr *resp, size_t nresp, const struct vd_hdr *req,
+                      size_t nreq, struct vd_dbuf *names, struct vd_dbuf *out);
+/* The same from a stored name list ("a,b"). */
+int vd_cache_vary_key_names(const char *names, const struct vd_hdr *req, size_t nreq,
+                            struct vd_dbuf *out);
+
+/* ---- memory store -------------------------------------------------------------------------- */
+
+/* One stored response. Immutable once inserted; readers hold a reference. */
+struct vd_cache_entry {
+    char *key;      /* primary key "scheme://authority/path?query" */
+    char *vary;     /* field names of Vary ("a,b"), "" when none */
+    char *vary_key; /* secondary key of the request that stored it */
+    int status;
+    struct vd_hdr *hdrs; /* stored fields: end-to-end, without Age, Via, Content-Length */
+    size_t nhdrs;
+    uint8_t *body;
+    size_t body_len;
+    struct vd_cache_times times;
+    int64_t lifetime;      /* freshness lifetime, s */
+    struct vd_cache_cc cc; /* the stored response's Cache-Control */
+    size_t size;           /* bytes charged to the store */
+    /* store-private */
+    _Atomic int refs;
+    bool linked;
+    struct vd_cache_entry *hnext;
+    struct vd_list lru;
+};
+
+struct vd_cache_limits {
+    uint64_t memory;     /* total bytes; 0 disables the store */
+    uint64_t max_object; /* bytes of one body */
+};
+
+/* Sets the limits of the process-wide store (evicting to fit). Thread-safe. */
+void vd_cache_configure(const struct vd_cache_limits *lim);
+
+/* Builds an entry (not yet in the store; refs = 1) from copies of @h (the fields that must not
+ * be stored are left out) and @body. NULL on allocation failure. */
+struct vd_cache_entry *vd_cache_entry_new(const char *key, const char *vary, const char *vary_key,
+                                          int status, const struct vd_hdr *h, size_t n,
+                                          const uint8_t *body, size_t body_len,
+                                          const struct vd_cache_times *tm, int64_t lifetime);
+
+/* Inserts @e (takes the caller's reference), replacing an entry with the same key and secondary
+ * key. Dropped (freed) when bigger than max_object or the store is disabled. */
+void vd_cache_insert(struct vd_cache_entry *e);
+
+/* Finds the newest entry for @key whose Vary matches the request fields @req. Returns a new
+ * reference or NULL; *@vary_miss is set when entries exist for @key but none matches. */
+struct vd_cache_entry *vd_cache_lookup(const char *key, const struct vd_hdr *req, size_t nreq,
+                                       bool *vary_miss);
+
+/* Removes every entry of @key (invalidation, RFC 9111 §4.4). */
+void vd_cache_invalidate(const char *key);
+
+void vd_cache_entry_ref(struct vd_cache_entry *e);
+void vd_cache_entry_unref(struct vd_cache_entry *e);
+
+/* Figures for tests and logs. */
+struct vd_cache_stats {
+    uint64_t bytes;
+    uint64_t entries;
+    uint64_t evictions;
+};
+
+void vd_cache_get_stats(struct vd_cache_stats *st);
+
+/* Empties the store (tests, shutdown). */
+void vd_cache_clear(void);
+
+#endif

@@ -1,0 +1,473 @@
+/* SPDX-License-Identifier: MIT */
+/* Cache policy (RFC 9111), as pure functions over field views: Cache-Control parsing (§5.2),
+ * storability for a shared cache (§3, §3.5), freshness lifetime (§4.2.1, heuristics §4.2.2),
+ * the age calculation (§4.2.3), whether a stored response may serve a request (§4.2.4, §5.2.1)
+ * and the Vary secondary key (§4.1). Nothing here allocates except into a caller's dbuf. */
+#include "vd/config.h"
+
+#include <errno.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "vd/cache.h"
+#include "vd/err.h"
+
+static bool
+iov_eq(struct vd_iov v, const char *lc)
+{
+    return vd__hdr_name_eq(v, lc, strlen(lc));
+}
+
+/* delta-seconds (RFC 9111 §1.2.2), also accepted in quoted form. Returns -1 when invalid. */
+static int64_t
+delta_seconds(struct vd_iov v)
+{
+    if (v.len >= 2 && v.base[0] == '"' && v.base[v.len - 1] == '"') {
+        v.base++;
+        v.len -= 2;
+    }
+    if (v.len == 0) {
+        return -1;
+    }
+    int64_t x = 0;
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.base[i] < '0' || v.base[i] > '9') {
+            return -1;
+        }
+        if (x < VD_CACHE_DELTA_MAX) {
+            x = x * 10 + (v.base[i] - '0');
+        }
+    }
+    return x > VD_CACHE_DELTA_MAX ? VD_CACHE_DELTA_MAX : x;
+}
+
+/* Sets *@slot from @val when the directive was not seen yet (the first occurrence wins);
+ * an invalid or missing value reads as 0 (stale: the restrictive choice). */
+static void
+set_delta(int64_t *slot, bool has_val, struct vd_iov val)
+{
+    if (*slot >= 0) {
+        return;
+    }
+    int64_t d = has_val ? delta_seconds(val) : -1;
+    *slot = d < 0 ? 0 : d;
+}
+
+void
+vd_cache_cc_parse(const struct vd_hdr *h, size_t n, struct vd_cache_cc *cc)
+{
+    *cc = (struct vd_cache_cc){.max_age = -1, .s_maxage = -1, .max_stale = -1, .min_fresh = -1};
+    for (size_t i = 0; i < n; i++) {
+        if (!vd_hdr_name_is(h[i].name, "cache-control")) {
+            continue;
+        }
+        cc->present = true;
+        struct vd_iov rest = h[i].value, item;
+        while (vd_list_next(&rest, &item)) {
+            struct vd_iov name = item, val = VD_IOV_NULL;
+            bool has_val = false;
+            const uint8_t *eq = memchr(item.base, '=', item.len);
+            if (eq) {
+                name.len = (size_t)(eq - item.base);
+                val.base = eq + 1;
+                val.len = item.len - name.len - 1;
+                has_val = true;
+                /* BWS around "=" is not in the grammar, but trim it: it costs nothing. */
+                while (name.len &&
+                       (name.base[name.len - 1] == ' ' || name.base[name.len - 1] == '\t')) {
+                    name.len--;
+                }
+                while (val.len && (val.base[0] == ' ' || val.base[0] == '\t')) {
+                    val.base++;
+                    val.len--;
+                }
+            }
+            if (iov_eq(name, "max-age")) {
+                set_delta(&cc->max_age, has_val, val);
+            } else if (iov_eq(name, "s-maxage")) {
+                set_delta(&cc->s_maxage, has_val, val);
+            } else if (iov_eq(name, "min-fresh")) {
+                set_delta(&cc->min_fresh, has_val, val);
+            } else if (iov_eq(name, "max-stale")) {
+                if (cc->max_stale < 0) {
+                    int64_t d = has_val ? delta_seconds(val) : VD_CACHE_ANY_STALE;
+                    /* An invalid value is ignored rather than read as "any staleness". */
+                    cc->max_stale = d < 0 ? -1 : d;
+                }
+            } else if (iov_eq(name, "no-store")) {
+                cc->no_store = true;
+            } else if (iov_eq(name, "no-cache")) {
+                cc->no_cache = true;
+            } else if (iov_eq(name, "private")) {
+                cc->private_ = true;
+            } else if (iov_eq(name, "public")) {
+                cc->public_ = true;
+            } else if (iov_eq(name, "must-revalidate")) {
+                cc->must_revalidate = true;
+            } else if (iov_eq(name, "proxy-revalidate")) {
+                cc->proxy_revalidate = true;
+            } else if (iov_eq(name, "only-if-cached")) {
+                cc->only_if_cached = true;
+            } else if (iov_eq(name, "no-transform")) {
+                cc->no_transform = true;
+            }
+            /* Unknown directives are ignored (§5.2.3). */
+        }
+    }
+}
+
+void
+vd_cache_req_cc(const struct vd_hdr *h, size_t n, struct vd_cache_cc *cc)
+{
+    vd_cache_cc_parse(h, n, cc);
+    if (cc->present) {
+        return;
+    }
+    /* RFC 9111 §5.4: Pragma: no-cache counts as Cache-Control: no-cache only without a
+     * Cache-Control field. */
+    for (size_t i = 0; i < n; i++) {
+        if (vd_hdr_name_is(h[i].name, "pragma") && vd_list_has(h[i].value, "no-cache")) {
+            cc->no_cache = true;
+        }
+    }
+}
+
+/* ---- dates --------------------------------------------------------------------------------- */
+
+static int
+month_index(const uint8_t *p)
+{
+    static const char months[] = "janfebmaraprmayjunjulaugsepoctnovdec";
+    for (int i = 0; i < 12; i++) {
+        if (strncasecmp((const char *)p, months + 3 * i, 3) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static bool
+digits(const uint8_t *p, size_t n, int *out)
+{
+    int x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return false;
+        }
+        x = x * 10 + (p[i] - '0');
+    }
+    *out = x;
+    return true;
+}
+
+/* "HH:MM:SS" */
+static bool
+clock_of(const uint8_t *p, struct tm *tm)
+{
+    return p[2] == ':' && p[5] == ':' && digits(p, 2, &tm->tm_hour) &&
+           digits(p + 3, 2, &tm->tm_min) && digits(p + 6, 2, &tm->tm_sec) && tm->tm_hour < 24 &&
+           tm->tm_min < 60 && tm->tm_sec < 61;
+}
+
+int
+vd_http_date_parse(struct vd_iov v, time_t *out)
+{
+    char s[64];
+    if (v.len < 24 || v.len >= sizeof(s)) {
+        return -EINVAL;
+    }
+    memcpy(s, v.base, v.len);
+    s[v.len] = '\0';
+    const uint8_t *p = (const uint8_t *)s;
+    struct tm tm = {0};
+    const char *comma = strchr(s, ',');
+    if (comma && comma - s == 3 && v.len == 29) {
+        /* IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT" */
+        if (p[4] != ' ' || p[7] != ' ' || p[11] != ' ' || p[16] != ' ' || p[25] != ' ' ||
+            memcmp(p + 26, "GMT", 3) != 0 || !digits(p + 5, 2, &tm.tm_mday) ||
+            (tm.tm_mon = month_index(p + 8)) < 0 || !digits(p + 12, 4, &tm.tm_year) ||
+            !clock_of(p + 17, &tm)) {
+            return -EINVAL;
+        }
+        tm.tm_year -= 1900;
+    } else if (comma) {
+        /* rfc850-date: "Sunday, 06-Nov-94 08:49:37 GMT" */
+        const uint8_t *d = (const uint8_t *)comma + 2;
+        size_t rest = v.len - (size_t)(d - p);
+        if (comma[1] != ' ' || rest != 22 || d[2] != '-' || d[6] != '-' || d[9] != ' ' ||
+            d[18] != ' ' || memcmp(d + 19, "GMT", 3) != 0 || !digits(d, 2, &tm.tm_mday) ||
+            (tm.tm_mon = month_index(d + 3)) < 0 || !digits(d + 7, 2, &tm.tm_year) ||
+            !clock_of(d + 10, &tm)) {
+            return -EINVAL;
+        }
+        /* RFC 9110 §5.6.7: a two-digit year more than 50 years ahead is in the past. */
+        time_t now = time(NULL);
+        struct tm nt;
+        gmtime_r(&now, &nt);
+        int year = 1900 + nt.tm_year - (1900 + nt.tm_year) % 100 + tm.tm_year;
+        if (year > 1900 + nt.tm_year + 50) {
+            year -= 100;
+        }
+        tm.tm_year = year - 1900;
+    } else {
+        /* asctime-date: "Sun Nov  6 08:49:37 1994" */
+        if (v.len != 24 || p[3] != ' ' || p[7] != ' ' || p[10] != ' ' || p[19] != ' ' ||
+            (tm.tm_mon = month_index(p + 4)) < 0 || !clock_of(p + 11, &tm) ||
+            !digits(p + 20, 4, &tm.tm_year)) {
+            return -EINVAL;
+        }
+        if (p[8] == ' ') {
+            if (!digits(p + 9, 1, &tm.tm_mday)) {
+                return -EINVAL;
+            }
+        } else if (!digits(p + 8, 2, &tm.tm_mday)) {
+            return -EINVAL;
+        }
+        tm.tm_year -= 1900;
+    }
+    if (tm.tm_mday < 1 || tm.tm_mday > 31) {
+        return -EINVAL;
+    }
+    *out = timegm(&tm);
+    return 0;
+}
+
+static bool
+field_date(const struct vd_hdr *h, size_t n, const char *lc, time_t *out)
+{
+    const struct vd_hdr *f = vd_hdr_find(h, n, lc);
+    return f && vd_http_date_parse(f->value, out) == 0;
+}
+
+/* ---- storability --------------------------------------------------------------------------- */
+
+bool
+vd_cache_status_heuristic(int status)
+{
+    switch (status) {
+    case 200:
+    case 203:
+    case 204:
+    case 206:
+    case 300:
+    case 301:
+    case 308:
+    case 404:
+    case 405:
+    case 410:
+    case 414:
+    case 501:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Final statuses this cache understands well enough to store (RFC 9111 §3): the RFC 9110 ones,
+ * except 206 (no Range support yet) and 304 (only ever used to update a stored response). */
+static bool
+status_understood(int status)
+{
+    if (status < 200 || status > 599 || status == 206 || status == 304) {
+        return false;
+    }
+    return strcmp(vd_http_reason(status), "Unknown") != 0;
+}
+
+enum vd_cache_store_verdict
+vd_cache_storable(struct vd_iov method, int status, const struct vd_cache_cc *req,
+                  const struct vd_cache_cc *resp, bool req_auth, const struct vd_hdr *h, size_t n)
+{
+    if (!(method.len == 3 && memcmp(method.base, "GET", 3) == 0)) {
+        return VD_CACHE_NO_METHOD;
+    }
+    if (!status_understood(status)) {
+        return VD_CACHE_NO_STATUS;
+    }
+    if (req->no_store || resp->no_store) {
+        return VD_CACHE_NO_STORE;
+    }
+    if (resp->private_) {
+        return VD_CACHE_PRIVATE;
+    }
+    if (req_auth && !resp->must_revalidate && !resp->public_ && resp->s_maxage < 0) {
+        return VD_CACHE_AUTH;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (vd_hdr_name_is(h[i].name, "vary") && vd_list_has(h[i].value, "*")) {
+            return VD_CACHE_VARY_STAR;
+        }
+    }
+    if (!resp->public_ && resp->max_age < 0 && resp->s_maxage < 0 &&
+        !vd_hdr_find(h, n, "expires") && !vd_cache_status_heuristic(status)) {
+        return VD_CACHE_NOT_WORTH;
+    }
+    return VD_CACHE_STORE_OK;
+}
+
+/* ---- freshness and age --------------------------------------------------------------------- */
+
+int64_t
+vd_cache_freshness(int status, const struct vd_cache_cc *cc, const struct vd_hdr *h, size_t n,
+                   time_t now, int64_t heuristic_max, bool *heuristic)
+{
+    *heuristic = false;
+    if (cc->s_maxage >= 0) {
+        return cc->s_maxage;
+    }
+    if (cc->max_age >= 0) {
+        return cc->max_age;
+    }
+    time_t date;
+    if (!field_date(h, n, "date", &date)) {
+        date = now;
+    }
+    const struct vd_hdr *exp = vd_hdr_find(h, n, "expires");
+    if (exp) {
+        time_t e;
+        /* RFC 9111 §5.3: an invalid Expires (e.g. "0") is a time in the past. */
+        if (vd_http_date_parse(exp->value, &e) < 0 || e <= date) {
+            return 0;
+        }
+        return (int64_t)(e - date);
+    }
+    time_t lm;
+    if ((vd_cache_status_heuristic(status) || cc->public_) &&
+        field_date(h, n, "last-modified", &lm) && lm < date) {
+        *heuristic = true;
+        int64_t f = (int64_t)(date - lm) / 10;
+        return f > heuristic_max ? heuristic_max : f;
+    }
+    return 0;
+}
+
+void
+vd_cache_times_init(struct vd_cache_times *tm, const struct vd_hdr *h, size_t n,
+                    time_t request_time, time_t response_time)
+{
+    tm->request_time = request_time;
+    tm->response_time = response_time;
+    if (!field_date(h, n, "date", &tm->date_value)) {
+        tm->date_value = response_time;
+    }
+    tm->age_value = 0;
+    const struct vd_hdr *a = vd_hdr_find(h, n, "age");
+    struct vd_iov rest, first;
+    if (a && (rest = a->value, vd_list_next(&rest, &first))) {
+        /* A list (an Age folded with another) counts by its first member, like a repeated
+         * directive (§4.2.1); an invalid value is ignored. */
+        int64_t v = delta_seconds(first);
+        tm->age_value = v < 0 ? 0 : v;
+    }
+}
+
+int64_t
+vd_cache_current_age(const struct vd_cache_times *tm, time_t now)
+{
+    int64_t apparent_age = VD_MAX(0, (int64_t)(tm->response_time - tm->date_value));
+    int64_t response_delay = (int64_t)(tm->response_time - tm->request_time);
+    int64_t corrected_age_value = tm->age_value + response_delay;
+    int64_t corrected_initial_age = VD_MAX(apparent_age, corrected_age_value);
+    int64_t resident_time = (int64_t)(now - tm->response_time);
+    return corrected_initial_age + resident_time;
+}
+
+enum vd_cache_use
+vd_cache_usable(const struct vd_cache_cc *req, const struct vd_cache_cc *resp, int64_t lifetime,
+                int64_t age)
+{
+    if (req->no_cache || resp->no_cache) {
+        return VD_CACHE_USE_REVALIDATE;
+    }
+    /* max-age=0 is how clients ask for an end-to-end revalidation; an age of 0 would satisfy it
+     * literally (§5.2.1.1), but every deployed cache revalidates, and so does this one. */
+    if (req->max_age == 0 || (req->max_age > 0 && age > req->max_age)) {
+        return VD_CACHE_USE_REVALIDATE;
+    }
+    if (req->min_fresh >= 0 && lifetime - age < req->min_fresh) {
+        return VD_CACHE_USE_REVALIDATE;
+    }
+    if (lifetime > age) {
+        return VD_CACHE_USE_FRESH;
+    }
+    /* Stale (§4.2.4): only with the client's consent, and never when the response forbids it
+     * (must-revalidate; proxy-revalidate and s-maxage for a shared cache, §5.2.2.8/10). */
+    if (resp->must_revalidate || resp->proxy_revalidate || resp->s_maxage >= 0) {
+        return VD_CACHE_USE_REVALIDATE;
+    }
+    if (req->max_stale >= 0 &&
+        (req->max_stale == VD_CACHE_ANY_STALE || age - lifetime <= req->max_stale)) {
+        return VD_CACHE_USE_FRESH;
+    }
+    return VD_CACHE_USE_REVALIDATE;
+}
+
+/* ---- Vary ---------------------------------------------------------------------------------- */
+
+static int
+key_for_name(struct vd_iov name, const struct vd_hdr *req, size_t nreq, struct vd_dbuf *out)
+{
+    int r = 0;
+    for (size_t k = 0; k < name.len && r == 0; k++) {
+        char c = (char)name.base[k];
+        c = (c >= 'A' && c <= 'Z') ? (char)(c | 0x20) : c;
+        r = vd_dbuf_add(out, &c, 1);
+    }
+    r = r ? r : vd_dbuf_add(out, ":", 1);
+    bool first = true;
+    for (size_t j = 0; j < nreq && r == 0; j++) {
+        if (req[j].name.len != name.len ||
+            strncasecmp((const char *)req[j].name.base, (const char *)name.base, name.len) != 0) {
+            continue;
+        }
+        /* Normalise: each element trimmed, joined with ", " across lines and within them. */
+        struct vd_iov rest = req[j].value, item;
+        while (r == 0 && vd_list_next(&rest, &item)) {
+            r = first ? 0 : vd_dbuf_add(out, ", ", 2);
+            r = r ? r : vd_dbuf_add(out, item.base, item.len);
+            first = false;
+        }
+    }
+    return r ? r : vd_dbuf_add(out, "\n", 1);
+}
+
+int
+vd_cache_vary_key(const struct vd_hdr *resp, size_t nresp, const struct vd_hdr *req, size_t nreq,
+                  struct vd_dbuf *names, struct vd_dbuf *out)
+{
+    int r = 0;
+    for (size_t i = 0; i < nresp && r == 0; i++) {
+        if (!vd_hdr_name_is(resp[i].name, "vary")) {
+            continue;
+        }
+        struct vd_iov rest = resp[i].value, item;
+        while (r == 0 && vd_list_next(&rest, &item)) {
+            if (item.len == 1 && item.base[0] == '*') {
+                return -EINVAL;
+            }
+            r = key_for_name(item, req, nreq, out);
+            if (r == 0 && names) {
+                r = names->len ? vd_dbuf_add(names, ",", 1) : 0;
+                for (size_t k = 0; k < item.len && r == 0; k++) {
+                    char c = (char)item.base[k];
+                    c = (c >= 'A' && c <= 'Z') ? (char)(c | 0x20) : c;
+                    r = vd_dbuf_add(names, &c, 1);
+                }
+            }
+        }
+    }
+    return r;
+}
+
+int
+vd_cache_vary_key_names(const char *names, const struct vd_hdr *req, size_t nreq,
+                        struct vd_dbuf *out)
+{
+    struct vd_iov rest = {(const uint8_t *)names, strlen(names)}, item;
+    int r = 0;
+    while (r == 0 && vd_list_next(&rest, &item)) {
+        r = key_for_name(item, req, nreq, out);
+    }
+    return r;
+}

@@ -1,0 +1,257 @@
+/* SPDX-License-Identifier: MIT */
+/* The memory tier of the shared cache: one store per process, used by every worker thread. A
+ * hash table (chained, keyed by the primary key) holds immutable, reference-counted entries; one
+ * mutex guards the table, the LRU list and the byte count (the critical sections are short:
+ * lookups compare keys and take a reference, copies happen outside). Eviction drops the least
+ * recently used entries until the total fits; an evicted entry that a reader still sends stays
+ * alive until its last reference goes. */
+#include "vd/config.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vd/cache.h"
+#include "vd/err.h"
+
+#define NBUCKETS 4096u
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static struct vd_cache_entry *buckets[NBUCKETS];
+static struct vd_list lru = {&lru, &lru}; /* most recent first */
+static uint64_t total_bytes, nentries, nevictions;
+static struct vd_cache_limits limits = {.memory = 256u << 20, .max_object = 8u << 20};
+
+static uint32_t
+hash_key(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *s; s++) {
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    }
+    return h;
+}
+
+static void
+entry_free(struct vd_cache_entry *e)
+{
+    free(e->hdrs);
+    free(e->body);
+    free(e->key);
+    free(e->vary);
+    free(e->vary_key);
+    free(e);
+}
+
+void
+vd_cache_entry_ref(struct vd_cache_entry *e)
+{
+    atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+}
+
+void
+vd_cache_entry_unref(struct vd_cache_entry *e)
+{
+    if (e && atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1) {
+        entry_free(e);
+    }
+}
+
+/* Fields a cache does not store or replaces when serving (RFC 9111 §3.1): hop-by-hop ones are
+ * already gone; Age is recomputed, Via re-added, Content-Length re-derived from the body. */
+static bool
+not_stored(struct vd_iov name)
+{
+    return vd_hdr_name_is(name, "age") || vd_hdr_name_is(name, "via") ||
+           vd_hdr_name_is(name, "content-length") || vd_hdr_name_is(name, "cache-status");
+}
+
+struct vd_cache_entry *
+vd_cache_entry_new(const char *key, const char *vary, const char *vary_key, int status,
+                   const struct vd_hdr *h, size_t n, const uint8_t *body, size_t body_len,
+                   const struct vd_cache_times *tm, int64_t lifetime)
+{
+    struct vd_cache_entry *e = calloc(1, sizeof(*e));
+    if (!e) {
+        return NULL;
+    }
+    size_t bytes = 0, kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!not_stored(h[i].name)) {
+            bytes += h[i].name.len + h[i].value.len + 2;
+            kept++;
+        }
+    }
+    /* One block: the field array, then the names and values (NUL-terminated for safety). */
+    e->hdrs = malloc(sizeof(*e->hdrs) * (kept ? kept : 1) + bytes);
+    e->key = strdup(key);
+    e->vary = strdup(vary ? vary : "");
+    e->vary_key = strdup(vary_key ? vary_key : "");
+    e->body = malloc(body_len ? body_len : 1);
+    if (!e->hdrs || !e->key || !e->vary || !e->vary_key || !e->body) {
+        entry_free(e);
+        return NULL;
+    }
+    char *p = (char *)(e->hdrs + (kept ? kept : 1));
+    for (size_t i = 0; i < n; i++) {
+        if (not_stored(h[i].name)) {
+            continue;
+        }
+        struct vd_hdr *o = &e->hdrs[e->nhdrs++];
+        memcpy(p, h[i].name.base, h[i].name.len);
+        p[h[i].name.len] = '\0';
+        o->name = (struct vd_iov){(const uint8_t *)p, h[i].name.len};
+        p += h[i].name.len + 1;
+        memcpy(p, h[i].value.base, h[i].value.len);
+        p[h[i].value.len] = '\0';
+        o->value = (struct vd_iov){(const uint8_t *)p, h[i].value.len};
+        p += h[i].value.len + 1;
+    }
+    if (body_len) {
+        memcpy(e->body, body, body_len);
+    }
+    e->body_len = body_len;
+    e->status = status;
+    e->times = *tm;
+    e->lifetime = lifetime;
+    vd_cache_cc_parse(e->hdrs, e->nhdrs, &e->cc);
+    e->size = sizeof(*e) + bytes + sizeof(*e->hdrs) * kept + body_len + strlen(key) * 2 + 64;
+    atomic_init(&e->refs, 1);
+    vd_list_init(&e->lru);
+    return e;
+}
+
+/* Unlinks @e from the table and the LRU list and drops the store's reference. Locked. */
+static void
+unlink_locked(struct vd_cache_entry *e)
+{
+    struct vd_cache_entry **pp = &buckets[hash_key(e->key) % NBUCKETS];
+    while (*pp && *pp != e) {
+        pp = &(*pp)->hnext;
+    }
+    if (*pp) {
+        *pp = e->hnext;
+    }
+    vd_list_remove(&e->lru);
+    e->linked = false;
+    total_bytes -= e->size;
+    nentries--;
+    vd_cache_entry_unref(e);
+}
+
+static void
+evict_locked(uint64_t want)
+{
+    while (total_bytes + want > limits.memory && !vd_list_empty(&lru)) {
+        struct vd_cache_entry *old = VD_CONTAINER_OF(lru.prev, struct vd_cache_entry, lru);
+        unlink_locked(old);
+        nevictions++;
+    }
+}
+
+void
+vd_cache_configure(const struct vd_cache_limits *lim)
+{
+    pthread_mutex_lock(&mu);
+    limits = *lim;
+    evict_locked(0);
+    pthread_mutex_unlock(&mu);
+}
+
+void
+vd_cache_insert(struct vd_cache_entry *e)
+{
+    pthread_mutex_lock(&mu);
+    if (e->body_len > limits.max_object || e->size > limits.memory) {
+        pthread_mutex_unlock(&mu);
+        vd_cache_entry_unref(e);
+        return;
+    }
+    uint32_t b = hash_key(e->key) % NBUCKETS;
+    for (struct vd_cache_entry *o = buckets[b]; o; o = o->hnext) {
+        if (strcmp(o->key, e->key) == 0 && strcmp(o->vary_key, e->vary_key) == 0 &&
+            strcmp(o->vary, e->vary) == 0) {
+            unlink_locked(o);
+            break;
+        }
+    }
+    evict_locked(e->size);
+    e->hnext = buckets[b];
+    buckets[b] = e;
+    e->linked = true;
+    vd_list_insert_head(&lru, &e->lru);
+    total_bytes += e->size;
+    nentries++;
+    pthread_mutex_unlock(&mu);
+}
+
+struct vd_cache_entry *
+vd_cache_lookup(const char *key, const struct vd_hdr *req, size_t nreq, bool *vary_miss)
+{
+    *vary_miss = false;
+    struct vd_dbuf k;
+    vd_dbuf_init(&k, 65536);
+    struct vd_cache_entry *best = NULL;
+    pthread_mutex_lock(&mu);
+    for (struct vd_cache_entry *o = buckets[hash_key(key) % NBUCKETS]; o; o = o->hnext) {
+        if (strcmp(o->key, key) != 0) {
+            continue;
+        }
+        if (o->vary[0]) {
+            vd_dbuf_reset(&k);
+            if (vd_cache_vary_key_names(o->vary, req, nreq, &k) < 0 ||
+                strcmp(k.p ? k.p : "", o->vary_key) != 0) {
+                *vary_miss = true;
+                continue;
+            }
+        }
+        if (!best || o->times.response_time > best->times.response_time) {
+            best = o;
+        }
+    }
+    if (best) {
+        *vary_miss = false;
+        vd_list_remove(&best->lru);
+        vd_list_insert_head(&lru, &best->lru);
+        vd_cache_entry_ref(best);
+    }
+    pthread_mutex_unlock(&mu);
+    vd_dbuf_free(&k);
+    return best;
+}
+
+void
+vd_cache_invalidate(const char *key)
+{
+    pthread_mutex_lock(&mu);
+    struct vd_cache_entry *o = buckets[hash_key(key) % NBUCKETS];
+    while (o) {
+        struct vd_cache_entry *next = o->hnext;
+        if (strcmp(o->key, key) == 0) {
+            unlink_locked(o);
+        }
+        o = next;
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+void
+vd_cache_get_stats(struct vd_cache_stats *st)
+{
+    pthread_mutex_lock(&mu);
+    st->bytes = total_bytes;
+    st->entries = nentries;
+    st->evictions = nevictions;
+    pthread_mutex_unlock(&mu);
+}
+
+void
+vd_cache_clear(void)
+{
+    pthread_mutex_lock(&mu);
+    while (!vd_list_empty(&lru)) {
+        unlink_locked(VD_CONTAINER_OF(lru.next, struct vd_cache_entry, lru));
+    }
+    pthread_mutex_unlock(&mu);
+}

@@ -1,0 +1,618 @@
+/* SPDX-License-Identifier: MIT */
+/* The shared cache in the request path (RFC 9111): a lookup before forwarding, serving fresh
+ * responses from memory with a computed Age (§4.2.3) and Cache-Status (RFC 9211), conditional
+ * requests for stale ones (§4.3.1) and the 304 update (§3.2, §4.3.4), storing responses while
+ * they stream to the client (never a partial one), and invalidation after unsafe methods (§4.4).
+ * The policy itself is in src/cache/policy.c, the store in src/cache/store.c. */
+#include "vd/config.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cache-int.h"
+#include "vd/err.h"
+
+#define HIT_MAGIC 0x48495431u
+
+struct vd_cache_xfer {
+    char *key;       /* primary key; for unsafe methods the URI to invalidate */
+    char *origin;    /* "scheme://authority" of @key */
+    bool unsafe;     /* a method that invalidates (§4.4) */
+    bool lookup;     /* GET/HEAD that went through the lookup: gets Cache-Status */
+    const char *fwd; /* fwd= parameter */
+    struct vd_cache_cc req_cc;
+    bool req_auth;
+    struct vd_cache_entry *stored; /* being revalidated (reference) */
+    time_t request_time;
+    int64_t heuristic_max; /* s */
+    uint64_t max_object;
+    /* the copy being stored */
+    bool storing;
+    int status;
+    const struct vd_hdr *hdrs; /* the txn's arena */
+    size_t nhdrs;
+    uint8_t *body;
+    size_t len, cap;
+    char *vary_names, *vary_key;
+    struct vd_cache_times times;
+};
+
+/* The limits last given to the store (by whichever worker saw a new snapshot first). */
+static _Atomic uint64_t cur_memory = UINT64_MAX, cur_max_object;
+
+static bool
+method_is(const struct vd_txn *t, const char *m)
+{
+    size_t l = strlen(m);
+    return t->req.method.len == l && memcmp(t->req.method.base, m, l) == 0;
+}
+
+/* "scheme://authority" with the authority lowercased and a default port left out. */
+static char *
+origin_of(struct vd_txn *t)
+{
+    bool https = t->req.form == VD_TARGET_ABSOLUTE ? t->req.scheme.len == 5 : t->client_tls;
+    struct vd_iov a = t->req.authority;
+    char buf[512];
+    int n = snprintf(buf, sizeof(buf), "%s://%.*s", https ? "https" : "http", (int)a.len,
+                     (const char *)a.base);
+    if (n < 0 || (size_t)n >= sizeof(buf)) {
+        return NULL;
+    }
+    for (char *p = buf; *p; p++) {
+        *p = (*p >= 'A' && *p <= 'Z') ? (char)(*p | 0x20) : *p;
+    }
+    const char *dflt = https ? ":443" : ":80";
+    size_t dl = strlen(dflt);
+    if ((size_t)n > dl && strcmp(buf + n - dl, dflt) == 0) {
+        buf[n - dl] = '\0';
+    }
+    return strdup(buf);
+}
+
+static char *
+join(const char *a, const uint8_t *p, size_t n)
+{
+    size_t al = strlen(a);
+    char *s = malloc(al + n + 1);
+    if (s) {
+        memcpy(s, a, al);
+        memcpy(s + al, p, n);
+        s[al + n] = '\0';
+    }
+    return s;
+}
+
+void
+vd__cache_end(struct vd_cache_xfer *cx)
+{
+    if (!cx) {
+        return;
+    }
+    vd_cache_entry_unref(cx->stored);
+    free(cx->body);
+    free(cx->vary_names);
+    free(cx->vary_key);
+    free(cx->key);
+    free(cx->origin);
+    free(cx);
+}
+
+static void
+configure(const struct vd_conf *conf)
+{
+    if (atomic_load_explicit(&cur_memory, memory_order_relaxed) == conf->cache.memory &&
+        atomic_load_explicit(&cur_max_object, memory_order_relaxed) == conf->cache.max_object) {
+        return;
+    }
+    struct vd_cache_limits lim = {.memory = conf->cache.memory,
+                                  .max_object = conf->cache.max_object};
+    vd_cache_configure(&lim);
+    atomic_store_explicit(&cur_memory, conf->cache.memory, memory_order_relaxed);
+    atomic_store_explicit(&cur_max_object, conf->cache.max_object, memory_order_relaxed);
+}
+
+/* ---- serving a stored response ------------------------------------------------------------- */
+
+struct hit {
+    uint32_t magic;
+    struct vd_txn *t;
+    struct vd_cache_entry *e;
+    size_t off;
+};
+
+static void
+hit_free(struct hit *h)
+{
+    vd_cache_entry_unref(h->e);
+    h->magic = 0;
+    free(h);
+}
+
+static void
+hit_pump(struct hit *h)
+{
+    struct vd_txn *t = h->t;
+    while (h->off < h->e->body_len) {
+        ssize_t k = t->front->send_body(t, h->e->body + h->off, h->e->body_len - h->off);
+        if (k < 0) {
+            t->handler = NULL;
+            t->handler_data = NULL;
+            hit_free(h);
+            t->front->abort(t);
+            return;
+        }
+        h->off += (size_t)k;
+        if (h->off < h->e->body_len) {
+            return; /* on_writable resumes */
+        }
+    }
+    t->handler = NULL;
+    t->handler_data = NULL;
+    hit_free(h);
+    t->front->send_end(t, NULL);
+}
+
+static ssize_t
+hit_req_body(struct vd_txn *t, const uint8_t *p, size_t len, bool end)
+{
+    return (ssize_t)len; /* discarded: the answer does not depend on it */
+}
+
+static void
+hit_writable(struct vd_txn *t)
+{
+    struct hit *h = t->handler_data;
+    VD_BUG_ON(h->magic != HIT_MAGIC);
+    hit_pump(h);
+}
+
+static void
+hit_abort(struct vd_txn *t)
+{
+    struct hit *h = t->handler_data;
+    if (h) {
+        VD_BUG_ON(h->magic != HIT_MAGIC);
+        t->handler_data = NULL;
+        hit_free(h);
+    }
+}
+
+static const struct vd_handler_ops hit_ops = {
+    .name = "cache",
+    .on_req_body = hit_req_body,
+    .on_writable = hit_writable,
+    .on_abort = hit_abort,
+};
+
+/* Weak comparison of two entity-tags (RFC 9110 §8.8.3.2). */
+static bool
+etag_weak_eq(struct vd_iov a, struct vd_iov b)
+{
+    if (a.len >= 2 && a.base[0] == 'W' && a.base[1] == '/') {
+        a.base += 2;
+        a.len -= 2;
+    }
+    if (b.len >= 2 && b.base[0] == 'W' && b.base[1] == '/') {
+        b.base += 2;
+        b.len -= 2;
+    }
+    return a.len == b.len && a.len >= 2 && a.base[0] == '"' && memcmp(a.base, b.base, a.len) == 0;
+}
+
+/* RFC 9110 §13.1.1/§13.1.3 and §13.2.2 (If-None-Match wins over If-Modified-Since): true when
+ * the client's conditional says it has the stored representation. */
+static bool
+client_has_it(const struct vd_txn *t, const struct vd_cache_entry *e)
+{
+    const struct vd_hdr *rh = t->req.hdrs;
+    size_t rn = t->req.nhdrs;
+    if (vd_hdr_find(rh, rn, "if-none-match")) {
+        const struct vd_hdr *et = vd_hdr_find(e->hdrs, e->nhdrs, "etag");
+        for (size_t i = 0; i < rn; i++) {
+            if (!vd_hdr_name_is(rh[i].name, "if-none-match")) {
+                continue;
+            }
+            struct vd_iov rest = rh[i].value, item;
+            while (vd_list_next(&rest, &item)) {
+                if ((item.len == 1 && item.base[0] == '*') ||
+                    (et && etag_weak_eq(item, et->value))) {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+    const struct vd_hdr *ims = vd_hdr_find(rh, rn, "if-modified-since");
+    time_t since, lm;
+    if (ims && vd_http_date_parse(ims->value, &since) == 0) {
+        const struct vd_hdr *l = vd_hdr_find(e->hdrs, e->nhdrs, "last-modified");
+        if (l && vd_http_date_parse(l->value, &lm) == 0) {
+            return lm <= since;
+        }
+    }
+    return false;
+}
+
+/* Fields a 304 carries (RFC 9110 §15.4.5). */
+static bool
+in_304(struct vd_iov name)
+{
+    return vd_hdr_name_is(name, "etag") || vd_hdr_name_is(name, "date") ||
+           vd_hdr_name_is(name, "vary") || vd_hdr_name_is(name, "cache-control") ||
+           vd_hdr_name_is(name, "expires") || vd_hdr_name_is(name, "content-location") ||
+           vd_hdr_name_is(name, "last-modified");
+}
+
+void
+vd__cache_serve(struct vd_txn *t, struct vd_cache_entry *e, const char *status)
+{
+    time_t now = time(NULL);
+    int64_t age = vd_cache_current_age(&e->times, now);
+    if (age < 0) {
+        age = 0;
+    }
+    struct hit *h = calloc(1, sizeof(*h));
+    struct vd_hdr *hd = vd_arena_alloc(&t->arena, sizeof(*hd) * (e->nhdrs + 3));
+    char *agev = vd_arena_alloc(&t->arena, 24);
+    char *csv = vd_arena_alloc(&t->arena, 160);
+    if (!h || !hd || !agev || !csv) {
+        free(h);
+        vd_cache_entry_unref(e);
+        vd_txn_respond_error(t, 503, "out of memory", true);
+        return;
+    }
+    bool head = method_is(t, "HEAD");
+    bool not_modified = client_has_it(t, e);
+    size_t n = 0;
+    for (size_t i = 0; i < e->nhdrs; i++) {
+        if (!not_modified || in_304(e->hdrs[i].name)) {
+            hd[n++] = e->hdrs[i];
+        }
+    }
+    int al = snprintf(agev, 24, "%lld", (long long)age);
+    hd[n++] = (struct vd_hdr){VD_IOV_LIT("Age"), {(const uint8_t *)agev, (size_t)al}};
+    if (t->conf->via_enabled && t->conf->via) {
+        size_t vcap = strlen(t->conf->via) + 8;
+        char *via = vd_arena_alloc(&t->arena, vcap);
+        if (via) {
+            int vl = snprintf(via, vcap, "1.1 %s", t->conf->via);
+            hd[n++] = (struct vd_hdr){VD_IOV_LIT("Via"), {(const uint8_t *)via, (size_t)vl}};
+        }
+    }
+    int cl = snprintf(csv, 160, "viaduct; %s", status);
+    if (strcmp(status, "hit") == 0) {
+        cl = snprintf(csv, 160, "viaduct; hit; ttl=%lld", (long long)(e->lifetime - age));
+    }
+    hd[n++] = (struct vd_hdr){VD_IOV_LIT("Cache-Status"), {(const uint8_t *)csv, (size_t)cl}};
+    int st = not_modified ? 304 : e->status;
+    struct vd_resp resp = {
+        .status = st,
+        .hdrs = hd,
+        .nhdrs = n,
+        .has_body = !head && !not_modified && st != 204,
+        .length = not_modified ? -1 : (st == 204 ? -1 : (int64_t)e->body_len),
+    };
+    h->magic = HIT_MAGIC;
+    h->t = t;
+    h->e = e;
+    if (!resp.has_body) {
+        h->off = e->body_len;
+    }
+    t->handler = &hit_ops;
+    t->handler_data = h;
+    if (t->front->send_head(t, &resp) < 0) {
+        t->handler = NULL;
+        t->handler_data = NULL;
+        hit_free(h);
+        t->front->abort(t);
+        return;
+    }
+    hit_pump(h);
+}
+
+/* ---- lookup -------------------------------------------------------------------------------- */
+
+/* RFC 9111 §4.4: unsafe methods, including those whose safety is unknown, invalidate. */
+static bool
+invalidating(const struct vd_txn *t)
+{
+    return !method_is(t, "GET") && !method_is(t, "HEAD") && !method_is(t, "OPTIONS") &&
+           !method_is(t, "TRACE") && !method_is(t, "CONNECT");
+}
+
+bool
+vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out)
+{
+    *out = NULL;
+    const struct vd_conf *conf = t->conf;
+    configure(conf); /* a reload to memory: 0 empties the store here */
+    if (conf->cache.memory == 0 || t->access_pending || t->declared ||
+        t->req.form == VD_TARGET_ASTERISK || t->req.authority.len == 0) {
+        return false;
+    }
+    bool get = method_is(t, "GET"), head = method_is(t, "HEAD");
+    bool unsafe = invalidating(t);
+    if (!get && !head && !unsafe) {
+        return false;
+    }
+    struct vd_cache_xfer *cx = calloc(1, sizeof(*cx));
+    if (!cx) {
+        return false;
+    }
+    cx->origin = origin_of(t);
+    cx->key = cx->origin ? join(cx->origin, t->req.path.base, t->req.path.len) : NULL;
+    if (!cx->key) {
+        vd__cache_end(cx);
+        return false;
+    }
+    cx->unsafe = unsafe;
+    cx->request_time = time(NULL);
+    cx->heuristic_max = (int64_t)(conf->cache.heuristic_max / 1000);
+    cx->max_object = conf->cache.max_object;
+    vd_cache_req_cc(t->req.hdrs, t->req.nhdrs, &cx->req_cc);
+    cx->req_auth = vd_hdr_find(t->req.hdrs, t->req.nhdrs, "authorization") != NULL;
+    if (unsafe || t->req.framing.kind != VD_BODY_NONE) {
+        *out = cx;
+        return false;
+    }
+    cx->lookup = true;
+    bool vary_miss = false;
+    struct vd_cache_entry *e = vd_cache_lookup(cx->key, t->req.hdrs, t->req.nhdrs, &vary_miss);
+    cx->fwd = vary_miss ? "vary-miss" : "uri-miss";
+    if (e && (vd_hdr_find(t->req.hdrs, t->req.nhdrs, "if-match") ||
+              vd_hdr_find(t->req.hdrs, t->req.nhdrs, "if-unmodified-since"))) {
+        /* Preconditions only the origin evaluates (RFC 9111 §4.3.2): forward as received. */
+        vd_cache_entry_unref(e);
+        e = NULL;
+        cx->fwd = "request";
+    }
+    if (e) {
+        int64_t age = vd_cache_current_age(&e->times, cx->request_time);
+        if (vd_cache_usable(&cx->req_cc, &e->cc, e->lifetime, age) == VD_CACHE_USE_FRESH) {
+            vd__cache_end(cx);
+            vd__cache_serve(t, e, "hit");
+            return true;
+        }
+        /* RFC 9211 §2.2: "request" when only the request's directives forced it. */
+        struct vd_cache_cc none;
+        vd_cache_cc_parse(NULL, 0, &none);
+        cx->fwd = vd_cache_usable(&none, &e->cc, e->lifetime, age) == VD_CACHE_USE_FRESH ? "request"
+                                                                                         : "stale";
+        cx->stored = e;
+    }
+    if (cx->req_cc.only_if_cached) {
+        /* RFC 9111 §5.2.1.7 */
+        vd__cache_end(cx);
+        char *csv = vd_arena_alloc(&t->arena, 64);
+        struct vd_hdr extra = {VD_IOV_LIT("Cache-Status"), VD_IOV_LIT("viaduct; fwd=miss")};
+        if (csv) {
+            int l = snprintf(csv, 64, "viaduct; fwd=%s", e ? "stale" : "uri-miss");
+            extra.value = (struct vd_iov){(const uint8_t *)csv, (size_t)l};
+        }
+        vd_txn_respond_with(t, 504, &extra, 1, "only-if-cached and no stored response", false);
+        return true;
+    }
+    *out = cx;
+    return false;
+}
+
+/* ---- the upstream request ------------------------------------------------------------------ */
+
+bool
+vd__cache_skip_req_field(const struct vd_cache_xfer *cx, struct vd_iov name)
+{
+    /* Our own validators replace the client's while revalidating (the client's conditional is
+     * evaluated against the stored response afterwards). */
+    return cx && cx->stored &&
+           (vd_hdr_name_is(name, "if-none-match") || vd_hdr_name_is(name, "if-modified-since"));
+}
+
+int
+vd__cache_req_fields(struct vd_cache_xfer *cx, struct vd_dbuf *d)
+{
+    if (!cx || !cx->stored) {
+        return 0;
+    }
+    const struct vd_cache_entry *e = cx->stored;
+    const struct vd_hdr *et = vd_hdr_find(e->hdrs, e->nhdrs, "etag");
+    const struct vd_hdr *lm = vd_hdr_find(e->hdrs, e->nhdrs, "last-modified");
+    int r = 0;
+    if (et) {
+        r = vd_dbuf_addf(d, "If-None-Match: %.*s\r\n", (int)et->value.len,
+                         (const char *)et->value.base);
+    }
+    if (r == 0 && lm) {
+        r = vd_dbuf_addf(d, "If-Modified-Since: %.*s\r\n", (int)lm->value.len,
+                         (const char *)lm->value.base);
+    }
+    return r;
+}
+
+/* ---- the response -------------------------------------------------------------------------- */
+
+/* Invalidates the URI in @v (Location, Content-Location) when it has the same origin (§4.4). */
+static void
+invalidate_ref(struct vd_cache_xfer *cx, struct vd_iov v)
+{
+    char *k = NULL;
+    size_t ol = strlen(cx->origin);
+    if (v.len && v.base[0] == '/' && !(v.len > 1 && v.base[1] == '/')) {
+        k = join(cx->origin, v.base, v.len);
+    } else if (v.len > ol && strncasecmp((const char *)v.base, cx->origin, ol) == 0 &&
+               v.base[ol] == '/') {
+        k = join(cx->origin, v.base + ol, v.len - ol);
+    }
+    if (k) {
+        vd_cache_invalidate(k);
+        free(k);
+    }
+}
+
+/* §3.2: the stored fields, with those the 304 carries replacing every line of the same name. */
+static struct vd_cache_entry *
+update_from_304(struct vd_cache_xfer *cx, struct vd_txn *t, const struct vd_resp *resp)
+{
+    const struct vd_cache_entry *e = cx->stored;
+    struct vd_hdr *m = vd_arena_alloc(&t->arena, sizeof(*m) * (e->nhdrs + resp->nhdrs + 1));
+    if (!m) {
+        return NULL;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < e->nhdrs; i++) {
+        bool replaced = false;
+        for (size_t j = 0; j < resp->nhdrs && !replaced; j++) {
+            struct vd_iov a = e->hdrs[i].name, b = resp->hdrs[j].name;
+            replaced = a.len == b.len &&
+                       strncasecmp((const char *)a.base, (const char *)b.base, a.len) == 0 &&
+                       !vd_hdr_name_is(b, "content-length");
+        }
+        if (!replaced) {
+            m[n++] = e->hdrs[i];
+        }
+    }
+    for (size_t j = 0; j < resp->nhdrs; j++) {
+        if (!vd_hdr_name_is(resp->hdrs[j].name, "content-length")) {
+            m[n++] = resp->hdrs[j];
+        }
+    }
+    struct vd_cache_times tm;
+    vd_cache_times_init(&tm, resp->hdrs, resp->nhdrs, cx->request_time, time(NULL));
+    struct vd_cache_cc cc;
+    vd_cache_cc_parse(m, n, &cc);
+    bool heur;
+    int64_t life =
+        vd_cache_freshness(e->status, &cc, m, n, tm.response_time, cx->heuristic_max, &heur);
+    return vd_cache_entry_new(e->key, e->vary, e->vary_key, e->status, m, n, e->body, e->body_len,
+                              &tm, life);
+}
+
+static void
+add_status(struct vd_txn *t, struct vd_resp *resp, const char *fwd, bool stored)
+{
+    char *csv = vd_arena_alloc(&t->arena, 96);
+    if (!csv) {
+        return;
+    }
+    int l = snprintf(csv, 96, "viaduct; fwd=%s%s", fwd, stored ? "; stored" : "");
+    ((struct vd_hdr *)resp->hdrs)[resp->nhdrs++] =
+        (struct vd_hdr){VD_IOV_LIT("Cache-Status"), {(const uint8_t *)csv, (size_t)l}};
+}
+
+struct vd_cache_entry *
+vd__cache_on_head(struct vd_cache_xfer *cx, struct vd_txn *t, struct vd_resp *resp)
+{
+    if (!cx) {
+        return NULL;
+    }
+    if (cx->unsafe) {
+        if (resp->status >= 200 && resp->status < 400) {
+            vd_cache_invalidate(cx->key);
+            const struct vd_hdr *l = vd_hdr_find(resp->hdrs, resp->nhdrs, "location");
+            if (l) {
+                invalidate_ref(cx, l->value);
+            }
+            l = vd_hdr_find(resp->hdrs, resp->nhdrs, "content-location");
+            if (l) {
+                invalidate_ref(cx, l->value);
+            }
+        }
+        return NULL;
+    }
+    if (resp->status == 304 && cx->stored) {
+        struct vd_cache_entry *ne = update_from_304(cx, t, resp);
+        if (ne) {
+            vd_cache_entry_ref(ne);
+            vd_cache_insert(ne);
+            return ne;
+        }
+    }
+    struct vd_cache_cc rcc;
+    vd_cache_cc_parse(resp->hdrs, resp->nhdrs, &rcc);
+    enum vd_cache_store_verdict v = vd_cache_storable(t->req.method, resp->status, &cx->req_cc,
+                                                      &rcc, cx->req_auth, resp->hdrs, resp->nhdrs);
+    bool store =
+        v == VD_CACHE_STORE_OK && (resp->length < 0 || (uint64_t)resp->length <= cx->max_object);
+    if (store) {
+        struct vd_dbuf names, key;
+        vd_dbuf_init(&names, 4096);
+        vd_dbuf_init(&key, 65536);
+        if (vd_cache_vary_key(resp->hdrs, resp->nhdrs, t->req.hdrs, t->req.nhdrs, &names, &key) ==
+            0) {
+            cx->vary_names = strdup(names.p ? names.p : "");
+            cx->vary_key = strdup(key.p ? key.p : "");
+        }
+        vd_dbuf_free(&names);
+        vd_dbuf_free(&key);
+        store = cx->vary_names && cx->vary_key;
+    }
+    if (store) {
+        cx->storing = true;
+        cx->status = resp->status;
+        cx->hdrs = resp->hdrs;
+        cx->nhdrs = resp->nhdrs;
+        vd_cache_times_init(&cx->times, resp->hdrs, resp->nhdrs, cx->request_time, time(NULL));
+    }
+    if (cx->lookup) {
+        add_status(t, resp, cx->fwd, store);
+    }
+    return NULL;
+}
+
+const char *
+vd__cache_fwd(const struct vd_cache_xfer *cx)
+{
+    return cx && cx->fwd ? cx->fwd : "miss";
+}
+
+void
+vd__cache_on_body(struct vd_cache_xfer *cx, const uint8_t *p, size_t n)
+{
+    if (!cx || !cx->storing || n == 0) {
+        return;
+    }
+    if (cx->len + n > cx->max_object) {
+        cx->storing = false; /* too big: dropped, never stored in part */
+        free(cx->body);
+        cx->body = NULL;
+        return;
+    }
+    if (cx->len + n > cx->cap) {
+        size_t nc = cx->cap ? cx->cap : 16384;
+        while (nc < cx->len + n) {
+            nc *= 2;
+        }
+        uint8_t *nb = realloc(cx->body, nc);
+        if (!nb) {
+            cx->storing = false;
+            return;
+        }
+        cx->body = nb;
+        cx->cap = nc;
+    }
+    memcpy(cx->body + cx->len, p, n);
+    cx->len += n;
+}
+
+void
+vd__cache_on_complete(struct vd_cache_xfer *cx)
+{
+    if (!cx || !cx->storing) {
+        return;
+    }
+    cx->storing = false;
+    struct vd_cache_cc cc;
+    vd_cache_cc_parse(cx->hdrs, cx->nhdrs, &cc);
+    bool heur;
+    int64_t life = vd_cache_freshness(cx->status, &cc, cx->hdrs, cx->nhdrs, cx->times.response_time,
+                                      cx->heuristic_max, &heur);
+    struct vd_cache_entry *e =
+        vd_cache_entry_new(cx->key, cx->vary_names, cx->vary_key, cx->status, cx->hdrs, cx->nhdrs,
+                           cx->body, cx->len, &cx->times, life);
+    if (e) {
+        vd_cache_insert(e);
+    }
+}

@@ -1,0 +1,326 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for src/cache: Cache-Control parsing, HTTP-date forms, storability, freshness,
+ * the RFC 9111 §4.2.3 age calculation, request directives, Vary keys, and the memory store
+ * (replacement, Vary variants, invalidation, LRU eviction, max_object, references). */
+#include "vd/config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vd/cache.h"
+#include "vd/err.h"
+#include "vd_test.h"
+
+#define H(n, v)                                                                                    \
+    {                                                                                              \
+        VD_IOV_LIT(n), VD_IOV_LIT(v)                                                               \
+    }
+
+static struct vd_cache_cc
+cc_of(const char *v)
+{
+    struct vd_hdr h = {VD_IOV_LIT("Cache-Control"), {(const uint8_t *)v, strlen(v)}};
+    struct vd_cache_cc cc;
+    vd_cache_cc_parse(&h, 1, &cc);
+    return cc;
+}
+
+static void
+test_cc_parse(void **state)
+{
+    (void)state;
+    struct vd_cache_cc cc = cc_of("max-age=60, s-maxage=\"30\", no-cache=\"Set-Cookie, X\", "
+                                  "Private, foo=bar, public");
+    assert_int_equal(cc.max_age, 60);
+    assert_int_equal(cc.s_maxage, 30);
+    assert_true(cc.no_cache && cc.private_ && cc.public_);
+    assert_false(cc.no_store);
+    /* first occurrence wins */
+    cc = cc_of("max-age=5, max-age=100");
+    assert_int_equal(cc.max_age, 5);
+    /* invalid values read as 0 (stale) */
+    assert_int_equal(cc_of("max-age=abc").max_age, 0);
+    assert_int_equal(cc_of("max-age").max_age, 0);
+    assert_int_equal(cc_of("max-age=-1").max_age, 0);
+    /* overflow clamps to 2^31 */
+    assert_int_equal(cc_of("max-age=99999999999999999999").max_age, VD_CACHE_DELTA_MAX);
+    /* request directives */
+    cc = cc_of("max-stale, min-fresh=10, only-if-cached, no-store");
+    assert_int_equal(cc.max_stale, VD_CACHE_ANY_STALE);
+    assert_int_equal(cc.min_fresh, 10);
+    assert_true(cc.only_if_cached && cc.no_store);
+    assert_int_equal(cc_of("max-stale=7").max_stale, 7);
+    assert_int_equal(cc_of("").max_age, -1);
+    /* several field lines */
+    struct vd_hdr two[] = {H("Cache-Control", "no-transform"), H("cache-control", "max-age=3")};
+    vd_cache_cc_parse(two, 2, &cc);
+    assert_true(cc.no_transform);
+    assert_int_equal(cc.max_age, 3);
+}
+
+static void
+test_pragma(void **state)
+{
+    (void)state;
+    struct vd_hdr p[] = {H("Pragma", "no-cache")};
+    struct vd_cache_cc cc;
+    vd_cache_req_cc(p, 1, &cc);
+    assert_true(cc.no_cache);
+    struct vd_hdr p2[] = {H("Pragma", "no-cache"), H("Cache-Control", "max-age=10")};
+    vd_cache_req_cc(p2, 2, &cc);
+    assert_false(cc.no_cache);
+    assert_int_equal(cc.max_age, 10);
+}
+
+static void
+test_dates(void **state)
+{
+    (void)state;
+    time_t t;
+    assert_int_equal(vd_http_date_parse(VD_IOV_LIT("Sun, 06 Nov 1994 08:49:37 GMT"), &t), 0);
+    assert_int_equal(t, 784111777);
+    assert_int_equal(vd_http_date_parse(VD_IOV_LIT("Sunday, 06-Nov-94 08:49:37 GMT"), &t), 0);
+    assert_int_equal(t, 784111777);
+    assert_int_equal(vd_http_date_parse(VD_IOV_LIT("Sun Nov  6 08:49:37 1994"), &t), 0);
+    assert_int_equal(t, 784111777);
+    assert_true(vd_http_date_parse(VD_IOV_LIT("0"), &t) < 0);
+    assert_true(vd_http_date_parse(VD_IOV_LIT("Sun, 06 Nov 1994 08:49:37 UTC"), &t) < 0);
+    assert_true(vd_http_date_parse(VD_IOV_LIT("Sun, 06 Foo 1994 08:49:37 GMT"), &t) < 0);
+}
+
+static enum vd_cache_store_verdict
+storable(const char *method, int status, const char *req_cc, const char *resp_cc, bool auth,
+         const struct vd_hdr *extra, size_t nextra)
+{
+    struct vd_cache_cc rq = cc_of(req_cc), rs = cc_of(resp_cc);
+    return vd_cache_storable((struct vd_iov){(const uint8_t *)method, strlen(method)}, status, &rq,
+                             &rs, auth, extra, nextra);
+}
+
+static void
+test_storable(void **state)
+{
+    (void)state;
+    struct vd_hdr none[1] = {H("X", "y")};
+    assert_int_equal(storable("GET", 200, "", "", false, none, 0), VD_CACHE_STORE_OK);
+    assert_int_equal(storable("POST", 200, "", "max-age=5", false, none, 0), VD_CACHE_NO_METHOD);
+    assert_int_equal(storable("GET", 206, "", "max-age=5", false, none, 0), VD_CACHE_NO_STATUS);
+    assert_int_equal(storable("GET", 304, "", "max-age=5", false, none, 0), VD_CACHE_NO_STATUS);
+    assert_int_equal(storable("GET", 599, "", "max-age=5", false, none, 0), VD_CACHE_NO_STATUS);
+    assert_int_equal(storable("GET", 200, "no-store", "", false, none, 0), VD_CACHE_NO_STORE);
+    assert_int_equal(storable("GET", 200, "", "no-store", false, none, 0), VD_CACHE_NO_STORE);
+    assert_int_equal(storable("GET", 200, "", "private", false, none, 0), VD_CACHE_PRIVATE);
+    assert_int_equal(storable("GET", 200, "", "max-age=5", true, none, 0), VD_CACHE_AUTH);
+    assert_int_equal(storable("GET", 200, "", "s-maxage=5", true, none, 0), VD_CACHE_STORE_OK);
+    assert_int_equal(storable("GET", 200, "", "public", true, none, 0), VD_CACHE_STORE_OK);
+    assert_int_equal(storable("GET", 200, "", "must-revalidate", true, none, 0), VD_CACHE_STORE_OK);
+    assert_int_equal(storable("GET", 302, "", "", false, none, 0), VD_CACHE_NOT_WORTH);
+    assert_int_equal(storable("GET", 302, "", "max-age=3", false, none, 0), VD_CACHE_STORE_OK);
+    struct vd_hdr exp[] = {H("Expires", "Sun, 06 Nov 2094 08:49:37 GMT")};
+    assert_int_equal(storable("GET", 307, "", "", false, exp, 1), VD_CACHE_STORE_OK);
+    struct vd_hdr vs[] = {H("Vary", "Accept, *")};
+    assert_int_equal(storable("GET", 200, "", "", false, vs, 1), VD_CACHE_VARY_STAR);
+    assert_int_equal(storable("GET", 404, "", "", false, none, 0), VD_CACHE_STORE_OK);
+}
+
+static void
+test_freshness(void **state)
+{
+    (void)state;
+    bool heur;
+    struct vd_hdr h[] = {
+        H("Date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        H("Expires", "Sun, 06 Nov 1994 08:50:37 GMT"),
+        H("Last-Modified", "Sat, 05 Nov 1994 08:49:37 GMT"),
+    };
+    struct vd_cache_cc cc = cc_of("max-age=10, s-maxage=20");
+    assert_int_equal(vd_cache_freshness(200, &cc, h, 3, 0, 86400, &heur), 20);
+    cc = cc_of("max-age=10");
+    assert_int_equal(vd_cache_freshness(200, &cc, h, 3, 0, 86400, &heur), 10);
+    cc = cc_of("");
+    assert_int_equal(vd_cache_freshness(200, &cc, h, 3, 0, 86400, &heur), 60);
+    assert_false(heur);
+    /* heuristic: 10% of a day, capped */
+    assert_int_equal(
+        vd_cache_freshness(200, &cc, (struct vd_hdr[]){h[0], h[2]}, 2, 0, 86400, &heur), 8640);
+    assert_true(heur);
+    assert_int_equal(vd_cache_freshness(200, &cc, (struct vd_hdr[]){h[0], h[2]}, 2, 0, 100, &heur),
+                     100);
+    /* not for a status that is not heuristically cacheable */
+    assert_int_equal(vd_cache_freshness(302, &cc, (struct vd_hdr[]){h[0], h[2]}, 2, 0, 100, &heur),
+                     0);
+    /* an invalid Expires is in the past */
+    struct vd_hdr bad[] = {H("Date", "Sun, 06 Nov 1994 08:49:37 GMT"), H("Expires", "0"), h[2]};
+    assert_int_equal(vd_cache_freshness(200, &cc, bad, 3, 0, 86400, &heur), 0);
+}
+
+static void
+test_age(void **state)
+{
+    (void)state;
+    /* Date 100, request sent at 110, response at 112 with Age 5; now 120. */
+    struct vd_cache_times tm = {
+        .request_time = 110, .response_time = 112, .date_value = 100, .age_value = 5};
+    /* apparent 12, delay 2, corrected age value 7, initial 12, resident 8 -> 20 */
+    assert_int_equal(vd_cache_current_age(&tm, 120), 20);
+    /* Age dominates when the clocks agree */
+    tm = (struct vd_cache_times){
+        .request_time = 100, .response_time = 101, .date_value = 101, .age_value = 30};
+    assert_int_equal(vd_cache_current_age(&tm, 101), 31);
+    /* a Date in the future does not make the age negative */
+    tm = (struct vd_cache_times){
+        .request_time = 100, .response_time = 100, .date_value = 200, .age_value = 0};
+    assert_int_equal(vd_cache_current_age(&tm, 100), 0);
+    struct vd_hdr h[] = {H("Age", "17"), H("Date", "Sun, 06 Nov 1994 08:49:37 GMT")};
+    vd_cache_times_init(&tm, h, 2, 5, 6);
+    assert_int_equal(tm.age_value, 17);
+    assert_int_equal(tm.date_value, 784111777);
+    struct vd_hdr two[] = {H("Age", "7200, 0")};
+    vd_cache_times_init(&tm, two, 1, 5, 6);
+    assert_int_equal(tm.age_value, 7200);
+    struct vd_hdr bad[] = {H("Age", "x")};
+    vd_cache_times_init(&tm, bad, 1, 5, 6);
+    assert_int_equal(tm.age_value, 0);
+    assert_int_equal(tm.date_value, 6);
+}
+
+static void
+test_usable(void **state)
+{
+    (void)state;
+    struct vd_cache_cc none = cc_of(""), rs = cc_of("max-age=100");
+    assert_int_equal(vd_cache_usable(&none, &rs, 100, 10), VD_CACHE_USE_FRESH);
+    assert_int_equal(vd_cache_usable(&none, &rs, 100, 100), VD_CACHE_USE_REVALIDATE);
+    struct vd_cache_cc q = cc_of("max-age=0");
+    assert_int_equal(vd_cache_usable(&q, &rs, 100, 0), VD_CACHE_USE_REVALIDATE);
+    q = cc_of("max-age=5");
+    assert_int_equal(vd_cache_usable(&q, &rs, 100, 6), VD_CACHE_USE_REVALIDATE);
+    assert_int_equal(vd_cache_usable(&q, &rs, 100, 5), VD_CACHE_USE_FRESH);
+    q = cc_of("min-fresh=50");
+    assert_int_equal(vd_cache_usable(&q, &rs, 100, 60), VD_CACHE_USE_REVALIDATE);
+    q = cc_of("no-cache");
+    assert_int_equal(vd_cache_usable(&q, &rs, 100, 1), VD_CACHE_USE_REVALIDATE);
+    struct vd_cache_cc nc = cc_of("no-cache, max-age=100");
+    assert_int_equal(vd_cache_usable(&none, &nc, 100, 1), VD_CACHE_USE_REVALIDATE);
+    q = cc_of("max-stale=10");
+    assert_int_equal(vd_cache_usable(&q, &rs, 100, 105), VD_CACHE_USE_FRESH);
+    assert_int_equal(vd_cache_usable(&q, &rs, 100, 111), VD_CACHE_USE_REVALIDATE);
+    struct vd_cache_cc mr = cc_of("max-age=100, must-revalidate");
+    assert_int_equal(vd_cache_usable(&q, &mr, 100, 105), VD_CACHE_USE_REVALIDATE);
+    q = cc_of("max-stale");
+    assert_int_equal(vd_cache_usable(&q, &rs, 100, 100000), VD_CACHE_USE_FRESH);
+}
+
+static void
+test_vary(void **state)
+{
+    (void)state;
+    struct vd_hdr resp[] = {H("Vary", "Accept-Encoding, X-Foo"), H("Vary", "accept")};
+    struct vd_hdr req[] = {H("accept-encoding", "gzip,  br"), H("Accept", "text/html"),
+                           H("ACCEPT-ENCODING", "zstd")};
+    struct vd_dbuf names, key;
+    vd_dbuf_init(&names, 1024);
+    vd_dbuf_init(&key, 1024);
+    assert_int_equal(vd_cache_vary_key(resp, 2, req, 3, &names, &key), 0);
+    assert_string_equal(names.p, "accept-encoding,x-foo,accept");
+    assert_string_equal(key.p, "accept-encoding:gzip, br, zstd\nx-foo:\naccept:text/html\n");
+    struct vd_dbuf k2;
+    vd_dbuf_init(&k2, 1024);
+    assert_int_equal(vd_cache_vary_key_names(names.p, req, 3, &k2), 0);
+    assert_string_equal(k2.p, key.p);
+    struct vd_hdr star[] = {H("Vary", "Accept, *")};
+    vd_dbuf_reset(&key);
+    assert_int_equal(vd_cache_vary_key(star, 1, req, 3, NULL, &key), -EINVAL);
+    vd_dbuf_free(&names);
+    vd_dbuf_free(&key);
+    vd_dbuf_free(&k2);
+}
+
+static struct vd_cache_entry *
+mk(const char *key, const char *vary, const char *vkey, size_t body_len, time_t rt)
+{
+    static uint8_t body[4096];
+    struct vd_hdr h[] = {H("Content-Type", "text/plain"), H("Age", "3"), H("Via", "1.1 x"),
+                         H("Content-Length", "9")};
+    struct vd_cache_times tm = {.request_time = rt, .response_time = rt, .date_value = rt};
+    return vd_cache_entry_new(key, vary, vkey, 200, h, 4, body, body_len, &tm, 60);
+}
+
+static void
+test_store(void **state)
+{
+    (void)state;
+    vd_cache_clear();
+    struct vd_cache_limits lim = {.memory = 1 << 20, .max_object = 2000};
+    vd_cache_configure(&lim);
+    struct vd_cache_entry *e = mk("http://a/x", "", "", 100, 1);
+    assert_int_equal(e->nhdrs, 1); /* Age, Via and Content-Length are not stored */
+    vd_cache_insert(e);
+    bool vm;
+    struct vd_cache_entry *got = vd_cache_lookup("http://a/x", NULL, 0, &vm);
+    assert_ptr_equal(got, e);
+    /* a replacement: the reader keeps the old one alive */
+    vd_cache_insert(mk("http://a/x", "", "", 50, 2));
+    struct vd_cache_entry *got2 = vd_cache_lookup("http://a/x", NULL, 0, &vm);
+    assert_int_equal(got2->body_len, 50);
+    assert_int_equal(got->body_len, 100);
+    vd_cache_entry_unref(got);
+    vd_cache_entry_unref(got2);
+    /* too big for max_object */
+    vd_cache_insert(mk("http://a/big", "", "", 3000, 1));
+    assert_null(vd_cache_lookup("http://a/big", NULL, 0, &vm));
+    /* Vary variants */
+    vd_cache_insert(mk("http://a/v", "accept", "accept:a\n", 10, 1));
+    vd_cache_insert(mk("http://a/v", "accept", "accept:b\n", 20, 1));
+    struct vd_hdr ra[] = {H("Accept", "a")}, rb[] = {H("Accept", "b")}, rc[] = {H("Accept", "c")};
+    got = vd_cache_lookup("http://a/v", ra, 1, &vm);
+    assert_int_equal(got->body_len, 10);
+    vd_cache_entry_unref(got);
+    got = vd_cache_lookup("http://a/v", rb, 1, &vm);
+    assert_int_equal(got->body_len, 20);
+    vd_cache_entry_unref(got);
+    assert_null(vd_cache_lookup("http://a/v", rc, 1, &vm));
+    assert_true(vm);
+    /* invalidation removes every variant */
+    vd_cache_invalidate("http://a/v");
+    assert_null(vd_cache_lookup("http://a/v", ra, 1, &vm));
+    assert_false(vm);
+    /* LRU: a small store keeps the most recently used */
+    vd_cache_clear();
+    struct vd_cache_entry *probe = mk("http://s/0", "", "", 1000, 1);
+    lim.memory = 3 * probe->size + 10;
+    vd_cache_entry_unref(probe);
+    vd_cache_configure(&lim);
+    vd_cache_insert(mk("http://l/1", "", "", 1000, 1));
+    vd_cache_insert(mk("http://l/2", "", "", 1000, 1));
+    vd_cache_insert(mk("http://l/3", "", "", 1000, 1));
+    got = vd_cache_lookup("http://l/1", NULL, 0, &vm); /* 1 becomes most recent */
+    vd_cache_entry_unref(got);
+    vd_cache_insert(mk("http://l/4", "", "", 1000, 1)); /* evicts 2 */
+    assert_null(vd_cache_lookup("http://l/2", NULL, 0, &vm));
+    got = vd_cache_lookup("http://l/1", NULL, 0, &vm);
+    assert_non_null(got);
+    vd_cache_entry_unref(got);
+    struct vd_cache_stats st;
+    vd_cache_get_stats(&st);
+    assert_int_equal(st.entries, 3);
+    assert_true(st.evictions >= 1);
+    vd_cache_clear();
+    vd_cache_get_stats(&st);
+    assert_int_equal(st.entries, 0);
+    assert_int_equal(st.bytes, 0);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cc_parse),  cmocka_unit_test(test_pragma),
+        cmocka_unit_test(test_dates),     cmocka_unit_test(test_storable),
+        cmocka_unit_test(test_freshness), cmocka_unit_test(test_age),
+        cmocka_unit_test(test_usable),    cmocka_unit_test(test_vary),
+        cmocka_unit_test(test_store),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
