@@ -7,6 +7,9 @@
 # limits high enough for 5000 idle connections.
 set -eu
 BIN=${VIADUCT_BIN:?set VIADUCT_BIN to the viaduct binary}
+if [ "${1:-}" = "--version" ]; then
+  exec "$BIN" --version
+fi
 conf="$DIR/viaduct.yaml"
 common="workers: ${WORKERS:-1}
 log:
