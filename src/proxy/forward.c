@@ -356,10 +356,13 @@ fwd_fail(struct fwd *f, int status, const char *detail)
         upc_release(u, false);
     }
     bool started = f->resp_head_sent;
-    vd_log(VD_LOG_WARN, &t->log, "%s [upstream %s:%u]", detail, f->host, f->port);
+    /* A client that goes away mid-response is routine (a browser cancelling, a benchmark
+     * stopping): info; anything on the upstream side is a warning. */
+    vd_log(status == 499 ? VD_LOG_INFO : VD_LOG_WARN, &t->log, "%s [upstream %s:%u]", detail,
+           f->host, f->port);
     fwd_detach(f);
-    if (started) {
-        t->front->abort(t);
+    if (started || status == 499) {
+        t->front->abort(t); /* 499: the client is gone; there is no one to answer */
     } else {
         /* The client connection survives an upstream failure unless its request body is
          * still arriving (the front decides that). */
@@ -616,7 +619,7 @@ fwd_pump_body(struct fwd *f)
         if (f->pend_n) {
             ssize_t k = t->front->send_body(t, f->pend_p, f->pend_n);
             if (k < 0) {
-                fwd_fail(f, 502, "client write failed");
+                fwd_fail(f, 499, "client write failed");
                 return false;
             }
             vd__cache_on_body(f->cx, f->pend_p, (size_t)k);
@@ -644,7 +647,7 @@ fwd_pump_body(struct fwd *f)
             }
             ssize_t k = t->front->send_body(t, vd_buf_data(&u->in), avail);
             if (k < 0) {
-                fwd_fail(f, 502, "client write failed");
+                fwd_fail(f, 499, "client write failed");
                 return false;
             }
             vd__cache_on_body(f->cx, vd_buf_data(&u->in), (size_t)k);
@@ -693,7 +696,7 @@ fwd_pump_body(struct fwd *f)
             {
                 ssize_t k = t->front->send_body(t, vd_buf_data(&u->in), u->in.len);
                 if (k < 0) {
-                    fwd_fail(f, 502, "client write failed");
+                    fwd_fail(f, 499, "client write failed");
                     return false;
                 }
                 vd__cache_on_body(f->cx, vd_buf_data(&u->in), (size_t)k);
