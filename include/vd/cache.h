@@ -160,8 +160,9 @@ void vd_cache_insert(struct vd_cache_entry *e);
 struct vd_cache_entry *vd_cache_lookup(const char *key, const struct vd_hdr *req, size_t nreq,
                                        bool *vary_miss);
 
-/* Removes every entry of @key (invalidation, RFC 9111 §4.4). */
-void vd_cache_invalidate(const char *key);
+/* Removes every entry (every Vary variant) of @key (invalidation, RFC 9111 §4.4; PURGE).
+ * Returns how many were removed. */
+size_t vd_cache_invalidate(const char *key);
 
 void vd_cache_entry_ref(struct vd_cache_entry *e);
 void vd_cache_entry_unref(struct vd_cache_entry *e);

@@ -221,19 +221,22 @@ vd_cache_lookup(const char *key, const struct vd_hdr *req, size_t nreq, bool *va
     return best;
 }
 
-void
+size_t
 vd_cache_invalidate(const char *key)
 {
+    size_t n = 0;
     pthread_mutex_lock(&mu);
     struct vd_cache_entry *o = buckets[hash_key(key) % NBUCKETS];
     while (o) {
         struct vd_cache_entry *next = o->hnext;
         if (strcmp(o->key, key) == 0) {
             unlink_locked(o);
+            n++;
         }
         o = next;
     }
     pthread_mutex_unlock(&mu);
+    return n;
 }
 
 void

@@ -324,12 +324,37 @@ invalidating(const struct vd_txn *t)
            !method_is(t, "TRACE") && !method_is(t, "CONNECT");
 }
 
+/* PURGE (the Squid and Varnish convention): removes every stored variant of the target URI
+ * and answers 200, or 404 when nothing was stored. It is never forwarded; who may send it is
+ * decided by the access rules (methods: [PURGE]) before this point. */
+static void
+purge(struct vd_txn *t)
+{
+    char *origin = origin_of(t);
+    char *key = origin ? join(origin, t->req.path.base, t->req.path.len) : NULL;
+    size_t n = key ? vd_cache_invalidate(key) : 0;
+    char detail[96];
+    snprintf(detail, sizeof(detail), "%zu stored response%s removed", n, n == 1 ? "" : "s");
+    vd_log(VD_LOG_INFO, &t->log, "PURGE %s: %s", key ? key : "?", detail);
+    free(key);
+    free(origin);
+    if (n) {
+        vd_txn_respond_error(t, 200, detail, false);
+    } else {
+        vd_txn_respond_error(t, 404, "not in the cache", false);
+    }
+}
+
 bool
 vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out)
 {
     *out = NULL;
     const struct vd_conf *conf = t->conf;
     configure(conf); /* a reload to memory: 0 empties the store here */
+    if (method_is(t, "PURGE")) {
+        purge(t); /* answered here whatever the cache settings: never forwarded */
+        return true;
+    }
     if (conf->cache.memory == 0 || t->access_pending || t->declared ||
         t->req.form == VD_TARGET_ASTERISK || t->req.authority.len == 0) {
         return false;

@@ -409,3 +409,35 @@ def test_shared_by_workers_under_concurrency(viaduct, make_origin):
         t.join()
     assert not errors
     assert count(o) < 240  # most were hits, with evictions in a store smaller than the set
+
+
+def test_purge_removes_every_variant(cproxy, make_origin):
+    """PURGE (Squid/Varnish convention): 200 and every Vary variant gone, 404 when nothing was
+    stored; never forwarded."""
+    def reply(req):
+        lang = req.header("accept-language", "none")
+        return build_response(200, b"body-" + lang.encode(),
+                              [("Cache-Control", "max-age=100"), ("Vary", "Accept-Language")])
+    o = make_origin(reply)
+    for lang in ("en", "fr"):
+        get(cproxy, url(o, "/p"), headers=[("Accept-Language", lang)])
+        assert get(cproxy, url(o, "/p"), headers=[("Accept-Language", lang)]).header(
+            "cache-status").startswith("viaduct; hit")
+    assert count(o) == 2
+    r = get(cproxy, url(o, "/p"), method="PURGE")
+    assert r.status == 200 and b"2 stored responses removed" in r.body
+    r = get(cproxy, url(o, "/p"), method="PURGE")
+    assert r.status == 404 and b"not in the cache" in r.body
+    assert count(o) == 2  # PURGE never reached the origin
+    get(cproxy, url(o, "/p"), headers=[("Accept-Language", "en")])
+    assert count(o) == 3  # the variant was really gone
+
+
+def test_purge_restricted_by_rules(viaduct, make_origin):
+    o = make_origin(build_response(200, b"x", [("Cache-Control", "max-age=100")]))
+    vd = viaduct({"access": [{"name": "no-purge", "deny": {"methods": ["PURGE"]}},
+                             {"allow": "127.0.0.0/8"}]})
+    get(vd, url(o, "/q"))
+    r = get(vd, url(o, "/q"), method="PURGE")
+    assert r.status == 403 and b'access rule "no-purge"' in r.body
+    assert get(vd, url(o, "/q")).header("cache-status").startswith("viaduct; hit")
