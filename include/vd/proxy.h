@@ -99,6 +99,7 @@ struct vd_txn_stats {
     const char *tun_alpn;      /* arena, comma-separated */
     const char *tun_end;       /* "closed", "reset", "idle", "denied", "nomem" */
     const char *deny_rule;     /* a rule that refused the tunnel after its first bytes */
+    const char *cache;         /* what the cache did: the Cache-Status value after "viaduct; " */
     bool dgrams;               /* connect-udp: datagrams relayed each way */
     uint64_t dg_up, dg_down;
 };

@@ -288,6 +288,7 @@ vd__cache_serve(struct vd_txn *t, struct vd_cache_entry *e, const char *status)
         cl = snprintf(csv, 160, "viaduct; hit; ttl=%lld", (long long)(e->lifetime - age));
     }
     hd[n++] = (struct vd_hdr){VD_IOV_LIT("Cache-Status"), {(const uint8_t *)csv, (size_t)cl}};
+    t->stats.cache = csv + 9; /* after "viaduct; ", for the access log */
     int st = not_modified ? 304 : e->status;
     struct vd_resp resp = {
         .status = st,
@@ -417,6 +418,7 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out)
         if (csv) {
             int l = snprintf(csv, 64, "viaduct; fwd=%s", e ? "stale" : "uri-miss");
             extra.value = (struct vd_iov){(const uint8_t *)csv, (size_t)l};
+            t->stats.cache = csv + 9;
         }
         vd_txn_respond_with(t, 504, &extra, 1, "only-if-cached and no stored response", false);
         return true;
@@ -523,6 +525,7 @@ add_status(struct vd_txn *t, struct vd_resp *resp, const char *fwd, bool stored)
         return;
     }
     int l = snprintf(csv, 96, "viaduct; fwd=%s%s", fwd, stored ? "; stored" : "");
+    t->stats.cache = csv + 9;
     ((struct vd_hdr *)resp->hdrs)[resp->nhdrs++] =
         (struct vd_hdr){VD_IOV_LIT("Cache-Status"), {(const uint8_t *)csv, (size_t)l}};
 }

@@ -492,6 +492,20 @@ log_extra(const struct vd_txn *t, bool json, char *out, size_t cap)
     if (t->user) {
         ADDS("user", t->user);
     }
+    if (t->stats.cache) {
+        /* "fwd=uri-miss; stored" is logged as one token: "fwd=uri-miss,stored". */
+        char cs[96];
+        size_t k = 0;
+        for (const char *q = t->stats.cache; *q && k + 1 < sizeof(cs); q++) {
+            if (*q == ';') {
+                cs[k++] = ',';
+            } else if (*q != ' ') {
+                cs[k++] = *q;
+            }
+        }
+        cs[k] = '\0';
+        ADDS("cache", cs);
+    }
     if (t->stats.tunnel) {
         ADDS("tunnel", t->stats.tun_proto ? t->stats.tun_proto : "unknown");
         if (t->stats.tun_sni) {

@@ -441,3 +441,13 @@ def test_purge_restricted_by_rules(viaduct, make_origin):
     r = get(vd, url(o, "/q"), method="PURGE")
     assert r.status == 403 and b'access rule "no-purge"' in r.body
     assert get(vd, url(o, "/q")).header("cache-status").startswith("viaduct; hit")
+
+
+def test_access_log_shows_cache_status(cproxy, make_origin):
+    o = make_origin(build_response(200, b"logged", [("Cache-Control", "max-age=100")]))
+    get(cproxy, url(o, "/log"))
+    get(cproxy, url(o, "/log"))
+    cproxy.wait_for_log(r'"GET %s HTTP/1\.1" 200 .* cache=fwd=uri-miss,stored\n' % url(o, "/log"),
+                        access=True)
+    cproxy.wait_for_log(r'"GET %s HTTP/1\.1" 200 .* cache=hit,ttl=\d+\n' % url(o, "/log"),
+                        access=True)
