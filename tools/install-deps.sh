@@ -6,8 +6,8 @@ set -euo pipefail
 what=${1:-test}
 build=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libssl-dev libc-ares-dev libfyaml-dev
        libcrypt-dev)
-testp=(clang libclang-rt-14-dev llvm libcmocka-dev python3 python3-pytest curl openssl apache2-utils
-       clang-format)
+testp=(clang libclang-rt-14-dev llvm libcmocka-dev python3 python3-pytest python3-websockets curl
+       openssl apache2-utils clang-format)
 bench=(wrk nginx-light)
 pkgs=("${build[@]}")
 case "$what" in

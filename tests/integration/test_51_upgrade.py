@@ -12,12 +12,11 @@ import threading
 import time
 
 import pytest
+import websockets  # python3-websockets, installed by tools/install-deps.sh test
 
 from vdtest.httpmsg import build_response
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-websockets = pytest.importorskip("websockets")
 
 
 class WsOrigin:
