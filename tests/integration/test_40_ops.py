@@ -150,7 +150,7 @@ def test_ready_file_format(viaduct):
 TEXT_LINE = re.compile(
     r'(?P<time>\S+) (?P<client>\S+) "(?P<req>[^"]*)" (?P<status>\d{3}) (?P<bin>\d+) '
     r'(?P<bout>\d+) (?P<ums>\d+\.\d{3}|-) (?P<tms>\d+\.\d{3}) (?P<reuse>new|reused|-) '
-    r'c=(?P<conn>\d+)')
+    r'c=(?P<conn>\d+)(?P<extra>( [a-z_]+=\S+)*)')
 
 
 def access_lines(vd):
@@ -204,6 +204,9 @@ def test_access_log_text(viaduct, origin):
     assert (m[0]["reuse"], m[1]["reuse"]) == ("new", "reused")
     assert (m[2]["ums"], m[2]["reuse"]) == ("-", "-")
     assert m[0]["conn"] == m[1]["conn"] != m[2]["conn"]
+    # Optional fields: the GET went through the cache lookup (a 200 is heuristically
+    # cacheable, so it was stored), the POST and the malformed request did not.
+    assert (m[0]["extra"], m[1]["extra"], m[2]["extra"]) == (" cache=fwd=uri-miss,stored", "", "")
 
 
 def test_access_log_json(viaduct, origin):
