@@ -190,6 +190,9 @@ void vd_txn_tunnel_stats(struct vd_txn *t, const struct vd_tunnel_stats *st);
  * and calls @next (maybe later, after the password hash ran on the thread pool); otherwise
  * answers 407 (or 429 when the client address is throttled). */
 void vd_txn_auth(struct vd_txn *t, void (*next)(struct vd_txn *t));
+/* Writes the error detail for a failed lookup of @host (VD_ENOTFOUND: "DNS lookup failed: HOST
+ * does not resolve") and returns the status to answer: 504 for a DNS timeout, else 502. */
+int vd_txn_dns_failure(char *detail, size_t cap, const char *host, int status);
 /* Answers 403 naming @rule (NULL: no rule matched) and logs it. */
 void vd_txn_deny(struct vd_txn *t, const struct vd_conf_rule *rule);
 

@@ -314,13 +314,8 @@ cnx_resolved(void *arg, int status, const struct vd_addrs *addrs)
     x->q = NULL;
     char detail[300];
     if (status < 0) {
-        if (status == VD_ENOTFOUND) {
-            snprintf(detail, sizeof(detail), "DNS lookup failed: %s does not resolve", x->host);
-        } else {
-            snprintf(detail, sizeof(detail), "DNS lookup for %s failed: %s", x->host,
-                     vd_strerror(status));
-        }
-        cnx_fail(x, status == VD_ETIMEDOUT ? 504 : 502, detail);
+        int code = vd_txn_dns_failure(detail, sizeof(detail), x->host, status);
+        cnx_fail(x, code, detail);
         return;
     }
     x->addrs = *addrs;

@@ -562,13 +562,8 @@ mudp_resolved(void *arg, int status, const struct vd_addrs *addrs)
     m->q = NULL;
     char detail[300];
     if (status < 0) {
-        if (status == VD_ENOTFOUND) {
-            snprintf(detail, sizeof(detail), "DNS lookup failed: %s does not resolve", m->host);
-        } else {
-            snprintf(detail, sizeof(detail), "DNS lookup for %s failed: %s", m->host,
-                     vd_strerror(status));
-        }
-        mudp_fail(m, status == VD_ETIMEDOUT ? 504 : 502, detail);
+        int code = vd_txn_dns_failure(detail, sizeof(detail), m->host, status);
+        mudp_fail(m, code, detail);
         return;
     }
     m->addrs = *addrs;

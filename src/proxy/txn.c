@@ -230,6 +230,17 @@ vd_txn_facts(const struct vd_txn *t, const char *host, uint16_t port, bool tunne
     };
 }
 
+int
+vd_txn_dns_failure(char *detail, size_t cap, const char *host, int status)
+{
+    if (status == VD_ENOTFOUND) {
+        snprintf(detail, cap, "DNS lookup failed: %s does not resolve", host);
+    } else {
+        snprintf(detail, cap, "DNS lookup for %s failed: %s", host, vd_strerror(status));
+    }
+    return status == VD_ETIMEDOUT ? 504 : 502;
+}
+
 void
 vd_txn_deny(struct vd_txn *t, const struct vd_conf_rule *rule)
 {
@@ -489,6 +500,7 @@ log_extra(const struct vd_txn *t, bool json, char *out, size_t cap)
             ADD(" %s=%s", key, esc);                                                               \
         }                                                                                          \
     } while (0)
+#define ADDN(key, val) ADD(json ? ",\"%s\":%llu" : " %s=%llu", key, (unsigned long long)(val))
     if (t->user) {
         ADDS("user", t->user);
     }
@@ -514,13 +526,8 @@ log_extra(const struct vd_txn *t, bool json, char *out, size_t cap)
         if (t->stats.tun_alpn) {
             ADDS("alpn", t->stats.tun_alpn);
         }
-        if (json) {
-            ADD(",\"up\":%llu,\"down\":%llu", (unsigned long long)t->stats.tun_up,
-                (unsigned long long)t->stats.tun_down);
-        } else {
-            ADD(" up=%llu down=%llu", (unsigned long long)t->stats.tun_up,
-                (unsigned long long)t->stats.tun_down);
-        }
+        ADDN("up", t->stats.tun_up);
+        ADDN("down", t->stats.tun_down);
         if (t->stats.tun_end) {
             ADDS("end", t->stats.tun_end);
         }
@@ -528,15 +535,11 @@ log_extra(const struct vd_txn *t, bool json, char *out, size_t cap)
             ADDS("deny", t->stats.deny_rule);
         }
         if (t->stats.dgrams) {
-            if (json) {
-                ADD(",\"dgrams_up\":%llu,\"dgrams_down\":%llu", (unsigned long long)t->stats.dg_up,
-                    (unsigned long long)t->stats.dg_down);
-            } else {
-                ADD(" dgrams_up=%llu dgrams_down=%llu", (unsigned long long)t->stats.dg_up,
-                    (unsigned long long)t->stats.dg_down);
-            }
+            ADDN("dgrams_up", t->stats.dg_up);
+            ADDN("dgrams_down", t->stats.dg_down);
         }
     }
+#undef ADDN
 #undef ADDS
 #undef ADD
 }
