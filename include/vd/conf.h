@@ -152,6 +152,19 @@ struct vd_conf_masque {
 };
 
 /* The shared HTTP cache (RFC 9111), memory tier; see docs/configuration.md, "cache". */
+/* The HTTP/2 front end (RFC 9113); see docs/configuration.md, "http2". */
+struct vd_conf_h2 {
+    bool enabled;         /* default true: h2 through ALPN on TLS listeners, h2c prior knowledge */
+    uint32_t max_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS, default 100 */
+    uint32_t stream_window; /* bytes of request body buffered per stream, default 256 KiB */
+    uint32_t conn_window;   /* bytes of request body per connection, default 1 MiB */
+    uint32_t stream_buffer; /* bytes of response body queued per stream, default 64 KiB */
+    uint32_t reset_burst;   /* client stream resets allowed at once, default 200 */
+    uint32_t reset_rate;    /* ... and per second after that, default 50 */
+    uint32_t control_burst; /* SETTINGS/PING/PRIORITY/empty frames at once, default 200 */
+    uint32_t control_rate;  /* ... and per second after that, default 50 */
+};
+
 struct vd_conf_cache {
     uint64_t memory;        /* bytes for the whole process, default 256 MiB; 0 disables caching */
     uint64_t max_object;    /* bytes of one stored body, default 8 MiB */
@@ -213,6 +226,7 @@ struct vd_conf {
     struct vd_conf_auth auth;
     struct vd_conf_masque masque;
     struct vd_conf_cache cache;
+    struct vd_conf_h2 h2;
 };
 
 /* Returns a snapshot with every default: one forward listener on 127.0.0.1:3128, access rules

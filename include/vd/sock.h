@@ -28,6 +28,12 @@ struct vd_xport_ops {
     int (*shutdown)(struct vd_sock *s);
     /* Frees transport state (not the fd). */
     void (*destroy)(struct vd_sock *s);
+    /* Virtual transports only (no fd: a stream inside an HTTP/2 connection), NULL otherwise.
+     * Readiness comes from the transport, not from the loop: @arm records the interest (the
+     * transport calls on_event when it holds), @close ends the stream and calls on_close from
+     * the loop later. */
+    void (*arm)(struct vd_sock *s, int events);
+    void (*close)(struct vd_sock *s);
 };
 
 typedef void (*vd_sock_cb)(struct vd_sock *s, int events);
@@ -50,6 +56,10 @@ extern const struct vd_xport_ops vd_xport_tcp;
 
 /* Adopts non-blocking @fd on @loop with the TCP transport. Returns 0 or -errno (fd not closed). */
 VD_MUST_CHECK int vd_sock_init(uv_loop_t *loop, struct vd_sock *s, int fd);
+
+/* Sets up @s as a virtual socket (fd -1) driven by @ops (which has arm and close) with
+ * transport state @xp. */
+void vd_sock_init_virtual(struct vd_sock *s, const struct vd_xport_ops *ops, void *xp);
 
 /* Arms readiness interest (VD_WANT_* bits); 0 disarms. Cheap when unchanged. */
 void vd_sock_arm(struct vd_sock *s, int events);

@@ -34,6 +34,9 @@ extern const struct vd_xport_ops vd_xport_tls;
  * vd_tls_server_free may run only after every sock attached with it has been closed. */
 VD_MUST_CHECK int vd_tls_server_new(const struct vd_conf_listener *l, struct vd_tls_server **out,
                                     char *err, size_t errlen);
+/* Offers "h2" before "http/1.1" in ALPN (RFC 7301) from now on, or stops offering it. Safe from
+ * any thread (a reload). */
+void vd_tls_server_set_h2(struct vd_tls_server *t, bool on);
 void vd_tls_server_free(struct vd_tls_server *t);
 
 /* Builds the upstream client context (verify peer unless @u->verify is false; CA from @u or the

@@ -131,6 +131,12 @@ on_hup(uv_signal_t *s, int sig)
     }
     vd_conf_unref(cur);
     vd_log_level_max = next->log.level;
+    const struct vd_worker_shared *sh = a->workers[0].shared;
+    for (size_t i = 0; i < sh->nlisteners; i++) {
+        if (sh->tls_servers[i]) {
+            vd_tls_server_set_h2(sh->tls_servers[i], next->h2.enabled);
+        }
+    }
     vd_conf_swap(next);
     for (unsigned i = 0; i < a->nworkers; i++) {
         vd_worker_post(&a->workers[i], VD_WCMD_RELOAD);
@@ -325,6 +331,9 @@ main(int argc, char **argv)
         if (l->ncerts && vd_tls_server_new(l, &sh.tls_servers[i], err, sizeof(err)) < 0) {
             fprintf(stderr, "viaduct: listener %s: %s\n", l->addr_text, err);
             goto out;
+        }
+        if (sh.tls_servers[i]) {
+            vd_tls_server_set_h2(sh.tls_servers[i], conf->h2.enabled);
         }
         int fd = vd_worker_listen_shared(l);
         if (fd < 0) {

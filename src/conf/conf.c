@@ -209,6 +209,17 @@ vd_conf_default(void)
     c->tunnel.upgrade_protocols[0] = xstrdup("websocket");
     c->masque.udp_template = xstrdup("/.well-known/masque/udp/{target_host}/{target_port}/");
     c->masque.idle_timeout = 120000;
+    c->h2 = (struct vd_conf_h2){
+        .enabled = true,
+        .max_streams = 100,
+        .stream_window = 256 * 1024,
+        .conn_window = 1024 * 1024,
+        .stream_buffer = 64 * 1024,
+        .reset_burst = 200,
+        .reset_rate = 50,
+        .control_burst = 200,
+        .control_rate = 50,
+    };
     c->via = xstrdup("viaduct");
     c->via_enabled = true;
     c->server_name = xstrdup("viaduct");

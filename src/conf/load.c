@@ -13,6 +13,7 @@
 #include <libfyaml.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2537,17 +2538,73 @@ sec_cache(struct ld *ld, const struct ynode *n)
 }
 
 static int
+sec_h2(struct ld *ld, const struct ynode *n)
+{
+    struct vd_conf_h2 *h = &ld->c->h2;
+
+    static const struct {
+        const char *key;
+        uint32_t lo, hi; /* sizes: the range in bytes; counts: the minimum (hi unused) */
+        bool bytes;
+        size_t off;
+    } nums[] = {
+        {"max_concurrent_streams", 1, 0, false, offsetof(struct vd_conf_h2, max_streams)},
+        {"stream_window", 16384, (1u << 31) - 1, true, offsetof(struct vd_conf_h2, stream_window)},
+        {"connection_window", 65535, (1u << 31) - 1, true,
+         offsetof(struct vd_conf_h2, conn_window)},
+        {"stream_buffer", 16384, 1u << 26, true, offsetof(struct vd_conf_h2, stream_buffer)},
+        {"reset_burst", 1, 0, false, offsetof(struct vd_conf_h2, reset_burst)},
+        {"reset_rate", 0, 0, false, offsetof(struct vd_conf_h2, reset_rate)},
+        {"control_burst", 1, 0, false, offsetof(struct vd_conf_h2, control_burst)},
+        {"control_rate", 0, 0, false, offsetof(struct vd_conf_h2, control_rate)},
+    };
+
+    static const char *const keys[] = {
+        "enabled",           "max_concurrent_streams", "stream_window",
+        "connection_window", "stream_buffer",          "reset_burst",
+        "reset_rate",        "control_burst",          "control_rate",
+    };
+    const struct ynode *v;
+    int rc;
+
+    if ((rc = check_map(ld, n, "http2", keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    if ((v = get(n, "enabled")) && (rc = get_bool(ld, v, "http2.enabled", &h->enabled))) {
+        return rc;
+    }
+    for (size_t i = 0; i < VD_ARRAY_LEN(nums); i++) {
+        char key[KEY_MAX];
+        uint64_t x = 0;
+        uint32_t *out = (uint32_t *)(void *)((char *)h + nums[i].off);
+        if (!(v = get(n, nums[i].key))) {
+            continue;
+        }
+        snprintf(key, sizeof(key), "http2.%s", nums[i].key);
+        rc = nums[i].bytes ? get_size(ld, v, key, nums[i].lo, nums[i].hi, &x)
+                           : get_u32(ld, v, key, nums[i].lo, out);
+        if (rc) {
+            return rc;
+        }
+        if (nums[i].bytes) {
+            *out = (uint32_t)x;
+        }
+    }
+    return 0;
+}
+
+static int
 apply(struct ld *ld, const struct ynode *root)
 {
     static const char *const keys[] = {
         "workers",  "listeners", "access", "via",      "server_name", "limits",
         "timeouts", "upstream",  "routes", "resolver", "log",         "connect",
-        "tunnel",   "auth",      "masque", "cache",
+        "tunnel",   "auth",      "masque", "cache",    "http2",
     };
     static int (*const fns[])(struct ld *, const struct ynode *) = {
         sec_workers,  sec_listeners, sec_access, sec_via,      sec_server_name, sec_limits,
         sec_timeouts, sec_upstream,  sec_routes, sec_resolver, sec_log,         sec_connect,
-        sec_tunnel,   sec_auth,      sec_masque, sec_cache,
+        sec_tunnel,   sec_auth,      sec_masque, sec_cache,    sec_h2,
     };
     _Static_assert(VD_ARRAY_LEN(keys) == VD_ARRAY_LEN(fns), "one section function per key");
     struct ynode at = {.line = 1, .col = 1};

@@ -114,9 +114,23 @@ vd_sock_init(uv_loop_t *loop, struct vd_sock *s, int fd)
 }
 
 void
+vd_sock_init_virtual(struct vd_sock *s, const struct vd_xport_ops *ops, void *xp)
+{
+    *s = (struct vd_sock){.fd = -1, .ops = ops, .xp = xp};
+}
+
+void
 vd_sock_arm(struct vd_sock *s, int events)
 {
-    if (s->closing || events == s->armed) {
+    if (s->closing) {
+        return;
+    }
+    if (s->ops->arm) {
+        s->armed = events;
+        s->ops->arm(s, events);
+        return;
+    }
+    if (events == s->armed) {
         return;
     }
     s->armed = events;
@@ -158,6 +172,10 @@ vd_sock_close(struct vd_sock *s)
     }
     s->closing = true;
     s->armed = 0;
+    if (s->ops && s->ops->close) {
+        s->ops->close(s);
+        return;
+    }
     if (s->ops && s->ops->destroy) {
         s->ops->destroy(s);
     }

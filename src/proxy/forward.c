@@ -265,7 +265,13 @@ build_request_head(struct fwd *f)
     }
     r = r ? r : vd__cache_req_fields(f->cx, d);
     if (r == 0 && conf->via_enabled && conf->via) {
-        r = vd_dbuf_addf(d, "Via: %d.%d %s\r\n", req->version / 10, req->version % 10, conf->via);
+        /* RFC 9110 §7.6.3: the received protocol's version ("1.1", "2"). */
+        if (req->version >= 20) {
+            r = vd_dbuf_addf(d, "Via: %d %s\r\n", req->version / 10, conf->via);
+        } else {
+            r = vd_dbuf_addf(d, "Via: %d.%d %s\r\n", req->version / 10, req->version % 10,
+                             conf->via);
+        }
     }
     if (r == 0 && f->upgrade) {
         /* The one exception to hop-by-hop removal: an allowed Upgrade travels with its

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "front-int.h"
 #include "vd/err.h"
 #include "vd/h1.h"
 #include "vd/proxy.h"
@@ -28,6 +29,7 @@ enum h1c_state {
     ST_BODY,   /* reading the request body */
     ST_WAIT,   /* request complete, response in progress */
     ST_TUNNEL, /* the connection belongs to a tunnel (CONNECT, 101) until tunnel_end */
+    ST_H2,     /* an HTTP/2 session (front_h2.c) runs the connection */
     ST_CLOSING,
 };
 
@@ -61,6 +63,8 @@ struct h1c {
     struct vd_dbuf tail; /* end-of-body framing queued behind body bytes in out */
 
     struct vd_txn *txn; /* current exchange or NULL */
+    struct vd_h2 *h2;   /* ST_H2: the session */
+    bool h2_checked;    /* the first bytes were not the HTTP/2 preface */
 
     /* request body */
     uint64_t body_remain; /* VD_BODY_LENGTH: bytes still to read */
@@ -295,6 +299,11 @@ conn_close(struct h1c *c)
         vd_txn_log(t);
         txn_free(c);
     }
+    if (c->h2) {
+        struct vd_h2 *h = c->h2;
+        c->h2 = NULL;
+        vd_h2_free(h);
+    }
     vd_list_remove(&c->link);
     c->w->nconns--;
     c->pending_closes = 2;
@@ -341,6 +350,9 @@ timeout_cb(uv_timer_t *tm)
         conn_close(c);
         break;
     }
+    case ST_H2:
+        vd_h2_timeout(c->h2);
+        break;
     case ST_TUNNEL:
     case ST_CLOSING:
         break;
@@ -361,7 +373,7 @@ static void
 arm(struct h1c *c)
 {
     int ev = 0;
-    if (c->state == ST_CLOSING || c->state == ST_TUNNEL) {
+    if (c->state == ST_CLOSING || c->state == ST_TUNNEL || c->state == ST_H2) {
         return;
     }
     /* Read interest stays on while waiting for the response: re-arming it per exchange would
@@ -833,6 +845,67 @@ start_exchange(struct h1c *c, const struct vd_h1_req_head *h, size_t headlen)
 }
 
 static void
+h2_set_timer(void *conn, uint64_t ms)
+{
+    timer_set(conn, ms);
+}
+
+static void
+h2_close(void *conn)
+{
+    conn_close(conn);
+}
+
+/* Hands the connection to an HTTP/2 session (ALPN "h2", or the h2c preface in @early). */
+static void
+switch_to_h2(struct h1c *c, const uint8_t *early, size_t n)
+{
+    struct vd_h2_host host = {
+        .sock = &c->sock,
+        .w = c->w,
+        .conf = c->conf,
+        .listener = c->listener,
+        .peer = &c->peer.sa,
+        .peer_text = c->peer_text,
+        .log = c->log,
+        .tls = c->tls,
+        .conn = c,
+        .set_timer = h2_set_timer,
+        .close = h2_close,
+    };
+    c->state = ST_H2;
+    timer_set(c, 0);
+    vd_dbuf_free(&c->hout);
+    vd_dbuf_free(&c->tail);
+    c->h2 = vd_h2_start(&host);
+    if (!c->h2) {
+        vd_log(VD_LOG_ERR, &c->log, "out of memory for an HTTP/2 session");
+        conn_close(c);
+        return;
+    }
+    vd_h2_input(c->h2, early, n); /* may close the connection */
+    vd_buf_release(&c->in);
+}
+
+/* RFC 9113 §3.3: a cleartext connection that starts with the preface speaks HTTP/2 ("prior
+ * knowledge"). Returns 1 when switched, 0 when not HTTP/2, -1 when more bytes are needed. */
+static int
+h2c_preface(struct h1c *c)
+{
+    size_t n = VD_MIN((size_t)c->in.len, (size_t)VD_H2_PREFACE_LEN);
+    if (memcmp(vd_buf_data(&c->in), VD_H2_PREFACE, n) != 0) {
+        c->h2_checked = true;
+        return 0;
+    }
+    if (n < VD_H2_PREFACE_LEN) {
+        return -1;
+    }
+    c->h2_checked = true;
+    switch_to_h2(c, vd_buf_data(&c->in), c->in.len);
+    return 1;
+}
+
+static void
 process_input(struct h1c *c)
 {
     if (c->in_process) {
@@ -843,6 +916,17 @@ process_input(struct h1c *c)
         if (c->state == ST_IDLE || c->state == ST_HEAD) {
             if (c->in.len == 0) {
                 break;
+            }
+            if (!c->h2_checked && c->conf->h2.enabled) {
+                int h2 = h2c_preface(c);
+                if (h2 > 0) {
+                    c->in_process = false;
+                    return;
+                }
+                if (h2 < 0) {
+                    c->state = ST_HEAD;
+                    break;
+                }
             }
             const struct vd_conf_limits *lim = &c->conf->limits;
             struct vd_h1_limits hl = {
@@ -953,6 +1037,10 @@ on_sock_event(struct vd_sock *s, int ev)
 {
     struct h1c *c = s->data;
     VD_BUG_ON(c->magic != H1C_MAGIC);
+    if (c->state == ST_H2) {
+        vd_h2_event(c->h2, ev);
+        return;
+    }
     if (c->tls && !c->handshaken) {
         int r = vd_tls_handshake(&c->sock);
         if (r == VD_EAGAIN) {
@@ -967,6 +1055,17 @@ on_sock_event(struct vd_sock *s, int ev)
         c->handshaken = true;
         c->sock.want = 0;
         ev |= VD_WANT_READ;
+        const char *alpn = vd_tls_alpn(&c->sock);
+        if (alpn && strcmp(alpn, "h2") == 0) {
+            c->h2_checked = true;
+            switch_to_h2(c, NULL, 0);
+            if (c->state == ST_H2 && c->h2) {
+                /* The preface may sit decrypted inside OpenSSL, where poll cannot see it. */
+                vd_h2_event(c->h2, VD_WANT_READ);
+            }
+            return;
+        }
+        c->h2_checked = true; /* RFC 9113 §3.3: over TLS, h2 only through ALPN */
     }
     if (ev & VD_WANT_WRITE && out_pending(c)) {
         if (out_flush(c) < 0) {
@@ -1442,7 +1541,9 @@ vd_front_h1_close(struct vd_worker *w, bool idle_only)
     while (n != &w->conns) {
         struct h1c *c = VD_CONTAINER_OF(n, struct h1c, link);
         n = n->next;
-        if (!idle_only || c->state == ST_IDLE) {
+        if (c->state == ST_H2 && idle_only) {
+            vd_h2_drain(c->h2); /* GOAWAY; closes once its streams are done */
+        } else if (!idle_only || c->state == ST_IDLE) {
             conn_close(c);
         }
     }

@@ -112,7 +112,7 @@ answer_max_forwards(struct vd_txn *t)
     int r = vd_dbuf_add(&d, t->req.method.base, t->req.method.len);
     r = r ? r : vd_dbuf_add(&d, " ", 1);
     r = r ? r : vd_dbuf_add(&d, t->req.target.base, t->req.target.len);
-    r = r ? r : vd_dbuf_addf(&d, " HTTP/1.%d\r\n", t->req.version - 10);
+    r = r ? r : vd_dbuf_addf(&d, " HTTP/%d.%d\r\n", t->req.version / 10, t->req.version % 10);
     for (size_t i = 0; i < t->req.nhdrs && r == 0; i++) {
         struct vd_iov name = t->req.hdrs[i].name;
         if (vd_hdr_name_is(name, "authorization") || vd_hdr_name_is(name, "proxy-authorization") ||

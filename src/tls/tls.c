@@ -12,6 +12,7 @@
 #include <openssl/x509v3.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@
 
 /* ALPN wire format (RFC 7301 §3.1): length-prefixed names in preference order. */
 static const uint8_t alpn_http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+static const uint8_t alpn_h2_http11[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
 
 /* One server certificate: its context, and the names SNI selection matches against. */
 struct tls_cert {
@@ -43,6 +45,7 @@ struct vd_tls_server {
     size_t ncerts;
     const uint8_t *alpn; /* static; protocols we accept, ALPN wire format, our preference first */
     size_t alpn_len;
+    _Atomic bool h2; /* offer "h2" first (vd_tls_server_set_h2) */
 };
 
 struct sess_slot {
@@ -764,7 +767,13 @@ alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsign
     const struct vd_tls_server *t = arg;
     unsigned char *sel = NULL;
     (void)ssl;
-    if (SSL_select_next_proto(&sel, outlen, t->alpn, (unsigned int)t->alpn_len, in, inlen) !=
+    const uint8_t *ours = t->alpn;
+    size_t ours_len = t->alpn_len;
+    if (t->h2 && ours == alpn_http11) {
+        ours = alpn_h2_http11;
+        ours_len = sizeof(alpn_h2_http11);
+    }
+    if (SSL_select_next_proto(&sel, outlen, ours, (unsigned int)ours_len, in, inlen) !=
         OPENSSL_NPN_NEGOTIATED) {
         return SSL_TLSEXT_ERR_NOACK;
     }
@@ -870,6 +879,12 @@ vd_tls_server_new(const struct vd_conf_listener *l, struct vd_tls_server **out, 
                   size_t errlen)
 {
     return server_new(l, alpn_http11, sizeof(alpn_http11), out, err, errlen);
+}
+
+void
+vd_tls_server_set_h2(struct vd_tls_server *t, bool on)
+{
+    t->h2 = on;
 }
 
 void

@@ -793,7 +793,7 @@ test_yaml_features(void **state)
 
 static const char *const top_keys =
     "workers, listeners, access, via, server_name, limits, timeouts, upstream, routes, resolver, "
-    "log, connect, tunnel, auth, masque or cache";
+    "log, connect, tunnel, auth, masque, cache or http2";
 
 static void
 test_errors_syntax(void **state)
