@@ -113,6 +113,29 @@ int vd_cache_vary_key(const struct vd_hdr *resp, size_t nresp, const struct vd_h
 int vd_cache_vary_key_names(const char *names, const struct vd_hdr *req, size_t nreq,
                             struct vd_dbuf *out);
 
+/* ---- Range requests over a stored response (RFC 9110 §14) ----------------------------------- */
+
+/* One byte range, both ends included. */
+struct vd_cache_range {
+    uint64_t first;
+    uint64_t last;
+};
+
+/* Parses the Range field value @v of a GET for a stored representation of @len bytes (RFC 9110
+ * §14.1.1, §14.1.2, §14.2). Writes the satisfiable ranges to @out, sorted by position, with
+ * overlapping and adjacent ones coalesced (§15.3.7.2 allows it), and returns how many (1 to
+ * @max). Returns 0 when the field is to be ignored and the full response sent: a unit other
+ * than "bytes", invalid syntax (including last-pos before first-pos), more than @max
+ * range-specs (§14.2: a guard against many-small-ranges abuse), or @len 0. Returns -ERANGE when
+ * the field is valid but no range is satisfiable (answer 416). */
+int vd_cache_range_parse(struct vd_iov v, uint64_t len, struct vd_cache_range *out, size_t max);
+
+/* If-Range (RFC 9110 §13.1.5) against the stored fields @h: true when the validator @v is a
+ * strong entity-tag equal to the stored ETag (strong comparison, §8.8.3.2), or an HTTP-date
+ * equal to the stored Last-Modified. A weak tag, an invalid value or a missing validator is
+ * false (send the full response). */
+bool vd_cache_if_range(struct vd_iov v, const struct vd_hdr *h, size_t n);
+
 /* ---- memory store -------------------------------------------------------------------------- */
 
 /* One stored response. Immutable once inserted; readers hold a reference. */

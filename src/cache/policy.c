@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Cache policy (RFC 9111), as pure functions over field views: Cache-Control parsing (§5.2),
  * storability for a shared cache (§3, §3.5), freshness lifetime (§4.2.1, heuristics §4.2.2),
- * the age calculation (§4.2.3), whether a stored response may serve a request (§4.2.4, §5.2.1)
- * and the Vary secondary key (§4.1). Nothing here allocates except into a caller's dbuf. */
+ * the age calculation (§4.2.3), whether a stored response may serve a request (§4.2.4, §5.2.1),
+ * the Vary secondary key (§4.1), and Range / If-Range over a stored response (RFC 9110 §14,
+ * §13.1.5). Nothing here allocates except into a caller's dbuf. */
 #include "vd/config.h"
 
 #include <errno.h>
@@ -265,7 +266,8 @@ vd_cache_status_heuristic(int status)
 }
 
 /* Final statuses this cache understands well enough to store (RFC 9111 §3): the RFC 9110 ones,
- * except 206 (no Range support yet) and 304 (only ever used to update a stored response). */
+ * except 206 (partial content is never stored or combined, §3.4; ranges are cut from stored
+ * complete responses) and 304 (only ever used to update a stored response). */
 static bool
 status_understood(int status)
 {
@@ -470,4 +472,126 @@ vd_cache_vary_key_names(const char *names, const struct vd_hdr *req, size_t nreq
         r = key_for_name(item, req, nreq, out);
     }
     return r;
+}
+
+/* ---- Range (RFC 9110 §14) ------------------------------------------------------------------ */
+
+/* 1*DIGIT at *@p (advanced), saturating far above any representation length. */
+static bool
+range_pos(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+    const uint8_t *q = *p;
+    uint64_t x = 0;
+    while (q < end && *q >= '0' && *q <= '9') {
+        x = x < (UINT64_MAX >> 4) ? x * 10 + (uint64_t)(*q - '0') : (UINT64_MAX >> 4);
+        q++;
+    }
+    if (q == *p) {
+        return false;
+    }
+    *p = q;
+    *out = x;
+    return true;
+}
+
+int
+vd_cache_range_parse(struct vd_iov v, uint64_t len, struct vd_cache_range *out, size_t max)
+{
+    /* ranges-specifier = range-unit "=" range-set (§14.1.1); the unit is case-insensitive. */
+    if (v.len < 6 || strncasecmp((const char *)v.base, "bytes=", 6) != 0 || len == 0 || max == 0) {
+        return 0;
+    }
+    struct vd_iov rest = {v.base + 6, v.len - 6};
+    size_t specs = 0, n = 0;
+    /* range-set = 1#range-spec: empty elements are allowed and skipped (§5.6.1), but there
+     * must be one real element; vd_list_next skips empty ones and trims OWS. */
+    struct vd_iov item;
+    while (vd_list_next(&rest, &item)) {
+        const uint8_t *p = item.base, *end = item.base + item.len;
+        uint64_t first, last;
+        bool suffix = *p == '-';
+        if (++specs > max) {
+            return 0; /* §14.2: many ranges are a sign of abuse; ignore the field */
+        }
+        if (suffix) {
+            p++;
+            if (!range_pos(&p, end, &last) || p != end) {
+                return 0;
+            }
+            if (last == 0) {
+                continue; /* suffix-length 0 is valid but never satisfiable (§14.1.2) */
+            }
+            first = last >= len ? 0 : len - last;
+            last = len - 1;
+        } else {
+            if (!range_pos(&p, end, &first) || p == end || *p != '-') {
+                return 0;
+            }
+            p++;
+            if (p == end) {
+                last = UINT64_MAX;
+            } else if (!range_pos(&p, end, &last) || p != end || last < first) {
+                return 0; /* §14.1.1: last-pos below first-pos makes the range-spec invalid */
+            }
+            if (first >= len) {
+                continue; /* unsatisfiable; the others may still be */
+            }
+            if (last >= len) {
+                last = len - 1;
+            }
+        }
+        out[n++] = (struct vd_cache_range){first, last};
+    }
+    if (specs == 0) {
+        return 0;
+    }
+    if (n == 0) {
+        return -ERANGE;
+    }
+    /* Sort (at most @max elements: insertion sort) and coalesce overlapping or adjacent ranges,
+     * which also defeats the "same bytes many times" amplification. */
+    for (size_t i = 1; i < n; i++) {
+        struct vd_cache_range x = out[i];
+        size_t j = i;
+        while (j > 0 && out[j - 1].first > x.first) {
+            out[j] = out[j - 1];
+            j--;
+        }
+        out[j] = x;
+    }
+    size_t k = 0;
+    for (size_t i = 1; i < n; i++) {
+        if (out[i].first <= out[k].last + 1) {
+            if (out[i].last > out[k].last) {
+                out[k].last = out[i].last;
+            }
+        } else {
+            out[++k] = out[i];
+        }
+    }
+    return (int)(k + 1);
+}
+
+bool
+vd_cache_if_range(struct vd_iov v, const struct vd_hdr *h, size_t n)
+{
+    if (v.len >= 2 && v.base[0] == '"') {
+        /* Strong comparison (§8.8.3.2): neither tag weak, same octets. */
+        const struct vd_hdr *et = vd_hdr_find(h, n, "etag");
+        return et && et->value.len == v.len && v.base[v.len - 1] == '"' &&
+               memcmp(et->value.base, v.base, v.len) == 0;
+    }
+    if (v.len >= 2 && v.base[0] == 'W' && v.base[1] == '/') {
+        return false;
+    }
+    /* An HTTP-date must match the stored Last-Modified exactly and be a strong validator: for an
+     * intermediate cache, at least 60 s before the stored Date (§13.1.5, §8.8.2.2). */
+    const struct vd_hdr *lm = vd_hdr_find(h, n, "last-modified");
+    time_t lmt, date, d;
+    if (!lm || lm->value.len != v.len || memcmp(lm->value.base, v.base, v.len) != 0 ||
+        vd_http_date_parse(v, &d) < 0 || vd_http_date_parse(lm->value, &lmt) < 0 ||
+        !field_date(h, n, "date", &date)) {
+        return false;
+    }
+    return date - lmt >= 60;
 }

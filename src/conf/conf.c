@@ -255,6 +255,7 @@ vd_conf_default(void)
         .memory = 256u << 20,
         .max_object = 8u << 20,
         .heuristic_max = 86400000,
+        .max_ranges = 16,
     };
     c->auth = (struct vd_conf_auth){
         .cache_ttl = 300000,

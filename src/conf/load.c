@@ -2513,7 +2513,7 @@ sec_auth(struct ld *ld, const struct ynode *n)
 static int
 sec_cache(struct ld *ld, const struct ynode *n)
 {
-    static const char *const keys[] = {"memory", "max_object", "heuristic_max"};
+    static const char *const keys[] = {"memory", "max_object", "heuristic_max", "max_ranges"};
     struct vd_conf_cache *c = &ld->c->cache;
     const struct ynode *v;
     int rc;
@@ -2532,6 +2532,13 @@ sec_cache(struct ld *ld, const struct ynode *n)
     if ((v = get(n, "heuristic_max")) &&
         (rc = get_duration(ld, v, "cache.heuristic_max", true, &c->heuristic_max))) {
         return rc;
+    }
+    uint64_t u;
+    if ((v = get(n, "max_ranges"))) {
+        if ((rc = get_uint(ld, v, "cache.max_ranges", 0, 256, &u))) {
+            return rc;
+        }
+        c->max_ranges = (uint32_t)u;
     }
     return 0;
 }

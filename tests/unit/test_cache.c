@@ -312,6 +312,90 @@ test_store(void **state)
     assert_int_equal(st.bytes, 0);
 }
 
+/* vd_cache_range_parse over a 10-byte representation; returns the count and fills @out. */
+static int
+rp(const char *v, uint64_t len, struct vd_cache_range *out, size_t max)
+{
+    return vd_cache_range_parse((struct vd_iov){(const uint8_t *)v, strlen(v)}, len, out, max);
+}
+
+static void
+test_range(void **state)
+{
+    (void)state;
+    struct vd_cache_range r[16];
+    /* one range; open and suffix forms; last-pos past the end is clipped */
+    assert_int_equal(rp("bytes=0-1", 10, r, 16), 1);
+    assert_true(r[0].first == 0 && r[0].last == 1);
+    assert_int_equal(rp("bytes=4-", 10, r, 16), 1);
+    assert_true(r[0].first == 4 && r[0].last == 9);
+    assert_int_equal(rp("bytes=-3", 10, r, 16), 1);
+    assert_true(r[0].first == 7 && r[0].last == 9);
+    assert_int_equal(rp("bytes=-30", 10, r, 16), 1); /* longer suffix: the whole thing */
+    assert_true(r[0].first == 0 && r[0].last == 9);
+    assert_int_equal(rp("bytes=5-99999999999999999999999", 10, r, 16), 1);
+    assert_true(r[0].first == 5 && r[0].last == 9);
+    assert_int_equal(rp("BYTES=9-9", 10, r, 16), 1); /* the unit is case-insensitive */
+    assert_true(r[0].first == 9 && r[0].last == 9);
+    /* several, sorted; overlapping and adjacent ones coalesced; empty elements skipped */
+    assert_int_equal(rp("bytes=6-7, 0-1", 10, r, 16), 2);
+    assert_true(r[0].first == 0 && r[0].last == 1 && r[1].first == 6 && r[1].last == 7);
+    assert_int_equal(rp("bytes=0-3,2-5,,6-6, 8-", 10, r, 16), 2);
+    assert_true(r[0].first == 0 && r[0].last == 6 && r[1].first == 8 && r[1].last == 9);
+    assert_int_equal(rp("bytes=0-0,0-0,0-0,0-0", 10, r, 16), 1);
+    assert_true(r[0].first == 0 && r[0].last == 0);
+    assert_int_equal(rp("bytes=-2,0-", 10, r, 16), 1);
+    assert_true(r[0].first == 0 && r[0].last == 9);
+    /* unsatisfiable ones are dropped; none left: -ERANGE (416) */
+    assert_int_equal(rp("bytes=20-30, 1-2", 10, r, 16), 1);
+    assert_true(r[0].first == 1 && r[0].last == 2);
+    assert_int_equal(rp("bytes=10-", 10, r, 16), -ERANGE);
+    assert_int_equal(rp("bytes=-0", 10, r, 16), -ERANGE);
+    assert_int_equal(rp("bytes=10-20,30-", 10, r, 16), -ERANGE);
+    /* ignored (0): other units, bad syntax, last < first, too many specs, empty representation */
+    assert_int_equal(rp("items=0-1", 10, r, 16), 0);
+    assert_int_equal(rp("bytes 0-1", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=,", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=5-2", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=1-2,5-2", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=a-2", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=1-2x", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=-", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=--1", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=1", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=0-1", 0, r, 16), 0);
+    assert_int_equal(rp("bytes=0-0,1-1,2-2", 10, r, 2), 0); /* over the cap */
+    assert_int_equal(rp("bytes=0-0,1-1", 10, r, 2), 1);     /* at the cap, coalesced */
+    assert_true(r[0].first == 0 && r[0].last == 1);
+    assert_int_equal(rp("bytes=0-1", 10, r, 0), 0); /* max_ranges 0: never */
+}
+
+static void
+test_if_range(void **state)
+{
+    (void)state;
+    struct vd_hdr h[] = {H("ETag", "\"v1\""), H("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                         H("Date", "Sun, 06 Nov 1994 08:50:37 GMT")};
+#define IR(v, hh, n) vd_cache_if_range(VD_IOV_LIT(v), hh, n)
+    assert_true(IR("\"v1\"", h, 3));
+    assert_false(IR("\"v2\"", h, 3));
+    assert_false(IR("W/\"v1\"", h, 3)); /* weak tags never match (strong comparison) */
+    struct vd_hdr weak[] = {H("ETag", "W/\"v1\"")};
+    assert_false(IR("\"v1\"", weak, 1));
+    assert_false(IR("\"v1\"", h + 1, 2)); /* nothing stored to compare with */
+    /* a date: exact match with Last-Modified, at least 60 s before Date (strong) */
+    assert_true(IR("Sun, 06 Nov 1994 08:49:37 GMT", h, 3));
+    assert_false(IR("Sun, 06 Nov 1994 08:49:38 GMT", h, 3));
+    assert_false(IR("Sunday, 06-Nov-94 08:49:37 GMT", h, 3)); /* not the same field value */
+    struct vd_hdr close[] = {H("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                             H("Date", "Sun, 06 Nov 1994 08:50:00 GMT")};
+    assert_false(IR("Sun, 06 Nov 1994 08:49:37 GMT", close, 2)); /* weak: 23 s apart */
+    assert_false(IR("Sun, 06 Nov 1994 08:49:37 GMT", close, 1)); /* no Date: not strong */
+    assert_false(IR("garbage", h, 3));
+#undef IR
+}
+
 int
 main(void)
 {
@@ -320,7 +404,8 @@ main(void)
         cmocka_unit_test(test_dates),     cmocka_unit_test(test_storable),
         cmocka_unit_test(test_freshness), cmocka_unit_test(test_age),
         cmocka_unit_test(test_usable),    cmocka_unit_test(test_vary),
-        cmocka_unit_test(test_store),
+        cmocka_unit_test(test_store),     cmocka_unit_test(test_range),
+        cmocka_unit_test(test_if_range),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,209 @@
+# SPDX-License-Identifier: MIT
+"""Shared cache, beyond the basics of test_70: Range requests answered from a stored complete
+response (RFC 9110 §14), stale-if-error and stale-while-revalidate (RFC 5861), and targeted
+cache-control fields such as CDN-Cache-Control (RFC 9213)."""
+import email.utils
+import re
+import time
+
+import pytest
+
+from vdtest.httpmsg import build_response
+from vdtest.origins import Reply
+
+
+def url(origin, path="/"):
+    return "http://127.0.0.1:%d%s" % (origin.port, path)
+
+
+def httpdate(t):
+    return email.utils.formatdate(t, usegmt=True)
+
+
+def get(proxy, target, headers=None, method="GET"):
+    with proxy.connect() as c:
+        return c.exchange(method, target, headers=headers)
+
+
+def count(o):
+    with o.lock:
+        return len(o.requests)
+
+
+def reqs(o):
+    with o.lock:
+        return list(o.requests)
+
+
+@pytest.fixture
+def cproxy(viaduct):
+    return viaduct({"cache": {"memory": "16m", "max_object": "64k"}})
+
+
+BODY = b"0123456789"
+
+
+def stored(make_origin, proxy, extra=(), body=BODY, path="/r"):
+    """An origin whose one response is stored by a first GET."""
+    o = make_origin(build_response(200, body, [("Cache-Control", "max-age=100"),
+                                               ("Content-Type", "text/plain"),
+                                               ("ETag", '"v1"')] + list(extra)))
+    r = get(proxy, url(o, path))
+    assert r.status == 200 and r.header("cache-status") == "viaduct; fwd=uri-miss; stored"
+    return o
+
+
+# ---- Range (RFC 9110 §14) ------------------------------------------------------------------
+
+@pytest.mark.parametrize("rng,part,cr", [
+    ("bytes=2-4", b"234", "bytes 2-4/10"),
+    ("bytes=7-", b"789", "bytes 7-9/10"),
+    ("bytes=-2", b"89", "bytes 8-9/10"),
+    ("bytes=-50", BODY, "bytes 0-9/10"),
+    ("bytes=5-1000", b"56789", "bytes 5-9/10"),
+    ("bytes=0-3,2-5", b"012345", "bytes 0-5/10"),  # overlapping: coalesced into one part
+    ("bytes=40-50, 1-1", b"1", "bytes 1-1/10"),     # the unsatisfiable one is dropped
+])
+def test_range_single_part_from_cache(cproxy, make_origin, rng, part, cr):
+    o = stored(make_origin, cproxy)
+    r = get(cproxy, url(o, "/r"), [("Range", rng)])
+    assert r.status == 206 and r.body == part
+    assert r.header("content-range") == cr
+    assert r.header("content-length") == str(len(part))
+    assert r.header("content-type") == "text/plain"
+    assert r.header("etag") == '"v1"'
+    assert r.header("cache-status").startswith("viaduct; hit; ttl=")
+    assert r.header("age") is not None
+    assert count(o) == 1
+
+
+def test_range_multipart_from_cache(cproxy, make_origin):
+    o = stored(make_origin, cproxy)
+    with cproxy.connect() as c:
+        r = c.exchange("GET", url(o, "/r"), headers=[("Range", "bytes=6-7,0-1")])
+        assert r.status == 206
+        assert r.header("content-range") is None  # RFC 9110 §14.6: per part only
+        m = re.fullmatch(r"multipart/byteranges; boundary=(vd[0-9a-f]{24})",
+                         r.header("content-type"))
+        assert m
+        b = m.group(1).encode()
+        want = (b"--" + b + b"\r\nContent-Type: text/plain\r\nContent-Range: bytes 0-1/10\r\n\r\n"
+                b"01\r\n--" + b + b"\r\nContent-Type: text/plain\r\n"
+                b"Content-Range: bytes 6-7/10\r\n\r\n67\r\n--" + b + b"--\r\n")
+        assert r.body == want
+        assert r.header("content-length") == str(len(want))
+        # the connection stays in sync after a multipart body
+        r2 = c.exchange("GET", url(o, "/r"))
+        assert r2.status == 200 and r2.body == BODY
+    assert count(o) == 1
+
+
+def test_range_multipart_boundary_fresh_each_time(cproxy, make_origin):
+    o = stored(make_origin, cproxy)
+    seen = set()
+    for _ in range(3):
+        r = get(cproxy, url(o, "/r"), [("Range", "bytes=0-0,2-2")])
+        seen.add(r.header("content-type"))
+    assert len(seen) == 3
+
+
+def test_range_unsatisfiable_416(cproxy, make_origin):
+    o = stored(make_origin, cproxy)
+    with cproxy.connect() as c:
+        r = c.exchange("GET", url(o, "/r"), headers=[("Range", "bytes=10-")])
+        assert r.status == 416
+        assert r.header("content-range") == "bytes */10"
+        assert r.header("cache-status").startswith("viaduct; hit")
+        r = c.exchange("GET", url(o, "/r"), headers=[("Range", "bytes=-0")])
+        assert r.status == 416
+        r = c.exchange("GET", url(o, "/r"))
+        assert r.status == 200 and r.body == BODY
+    assert count(o) == 1
+
+
+@pytest.mark.parametrize("hdrs", [
+    [("Range", "items=0-1")],                    # another unit
+    [("Range", "bytes=5-2")],                    # last-pos before first-pos: invalid
+    [("Range", "bytes 0-1")],                    # no "="
+    [("Range", "bytes=" + ",".join("%d-%d" % (i, i) for i in range(10)) + ",0-0" * 7)],  # 17
+    [("Range", "bytes=0-1"), ("Range", "bytes=2-3")],  # a singleton field twice
+])
+def test_range_ignored_full_200(cproxy, make_origin, hdrs):
+    o = stored(make_origin, cproxy)
+    r = get(cproxy, url(o, "/r"), hdrs)
+    assert r.status == 200 and r.body == BODY
+    assert r.header("content-range") is None
+    assert count(o) == 1
+
+
+def test_range_on_head_ignored(cproxy, make_origin):
+    o = stored(make_origin, cproxy)
+    with cproxy.connect() as c:
+        r = c.exchange("HEAD", url(o, "/r"), headers=[("Range", "bytes=0-1")])
+        assert r.status == 200 and r.body == b"" and r.header("content-length") == "10"
+        assert c.exchange("GET", url(o, "/r")).body == BODY
+
+
+def test_max_ranges_config(viaduct, make_origin):
+    p = viaduct({"cache": {"max_ranges": 2}})
+    o = stored(make_origin, p)
+    assert get(p, url(o, "/r"), [("Range", "bytes=0-0,5-5")]).status == 206
+    r = get(p, url(o, "/r"), [("Range", "bytes=0-0,5-5,8-8")])
+    assert r.status == 200 and r.body == BODY
+    p2 = viaduct({"cache": {"max_ranges": 0}})
+    o2 = stored(make_origin, p2)
+    r = get(p2, url(o2, "/r"), [("Range", "bytes=0-0")])
+    assert r.status == 200 and r.body == BODY
+
+
+def test_if_range(cproxy, make_origin):
+    now = time.time()
+    lm = httpdate(now - 1000)
+    o = stored(make_origin, cproxy, [("Last-Modified", lm), ("Date", httpdate(now))])
+    cases = [
+        ('"v1"', 206),             # strong match
+        ('"v0"', 200),             # another tag: the whole representation
+        ('W/"v1"', 200),           # weak tags never match
+        (lm, 206),                 # exactly the stored Last-Modified (1000 s before Date)
+        (httpdate(now - 999), 200),
+    ]
+    for v, status in cases:
+        r = get(cproxy, url(o, "/r"), [("Range", "bytes=1-2"), ("If-Range", v)])
+        assert r.status == status, v
+        assert r.body == (b"12" if status == 206 else BODY)
+    assert count(o) == 1
+
+
+def test_if_none_match_before_range(cproxy, make_origin):
+    o = stored(make_origin, cproxy)
+    r = get(cproxy, url(o, "/r"), [("Range", "bytes=1-2"), ("If-None-Match", '"v1"')])
+    assert r.status == 304 and r.body == b""
+    assert count(o) == 1
+
+
+def test_range_on_a_miss_forwarded_206_not_stored(cproxy, make_origin):
+    o = make_origin(build_response(206, b"234", [("Cache-Control", "max-age=100"),
+                                                 ("Content-Range", "bytes 2-4/10")],
+                                   reason="Partial Content"))
+    for _ in range(2):
+        r = get(cproxy, url(o, "/p"), [("Range", "bytes=2-4")])
+        assert r.status == 206 and r.body == b"234"
+        assert r.header("content-range") == "bytes 2-4/10"
+        assert r.header("cache-status") == "viaduct; fwd=uri-miss"
+    assert count(o) == 2
+    assert [q.header("range") for q in reqs(o)] == ["bytes=2-4", "bytes=2-4"]
+
+
+def test_range_after_304_revalidation(cproxy, make_origin):
+    o = make_origin([
+        build_response(200, BODY, [("Cache-Control", "max-age=0"), ("ETag", '"e"')]),
+        build_response(304, b"", [("Cache-Control", "max-age=100"), ("ETag", '"e"')],
+                       length=False),
+    ])
+    get(cproxy, url(o))
+    r = get(cproxy, url(o), [("Range", "bytes=3-5")])
+    assert r.status == 206 and r.body == b"345"
+    assert r.header("content-range") == "bytes 3-5/10"
+    assert r.header("cache-status") == "viaduct; fwd=stale; stored"
+    assert reqs(o)[1].header("if-none-match") == '"e"'
+    assert reqs(o)[1].header("range") is None  # the stored response is refreshed whole
