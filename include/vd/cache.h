@@ -22,6 +22,10 @@ struct vd_cache_cc {
     int64_t s_maxage;
     int64_t max_stale; /* request; VD_CACHE_ANY_STALE for "max-stale" without a value */
     int64_t min_fresh; /* request */
+    /* RFC 5861: seconds a stale response may still be used; -1 when absent or invalid (an
+     * invalid value grants nothing, unlike max-age). stale-if-error is also a request one. */
+    int64_t stale_while_revalidate;
+    int64_t stale_if_error;
     bool no_store;
     bool no_cache; /* qualified no-cache="f" is treated as unqualified (allowed by §5.2.2.4) */
     bool private_; /* qualified private="f" is treated as unqualified (not stored at all) */
@@ -101,6 +105,14 @@ enum vd_cache_use {
  * only within a request's max-stale and when the response allows it (§4.2.4). */
 enum vd_cache_use vd_cache_usable(const struct vd_cache_cc *req, const struct vd_cache_cc *resp,
                                   int64_t lifetime, int64_t age);
+
+/* RFC 5861 §4 (stale-if-error): true when the stored response may be served, fresh or stale,
+ * because forwarding failed (no answer, or 500/502/503/504). Its staleness (@age past
+ * @lifetime) must be within the response's or the request's stale-if-error window; must-revalidate,
+ * proxy-revalidate and no-cache in the response forbid it (RFC 9111 §4.2.4). s-maxage does
+ * not: its implied proxy-revalidate yields to the origin's explicit permission. */
+bool vd_cache_stale_if_error(const struct vd_cache_cc *req, const struct vd_cache_cc *resp,
+                             int64_t lifetime, int64_t age);
 
 /* Vary (RFC 9111 §4.1): writes the secondary key of a request for the field names listed in the
  * response's Vary fields: for each name (lowercased, in order) "name:" then the request's field

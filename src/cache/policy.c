@@ -55,10 +55,24 @@ set_delta(int64_t *slot, bool has_val, struct vd_iov val)
     *slot = d < 0 ? 0 : d;
 }
 
+/* The same for the RFC 5861 windows, where an invalid or missing value grants nothing. */
+static void
+set_window(int64_t *slot, bool has_val, struct vd_iov val)
+{
+    if (*slot < 0 && has_val) {
+        *slot = delta_seconds(val);
+    }
+}
+
 void
 vd_cache_cc_parse(const struct vd_hdr *h, size_t n, struct vd_cache_cc *cc)
 {
-    *cc = (struct vd_cache_cc){.max_age = -1, .s_maxage = -1, .max_stale = -1, .min_fresh = -1};
+    *cc = (struct vd_cache_cc){.max_age = -1,
+                               .s_maxage = -1,
+                               .max_stale = -1,
+                               .min_fresh = -1,
+                               .stale_while_revalidate = -1,
+                               .stale_if_error = -1};
     for (size_t i = 0; i < n; i++) {
         if (!vd_hdr_name_is(h[i].name, "cache-control")) {
             continue;
@@ -96,6 +110,10 @@ vd_cache_cc_parse(const struct vd_hdr *h, size_t n, struct vd_cache_cc *cc)
                     /* An invalid value is ignored rather than read as "any staleness". */
                     cc->max_stale = d < 0 ? -1 : d;
                 }
+            } else if (iov_eq(name, "stale-while-revalidate")) {
+                set_window(&cc->stale_while_revalidate, has_val, val);
+            } else if (iov_eq(name, "stale-if-error")) {
+                set_window(&cc->stale_if_error, has_val, val);
             } else if (iov_eq(name, "no-store")) {
                 cc->no_store = true;
             } else if (iov_eq(name, "no-cache")) {
@@ -403,6 +421,17 @@ vd_cache_usable(const struct vd_cache_cc *req, const struct vd_cache_cc *resp, i
         return VD_CACHE_USE_FRESH;
     }
     return VD_CACHE_USE_REVALIDATE;
+}
+
+bool
+vd_cache_stale_if_error(const struct vd_cache_cc *req, const struct vd_cache_cc *resp,
+                        int64_t lifetime, int64_t age)
+{
+    if (resp->must_revalidate || resp->proxy_revalidate || resp->no_cache) {
+        return false;
+    }
+    int64_t window = VD_MAX(resp->stale_if_error, req->stale_if_error);
+    return window >= 0 && VD_MAX(0, age - lifetime) <= window;
 }
 
 /* ---- Vary ---------------------------------------------------------------------------------- */

@@ -23,10 +23,19 @@ bool vd__cache_skip_req_field(const struct vd_cache_xfer *cx, struct vd_iov name
 
 /* A final response head arrived (@resp: the filtered head, fields in @t's arena, with room for
  * one more field, to which Cache-Status is added). For a 304 that validates the stored
- * response, returns the updated entry (a reference the caller passes to vd__cache_serve);
- * otherwise NULL, and the response streams through, tee'd into the store when storable. */
+ * response, returns the updated entry, and for a 500/502/503/504 that stale-if-error lets the
+ * stored response replace, that one: a reference the caller passes to vd__cache_serve with the
+ * parameters from vd__cache_served (the response's body is not read). Otherwise NULL, and the
+ * response streams through, tee'd into the store when storable. */
 struct vd_cache_entry *vd__cache_on_head(struct vd_cache_xfer *cx, struct vd_txn *t,
                                          struct vd_resp *resp);
+/* Forwarding failed before any response head (connect error, timeout, DNS, malformed answer)
+ * and @status (>= 500) would be sent: returns the stored response being revalidated when
+ * stale-if-error allows it (RFC 5861 §4; a reference for vd__cache_serve), else NULL. */
+struct vd_cache_entry *vd__cache_on_error(struct vd_cache_xfer *cx, int status);
+/* The Cache-Status parameters for serving what on_head / on_error returned (in @cx: copy them
+ * before @cx is freed). */
+const char *vd__cache_served(const struct vd_cache_xfer *cx);
 /* The fwd= parameter of Cache-Status for this exchange ("uri-miss", "stale", ...). */
 const char *vd__cache_fwd(const struct vd_cache_xfer *cx);
 /* Body bytes sent to the client; stores a copy up to max_object. */

@@ -28,6 +28,7 @@ struct vd_cache_xfer {
     struct vd_cache_cc req_cc;
     bool req_auth;
     struct vd_cache_entry *stored; /* being revalidated (reference) */
+    char served[96];               /* Cache-Status parameters when @stored answers after all */
     time_t request_time;
     int64_t heuristic_max; /* s */
     uint64_t max_object;
@@ -760,7 +761,17 @@ vd__cache_on_head(struct vd_cache_xfer *cx, struct vd_txn *t, struct vd_resp *re
         if (ne) {
             vd_cache_entry_ref(ne);
             vd_cache_insert(ne);
+            snprintf(cx->served, sizeof(cx->served), "fwd=%s; stored", vd__cache_fwd(cx));
             return ne;
+        }
+    }
+    if (resp->status == 500 || resp->status == 502 || resp->status == 503 || resp->status == 504) {
+        struct vd_cache_entry *se = vd__cache_on_error(cx, resp->status);
+        if (se) {
+            /* RFC 9211 §2.3: the status the origin gave to the forwarded request. */
+            snprintf(cx->served, sizeof(cx->served), "fwd=%s; fwd-status=%d; detail=stale-if-error",
+                     vd__cache_fwd(cx), resp->status);
+            return se;
         }
     }
     struct vd_cache_cc rcc;
@@ -793,6 +804,29 @@ vd__cache_on_head(struct vd_cache_xfer *cx, struct vd_txn *t, struct vd_resp *re
         add_status(t, resp, cx->fwd, store);
     }
     return NULL;
+}
+
+struct vd_cache_entry *
+vd__cache_on_error(struct vd_cache_xfer *cx, int status)
+{
+    if (!cx || !cx->stored || status < 500) {
+        return NULL;
+    }
+    struct vd_cache_entry *e = cx->stored;
+    int64_t age = vd_cache_current_age(&e->times, time(NULL));
+    if (!vd_cache_stale_if_error(&cx->req_cc, &e->cc, e->lifetime, age)) {
+        return NULL;
+    }
+    cx->stored = NULL;
+    cx->storing = false;
+    snprintf(cx->served, sizeof(cx->served), "fwd=%s; detail=stale-if-error", vd__cache_fwd(cx));
+    return e;
+}
+
+const char *
+vd__cache_served(const struct vd_cache_xfer *cx)
+{
+    return cx->served;
 }
 
 const char *

@@ -207,3 +207,96 @@ def test_range_after_304_revalidation(cproxy, make_origin):
     assert r.header("cache-status") == "viaduct; fwd=stale; stored"
     assert reqs(o)[1].header("if-none-match") == '"e"'
     assert reqs(o)[1].header("range") is None  # the stored response is refreshed whole
+
+
+# ---- stale-if-error (RFC 5861 §4) -----------------------------------------------------------
+
+def stale_origin(make_origin, cc, second, extra=()):
+    """First response stored (already stale with max-age=0), then @second for every request."""
+    return make_origin([build_response(200, b"v1", [("Cache-Control", cc), ("ETag", '"e1"')]
+                                       + list(extra)), second])
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_stale_if_error_on_5xx(cproxy, make_origin, status):
+    o = stale_origin(make_origin, "max-age=0, stale-if-error=60",
+                     build_response(status, b"origin trouble", [("Cache-Control", "no-store")],
+                                    reason="Err"))
+    get(cproxy, url(o))
+    with cproxy.connect() as c:
+        r = c.exchange("GET", url(o))
+        assert r.status == 200 and r.body == b"v1"
+        assert r.header("cache-status") == \
+            "viaduct; fwd=stale; fwd-status=%d; detail=stale-if-error" % status
+        assert r.header("etag") == '"e1"'
+        assert reqs(o)[1].header("if-none-match") == '"e1"'  # it was a revalidation
+        r = c.exchange("GET", url(o))  # the client connection is still in sync
+        assert r.status == 200 and r.body == b"v1"
+    assert count(o) == 3
+    cproxy.wait_for_log(r'"GET %s HTTP/1\.1" 200 .* '
+                        r'cache=fwd=stale,fwd-status=%d,detail=stale-if-error\n' % (url(o), status),
+                        access=True)
+
+
+def test_stale_if_error_origin_stopped(cproxy, make_origin):
+    o = stale_origin(make_origin, "max-age=0, stale-if-error=60", build_response(200, b"v2"))
+    get(cproxy, url(o))
+    o.stop()
+    r = get(cproxy, url(o))
+    assert r.status == 200 and r.body == b"v1"
+    assert r.header("cache-status") == "viaduct; fwd=stale; detail=stale-if-error"
+    cproxy.wait_for_log(r"upstream connection refused .*the stored response answers "
+                        r"\(stale-if-error\)")
+
+
+def test_stale_if_error_on_timeout(viaduct, make_origin):
+    p = viaduct({"timeouts": {"upstream_first_byte": "300ms"}})
+    o = stale_origin(make_origin, "max-age=0, stale-if-error=60", Reply(b"", hang=True))
+    get(p, url(o))
+    t0 = time.monotonic()
+    r = get(p, url(o))
+    assert r.status == 200 and r.body == b"v1"
+    assert r.header("cache-status") == "viaduct; fwd=stale; detail=stale-if-error"
+    assert time.monotonic() - t0 < 3
+
+
+def test_stale_if_error_request_directive(cproxy, make_origin):
+    o = stale_origin(make_origin, "max-age=0", build_response(503, b"down", reason="Down"))
+    get(cproxy, url(o))
+    assert get(cproxy, url(o)).status == 503  # the response grants nothing
+    r = get(cproxy, url(o), [("Cache-Control", "stale-if-error=30")])
+    assert r.status == 200 and r.body == b"v1"
+    assert r.header("cache-status") == "viaduct; fwd=stale; fwd-status=503; detail=stale-if-error"
+
+
+@pytest.mark.parametrize("cc", [
+    "max-age=0, stale-if-error=60, must-revalidate",
+    "max-age=0, stale-if-error=60, proxy-revalidate",
+    "max-age=100, stale-if-error=60, no-cache",
+    "max-age=0, stale-if-error=2",  # Age 5: past the window
+])
+def test_stale_if_error_not_allowed(cproxy, make_origin, cc):
+    o = stale_origin(make_origin, cc, build_response(500, b"boom", reason="Boom"),
+                     [("Age", "5")])
+    get(cproxy, url(o))
+    r = get(cproxy, url(o))
+    assert r.status == 500 and r.body == b"boom"
+    assert count(o) == 2
+
+
+def test_stale_if_error_s_maxage(cproxy, make_origin):
+    """s-maxage's implied proxy-revalidate yields to an explicit stale-if-error."""
+    o = stale_origin(make_origin, "s-maxage=0, stale-if-error=60",
+                     build_response(502, b"bad", reason="Bad Gateway"))
+    get(cproxy, url(o))
+    r = get(cproxy, url(o))
+    assert r.status == 200 and r.body == b"v1"
+
+
+def test_stale_if_error_not_for_misses(cproxy, make_origin):
+    o = make_origin(build_response(503, b"down", [("Cache-Control", "max-age=0, stale-if-error=60")],
+                                   reason="Down"))
+    assert get(cproxy, url(o)).status == 503
+    o.stop()
+    r = get(cproxy, url(o, "/other"))
+    assert r.status == 502

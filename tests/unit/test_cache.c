@@ -213,6 +213,49 @@ test_usable(void **state)
 }
 
 static void
+test_stale_directives(void **state)
+{
+    (void)state;
+    struct vd_cache_cc cc = cc_of("max-age=1, stale-while-revalidate=30, stale-if-error=\"60\"");
+    assert_int_equal(cc.stale_while_revalidate, 30);
+    assert_int_equal(cc.stale_if_error, 60);
+    cc = cc_of("max-age=1");
+    assert_int_equal(cc.stale_while_revalidate, -1);
+    assert_int_equal(cc.stale_if_error, -1);
+    /* an invalid or missing value grants nothing */
+    assert_int_equal(cc_of("stale-if-error=x").stale_if_error, -1);
+    assert_int_equal(cc_of("stale-if-error").stale_if_error, -1);
+    assert_int_equal(cc_of("stale-while-revalidate=-5").stale_while_revalidate, -1);
+    assert_int_equal(cc_of("stale-if-error=5, stale-if-error=50").stale_if_error, 5);
+
+    struct vd_cache_cc none = cc_of("");
+    struct vd_cache_cc sie = cc_of("max-age=10, stale-if-error=60");
+    /* within the window (staleness = age - lifetime), at its edge, past it */
+    assert_true(vd_cache_stale_if_error(&none, &sie, 10, 5));
+    assert_true(vd_cache_stale_if_error(&none, &sie, 10, 70));
+    assert_false(vd_cache_stale_if_error(&none, &sie, 10, 71));
+    /* no permission at all */
+    struct vd_cache_cc plain = cc_of("max-age=10");
+    assert_false(vd_cache_stale_if_error(&none, &plain, 10, 11));
+    /* the request directive grants it too, and the larger window counts */
+    struct vd_cache_cc rq = cc_of("stale-if-error=100");
+    assert_true(vd_cache_stale_if_error(&rq, &plain, 10, 110));
+    assert_false(vd_cache_stale_if_error(&rq, &plain, 10, 111));
+    assert_true(vd_cache_stale_if_error(&rq, &sie, 10, 100));
+    /* forbidden by the response */
+    const char *forbid[] = {"max-age=10, stale-if-error=60, must-revalidate",
+                            "max-age=10, stale-if-error=60, proxy-revalidate",
+                            "max-age=10, stale-if-error=60, no-cache"};
+    for (size_t i = 0; i < VD_ARRAY_LEN(forbid); i++) {
+        struct vd_cache_cc f = cc_of(forbid[i]);
+        assert_false(vd_cache_stale_if_error(&rq, &f, 10, 11));
+    }
+    /* s-maxage yields to an explicit stale-if-error */
+    struct vd_cache_cc sm = cc_of("s-maxage=10, stale-if-error=60");
+    assert_true(vd_cache_stale_if_error(&none, &sm, 10, 20));
+}
+
+static void
 test_vary(void **state)
 {
     (void)state;
@@ -405,7 +448,7 @@ main(void)
         cmocka_unit_test(test_freshness), cmocka_unit_test(test_age),
         cmocka_unit_test(test_usable),    cmocka_unit_test(test_vary),
         cmocka_unit_test(test_store),     cmocka_unit_test(test_range),
-        cmocka_unit_test(test_if_range),
+        cmocka_unit_test(test_if_range),  cmocka_unit_test(test_stale_directives),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
