@@ -114,6 +114,14 @@ enum vd_cache_use vd_cache_usable(const struct vd_cache_cc *req, const struct vd
 bool vd_cache_stale_if_error(const struct vd_cache_cc *req, const struct vd_cache_cc *resp,
                              int64_t lifetime, int64_t age);
 
+/* RFC 5861 §3 (stale-while-revalidate): true when the stale stored response may be served at
+ * once while it is revalidated in the background: stale (@age at or past @lifetime) by at most
+ * the response's window; not forbidden by the response (no-cache, must-revalidate,
+ * proxy-revalidate; s-maxage yields, as for stale-if-error); and the request does not ask for
+ * more (no-cache, max-age exceeded or 0, min-fresh). */
+bool vd_cache_stale_while_revalidate(const struct vd_cache_cc *req, const struct vd_cache_cc *resp,
+                                     int64_t lifetime, int64_t age);
+
 /* Vary (RFC 9111 §4.1): writes the secondary key of a request for the field names listed in the
  * response's Vary fields: for each name (lowercased, in order) "name:" then the request's field
  * lines of that name combined with ", " and OWS-trimmed, then "\n". Returns 0, VD_EINVAL when

@@ -434,6 +434,21 @@ vd_cache_stale_if_error(const struct vd_cache_cc *req, const struct vd_cache_cc 
     return window >= 0 && VD_MAX(0, age - lifetime) <= window;
 }
 
+bool
+vd_cache_stale_while_revalidate(const struct vd_cache_cc *req, const struct vd_cache_cc *resp,
+                                int64_t lifetime, int64_t age)
+{
+    if (resp->stale_while_revalidate < 0 || age < lifetime ||
+        age - lifetime > resp->stale_while_revalidate) {
+        return false;
+    }
+    if (resp->no_cache || resp->must_revalidate || resp->proxy_revalidate) {
+        return false;
+    }
+    return !req->no_cache && req->min_fresh < 0 &&
+           (req->max_age < 0 || (req->max_age > 0 && age <= req->max_age));
+}
+
 /* ---- Vary ---------------------------------------------------------------------------------- */
 
 static int

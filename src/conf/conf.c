@@ -256,6 +256,7 @@ vd_conf_default(void)
         .max_object = 8u << 20,
         .heuristic_max = 86400000,
         .max_ranges = 16,
+        .background = 64,
     };
     c->auth = (struct vd_conf_auth){
         .cache_ttl = 300000,

@@ -2513,7 +2513,8 @@ sec_auth(struct ld *ld, const struct ynode *n)
 static int
 sec_cache(struct ld *ld, const struct ynode *n)
 {
-    static const char *const keys[] = {"memory", "max_object", "heuristic_max", "max_ranges"};
+    static const char *const keys[] = {"memory", "max_object", "heuristic_max", "max_ranges",
+                                       "background_revalidations"};
     struct vd_conf_cache *c = &ld->c->cache;
     const struct ynode *v;
     int rc;
@@ -2539,6 +2540,12 @@ sec_cache(struct ld *ld, const struct ynode *n)
             return rc;
         }
         c->max_ranges = (uint32_t)u;
+    }
+    if ((v = get(n, "background_revalidations"))) {
+        if ((rc = get_uint(ld, v, "cache.background_revalidations", 0, 65536, &u))) {
+            return rc;
+        }
+        c->background = (uint32_t)u;
     }
     return 0;
 }

@@ -551,7 +551,8 @@ purge(struct vd_txn *t)
 }
 
 bool
-vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out)
+vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out, const char *host, uint16_t port,
+                bool tls, const struct vd_conf_route *route)
 {
     *out = NULL;
     const struct vd_conf *conf = t->conf;
@@ -590,6 +591,16 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out)
         return false;
     }
     cx->lookup = true;
+    struct vd_cache_entry *bge = vd__cache_bg_entry(t);
+    if (bge) {
+        /* A background revalidation: the conditional request for the entry it was started for,
+         * whatever the store holds now. */
+        vd_cache_entry_ref(bge);
+        cx->stored = bge;
+        cx->fwd = "stale";
+        *out = cx;
+        return false;
+    }
     bool vary_miss = false;
     struct vd_cache_entry *e = vd_cache_lookup(cx->key, t->req.hdrs, t->req.nhdrs, &vary_miss);
     cx->fwd = vary_miss ? "vary-miss" : "uri-miss";
@@ -605,6 +616,17 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out)
         if (vd_cache_usable(&cx->req_cc, &e->cc, e->lifetime, age) == VD_CACHE_USE_FRESH) {
             vd__cache_end(cx);
             vd__cache_serve(t, e, "hit");
+            return true;
+        }
+        /* RFC 5861 §3: within the window, the stale response answers now and one background
+         * request revalidates it (RFC 9211: a hit with a negative ttl). */
+        if (vd_cache_stale_while_revalidate(&cx->req_cc, &e->cc, e->lifetime, age) &&
+            vd__cache_bg_start(t, e, host, port, tls, route)) {
+            char st[96];
+            snprintf(st, sizeof(st), "hit; ttl=%lld; detail=stale-while-revalidate",
+                     (long long)(e->lifetime - age));
+            vd__cache_end(cx);
+            vd__cache_serve(t, e, st);
             return true;
         }
         /* RFC 9211 §2.2: "request" when only the request's directives forced it. */

@@ -1458,7 +1458,7 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
                  const struct vd_conf_route *route)
 {
     struct vd_cache_xfer *cx = NULL;
-    if (!wants_upgrade(t) && vd__cache_begin(t, &cx)) {
+    if (!wants_upgrade(t) && vd__cache_begin(t, &cx, host, port, tls, route)) {
         return; /* answered from the cache */
     }
     struct fwd *f = calloc(1, sizeof(*f));

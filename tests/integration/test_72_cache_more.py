@@ -300,3 +300,164 @@ def test_stale_if_error_not_for_misses(cproxy, make_origin):
     o.stop()
     r = get(cproxy, url(o, "/other"))
     assert r.status == 502
+
+
+# ---- stale-while-revalidate (RFC 5861 §3) ---------------------------------------------------
+
+SWR_STATUS = re.compile(r"viaduct; hit; ttl=(-?\d+); detail=stale-while-revalidate")
+
+
+def wait_until(pred, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("condition not met after %.0fs" % timeout)
+
+
+def test_stale_while_revalidate_one_background_fetch(cproxy, make_origin):
+    o = make_origin([
+        build_response(200, b"v1", [("Cache-Control", "max-age=0, stale-while-revalidate=30"),
+                                    ("ETag", '"e1"')]),
+        # the revalidation is slow: while it runs, clients keep getting the stale response
+        Reply(build_response(200, b"v2", [("Cache-Control", "max-age=100"), ("ETag", '"e2"')]),
+              delay=1.0),
+    ])
+    get(cproxy, url(o))
+    with cproxy.connect() as c:
+        for _ in range(3):
+            r = c.exchange("GET", url(o), headers=[("Cache-Control", "no-transform"),
+                                                   ("If-Modified-Since", httpdate(0))])
+            assert r.status == 200 and r.body == b"v1"
+            m = SWR_STATUS.fullmatch(r.header("cache-status"))
+            assert m and int(m.group(1)) <= 0
+    o.wait_requests(2)
+    # a later request gets the response the background request stored, fresh
+    r = wait_until(lambda: (lambda r: r if r.body == b"v2" else None)(get(cproxy, url(o))))
+    assert r.header("cache-status").startswith("viaduct; hit; ttl=")
+    o.quiet(0.5)
+    assert count(o) == 2  # exactly one revalidation for the three stale answers
+    bg = reqs(o)[1]
+    assert bg.method == "GET" and bg.header("if-none-match") == '"e1"'
+    # the client's own cache directives and conditionals are not the cache's
+    assert bg.header("cache-control") is None and bg.header("if-modified-since") is None
+
+
+def test_stale_while_revalidate_304_refreshes(cproxy, make_origin):
+    o = make_origin([
+        build_response(200, b"v1", [("Cache-Control", "max-age=0, stale-while-revalidate=30"),
+                                    ("ETag", '"e1"'), ("X-Gen", "1")]),
+        build_response(304, b"", [("Cache-Control", "max-age=100"), ("ETag", '"e1"'),
+                                  ("X-Gen", "2")], length=False),
+    ])
+    get(cproxy, url(o))
+    r = get(cproxy, url(o), [("Accept", "text/plain")])
+    assert r.body == b"v1" and r.header("x-gen") == "1"
+    assert SWR_STATUS.fullmatch(r.header("cache-status"))
+    r = wait_until(lambda: (lambda r: r if r.header("x-gen") == "2" else None)(
+        get(cproxy, url(o))))
+    assert r.body == b"v1" and r.header("cache-status").startswith("viaduct; hit; ttl=")
+    assert count(o) == 2
+    assert reqs(o)[1].header("accept") == "text/plain"  # the triggering request's fields
+
+
+def test_stale_while_revalidate_head_triggers_get(cproxy, make_origin):
+    o = make_origin([
+        build_response(200, b"v1", [("Cache-Control", "max-age=0, stale-while-revalidate=30")]),
+        build_response(200, b"v2", [("Cache-Control", "max-age=100")]),
+    ])
+    get(cproxy, url(o))
+    with cproxy.connect() as c:
+        r = c.exchange("HEAD", url(o))
+        assert r.status == 200 and r.header("content-length") == "2"
+        assert SWR_STATUS.fullmatch(r.header("cache-status"))
+    assert o.wait_requests(2)[1].method == "GET"
+    wait_until(lambda: get(cproxy, url(o)).body == b"v2")
+
+
+@pytest.mark.parametrize("cc,req", [
+    ("max-age=0, stale-while-revalidate=30", [("Cache-Control", "no-cache")]),
+    ("max-age=0, stale-while-revalidate=30", [("Cache-Control", "max-age=0")]),
+    ("max-age=0, stale-while-revalidate=30, must-revalidate", []),
+    ("max-age=0, stale-while-revalidate=30, no-cache", []),
+    ("max-age=0, stale-while-revalidate=5", []),  # Age 10: past the window
+])
+def test_stale_while_revalidate_foreground(cproxy, make_origin, cc, req):
+    o = make_origin([build_response(200, b"v1", [("Cache-Control", cc), ("Age", "10")]),
+                     build_response(200, b"v2", [("Cache-Control", "max-age=100")])])
+    get(cproxy, url(o))
+    r = get(cproxy, url(o), req)
+    assert r.body == b"v2"
+    assert r.header("cache-status") in ("viaduct; fwd=stale; stored",
+                                        "viaduct; fwd=request; stored")
+    assert count(o) == 2
+
+
+def test_stale_while_revalidate_disabled(viaduct, make_origin):
+    p = viaduct({"cache": {"background_revalidations": 0}})
+    o = make_origin([
+        build_response(200, b"v1", [("Cache-Control", "max-age=0, stale-while-revalidate=30")]),
+        build_response(200, b"v2", [("Cache-Control", "max-age=100")]),
+    ])
+    get(p, url(o))
+    r = get(p, url(o))
+    assert r.body == b"v2" and r.header("cache-status") == "viaduct; fwd=stale; stored"
+
+
+def test_stale_while_revalidate_origin_down(cproxy, make_origin):
+    """A failed background request leaves the stale response; the next one tries again."""
+    o = make_origin([
+        build_response(200, b"v1", [("Cache-Control", "max-age=0, stale-while-revalidate=30")]),
+        build_response(500, b"no", reason="Oops"),
+        build_response(200, b"v3", [("Cache-Control", "max-age=100")]),
+    ])
+    get(cproxy, url(o))
+    assert get(cproxy, url(o)).body == b"v1"
+    o.wait_requests(2)
+    o.quiet(0.3)
+    assert get(cproxy, url(o)).body == b"v1"  # still stale: another background request
+    wait_until(lambda: get(cproxy, url(o)).body == b"v3")
+    assert count(o) == 3
+
+
+def test_background_revalidation_aborted_at_shutdown(viaduct, make_origin):
+    p = viaduct({})
+    o = make_origin([
+        build_response(200, b"v1", [("Cache-Control", "max-age=0, stale-while-revalidate=30")]),
+        Reply(b"HTTP/1.1 200 OK\r\n", hang=True),  # the background request never completes
+    ])
+    get(p, url(o))
+    assert get(p, url(o)).body == b"v1"
+    o.wait_requests(2)
+    t0 = time.monotonic()
+    assert p.stop() == 0  # the teardown also checks: no alert, no sanitizer report
+    assert time.monotonic() - t0 < 5
+
+
+def test_stale_while_revalidate_reverse_route(viaduct, make_origin):
+    o = make_origin([
+        build_response(200, b"v1", [("Cache-Control", "max-age=0, stale-while-revalidate=30"),
+                                    ("ETag", '"e1"')]),
+        build_response(304, b"", [("Cache-Control", "max-age=100"), ("ETag", '"e1"')],
+                       length=False),
+    ])
+    p = viaduct({"listeners": [{"address": "127.0.0.1:0", "mode": "reverse"}],
+                 "routes": [{"upstream": "http://127.0.0.1:%d" % o.port, "forwarded": "x-forwarded"}]})
+    with p.connect() as c:
+        c.exchange("GET", "/x", host="site.test")
+        r = c.exchange("GET", "/x", host="site.test")
+        assert r.body == b"v1" and SWR_STATUS.fullmatch(r.header("cache-status"))
+    bg = o.wait_requests(2)[1]
+    assert bg.target == "/x" and bg.header("host") == "site.test"
+    assert bg.header("x-forwarded-for") == "127.0.0.1"
+    assert bg.header("if-none-match") == '"e1"'
+
+    def fresh_hit():
+        with p.connect() as c:
+            r = c.exchange("GET", "/x", host="site.test")
+        return r.header("cache-status").startswith("viaduct; hit; ttl=") and \
+            not SWR_STATUS.fullmatch(r.header("cache-status"))
+    wait_until(fresh_hit)
+    assert count(o) == 2

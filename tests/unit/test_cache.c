@@ -253,6 +253,31 @@ test_stale_directives(void **state)
     /* s-maxage yields to an explicit stale-if-error */
     struct vd_cache_cc sm = cc_of("s-maxage=10, stale-if-error=60");
     assert_true(vd_cache_stale_if_error(&none, &sm, 10, 20));
+
+    /* stale-while-revalidate: only stale, only within the window */
+    struct vd_cache_cc swr = cc_of("max-age=10, stale-while-revalidate=30");
+    assert_false(vd_cache_stale_while_revalidate(&none, &swr, 10, 9)); /* fresh: a plain hit */
+    assert_true(vd_cache_stale_while_revalidate(&none, &swr, 10, 10));
+    assert_true(vd_cache_stale_while_revalidate(&none, &swr, 10, 40));
+    assert_false(vd_cache_stale_while_revalidate(&none, &swr, 10, 41));
+    assert_false(vd_cache_stale_while_revalidate(&none, &plain, 10, 11));
+    const char *no_swr[] = {"max-age=10, stale-while-revalidate=30, no-cache",
+                            "max-age=10, stale-while-revalidate=30, must-revalidate",
+                            "max-age=10, stale-while-revalidate=30, proxy-revalidate"};
+    for (size_t i = 0; i < VD_ARRAY_LEN(no_swr); i++) {
+        struct vd_cache_cc f = cc_of(no_swr[i]);
+        assert_false(vd_cache_stale_while_revalidate(&none, &f, 10, 11));
+    }
+    struct vd_cache_cc smw = cc_of("s-maxage=10, stale-while-revalidate=30");
+    assert_true(vd_cache_stale_while_revalidate(&none, &smw, 10, 11));
+    /* what the request asks for */
+    const char *req_no[] = {"no-cache", "max-age=0", "max-age=15", "min-fresh=1"};
+    for (size_t i = 0; i < VD_ARRAY_LEN(req_no); i++) {
+        struct vd_cache_cc q = cc_of(req_no[i]);
+        assert_false(vd_cache_stale_while_revalidate(&q, &swr, 10, 20));
+    }
+    struct vd_cache_cc old_ok = cc_of("max-age=100, max-stale=5");
+    assert_true(vd_cache_stale_while_revalidate(&old_ok, &swr, 10, 20));
 }
 
 static void

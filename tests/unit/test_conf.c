@@ -891,13 +891,19 @@ test_cache_section(void **state)
     vd_conf_unref(c);
     expect_err("cache:\n  max_object: 0\n",
                "2:15: cache.max_object: size '0' is out of range: 1 to 4294967295 bytes");
-    expect_err("cache:\n  nosuch: 1g\n", "2:3: cache.nosuch: unknown key (expected memory, "
-                                         "max_object, heuristic_max or max_ranges)");
+    expect_err("cache:\n  nosuch: 1g\n",
+               "2:3: cache.nosuch: unknown key (expected memory, max_object, heuristic_max, "
+               "max_ranges or background_revalidations)");
     assert_int_equal(load_str("cache: {max_ranges: 0}\n", &c, err, sizeof(err), path), 0);
     assert_int_equal(c->cache.max_ranges, 0);
     vd_conf_unref(c);
     assert_int_equal(load_str("cache: {}\n", &c, err, sizeof(err), path), 0);
     assert_int_equal(c->cache.max_ranges, 16);
+    assert_int_equal(c->cache.background, 64);
+    vd_conf_unref(c);
+    assert_int_equal(load_str("cache: {background_revalidations: 0}\n", &c, err, sizeof(err), path),
+                     0);
+    assert_int_equal(c->cache.background, 0);
     vd_conf_unref(c);
     expect_err("cache:\n  max_ranges: 257\n",
                "2:15: cache.max_ranges: expected an integer from 0 to 256, got '257'");
