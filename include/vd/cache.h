@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Shared HTTP cache (RFC 9111): the pure policy functions (Cache-Control, storability,
- * freshness, age, Vary) and the per-process memory store. The store is shared by every worker
- * thread; entries are immutable once inserted and reference-counted, so a reader keeps its entry
- * alive while it sends it. No I/O here: the proxy layer wires it to the forward handler. */
+/* Shared HTTP cache (RFC 9111): the pure policy functions (Cache-Control and targeted fields,
+ * storability, freshness, age, Vary, RFC 5861 staleness, Range) and the per-process memory store.
+ * The store is shared by every worker thread; entries are immutable once inserted and
+ * reference-counted, so a reader keeps its entry alive while it sends it. No I/O here: the proxy
+ * layer wires it to the forward handler. */
 #ifndef VD_CACHE_H
 #define VD_CACHE_H
 
@@ -34,13 +35,32 @@ struct vd_cache_cc {
     bool proxy_revalidate;
     bool only_if_cached;
     bool no_transform;
-    bool present; /* any Cache-Control field line */
+    bool present;  /* any Cache-Control field line (or the targeted field) */
+    bool targeted; /* from a targeted field (RFC 9213): Expires is ignored too */
 };
 
 #define VD_CACHE_ANY_STALE INT64_MAX
 #define VD_CACHE_DELTA_MAX 2147483648LL
 
 void vd_cache_cc_parse(const struct vd_hdr *h, size_t n, struct vd_cache_cc *cc);
+
+/* Targeted cache-control field @name (lowercase, e.g. "cdn-cache-control"; RFC 9213 §2.1):
+ * its field lines parsed as a Structured Fields Dictionary (RFC 8941 §3.2) whose members are
+ * cache directives. Delta-seconds directives (max-age, s-maxage, stale-while-revalidate,
+ * stale-if-error) must be non-negative Integers; the others Booleans, or for no-cache and
+ * private also a String (treated as unqualified); parameters and unknown members are ignored;
+ * a later member overrides an earlier one (Dictionary semantics, not §4.2.1's first-wins).
+ * Returns 0 with @cc filled (present and targeted set), -ENOENT when the field is absent or
+ * empty, -EINVAL when it does not parse or a known directive has the wrong type: either way the
+ * field is to be ignored (§2.1). */
+int vd_cache_targeted_parse(const struct vd_hdr *h, size_t n, const char *name,
+                            struct vd_cache_cc *cc);
+
+/* The directives that govern a stored or received response for this cache (RFC 9213 §2.2): the
+ * first of the targeted fields @names (lowercase, in order of precedence) that is present,
+ * non-empty and valid, and then Cache-Control and Expires are ignored; else Cache-Control. */
+void vd_cache_resp_cc(const struct vd_hdr *h, size_t n, char *const *names, size_t nnames,
+                      struct vd_cache_cc *cc);
 
 /* Request directives with Pragma: no-cache applied when the request has no Cache-Control
  * (RFC 9111 §5.4). */
@@ -73,7 +93,8 @@ enum vd_cache_store_verdict vd_cache_storable(struct vd_iov method, int status,
 bool vd_cache_status_heuristic(int status);
 
 /* Freshness lifetime in seconds (RFC 9111 §4.2.1): s-maxage, then max-age, then Expires - Date
- * (an invalid Expires: 0); else a heuristic of 10% of Date - Last-Modified capped at
+ * (an invalid Expires: 0; no Expires when @cc is from a targeted field); else a heuristic of 10% of
+ * Date - Last-Modified capped at
  * @heuristic_max (§4.2.2) for heuristically cacheable statuses; else 0. @now stands in for a
  * missing Date. Sets *@heuristic when the heuristic was used. */
 int64_t vd_cache_freshness(int status, const struct vd_cache_cc *cc, const struct vd_hdr *h,
@@ -170,7 +191,8 @@ struct vd_cache_entry {
     size_t body_len;
     struct vd_cache_times times;
     int64_t lifetime;      /* freshness lifetime, s */
-    struct vd_cache_cc cc; /* the stored response's Cache-Control */
+    struct vd_cache_cc cc; /* the stored response's Cache-Control field alone; the proxy layer
+                            * applies targeted fields (vd_cache_resp_cc) when it decides */
     size_t size;           /* bytes charged to the store */
     /* store-private */
     _Atomic int refs;

@@ -158,6 +158,9 @@ struct vd_conf_cache {
     uint64_t heuristic_max; /* ms, default 1 day: cap of the Last-Modified heuristic (§4.2.2) */
     uint32_t max_ranges;    /* range-specs answered from a stored response, default 16; 0: none */
     uint32_t background;    /* stale-while-revalidate fetches at once per process, default 64 */
+    char **targeted_fields; /* RFC 9213 field names obeyed, lowercase, in order of precedence;
+                             * default {"cdn-cache-control"} */
+    size_t ntargeted_fields;
 };
 
 struct vd_auth; /* src/auth: users, verified-credential cache, failure throttle */

@@ -257,7 +257,10 @@ vd_conf_default(void)
         .heuristic_max = 86400000,
         .max_ranges = 16,
         .background = 64,
+        .ntargeted_fields = 1,
     };
+    c->cache.targeted_fields = xcalloc(1, sizeof(char *));
+    c->cache.targeted_fields[0] = xstrdup("cdn-cache-control");
     c->auth = (struct vd_conf_auth){
         .cache_ttl = 300000,
         .fail_limit = 10,
@@ -354,6 +357,7 @@ vd_conf_unref(struct vd_conf *c)
     vd_conf_listeners_free(c);
     vd_conf_rules_free(c);
     strv_free(c->tunnel.upgrade_protocols, c->tunnel.nupgrade_protocols);
+    strv_free(c->cache.targeted_fields, c->cache.ntargeted_fields);
     for (size_t i = 0; i < c->nroutes; i++) {
         struct vd_conf_route *r = &c->routes[i];
         free(r->host);

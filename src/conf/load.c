@@ -2513,8 +2513,9 @@ sec_auth(struct ld *ld, const struct ynode *n)
 static int
 sec_cache(struct ld *ld, const struct ynode *n)
 {
-    static const char *const keys[] = {"memory", "max_object", "heuristic_max", "max_ranges",
-                                       "background_revalidations"};
+    static const char *const keys[] = {
+        "memory",         "max_object", "heuristic_max", "max_ranges", "background_revalidations",
+        "targeted_fields"};
     struct vd_conf_cache *c = &ld->c->cache;
     const struct ynode *v;
     int rc;
@@ -2546,6 +2547,39 @@ sec_cache(struct ld *ld, const struct ynode *n)
             return rc;
         }
         c->background = (uint32_t)u;
+    }
+    if (!(v = get(n, "targeted_fields"))) {
+        return 0;
+    }
+    if ((rc = want_seq(ld, v, "cache.targeted_fields", "field names"))) {
+        return rc;
+    }
+    strv_free(c->targeted_fields, c->ntargeted_fields);
+    c->ntargeted_fields = 0;
+    if (!(c->targeted_fields = calloc(v->nkid ? v->nkid : 1, sizeof(char *)))) {
+        return oom(ld);
+    }
+    c->ntargeted_fields = v->nkid;
+    char sub[KEY_MAX], vb[SHOW_MAX + 8];
+    for (size_t i = 0; i < v->nkid; i++) {
+        const struct ynode *f = v->kid[i];
+        key_index(sub, "cache.targeted_fields", i);
+        if ((rc = want_scalar(ld, f, sub, "a field name"))) {
+            return rc;
+        }
+        bool ok = f->len > 0;
+        for (size_t k = 0; k < f->len && ok; k++) {
+            ok = is_tchar((unsigned char)f->text[k]);
+        }
+        if (!ok) {
+            return fail(ld, f, sub,
+                        "bad field name '%s': expected a token such as CDN-Cache-Control",
+                        show(vb, sizeof(vb), f));
+        }
+        if ((rc = set_str(ld, &c->targeted_fields[i], f->text))) {
+            return rc;
+        }
+        lowercase(c->targeted_fields[i]);
     }
     return 0;
 }

@@ -31,6 +31,8 @@ struct vd_cache_xfer {
     char served[96];               /* Cache-Status parameters when @stored answers after all */
     time_t request_time;
     int64_t heuristic_max; /* s */
+    char *const *targeted; /* cache.targeted_fields, borrowed from the exchange's conf */
+    size_t ntargeted;
     uint64_t max_object;
     /* the copy being stored */
     bool storing;
@@ -87,6 +89,14 @@ join(const char *a, const uint8_t *p, size_t n)
         s[al + n] = '\0';
     }
     return s;
+}
+
+/* The response directives that govern @h for this cache: a targeted field (RFC 9213) when one
+ * of cache.targeted_fields is valid, else Cache-Control. */
+static void
+resp_cc(const struct vd_cache_xfer *cx, const struct vd_hdr *h, size_t n, struct vd_cache_cc *cc)
+{
+    vd_cache_resp_cc(h, n, cx->targeted, cx->ntargeted, cc);
 }
 
 void
@@ -583,6 +593,8 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out, const char *host, 
     cx->unsafe = unsafe;
     cx->request_time = time(NULL);
     cx->heuristic_max = (int64_t)(conf->cache.heuristic_max / 1000);
+    cx->targeted = conf->cache.targeted_fields;
+    cx->ntargeted = conf->cache.ntargeted_fields;
     cx->max_object = conf->cache.max_object;
     vd_cache_req_cc(t->req.hdrs, t->req.nhdrs, &cx->req_cc);
     cx->req_auth = vd_hdr_find(t->req.hdrs, t->req.nhdrs, "authorization") != NULL;
@@ -613,14 +625,16 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out, const char *host, 
     }
     if (e) {
         int64_t age = vd_cache_current_age(&e->times, cx->request_time);
-        if (vd_cache_usable(&cx->req_cc, &e->cc, e->lifetime, age) == VD_CACHE_USE_FRESH) {
+        struct vd_cache_cc ecc;
+        resp_cc(cx, e->hdrs, e->nhdrs, &ecc);
+        if (vd_cache_usable(&cx->req_cc, &ecc, e->lifetime, age) == VD_CACHE_USE_FRESH) {
             vd__cache_end(cx);
             vd__cache_serve(t, e, "hit");
             return true;
         }
         /* RFC 5861 §3: within the window, the stale response answers now and one background
          * request revalidates it (RFC 9211: a hit with a negative ttl). */
-        if (vd_cache_stale_while_revalidate(&cx->req_cc, &e->cc, e->lifetime, age) &&
+        if (vd_cache_stale_while_revalidate(&cx->req_cc, &ecc, e->lifetime, age) &&
             vd__cache_bg_start(t, e, host, port, tls, route)) {
             char st[96];
             snprintf(st, sizeof(st), "hit; ttl=%lld; detail=stale-while-revalidate",
@@ -632,8 +646,8 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out, const char *host, 
         /* RFC 9211 §2.2: "request" when only the request's directives forced it. */
         struct vd_cache_cc none;
         vd_cache_cc_parse(NULL, 0, &none);
-        cx->fwd = vd_cache_usable(&none, &e->cc, e->lifetime, age) == VD_CACHE_USE_FRESH ? "request"
-                                                                                         : "stale";
+        cx->fwd = vd_cache_usable(&none, &ecc, e->lifetime, age) == VD_CACHE_USE_FRESH ? "request"
+                                                                                       : "stale";
         cx->stored = e;
     }
     if (cx->req_cc.only_if_cached) {
@@ -737,7 +751,7 @@ update_from_304(struct vd_cache_xfer *cx, struct vd_txn *t, const struct vd_resp
     struct vd_cache_times tm;
     vd_cache_times_init(&tm, resp->hdrs, resp->nhdrs, cx->request_time, time(NULL));
     struct vd_cache_cc cc;
-    vd_cache_cc_parse(m, n, &cc);
+    resp_cc(cx, m, n, &cc);
     bool heur;
     int64_t life =
         vd_cache_freshness(e->status, &cc, m, n, tm.response_time, cx->heuristic_max, &heur);
@@ -797,7 +811,7 @@ vd__cache_on_head(struct vd_cache_xfer *cx, struct vd_txn *t, struct vd_resp *re
         }
     }
     struct vd_cache_cc rcc;
-    vd_cache_cc_parse(resp->hdrs, resp->nhdrs, &rcc);
+    resp_cc(cx, resp->hdrs, resp->nhdrs, &rcc);
     enum vd_cache_store_verdict v = vd_cache_storable(t->req.method, resp->status, &cx->req_cc,
                                                       &rcc, cx->req_auth, resp->hdrs, resp->nhdrs);
     bool store =
@@ -836,7 +850,9 @@ vd__cache_on_error(struct vd_cache_xfer *cx, int status)
     }
     struct vd_cache_entry *e = cx->stored;
     int64_t age = vd_cache_current_age(&e->times, time(NULL));
-    if (!vd_cache_stale_if_error(&cx->req_cc, &e->cc, e->lifetime, age)) {
+    struct vd_cache_cc ecc;
+    resp_cc(cx, e->hdrs, e->nhdrs, &ecc);
+    if (!vd_cache_stale_if_error(&cx->req_cc, &ecc, e->lifetime, age)) {
         return NULL;
     }
     cx->stored = NULL;
@@ -894,7 +910,7 @@ vd__cache_on_complete(struct vd_cache_xfer *cx)
     }
     cx->storing = false;
     struct vd_cache_cc cc;
-    vd_cache_cc_parse(cx->hdrs, cx->nhdrs, &cc);
+    resp_cc(cx, cx->hdrs, cx->nhdrs, &cc);
     bool heur;
     int64_t life = vd_cache_freshness(cx->status, &cc, cx->hdrs, cx->nhdrs, cx->times.response_time,
                                       cx->heuristic_max, &heur);

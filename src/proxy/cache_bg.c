@@ -21,9 +21,9 @@
 struct bg {
     uint32_t magic;
     struct vd_txn t;
-    struct vd_list link;         /* in this worker thread's list */
-    struct vd_cache_entry *e;    /* the stored response being revalidated (reference) */
-    char *reg;                   /* registry key "key\nvary_key" (malloc) */
+    struct vd_list link;          /* in this worker thread's list */
+    struct vd_cache_entry *e;     /* the stored response being revalidated (reference) */
+    char *reg;                    /* registry key "key\nvary_key" (malloc) */
     struct sockaddr_storage peer; /* copy of the client's address (X-Forwarded-For) */
 };
 
@@ -199,9 +199,18 @@ static bool
 left_out(struct vd_iov name)
 {
     static const char *const names[] = {
-        "if-none-match", "if-modified-since", "if-match",          "if-unmodified-since",
-        "if-range",      "range",             "cache-control",     "pragma",
-        "expect",        "content-length",    "transfer-encoding", "upgrade",
+        "if-none-match",
+        "if-modified-since",
+        "if-match",
+        "if-unmodified-since",
+        "if-range",
+        "range",
+        "cache-control",
+        "pragma",
+        "expect",
+        "content-length",
+        "transfer-encoding",
+        "upgrade",
         "proxy-authorization", /* hop-by-hop anyway: not kept in memory longer than needed */
     };
     for (size_t i = 0; i < VD_ARRAY_LEN(names); i++) {
@@ -255,8 +264,8 @@ copy_request(struct bg *b, const struct vd_txn *src)
             r->nhdrs++;
         }
     }
-    t->client_text = src->client_text ? vd_arena_dup(a, src->client_text, strlen(src->client_text))
-                                      : "-";
+    t->client_text =
+        src->client_text ? vd_arena_dup(a, src->client_text, strlen(src->client_text)) : "-";
     t->log = src->log;
     t->log.peer = t->client_text;
     t->log.action = "while revalidating in the background";

@@ -461,3 +461,100 @@ def test_stale_while_revalidate_reverse_route(viaduct, make_origin):
             not SWR_STATUS.fullmatch(r.header("cache-status"))
     wait_until(fresh_hit)
     assert count(o) == 2
+
+
+# ---- targeted cache-control fields (RFC 9213) -----------------------------------------------
+
+def cdn_origin(make_origin, fields):
+    return make_origin(lambda req: build_response(200, b"r%d" % req.index, fields))
+
+
+def ttl_of(r):
+    m = re.fullmatch(r"viaduct; hit; ttl=(-?\d+)", r.header("cache-status"))
+    assert m, r.header("cache-status")
+    return int(m.group(1))
+
+
+def test_cdn_cache_control_over_cache_control(cproxy, make_origin):
+    o = cdn_origin(make_origin, [("Cache-Control", "max-age=1"),
+                                 ("CDN-Cache-Control", "max-age=100")])
+    r = get(cproxy, url(o))
+    assert r.header("cache-status") == "viaduct; fwd=uri-miss; stored"
+    assert r.header("cdn-cache-control") == "max-age=100"  # forwarded unchanged
+    time.sleep(1.5)  # past Cache-Control's lifetime, well within CDN-Cache-Control's
+    r = get(cproxy, url(o))
+    assert r.body == b"r0" and 97 <= ttl_of(r) <= 100
+    assert r.header("cdn-cache-control") == "max-age=100"  # and on hits
+    assert r.header("cache-control") == "max-age=1"
+    assert count(o) == 1
+
+
+@pytest.mark.parametrize("fields,stored,second", [
+    # a short CDN-Cache-Control wins over a long Cache-Control
+    ([("Cache-Control", "max-age=3600"), ("CDN-Cache-Control", "max-age=0")], True, "fwd"),
+    # no-store / private in CDN-Cache-Control, even with a fresh Cache-Control and Expires
+    ([("Cache-Control", "max-age=3600"), ("CDN-Cache-Control", "no-store"),
+      ("Expires", "Thu, 01 Jan 2099 00:00:00 GMT")], False, "fwd"),
+    ([("Cache-Control", "max-age=3600"), ("CDN-Cache-Control", "private")], False, "fwd"),
+    # no-cache: stored, but never used without revalidation
+    ([("Cache-Control", "max-age=3600"), ("CDN-Cache-Control", "no-cache")], True, "fwd"),
+    # Expires is ignored along with Cache-Control
+    ([("CDN-Cache-Control", "max-age=0"), ("Expires", "Thu, 01 Jan 2099 00:00:00 GMT")], True,
+     "fwd"),
+    # Cache-Control: no-store does not count when CDN-Cache-Control gives a lifetime
+    ([("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=100")], True, "hit"),
+    ([("Cache-Control", "private"), ("CDN-Cache-Control", "public, max-age=100")], True, "hit"),
+    # an invalid CDN-Cache-Control is ignored entirely: Cache-Control decides
+    ([("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=10000, &&&&&")], False, "fwd"),
+    ([("Cache-Control", "no-store"), ("CDN-Cache-Control", 'max-age="10000"')], False, "fwd"),
+    ([("Cache-Control", "max-age=100"), ("CDN-Cache-Control", "")], True, "hit"),
+])
+def test_cdn_cache_control_decides(cproxy, make_origin, fields, stored, second):
+    o = cdn_origin(make_origin, fields)
+    r = get(cproxy, url(o))
+    assert r.header("cache-status") == "viaduct; fwd=uri-miss" + ("; stored" if stored else "")
+    r = get(cproxy, url(o))
+    if second == "hit":
+        assert r.body == b"r0" and r.header("cache-status").startswith("viaduct; hit; ttl=")
+        assert count(o) == 1
+    else:
+        assert r.body == b"r1" and r.header("cache-status").startswith("viaduct; fwd=")
+        assert count(o) == 2
+
+
+def test_targeted_fields_configured(viaduct, make_origin):
+    p = viaduct({"cache": {"targeted_fields": ["Edge-Cache-Control", "CDN-Cache-Control"]}})
+    fields = [("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=50"),
+              ("Edge-Cache-Control", "max-age=500")]
+    o = cdn_origin(make_origin, fields)
+    get(p, url(o))
+    r = get(p, url(o))
+    assert 497 <= ttl_of(r) <= 500  # the first one listed wins
+    assert r.header("edge-cache-control") == "max-age=500"
+    # the first listed is invalid: the next one counts
+    o2 = cdn_origin(make_origin, [("Edge-Cache-Control", "max-age=?1"),
+                                  ("CDN-Cache-Control", "max-age=50")])
+    get(p, url(o2))
+    assert 47 <= ttl_of(get(p, url(o2))) <= 50
+
+
+def test_targeted_fields_none(viaduct, make_origin):
+    p = viaduct({"cache": {"targeted_fields": []}})
+    o = cdn_origin(make_origin, [("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=50")])
+    r = get(p, url(o))
+    assert r.header("cache-status") == "viaduct; fwd=uri-miss"
+    get(p, url(o))
+    assert count(o) == 2
+
+
+def test_cdn_cache_control_stale_while_revalidate(cproxy, make_origin):
+    o = make_origin([
+        build_response(200, b"v1", [("Cache-Control", "no-cache"),
+                                    ("CDN-Cache-Control", "max-age=0, stale-while-revalidate=30")]),
+        build_response(200, b"v2", [("CDN-Cache-Control", "max-age=100")]),
+    ])
+    get(cproxy, url(o))
+    r = get(cproxy, url(o))
+    assert r.body == b"v1" and SWR_STATUS.fullmatch(r.header("cache-status"))
+    wait_until(lambda: get(cproxy, url(o)).body == b"v2")
+    assert count(o) == 2

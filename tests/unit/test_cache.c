@@ -280,6 +280,101 @@ test_stale_directives(void **state)
     assert_true(vd_cache_stale_while_revalidate(&old_ok, &swr, 10, 20));
 }
 
+static int
+tp(const char *v, struct vd_cache_cc *cc)
+{
+    struct vd_hdr h = {VD_IOV_LIT("CDN-Cache-Control"), {(const uint8_t *)v, strlen(v)}};
+    return vd_cache_targeted_parse(&h, 1, "cdn-cache-control", cc);
+}
+
+static void
+test_targeted(void **state)
+{
+    (void)state;
+    struct vd_cache_cc cc;
+    assert_int_equal(tp("max-age=3600", &cc), 0);
+    assert_true(cc.present && cc.targeted);
+    assert_int_equal(cc.max_age, 3600);
+    assert_int_equal(cc.s_maxage, -1);
+    assert_int_equal(tp("no-store", &cc), 0);
+    assert_true(cc.no_store);
+    assert_int_equal(tp("private, no-cache=\"set-cookie\", public=?0", &cc), 0);
+    assert_true(cc.private_ && cc.no_cache && !cc.public_);
+    /* extension members of any valid type, parameters: ignored */
+    assert_int_equal(tp("foobar, max-age=60;x=1, ext=(a \"b\" 1.5 ?0 :AQID:);p, t=tok/x:y", &cc),
+                     0);
+    assert_int_equal(cc.max_age, 60);
+    assert_int_equal(tp("s-maxage=5, stale-while-revalidate=7, stale-if-error=9", &cc), 0);
+    assert_true(cc.s_maxage == 5 && cc.stale_while_revalidate == 7 && cc.stale_if_error == 9);
+    /* a later member overrides an earlier one; big values clamp */
+    assert_int_equal(tp("max-age=5, max-age=100", &cc), 0);
+    assert_int_equal(cc.max_age, 100);
+    assert_int_equal(tp("max-age=99999999999", &cc), 0);
+    assert_int_equal(cc.max_age, VD_CACHE_DELTA_MAX);
+    assert_int_equal(tp("no-store, no-store=?0", &cc), 0);
+    assert_false(cc.no_store);
+    /* empty: ignored */
+    assert_int_equal(tp("", &cc), -ENOENT);
+    assert_int_equal(tp("   ", &cc), -ENOENT);
+    struct vd_hdr none = H("Cache-Control", "max-age=1");
+    assert_int_equal(vd_cache_targeted_parse(&none, 1, "cdn-cache-control", &cc), -ENOENT);
+    /* not a Dictionary, or a known directive of the wrong type: the field is ignored */
+    const char *bad[] = {
+        "max-age=10000, &&&&&",
+        "max-age=\"10000\"",
+        "max-age =100",
+        "max-age= 100",
+        "MaX-aGe=3600",
+        "max-age=-1",
+        "max-age=1.5",
+        "max-age=,",
+        "max-age=1,",
+        "no-store=1",
+        "public=\"x\"",
+        "a=\"unterminated",
+        "a=(1 2",
+        "a=:bad!:",
+        "a=?2",
+        "max-age=1234567890123456",
+        "a;=1",
+        "a=1 b=2",
+    };
+    for (size_t i = 0; i < VD_ARRAY_LEN(bad); i++) {
+        assert_int_equal(tp(bad[i], &cc), -EINVAL);
+        assert_int_equal(cc.max_age, -1);
+    }
+    /* lines parse on their own and members accumulate */
+    struct vd_hdr two[] = {H("CDN-Cache-Control", "max-age=10"), H("cdn-cache-control", "private")};
+    assert_int_equal(vd_cache_targeted_parse(two, 2, "cdn-cache-control", &cc), 0);
+    assert_true(cc.max_age == 10 && cc.private_);
+
+    /* precedence: the first valid targeted field, else Cache-Control (RFC 9213 §2.2) */
+    char *names[] = {"x-mine-cache-control", "cdn-cache-control"};
+    struct vd_hdr h[] = {H("Cache-Control", "max-age=3600"), H("CDN-Cache-Control", "max-age=1"),
+                         H("X-Mine-Cache-Control", "max-age=\"bad\"")};
+    vd_cache_resp_cc(h, 3, names, 2, &cc);
+    assert_true(cc.targeted && cc.max_age == 1);
+    vd_cache_resp_cc(h, 3, names, 0, &cc); /* none configured */
+    assert_true(!cc.targeted && cc.max_age == 3600);
+    struct vd_hdr h2[] = {H("Cache-Control", "no-store"), H("X-Mine-Cache-Control", "max-age=7"),
+                          H("CDN-Cache-Control", "max-age=1")};
+    vd_cache_resp_cc(h2, 3, names, 2, &cc);
+    assert_true(cc.targeted && cc.max_age == 7 && !cc.no_store);
+
+    /* with a targeted field, Expires counts for neither freshness nor storability */
+    struct vd_hdr e[] = {H("Date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                         H("Expires", "Sun, 06 Nov 1994 09:49:37 GMT"),
+                         H("CDN-Cache-Control", "no-transform")};
+    bool heur;
+    struct vd_cache_cc rq = cc_of("");
+    vd_cache_resp_cc(e, 3, names, 2, &cc);
+    assert_int_equal(vd_cache_freshness(200, &cc, e, 3, 0, 100, &heur), 0);
+    assert_int_equal(vd_cache_storable(VD_IOV_LIT("GET"), 302, &rq, &cc, false, e, 3),
+                     VD_CACHE_NOT_WORTH);
+    vd_cache_resp_cc(e, 2, names, 2, &cc); /* no targeted field: Expires - Date */
+    assert_int_equal(vd_cache_freshness(200, &cc, e, 2, 0, 100, &heur), 3600);
+}
+
 static void
 test_vary(void **state)
 {
@@ -474,6 +569,7 @@ main(void)
         cmocka_unit_test(test_usable),    cmocka_unit_test(test_vary),
         cmocka_unit_test(test_store),     cmocka_unit_test(test_range),
         cmocka_unit_test(test_if_range),  cmocka_unit_test(test_stale_directives),
+        cmocka_unit_test(test_targeted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -893,14 +893,29 @@ test_cache_section(void **state)
                "2:15: cache.max_object: size '0' is out of range: 1 to 4294967295 bytes");
     expect_err("cache:\n  nosuch: 1g\n",
                "2:3: cache.nosuch: unknown key (expected memory, max_object, heuristic_max, "
-               "max_ranges or background_revalidations)");
+               "max_ranges, background_revalidations or targeted_fields)");
     assert_int_equal(load_str("cache: {max_ranges: 0}\n", &c, err, sizeof(err), path), 0);
     assert_int_equal(c->cache.max_ranges, 0);
     vd_conf_unref(c);
     assert_int_equal(load_str("cache: {}\n", &c, err, sizeof(err), path), 0);
     assert_int_equal(c->cache.max_ranges, 16);
     assert_int_equal(c->cache.background, 64);
+    assert_int_equal(c->cache.ntargeted_fields, 1);
+    assert_string_equal(c->cache.targeted_fields[0], "cdn-cache-control");
     vd_conf_unref(c);
+    assert_int_equal(load_str("cache: {targeted_fields: [Edge-CC, CDN-Cache-Control]}\n", &c, err,
+                              sizeof(err), path),
+                     0);
+    assert_int_equal(c->cache.ntargeted_fields, 2);
+    assert_string_equal(c->cache.targeted_fields[0], "edge-cc");
+    assert_string_equal(c->cache.targeted_fields[1], "cdn-cache-control");
+    vd_conf_unref(c);
+    assert_int_equal(load_str("cache: {targeted_fields: []}\n", &c, err, sizeof(err), path), 0);
+    assert_int_equal(c->cache.ntargeted_fields, 0);
+    vd_conf_unref(c);
+    expect_err("cache:\n  targeted_fields: [\"a b\"]\n",
+               "2:21: cache.targeted_fields[0]: bad field name 'a b': expected a token such as "
+               "CDN-Cache-Control");
     assert_int_equal(load_str("cache: {background_revalidations: 0}\n", &c, err, sizeof(err), path),
                      0);
     assert_int_equal(c->cache.background, 0);
