@@ -295,16 +295,17 @@ vd__cache_bg_start(struct vd_txn *src, struct vd_cache_entry *e, const char *hos
         return c == 0; /* already running: the client is served stale all the same */
     }
     struct bg *b = calloc(1, sizeof(*b));
-    size_t need = strlen(host) + sizeof(struct vd_hdr) * (src->req.nhdrs + 1) + 512;
-    for (size_t i = 0; i < src->req.nhdrs; i++) {
-        need += src->req.hdrs[i].name.len + src->req.hdrs[i].value.len;
-    }
-    need += src->req.target.len + src->req.authority.len + src->req.path.len;
     if (!b) {
         reg_release(reg);
         free(reg);
         return false;
     }
+    /* The arena gets the usual per-exchange budget plus room for the copied request. */
+    size_t need = strlen(host) + sizeof(struct vd_hdr) * (src->req.nhdrs + 1) + 512;
+    for (size_t i = 0; i < src->req.nhdrs; i++) {
+        need += src->req.hdrs[i].name.len + src->req.hdrs[i].value.len;
+    }
+    need += src->req.target.len + src->req.authority.len + src->req.path.len;
     b->magic = BG_MAGIC;
     b->reg = reg;
     struct vd_txn *t = &b->t;

@@ -323,7 +323,7 @@ def test_stale_while_revalidate_one_background_fetch(cproxy, make_origin):
                                     ("ETag", '"e1"')]),
         # the revalidation is slow: while it runs, clients keep getting the stale response
         Reply(build_response(200, b"v2", [("Cache-Control", "max-age=100"), ("ETag", '"e2"')]),
-              delay=1.0),
+              delay=2.0),
     ])
     get(cproxy, url(o))
     with cproxy.connect() as c:
