@@ -255,6 +255,9 @@ vd_conf_default(void)
         .memory = 256u << 20,
         .max_object = 8u << 20,
         .heuristic_max = 86400000,
+        .disk_size = 1ull << 30,
+        .disk_objects = 1000000,
+        .disk_queue = 16u << 20,
     };
     c->auth = (struct vd_conf_auth){
         .cache_ttl = 300000,
@@ -372,6 +375,7 @@ vd_conf_unref(struct vd_conf *c)
     free(c->connect_ports);
     free(c->masque.udp_template);
     free(c->masque.udp_ports);
+    free(c->cache.disk_path);
     vd_auth_free(c->auth.db);
     free(c->auth.htpasswd);
     free(c->auth.realm);
