@@ -693,7 +693,7 @@ writer_main(void *arg)
 
         int rc = 0;
         bool wrote = false, renamed = false;
-        struct stat st;
+        struct stat st = {0};
         if (!skip) {
             snprintf(tmp, sizeof(tmp), "%s/tmp/%016" PRIx64 ".%" PRIu64, D.dir, it->id, it->seq);
             path_of(final, sizeof(final), it->pk, it->id);

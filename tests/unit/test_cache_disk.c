@@ -2,8 +2,8 @@
 /* Unit tests for the disk tier of the shared cache (src/cache/disk.c): the file format round
  * trip across a restart, damaged files (truncated, a flipped byte, bad magic) deleted and never
  * served, leftover temporary files removed at start, eviction by size in order of last access,
- * invalidation and replacement, write errors, and the start-up scan of many files, timed
- * (VD_DISK_SCAN_OBJECTS, default 10000; the report's figure uses 100000). */
+ * invalidation and replacement, write errors, a full write queue, and the start-up scan of many
+ * files, timed (VD_DISK_SCAN_OBJECTS files, default 10000; docs/architecture.md cites 100000). */
 #include "vd/config.h"
 
 #include <dirent.h>
@@ -505,6 +505,34 @@ test_write_errors(void **state)
     assert_null(get("http://w.test/big", NULL, 0, NULL));
 }
 
+static void
+test_queue_full_drops(void **state)
+{
+    (void)state;
+    /* Room for about 14 entries of 4000 bytes, and 200 inserted faster than files are made. */
+    struct vd_cache_limits lim = limits(1u << 30);
+    lim.disk_queue = 64u << 10;
+    vd_cache_configure(&lim);
+    vd_cache_disk_wait_scan();
+    char key[64];
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof(key), "http://q.test/%d", i);
+        vd_cache_insert(mk(key, "", "", 4000, 'q'));
+    }
+    vd_cache_disk_flush();
+    struct vd_cache_disk_stats st;
+    vd_cache_disk_get_stats(&st);
+    assert_true(st.queue_drops > 0);
+    assert_int_equal(st.writes + st.queue_drops, 200);
+    assert_int_equal(object_files(NULL, 0), st.writes);
+    for (int i = 0; i < 200; i++) { /* every one is still served from memory */
+        snprintf(key, sizeof(key), "http://q.test/%d", i);
+        struct vd_cache_entry *e = get(key, NULL, 0, NULL);
+        assert_non_null(e);
+        vd_cache_entry_unref(e);
+    }
+}
+
 static double
 now_s(void)
 {
@@ -581,6 +609,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_eviction_by_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalidate_and_replace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_full_drops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scan_many, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
