@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Shared HTTP cache (RFC 9111): the pure policy functions (Cache-Control and targeted fields,
- * storability, freshness, age, Vary, RFC 5861 staleness, Range) and the per-process memory store.
- * The store is shared by every worker thread; entries are immutable once inserted and
- * reference-counted, so a reader keeps its entry alive while it sends it. No I/O here: the proxy
- * layer wires it to the forward handler. */
+ * storability, freshness, age, Vary, RFC 5861 staleness, Range), the per-process memory store
+ * and its optional disk tier. The store is shared by every worker thread; entries are immutable
+ * once inserted and reference-counted, so a reader keeps its entry alive while it sends it. The
+ * disk tier (src/cache/disk.c) writes from a thread of its own; a lookup that misses memory may
+ * read one file on the caller's thread. The proxy layer wires all of it to the forward handler. */
 #ifndef VD_CACHE_H
 #define VD_CACHE_H
 
@@ -196,6 +197,7 @@ struct vd_cache_entry {
     size_t size;           /* bytes charged to the store */
     /* store-private */
     _Atomic int refs;
+    _Atomic int64_t disk_touched; /* s: when the disk copy's last access was last recorded */
     bool linked;
     struct vd_cache_entry *hnext;
     struct vd_list lru;
@@ -204,10 +206,32 @@ struct vd_cache_entry {
 struct vd_cache_limits {
     uint64_t memory;     /* total bytes; 0 disables the store */
     uint64_t max_object; /* bytes of one body */
+    /* The disk tier; ignored while disk_path is NULL. */
+    const char *disk_path; /* directory; borrowed for the call (copied when the tier opens) */
+    uint64_t disk_size;    /* bytes of files, evicted by last access past it */
+    uint64_t disk_objects; /* files (bounds the index in memory: about 130 bytes each) */
+    uint64_t disk_queue;   /* bytes of responses waiting for the writer; more are not written */
+    bool disk_fsync;       /* fsync each file (and its directory) before it becomes visible */
 };
 
-/* Sets the limits of the process-wide store (evicting to fit). Thread-safe. */
+/* Sets the limits of the process-wide store (evicting to fit). Thread-safe. When @lim names a
+ * disk directory, memory is not 0 and no disk tier is open, it opens one: the directory is
+ * created when missing (not its parents), leftover temporary files are removed, and two
+ * threads start, one that rebuilds the index from the files (entries become usable as it finds
+ * them) and one that writes new entries. An open tier only takes the new size, object and queue
+ * limits and fsync setting; another directory (or none) is logged and takes effect at the next
+ * start (vd_cache_disk_close then configure again). A tier that cannot open is logged at err and
+ * caching goes on in memory. */
 void vd_cache_configure(const struct vd_cache_limits *lim);
+
+struct vd_conf_cache;
+
+/* Fills @lim from the `cache` configuration section; lim->disk_path borrows from @c. */
+void vd_cache_limits_from_conf(struct vd_cache_limits *lim, const struct vd_conf_cache *c);
+
+/* A digest of every value in @lim (the path's bytes, not its address): equal digests mean
+ * vd_cache_configure has nothing to change (up to 64-bit FNV-1a collisions). */
+uint64_t vd_cache_limits_digest(const struct vd_cache_limits *lim);
 
 /* Builds an entry (not yet in the store; refs = 1) from copies of @h (the fields that must not
  * be stored are left out) and @body. NULL on allocation failure. */
@@ -217,16 +241,22 @@ struct vd_cache_entry *vd_cache_entry_new(const char *key, const char *vary, con
                                           const struct vd_cache_times *tm, int64_t lifetime);
 
 /* Inserts @e (takes the caller's reference), replacing an entry with the same key and secondary
- * key. Dropped (freed) when bigger than max_object or the store is disabled. */
+ * key. Dropped (freed) when bigger than max_object or the store is disabled. With a disk tier
+ * the entry is also queued for the writer thread (which keeps a reference until the file is
+ * written); a full queue drops the disk copy only (counted). Never blocks on I/O. */
 void vd_cache_insert(struct vd_cache_entry *e);
 
 /* Finds the newest entry for @key whose Vary matches the request fields @req. Returns a new
- * reference or NULL; *@vary_miss is set when entries exist for @key but none matches. */
+ * reference or NULL; *@vary_miss is set when entries exist for @key but none matches. On a
+ * memory miss the disk index is consulted: a disk hit reads and verifies the file with pread on
+ * the calling thread (a worker loop; quick when the file is in the page cache), puts the entry
+ * in memory and returns it. A file found damaged is deleted and never served. */
 struct vd_cache_entry *vd_cache_lookup(const char *key, const struct vd_hdr *req, size_t nreq,
                                        bool *vary_miss);
 
-/* Removes every entry (every Vary variant) of @key (invalidation, RFC 9111 §4.4; PURGE).
- * Returns how many were removed. */
+/* Removes every entry (every Vary variant) of @key (invalidation, RFC 9111 §4.4; PURGE), in
+ * memory and on disk (files are unlinked on the calling thread; writes still queued for @key are
+ * cancelled). Returns how many distinct variants were removed. */
 size_t vd_cache_invalidate(const char *key);
 
 void vd_cache_entry_ref(struct vd_cache_entry *e);
@@ -241,7 +271,37 @@ struct vd_cache_stats {
 
 void vd_cache_get_stats(struct vd_cache_stats *st);
 
-/* Empties the store (tests, shutdown). */
+/* Empties the memory store (tests, shutdown); the disk tier keeps its files. */
 void vd_cache_clear(void);
+
+/* ---- disk tier ----------------------------------------------------------------------------- */
+
+struct vd_cache_disk_stats {
+    bool open;
+    bool scanning;         /* the start-up scan is still indexing files */
+    uint64_t objects;      /* files in the index */
+    uint64_t bytes;        /* their sizes */
+    uint64_t scanned;      /* files the start-up scan indexed */
+    uint64_t queued;       /* entries waiting for the writer */
+    uint64_t writes;       /* files written */
+    uint64_t write_errors; /* writes that failed (disk full, I/O error) */
+    uint64_t queue_drops;  /* entries not written because the queue was full */
+    uint64_t hits;         /* lookups answered from a file */
+    uint64_t corrupt;      /* damaged files deleted (bad magic, lengths, checksum) */
+    uint64_t evictions;    /* files removed to fit disk_size / disk_objects */
+};
+
+void vd_cache_disk_get_stats(struct vd_cache_disk_stats *st);
+
+/* Blocks until every entry queued before the call has been written (or dropped). Tests. */
+void vd_cache_disk_flush(void);
+
+/* Blocks until the start-up scan has finished. Tests and measurements. */
+void vd_cache_disk_wait_scan(void);
+
+/* Closes the disk tier: stops the scan, lets the writer finish what is queued, joins both
+ * threads and frees the index. The files stay. No other thread may use the cache meanwhile
+ * (shutdown after the workers stopped, tests). A no-op when no tier is open. */
+void vd_cache_disk_close(void);
 
 #endif

@@ -151,7 +151,7 @@ struct vd_conf_masque {
     uint64_t idle_timeout; /* ms, default 120000: no datagram either way, then the flow ends */
 };
 
-/* The shared HTTP cache (RFC 9111), memory tier; see docs/configuration.md, "cache". */
+/* The shared HTTP cache (RFC 9111), memory and disk tiers; see docs/configuration.md, "cache". */
 struct vd_conf_cache {
     uint64_t memory;        /* bytes for the whole process, default 256 MiB; 0 disables caching */
     uint64_t max_object;    /* bytes of one stored body, default 8 MiB */
@@ -161,6 +161,11 @@ struct vd_conf_cache {
     char **targeted_fields; /* RFC 9213 field names obeyed, lowercase, in order of precedence;
                              * default {"cdn-cache-control"} */
     size_t ntargeted_fields;
+    char *disk_path;       /* directory of the disk tier; NULL (default): no disk tier */
+    uint64_t disk_size;    /* bytes of files, default 1 GiB */
+    uint64_t disk_objects; /* files, default 1,000,000 */
+    uint64_t disk_queue;   /* bytes of responses waiting to be written, default 16 MiB */
+    bool disk_fsync;       /* default false */
 };
 
 struct vd_auth; /* src/auth: users, verified-credential cache, failure throttle */

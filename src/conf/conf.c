@@ -258,6 +258,9 @@ vd_conf_default(void)
         .max_ranges = 16,
         .background = 64,
         .ntargeted_fields = 1,
+        .disk_size = 1ull << 30,
+        .disk_objects = 1000000,
+        .disk_queue = 16u << 20,
     };
     c->cache.targeted_fields = xcalloc(1, sizeof(char *));
     c->cache.targeted_fields[0] = xstrdup("cdn-cache-control");
@@ -378,6 +381,7 @@ vd_conf_unref(struct vd_conf *c)
     free(c->connect_ports);
     free(c->masque.udp_template);
     free(c->masque.udp_ports);
+    free(c->cache.disk_path);
     vd_auth_free(c->auth.db);
     free(c->auth.htpasswd);
     free(c->auth.realm);

@@ -45,8 +45,9 @@ struct vd_cache_xfer {
     struct vd_cache_times times;
 };
 
-/* The limits last given to the store (by whichever worker saw a new snapshot first). */
-static _Atomic uint64_t cur_memory = UINT64_MAX, cur_max_object;
+/* A digest of the limits last given to the store (by whichever worker saw a new snapshot
+ * first); 0 before the first. */
+static _Atomic uint64_t cur_limits;
 
 static bool
 method_is(const struct vd_txn *t, const char *m)
@@ -117,15 +118,14 @@ vd__cache_end(struct vd_cache_xfer *cx)
 static void
 configure(const struct vd_conf *conf)
 {
-    if (atomic_load_explicit(&cur_memory, memory_order_relaxed) == conf->cache.memory &&
-        atomic_load_explicit(&cur_max_object, memory_order_relaxed) == conf->cache.max_object) {
+    struct vd_cache_limits lim;
+    vd_cache_limits_from_conf(&lim, &conf->cache);
+    uint64_t d = vd_cache_limits_digest(&lim);
+    if (atomic_load_explicit(&cur_limits, memory_order_relaxed) == d) {
         return;
     }
-    struct vd_cache_limits lim = {.memory = conf->cache.memory,
-                                  .max_object = conf->cache.max_object};
     vd_cache_configure(&lim);
-    atomic_store_explicit(&cur_memory, conf->cache.memory, memory_order_relaxed);
-    atomic_store_explicit(&cur_max_object, conf->cache.max_object, memory_order_relaxed);
+    atomic_store_explicit(&cur_limits, d, memory_order_relaxed);
 }
 
 /* ---- serving a stored response ------------------------------------------------------------- */
