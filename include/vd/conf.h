@@ -165,10 +165,21 @@ struct vd_conf_h2 {
     uint32_t control_rate;  /* ... and per second after that, default 50 */
 };
 
+/* The shared HTTP cache (RFC 9111), memory and disk tiers; see docs/configuration.md, "cache". */
 struct vd_conf_cache {
     uint64_t memory;        /* bytes for the whole process, default 256 MiB; 0 disables caching */
     uint64_t max_object;    /* bytes of one stored body, default 8 MiB */
     uint64_t heuristic_max; /* ms, default 1 day: cap of the Last-Modified heuristic (§4.2.2) */
+    uint32_t max_ranges;    /* range-specs answered from a stored response, default 16; 0: none */
+    uint32_t background;    /* stale-while-revalidate fetches at once per process, default 64 */
+    char **targeted_fields; /* RFC 9213 field names obeyed, lowercase, in order of precedence;
+                             * default {"cdn-cache-control"} */
+    size_t ntargeted_fields;
+    char *disk_path;       /* directory of the disk tier; NULL (default): no disk tier */
+    uint64_t disk_size;    /* bytes of files, default 1 GiB */
+    uint64_t disk_objects; /* files, default 1,000,000 */
+    uint64_t disk_queue;   /* bytes of responses waiting to be written, default 16 MiB */
+    bool disk_fsync;       /* default false */
 };
 
 struct vd_auth; /* src/auth: users, verified-credential cache, failure throttle */

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vd/cache.h"
 #include "vd/conf.h"
 #include "vd/err.h"
 #include "vd/log.h"
@@ -348,6 +349,10 @@ main(int argc, char **argv)
         n = 1;
     }
     vd_conf_swap(vd_conf_ref(conf));
+    /* Opens the cache's disk tier now, so its index is rebuilt while the workers start. */
+    struct vd_cache_limits clim;
+    vd_cache_limits_from_conf(&clim, &conf->cache);
+    vd_cache_configure(&clim);
     a.workers = calloc(n, sizeof(*a.workers));
     if (!a.workers) {
         goto out;
@@ -437,6 +442,7 @@ out:
     }
     free(sh.listen_fds);
     free(sh.tls_servers);
+    vd_cache_disk_close(); /* writes what is still queued */
     vd_conf_swap(NULL);
     vd_conf_unref(conf);
     if (alogfd > 2) {

@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* Cache policy (RFC 9111), as pure functions over field views: Cache-Control parsing (§5.2),
  * storability for a shared cache (§3, §3.5), freshness lifetime (§4.2.1, heuristics §4.2.2),
- * the age calculation (§4.2.3), whether a stored response may serve a request (§4.2.4, §5.2.1)
- * and the Vary secondary key (§4.1). Nothing here allocates except into a caller's dbuf. */
+ * the age calculation (§4.2.3), whether a stored response may serve a request (§4.2.4, §5.2.1),
+ * the Vary secondary key (§4.1), stale-while-revalidate / stale-if-error (RFC 5861), targeted
+ * fields such as CDN-Cache-Control parsed as Structured Fields (RFC 9213, RFC 8941), and Range /
+ * If-Range over a stored response (RFC 9110 §14, §13.1.5). Nothing here allocates except into a
+ * caller's dbuf. */
 #include "vd/config.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -54,10 +58,24 @@ set_delta(int64_t *slot, bool has_val, struct vd_iov val)
     *slot = d < 0 ? 0 : d;
 }
 
+/* The same for the RFC 5861 windows, where an invalid or missing value grants nothing. */
+static void
+set_window(int64_t *slot, bool has_val, struct vd_iov val)
+{
+    if (*slot < 0 && has_val) {
+        *slot = delta_seconds(val);
+    }
+}
+
 void
 vd_cache_cc_parse(const struct vd_hdr *h, size_t n, struct vd_cache_cc *cc)
 {
-    *cc = (struct vd_cache_cc){.max_age = -1, .s_maxage = -1, .max_stale = -1, .min_fresh = -1};
+    *cc = (struct vd_cache_cc){.max_age = -1,
+                               .s_maxage = -1,
+                               .max_stale = -1,
+                               .min_fresh = -1,
+                               .stale_while_revalidate = -1,
+                               .stale_if_error = -1};
     for (size_t i = 0; i < n; i++) {
         if (!vd_hdr_name_is(h[i].name, "cache-control")) {
             continue;
@@ -95,6 +113,10 @@ vd_cache_cc_parse(const struct vd_hdr *h, size_t n, struct vd_cache_cc *cc)
                     /* An invalid value is ignored rather than read as "any staleness". */
                     cc->max_stale = d < 0 ? -1 : d;
                 }
+            } else if (iov_eq(name, "stale-while-revalidate")) {
+                set_window(&cc->stale_while_revalidate, has_val, val);
+            } else if (iov_eq(name, "stale-if-error")) {
+                set_window(&cc->stale_if_error, has_val, val);
             } else if (iov_eq(name, "no-store")) {
                 cc->no_store = true;
             } else if (iov_eq(name, "no-cache")) {
@@ -131,6 +153,374 @@ vd_cache_req_cc(const struct vd_hdr *h, size_t n, struct vd_cache_cc *cc)
             cc->no_cache = true;
         }
     }
+}
+
+/* ---- targeted fields (RFC 9213) over Structured Fields (RFC 8941) ------------------------- */
+
+enum sf_type { SF_INT, SF_DEC, SF_STR, SF_TOKEN, SF_BIN, SF_BOOL, SF_DATE, SF_INNER };
+
+struct sf_val {
+    enum sf_type type;
+    int64_t i; /* SF_INT */
+    bool b;    /* SF_BOOL */
+};
+
+struct sfc {
+    const uint8_t *p, *end;
+};
+
+static bool
+sf_lcalpha(uint8_t c)
+{
+    return c >= 'a' && c <= 'z';
+}
+
+static bool
+sf_alpha(uint8_t c)
+{
+    return sf_lcalpha(c) || (c >= 'A' && c <= 'Z');
+}
+
+static bool
+sf_digit(uint8_t c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static bool
+sf_tchar(uint8_t c)
+{
+    return sf_alpha(c) || sf_digit(c) || (c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static void
+sf_sp(struct sfc *c)
+{
+    while (c->p < c->end && *c->p == ' ') {
+        c->p++;
+    }
+}
+
+/* RFC 8941 §4.2.3.3 */
+static bool
+sf_key(struct sfc *c, struct vd_iov *key)
+{
+    const uint8_t *s = c->p;
+    if (c->p == c->end || !(sf_lcalpha(*c->p) || *c->p == '*')) {
+        return false;
+    }
+    c->p++;
+    while (c->p < c->end && (sf_lcalpha(*c->p) || sf_digit(*c->p) || *c->p == '_' || *c->p == '-' ||
+                             *c->p == '.' || *c->p == '*')) {
+        c->p++;
+    }
+    *key = (struct vd_iov){s, (size_t)(c->p - s)};
+    return true;
+}
+
+/* RFC 8941 §4.2.4 (Integer or Decimal) */
+static bool
+sf_number(struct sfc *c, struct sf_val *v)
+{
+    bool neg = false;
+    if (c->p < c->end && *c->p == '-') {
+        neg = true;
+        c->p++;
+    }
+    if (c->p == c->end || !sf_digit(*c->p)) {
+        return false;
+    }
+    int64_t x = 0;
+    size_t ndig = 0, frac = 0;
+    bool dec = false;
+    while (c->p < c->end) {
+        uint8_t ch = *c->p;
+        if (sf_digit(ch)) {
+            if (dec) {
+                frac++;
+            } else {
+                x = x * 10 + (ch - '0');
+            }
+            ndig++;
+        } else if (ch == '.' && !dec) {
+            if (ndig > 12) {
+                return false;
+            }
+            dec = true;
+        } else {
+            break;
+        }
+        c->p++;
+        if (ndig > 15) {
+            return false; /* both kinds have at most 15 digits */
+        }
+    }
+    if (dec) {
+        if (frac == 0 || frac > 3) {
+            return false;
+        }
+        v->type = SF_DEC;
+        return true;
+    }
+    v->type = SF_INT;
+    v->i = neg ? -x : x;
+    return true;
+}
+
+/* RFC 8941 §4.2.3.1 (bare item; RFC 9651's Date "@" integer is accepted too) */
+static bool
+sf_bare(struct sfc *c, struct sf_val *v)
+{
+    if (c->p == c->end) {
+        return false;
+    }
+    uint8_t ch = *c->p;
+    if (ch == '-' || sf_digit(ch)) {
+        return sf_number(c, v);
+    }
+    if (ch == '"') {
+        c->p++;
+        while (c->p < c->end) {
+            uint8_t k = *c->p++;
+            if (k == '\\') {
+                if (c->p == c->end || (*c->p != '"' && *c->p != '\\')) {
+                    return false;
+                }
+                c->p++;
+            } else if (k == '"') {
+                v->type = SF_STR;
+                return true;
+            } else if (k < 0x20 || k > 0x7e) {
+                return false;
+            }
+        }
+        return false;
+    }
+    if (ch == '*' || sf_alpha(ch)) {
+        c->p++;
+        while (c->p < c->end && (sf_tchar(*c->p) || *c->p == ':' || *c->p == '/')) {
+            c->p++;
+        }
+        v->type = SF_TOKEN;
+        return true;
+    }
+    if (ch == ':') {
+        c->p++;
+        while (c->p < c->end && *c->p != ':') {
+            uint8_t k = *c->p++;
+            if (!(sf_alpha(k) || sf_digit(k) || k == '+' || k == '/' || k == '=')) {
+                return false;
+            }
+        }
+        if (c->p == c->end) {
+            return false;
+        }
+        c->p++;
+        v->type = SF_BIN;
+        return true;
+    }
+    if (ch == '?') {
+        c->p++;
+        if (c->p == c->end || (*c->p != '0' && *c->p != '1')) {
+            return false;
+        }
+        v->type = SF_BOOL;
+        v->b = *c->p++ == '1';
+        return true;
+    }
+    if (ch == '@') {
+        c->p++;
+        if (!sf_number(c, v) || v->type != SF_INT) {
+            return false;
+        }
+        v->type = SF_DATE;
+        return true;
+    }
+    return false;
+}
+
+/* RFC 8941 §4.2.3.2: parameters are parsed (they must be valid) and ignored (RFC 9213 §2.1). */
+static bool
+sf_params(struct sfc *c)
+{
+    while (c->p < c->end && *c->p == ';') {
+        c->p++;
+        sf_sp(c);
+        struct vd_iov k;
+        struct sf_val v;
+        if (!sf_key(c, &k)) {
+            return false;
+        }
+        if (c->p < c->end && *c->p == '=') {
+            c->p++;
+            if (!sf_bare(c, &v)) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* RFC 8941 §4.2.1.2 */
+static bool
+sf_inner(struct sfc *c, struct sf_val *v)
+{
+    c->p++; /* "(" */
+    for (;;) {
+        sf_sp(c);
+        if (c->p == c->end) {
+            return false;
+        }
+        if (*c->p == ')') {
+            c->p++;
+            v->type = SF_INNER;
+            return sf_params(c);
+        }
+        struct sf_val item;
+        if (!sf_bare(c, &item) || !sf_params(c)) {
+            return false;
+        }
+        if (c->p == c->end || (*c->p != ' ' && *c->p != ')')) {
+            return false;
+        }
+    }
+}
+
+/* Applies one Dictionary member to @cc. Returns false for a known directive of the wrong
+ * type. */
+static bool
+sf_apply(struct vd_iov key, const struct sf_val *v, struct vd_cache_cc *cc)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+    } deltas[] = {
+        {"max-age", offsetof(struct vd_cache_cc, max_age)},
+        {"s-maxage", offsetof(struct vd_cache_cc, s_maxage)},
+        {"stale-while-revalidate", offsetof(struct vd_cache_cc, stale_while_revalidate)},
+        {"stale-if-error", offsetof(struct vd_cache_cc, stale_if_error)},
+    };
+
+    static const struct {
+        const char *name;
+        size_t off;
+        bool str; /* a String (a list of field names) is allowed too */
+    } flags[] = {
+        {"no-store", offsetof(struct vd_cache_cc, no_store), false},
+        {"no-cache", offsetof(struct vd_cache_cc, no_cache), true},
+        {"private", offsetof(struct vd_cache_cc, private_), true},
+        {"public", offsetof(struct vd_cache_cc, public_), false},
+        {"must-revalidate", offsetof(struct vd_cache_cc, must_revalidate), false},
+        {"proxy-revalidate", offsetof(struct vd_cache_cc, proxy_revalidate), false},
+        {"no-transform", offsetof(struct vd_cache_cc, no_transform), false},
+    };
+
+    for (size_t i = 0; i < VD_ARRAY_LEN(deltas); i++) {
+        if (iov_eq(key, deltas[i].name)) {
+            if (v->type != SF_INT || v->i < 0) {
+                return false;
+            }
+            *(int64_t *)((char *)cc + deltas[i].off) = VD_MIN(v->i, VD_CACHE_DELTA_MAX);
+            return true;
+        }
+    }
+    for (size_t i = 0; i < VD_ARRAY_LEN(flags); i++) {
+        if (iov_eq(key, flags[i].name)) {
+            if (v->type == SF_BOOL) {
+                *(bool *)((char *)cc + flags[i].off) = v->b;
+                return true;
+            }
+            if (v->type == SF_STR && flags[i].str) {
+                *(bool *)((char *)cc + flags[i].off) = true;
+                return true;
+            }
+            return false;
+        }
+    }
+    return true; /* unknown directives are ignored */
+}
+
+/* One field line as a Dictionary (RFC 8941 §4.2.2) into @cc. Sets *@members when it had any. */
+static bool
+sf_dictionary(struct vd_iov line, struct vd_cache_cc *cc, bool *members)
+{
+    struct sfc c = {line.base, line.base + line.len};
+    sf_sp(&c);
+    while (c.p < c.end) {
+        struct vd_iov key;
+        struct sf_val v = {.type = SF_BOOL, .b = true};
+        if (!sf_key(&c, &key)) {
+            return false;
+        }
+        if (c.p < c.end && *c.p == '=') {
+            c.p++;
+            bool ok =
+                c.p < c.end && *c.p == '(' ? sf_inner(&c, &v) : (sf_bare(&c, &v) && sf_params(&c));
+            if (!ok) {
+                return false;
+            }
+        } else if (!sf_params(&c)) {
+            return false;
+        }
+        if (!sf_apply(key, &v, cc)) {
+            return false;
+        }
+        *members = true;
+        while (c.p < c.end && (*c.p == ' ' || *c.p == '\t')) {
+            c.p++;
+        }
+        if (c.p == c.end) {
+            break;
+        }
+        if (*c.p != ',') {
+            return false;
+        }
+        c.p++;
+        while (c.p < c.end && (*c.p == ' ' || *c.p == '\t')) {
+            c.p++;
+        }
+        if (c.p == c.end) {
+            return false; /* a trailing comma */
+        }
+    }
+    return true;
+}
+
+int
+vd_cache_targeted_parse(const struct vd_hdr *h, size_t n, const char *name, struct vd_cache_cc *cc)
+{
+    vd_cache_cc_parse(NULL, 0, cc);
+    bool members = false;
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < n; i++) {
+        if (!vd__hdr_name_eq(h[i].name, name, nl)) {
+            continue;
+        }
+        /* Each line parses on its own: the same as the lines joined with ", " (RFC 8941
+         * §4.2), except that an empty line is skipped rather than a parse error. */
+        if (!sf_dictionary(h[i].value, cc, &members)) {
+            vd_cache_cc_parse(NULL, 0, cc);
+            return -EINVAL;
+        }
+    }
+    if (!members) {
+        return -ENOENT;
+    }
+    cc->present = true;
+    cc->targeted = true;
+    return 0;
+}
+
+void
+vd_cache_resp_cc(const struct vd_hdr *h, size_t n, char *const *names, size_t nnames,
+                 struct vd_cache_cc *cc)
+{
+    for (size_t i = 0; i < nnames; i++) {
+        if (vd_cache_targeted_parse(h, n, names[i], cc) == 0) {
+            return;
+        }
+    }
+    vd_cache_cc_parse(h, n, cc);
 }
 
 /* ---- dates --------------------------------------------------------------------------------- */
@@ -265,7 +655,8 @@ vd_cache_status_heuristic(int status)
 }
 
 /* Final statuses this cache understands well enough to store (RFC 9111 §3): the RFC 9110 ones,
- * except 206 (no Range support yet) and 304 (only ever used to update a stored response). */
+ * except 206 (partial content is never stored or combined, §3.4; ranges are cut from stored
+ * complete responses) and 304 (only ever used to update a stored response). */
 static bool
 status_understood(int status)
 {
@@ -300,7 +691,7 @@ vd_cache_storable(struct vd_iov method, int status, const struct vd_cache_cc *re
         }
     }
     if (!resp->public_ && resp->max_age < 0 && resp->s_maxage < 0 &&
-        !vd_hdr_find(h, n, "expires") && !vd_cache_status_heuristic(status)) {
+        (resp->targeted || !vd_hdr_find(h, n, "expires")) && !vd_cache_status_heuristic(status)) {
         return VD_CACHE_NOT_WORTH;
     }
     return VD_CACHE_STORE_OK;
@@ -323,7 +714,8 @@ vd_cache_freshness(int status, const struct vd_cache_cc *cc, const struct vd_hdr
     if (!field_date(h, n, "date", &date)) {
         date = now;
     }
-    const struct vd_hdr *exp = vd_hdr_find(h, n, "expires");
+    /* RFC 9213 §2.2: a targeted field replaces Expires as well as Cache-Control. */
+    const struct vd_hdr *exp = cc->targeted ? NULL : vd_hdr_find(h, n, "expires");
     if (exp) {
         time_t e;
         /* RFC 9111 §5.3: an invalid Expires (e.g. "0") is a time in the past. */
@@ -403,6 +795,32 @@ vd_cache_usable(const struct vd_cache_cc *req, const struct vd_cache_cc *resp, i
     return VD_CACHE_USE_REVALIDATE;
 }
 
+bool
+vd_cache_stale_if_error(const struct vd_cache_cc *req, const struct vd_cache_cc *resp,
+                        int64_t lifetime, int64_t age)
+{
+    if (resp->must_revalidate || resp->proxy_revalidate || resp->no_cache) {
+        return false;
+    }
+    int64_t window = VD_MAX(resp->stale_if_error, req->stale_if_error);
+    return window >= 0 && VD_MAX(0, age - lifetime) <= window;
+}
+
+bool
+vd_cache_stale_while_revalidate(const struct vd_cache_cc *req, const struct vd_cache_cc *resp,
+                                int64_t lifetime, int64_t age)
+{
+    if (resp->stale_while_revalidate < 0 || age < lifetime ||
+        age - lifetime > resp->stale_while_revalidate) {
+        return false;
+    }
+    if (resp->no_cache || resp->must_revalidate || resp->proxy_revalidate) {
+        return false;
+    }
+    return !req->no_cache && req->min_fresh < 0 &&
+           (req->max_age < 0 || (req->max_age > 0 && age <= req->max_age));
+}
+
 /* ---- Vary ---------------------------------------------------------------------------------- */
 
 static int
@@ -470,4 +888,126 @@ vd_cache_vary_key_names(const char *names, const struct vd_hdr *req, size_t nreq
         r = key_for_name(item, req, nreq, out);
     }
     return r;
+}
+
+/* ---- Range (RFC 9110 §14) ------------------------------------------------------------------ */
+
+/* 1*DIGIT at *@p (advanced), saturating far above any representation length. */
+static bool
+range_pos(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+    const uint8_t *q = *p;
+    uint64_t x = 0;
+    while (q < end && *q >= '0' && *q <= '9') {
+        x = x < (UINT64_MAX >> 4) ? x * 10 + (uint64_t)(*q - '0') : (UINT64_MAX >> 4);
+        q++;
+    }
+    if (q == *p) {
+        return false;
+    }
+    *p = q;
+    *out = x;
+    return true;
+}
+
+int
+vd_cache_range_parse(struct vd_iov v, uint64_t len, struct vd_cache_range *out, size_t max)
+{
+    /* ranges-specifier = range-unit "=" range-set (§14.1.1); the unit is case-insensitive. */
+    if (v.len < 6 || strncasecmp((const char *)v.base, "bytes=", 6) != 0 || len == 0 || max == 0) {
+        return 0;
+    }
+    struct vd_iov rest = {v.base + 6, v.len - 6};
+    size_t specs = 0, n = 0;
+    /* range-set = 1#range-spec: empty elements are allowed and skipped (§5.6.1), but there
+     * must be one real element; vd_list_next skips empty ones and trims OWS. */
+    struct vd_iov item;
+    while (vd_list_next(&rest, &item)) {
+        const uint8_t *p = item.base, *end = item.base + item.len;
+        uint64_t first, last;
+        bool suffix = *p == '-';
+        if (++specs > max) {
+            return 0; /* §14.2: many ranges are a sign of abuse; ignore the field */
+        }
+        if (suffix) {
+            p++;
+            if (!range_pos(&p, end, &last) || p != end) {
+                return 0;
+            }
+            if (last == 0) {
+                continue; /* suffix-length 0 is valid but never satisfiable (§14.1.2) */
+            }
+            first = last >= len ? 0 : len - last;
+            last = len - 1;
+        } else {
+            if (!range_pos(&p, end, &first) || p == end || *p != '-') {
+                return 0;
+            }
+            p++;
+            if (p == end) {
+                last = UINT64_MAX;
+            } else if (!range_pos(&p, end, &last) || p != end || last < first) {
+                return 0; /* §14.1.1: last-pos below first-pos makes the range-spec invalid */
+            }
+            if (first >= len) {
+                continue; /* unsatisfiable; the others may still be */
+            }
+            if (last >= len) {
+                last = len - 1;
+            }
+        }
+        out[n++] = (struct vd_cache_range){first, last};
+    }
+    if (specs == 0) {
+        return 0;
+    }
+    if (n == 0) {
+        return -ERANGE;
+    }
+    /* Sort (at most @max elements: insertion sort) and coalesce overlapping or adjacent ranges,
+     * which also defeats the "same bytes many times" amplification. */
+    for (size_t i = 1; i < n; i++) {
+        struct vd_cache_range x = out[i];
+        size_t j = i;
+        while (j > 0 && out[j - 1].first > x.first) {
+            out[j] = out[j - 1];
+            j--;
+        }
+        out[j] = x;
+    }
+    size_t k = 0;
+    for (size_t i = 1; i < n; i++) {
+        if (out[i].first <= out[k].last + 1) {
+            if (out[i].last > out[k].last) {
+                out[k].last = out[i].last;
+            }
+        } else {
+            out[++k] = out[i];
+        }
+    }
+    return (int)(k + 1);
+}
+
+bool
+vd_cache_if_range(struct vd_iov v, const struct vd_hdr *h, size_t n)
+{
+    if (v.len >= 2 && v.base[0] == '"') {
+        /* Strong comparison (§8.8.3.2): neither tag weak, same octets. */
+        const struct vd_hdr *et = vd_hdr_find(h, n, "etag");
+        return et && et->value.len == v.len && v.base[v.len - 1] == '"' &&
+               memcmp(et->value.base, v.base, v.len) == 0;
+    }
+    if (v.len >= 2 && v.base[0] == 'W' && v.base[1] == '/') {
+        return false;
+    }
+    /* An HTTP-date must match the stored Last-Modified exactly and be a strong validator: for an
+     * intermediate cache, at least 60 s before the stored Date (§13.1.5, §8.8.2.2). */
+    const struct vd_hdr *lm = vd_hdr_find(h, n, "last-modified");
+    time_t lmt, date, d;
+    if (!lm || lm->value.len != v.len || memcmp(lm->value.base, v.base, v.len) != 0 ||
+        vd_http_date_parse(v, &d) < 0 || vd_http_date_parse(lm->value, &lmt) < 0 ||
+        !field_date(h, n, "date", &date)) {
+        return false;
+    }
+    return date - lmt >= 60;
 }

@@ -4,16 +4,23 @@
  * mutex guards the table, the LRU list and the byte count (the critical sections are short:
  * lookups compare keys and take a reference, copies happen outside). Eviction drops the least
  * recently used entries until the total fits; an evicted entry that a reader still sends stays
- * alive until its last reference goes. */
+ * alive until its last reference goes. The public entry points also route to the disk tier
+ * (disk.c) when one is open: memory first, then disk. */
 #include "vd/config.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "vd/cache.h"
+#include "cache-int.h"
+#include "vd/conf.h"
 #include "vd/err.h"
+
+/* A memory hit records an access of the disk copy at most this often (s): enough for the disk
+ * LRU, and one disk-mutex round trip per entry per minute at most on the hit path. */
+#define TOUCH_EVERY 60
 
 #define NBUCKETS 4096u
 
@@ -67,13 +74,17 @@ not_stored(struct vd_iov name)
            vd_hdr_name_is(name, "content-length") || vd_hdr_name_is(name, "cache-status");
 }
 
-struct vd_cache_entry *
-vd_cache_entry_new(const char *key, const char *vary, const char *vary_key, int status,
-                   const struct vd_hdr *h, size_t n, const uint8_t *body, size_t body_len,
-                   const struct vd_cache_times *tm, int64_t lifetime)
+/* @body is copied unless @owned (then it becomes e->body, or is freed on failure). */
+static struct vd_cache_entry *
+entry_new(const char *key, const char *vary, const char *vary_key, int status,
+          const struct vd_hdr *h, size_t n, uint8_t *body, size_t body_len, bool owned,
+          const struct vd_cache_times *tm, int64_t lifetime)
 {
     struct vd_cache_entry *e = calloc(1, sizeof(*e));
     if (!e) {
+        if (owned) {
+            free(body);
+        }
         return NULL;
     }
     size_t bytes = 0, kept = 0;
@@ -88,7 +99,14 @@ vd_cache_entry_new(const char *key, const char *vary, const char *vary_key, int 
     e->key = strdup(key);
     e->vary = strdup(vary ? vary : "");
     e->vary_key = strdup(vary_key ? vary_key : "");
-    e->body = malloc(body_len ? body_len : 1);
+    if (owned && body) {
+        e->body = body;
+    } else {
+        e->body = malloc(body_len ? body_len : 1);
+        if (owned) {
+            owned = false; /* NULL: nothing to take over */
+        }
+    }
     if (!e->hdrs || !e->key || !e->vary || !e->vary_key || !e->body) {
         entry_free(e);
         return NULL;
@@ -108,7 +126,7 @@ vd_cache_entry_new(const char *key, const char *vary, const char *vary_key, int 
         o->value = (struct vd_iov){(const uint8_t *)p, h[i].value.len};
         p += h[i].value.len + 1;
     }
-    if (body_len) {
+    if (body_len && !owned) {
         memcpy(e->body, body, body_len);
     }
     e->body_len = body_len;
@@ -118,8 +136,26 @@ vd_cache_entry_new(const char *key, const char *vary, const char *vary_key, int 
     vd_cache_cc_parse(e->hdrs, e->nhdrs, &e->cc);
     e->size = sizeof(*e) + bytes + sizeof(*e->hdrs) * kept + body_len + strlen(key) * 2 + 64;
     atomic_init(&e->refs, 1);
+    atomic_init(&e->disk_touched, 0);
     vd_list_init(&e->lru);
     return e;
+}
+
+struct vd_cache_entry *
+vd_cache_entry_new(const char *key, const char *vary, const char *vary_key, int status,
+                   const struct vd_hdr *h, size_t n, const uint8_t *body, size_t body_len,
+                   const struct vd_cache_times *tm, int64_t lifetime)
+{
+    return entry_new(key, vary, vary_key, status, h, n, (uint8_t *)body, body_len, false, tm,
+                     lifetime);
+}
+
+struct vd_cache_entry *
+vd__cache_entry_new_owned(const char *key, const char *vary, const char *vary_key, int status,
+                          const struct vd_hdr *h, size_t n, uint8_t *body, size_t body_len,
+                          const struct vd_cache_times *tm, int64_t lifetime)
+{
+    return entry_new(key, vary, vary_key, status, h, n, body, body_len, true, tm, lifetime);
 }
 
 /* Unlinks @e from the table and the LRU list and drops the store's reference. Locked. */
@@ -154,13 +190,61 @@ void
 vd_cache_configure(const struct vd_cache_limits *lim)
 {
     pthread_mutex_lock(&mu);
-    limits = *lim;
+    limits.memory = lim->memory;
+    limits.max_object = lim->max_object;
     evict_locked(0);
     pthread_mutex_unlock(&mu);
+    vd__disk_configure(lim);
+}
+
+void
+vd_cache_limits_from_conf(struct vd_cache_limits *lim, const struct vd_conf_cache *c)
+{
+    *lim = (struct vd_cache_limits){
+        .memory = c->memory,
+        .max_object = c->max_object,
+        .disk_path = c->disk_path,
+        .disk_size = c->disk_size,
+        .disk_objects = c->disk_objects,
+        .disk_queue = c->disk_queue,
+        .disk_fsync = c->disk_fsync,
+    };
+}
+
+static uint64_t
+fnv64(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ b[i]) * 1099511628211u;
+    }
+    return h;
+}
+
+uint64_t
+vd_cache_limits_digest(const struct vd_cache_limits *lim)
+{
+    uint64_t v[] = {lim->memory,       lim->max_object, lim->disk_size,
+                    lim->disk_objects, lim->disk_queue, lim->disk_fsync};
+    uint64_t h = fnv64(14695981039346656037u, v, sizeof(v));
+    if (lim->disk_path) {
+        h = fnv64(h, lim->disk_path, strlen(lim->disk_path) + 1);
+    }
+    return h;
 }
 
 void
 vd_cache_insert(struct vd_cache_entry *e)
+{
+    if (vd__disk_on()) {
+        vd__disk_insert(e);
+        return;
+    }
+    vd__cache_mem_insert(e);
+}
+
+void
+vd__cache_mem_insert(struct vd_cache_entry *e)
 {
     pthread_mutex_lock(&mu);
     if (e->body_len > limits.max_object || e->size > limits.memory) {
@@ -218,11 +302,26 @@ vd_cache_lookup(const char *key, const struct vd_hdr *req, size_t nreq, bool *va
     }
     pthread_mutex_unlock(&mu);
     vd_dbuf_free(&k);
+    if (!vd__disk_on()) {
+        return best;
+    }
+    if (best) {
+        int64_t now = (int64_t)time(NULL);
+        int64_t last = atomic_load_explicit(&best->disk_touched, memory_order_relaxed);
+        if (now - last >= TOUCH_EVERY &&
+            atomic_compare_exchange_strong(&best->disk_touched, &last, now)) {
+            vd__disk_touch(best, now);
+        }
+        return best;
+    }
+    bool dvm = false;
+    best = vd__disk_lookup(key, req, nreq, &dvm);
+    *vary_miss = best ? false : (*vary_miss || dvm);
     return best;
 }
 
 size_t
-vd_cache_invalidate(const char *key)
+vd__cache_mem_invalidate(const char *key, const uint64_t *ids, size_t nids)
 {
     size_t n = 0;
     pthread_mutex_lock(&mu);
@@ -230,13 +329,29 @@ vd_cache_invalidate(const char *key)
     while (o) {
         struct vd_cache_entry *next = o->hnext;
         if (strcmp(o->key, key) == 0) {
+            bool counted = false;
+            uint64_t pk, id;
+            if (nids && vd__cache_ids(o->key, o->vary, o->vary_key, &pk, &id)) {
+                for (size_t i = 0; i < nids && !counted; i++) {
+                    counted = ids[i] == id;
+                }
+            }
+            n += !counted;
             unlink_locked(o);
-            n++;
         }
         o = next;
     }
     pthread_mutex_unlock(&mu);
     return n;
+}
+
+size_t
+vd_cache_invalidate(const char *key)
+{
+    if (vd__disk_on()) {
+        return vd__disk_invalidate(key);
+    }
+    return vd__cache_mem_invalidate(key, NULL, 0);
 }
 
 void

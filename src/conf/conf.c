@@ -266,7 +266,15 @@ vd_conf_default(void)
         .memory = 256u << 20,
         .max_object = 8u << 20,
         .heuristic_max = 86400000,
+        .max_ranges = 16,
+        .background = 64,
+        .ntargeted_fields = 1,
+        .disk_size = 1ull << 30,
+        .disk_objects = 1000000,
+        .disk_queue = 16u << 20,
     };
+    c->cache.targeted_fields = xcalloc(1, sizeof(char *));
+    c->cache.targeted_fields[0] = xstrdup("cdn-cache-control");
     c->auth = (struct vd_conf_auth){
         .cache_ttl = 300000,
         .fail_limit = 10,
@@ -363,6 +371,7 @@ vd_conf_unref(struct vd_conf *c)
     vd_conf_listeners_free(c);
     vd_conf_rules_free(c);
     strv_free(c->tunnel.upgrade_protocols, c->tunnel.nupgrade_protocols);
+    strv_free(c->cache.targeted_fields, c->cache.ntargeted_fields);
     for (size_t i = 0; i < c->nroutes; i++) {
         struct vd_conf_route *r = &c->routes[i];
         free(r->host);
@@ -383,6 +392,7 @@ vd_conf_unref(struct vd_conf *c)
     free(c->connect_ports);
     free(c->masque.udp_template);
     free(c->masque.udp_ports);
+    free(c->cache.disk_path);
     vd_auth_free(c->auth.db);
     free(c->auth.htpasswd);
     free(c->auth.realm);

@@ -2511,10 +2511,51 @@ sec_auth(struct ld *ld, const struct ynode *n)
     return 0;
 }
 
+/* The disk tier's directory: an existing directory viaduct can write, or one it can create. */
+static int
+check_cache_dir(struct ld *ld, const struct ynode *n, const char *key, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            return fail(ld, n, key, "%s is not a directory", path);
+        }
+        if (access(path, R_OK | W_OK | X_OK) != 0) {
+            return fail(ld, n, key, "cannot write directory %s: %s", path, vd_strerror(-errno));
+        }
+        return 0;
+    }
+    if (errno != ENOENT) {
+        return fail(ld, n, key, "cannot use directory %s: %s", path, vd_strerror(-errno));
+    }
+    const char *slash = strrchr(path, '/'); /* get_path made it absolute */
+    char parent[4096];
+    size_t pl = !slash ? 0 : slash == path ? 1 : (size_t)(slash - path);
+    if (!pl || pl >= sizeof(parent)) {
+        return fail(ld, n, key, "cannot use directory %s", path);
+    }
+    memcpy(parent, path, pl);
+    parent[pl] = '\0';
+    if (stat(parent, &st) != 0 || !S_ISDIR(st.st_mode) || access(parent, W_OK | X_OK) != 0) {
+        return fail(ld, n, key, "%s does not exist and cannot be created in %s", path, parent);
+    }
+    return 0;
+}
+
 static int
 sec_cache(struct ld *ld, const struct ynode *n)
 {
-    static const char *const keys[] = {"memory", "max_object", "heuristic_max"};
+    static const char *const keys[] = {"memory",
+                                       "max_object",
+                                       "heuristic_max",
+                                       "max_ranges",
+                                       "background_revalidations",
+                                       "targeted_fields",
+                                       "disk_path",
+                                       "disk_size",
+                                       "disk_objects",
+                                       "disk_queue",
+                                       "disk_fsync"};
     struct vd_conf_cache *c = &ld->c->cache;
     const struct ynode *v;
     int rc;
@@ -2533,6 +2574,72 @@ sec_cache(struct ld *ld, const struct ynode *n)
     if ((v = get(n, "heuristic_max")) &&
         (rc = get_duration(ld, v, "cache.heuristic_max", true, &c->heuristic_max))) {
         return rc;
+    }
+    if ((v = get(n, "disk_path")) && !is_null(v) &&
+        ((rc = get_path(ld, v, "cache.disk_path", &c->disk_path)) ||
+         (rc = check_cache_dir(ld, v, "cache.disk_path", c->disk_path)))) {
+        return rc;
+    }
+    if ((v = get(n, "disk_size")) &&
+        (rc = get_size(ld, v, "cache.disk_size", 1u << 20, UINT64_MAX, &c->disk_size))) {
+        return rc;
+    }
+    if ((v = get(n, "disk_objects")) &&
+        (rc = get_uint(ld, v, "cache.disk_objects", 1, UINT32_MAX, &c->disk_objects))) {
+        return rc;
+    }
+    if ((v = get(n, "disk_queue")) &&
+        (rc = get_size(ld, v, "cache.disk_queue", 64u << 10, UINT32_MAX, &c->disk_queue))) {
+        return rc;
+    }
+    if ((v = get(n, "disk_fsync")) && (rc = get_bool(ld, v, "cache.disk_fsync", &c->disk_fsync))) {
+        return rc;
+    }
+    uint64_t u;
+    if ((v = get(n, "max_ranges"))) {
+        if ((rc = get_uint(ld, v, "cache.max_ranges", 0, 256, &u))) {
+            return rc;
+        }
+        c->max_ranges = (uint32_t)u;
+    }
+    if ((v = get(n, "background_revalidations"))) {
+        if ((rc = get_uint(ld, v, "cache.background_revalidations", 0, 65536, &u))) {
+            return rc;
+        }
+        c->background = (uint32_t)u;
+    }
+    if (!(v = get(n, "targeted_fields"))) {
+        return 0;
+    }
+    if ((rc = want_seq(ld, v, "cache.targeted_fields", "field names"))) {
+        return rc;
+    }
+    strv_free(c->targeted_fields, c->ntargeted_fields);
+    c->ntargeted_fields = 0;
+    if (!(c->targeted_fields = calloc(v->nkid ? v->nkid : 1, sizeof(char *)))) {
+        return oom(ld);
+    }
+    c->ntargeted_fields = v->nkid;
+    char sub[KEY_MAX], vb[SHOW_MAX + 8];
+    for (size_t i = 0; i < v->nkid; i++) {
+        const struct ynode *f = v->kid[i];
+        key_index(sub, "cache.targeted_fields", i);
+        if ((rc = want_scalar(ld, f, sub, "a field name"))) {
+            return rc;
+        }
+        bool ok = f->len > 0;
+        for (size_t k = 0; k < f->len && ok; k++) {
+            ok = is_tchar((unsigned char)f->text[k]);
+        }
+        if (!ok) {
+            return fail(ld, f, sub,
+                        "bad field name '%s': expected a token such as CDN-Cache-Control",
+                        show(vb, sizeof(vb), f));
+        }
+        if ((rc = set_str(ld, &c->targeted_fields[i], f->text))) {
+            return rc;
+        }
+        lowercase(c->targeted_fields[i]);
     }
     return 0;
 }

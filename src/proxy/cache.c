@@ -3,13 +3,15 @@
  * responses from memory with a computed Age (§4.2.3) and Cache-Status (RFC 9211), conditional
  * requests for stale ones (§4.3.1) and the 304 update (§3.2, §4.3.4), storing responses while
  * they stream to the client (never a partial one), and invalidation after unsafe methods (§4.4).
- * The policy itself is in src/cache/policy.c, the store in src/cache/store.c. */
+ * Range requests are cut from stored complete responses (RFC 9110 §14: 206, multipart/byteranges,
+ * 416). The policy itself is in src/cache/policy.c, the store in src/cache/store.c. */
 #include "vd/config.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "cache-int.h"
@@ -26,8 +28,11 @@ struct vd_cache_xfer {
     struct vd_cache_cc req_cc;
     bool req_auth;
     struct vd_cache_entry *stored; /* being revalidated (reference) */
+    char served[96];               /* Cache-Status parameters when @stored answers after all */
     time_t request_time;
     int64_t heuristic_max; /* s */
+    char *const *targeted; /* cache.targeted_fields, borrowed from the exchange's conf */
+    size_t ntargeted;
     uint64_t max_object;
     /* the copy being stored */
     bool storing;
@@ -40,8 +45,9 @@ struct vd_cache_xfer {
     struct vd_cache_times times;
 };
 
-/* The limits last given to the store (by whichever worker saw a new snapshot first). */
-static _Atomic uint64_t cur_memory = UINT64_MAX, cur_max_object;
+/* A digest of the limits last given to the store (by whichever worker saw a new snapshot
+ * first); 0 before the first. */
+static _Atomic uint64_t cur_limits;
 
 static bool
 method_is(const struct vd_txn *t, const char *m)
@@ -86,6 +92,14 @@ join(const char *a, const uint8_t *p, size_t n)
     return s;
 }
 
+/* The response directives that govern @h for this cache: a targeted field (RFC 9213) when one
+ * of cache.targeted_fields is valid, else Cache-Control. */
+static void
+resp_cc(const struct vd_cache_xfer *cx, const struct vd_hdr *h, size_t n, struct vd_cache_cc *cc)
+{
+    vd_cache_resp_cc(h, n, cx->targeted, cx->ntargeted, cc);
+}
+
 void
 vd__cache_end(struct vd_cache_xfer *cx)
 {
@@ -104,30 +118,40 @@ vd__cache_end(struct vd_cache_xfer *cx)
 static void
 configure(const struct vd_conf *conf)
 {
-    if (atomic_load_explicit(&cur_memory, memory_order_relaxed) == conf->cache.memory &&
-        atomic_load_explicit(&cur_max_object, memory_order_relaxed) == conf->cache.max_object) {
+    struct vd_cache_limits lim;
+    vd_cache_limits_from_conf(&lim, &conf->cache);
+    uint64_t d = vd_cache_limits_digest(&lim);
+    if (atomic_load_explicit(&cur_limits, memory_order_relaxed) == d) {
         return;
     }
-    struct vd_cache_limits lim = {.memory = conf->cache.memory,
-                                  .max_object = conf->cache.max_object};
     vd_cache_configure(&lim);
-    atomic_store_explicit(&cur_memory, conf->cache.memory, memory_order_relaxed);
-    atomic_store_explicit(&cur_max_object, conf->cache.max_object, memory_order_relaxed);
+    atomic_store_explicit(&cur_limits, d, memory_order_relaxed);
 }
 
 /* ---- serving a stored response ------------------------------------------------------------- */
+
+/* A piece of the body sent to the client: a slice of the stored body or of part headers. */
+struct seg {
+    const uint8_t *p;
+    size_t len;
+};
 
 struct hit {
     uint32_t magic;
     struct vd_txn *t;
     struct vd_cache_entry *e;
-    size_t off;
+    struct vd_dbuf text; /* part headers of a multipart/byteranges body (RFC 9110 §14.6) */
+    size_t nseg;
+    size_t cur; /* segment being sent */
+    size_t off; /* bytes of it already sent */
+    struct seg seg[];
 };
 
 static void
 hit_free(struct hit *h)
 {
     vd_cache_entry_unref(h->e);
+    vd_dbuf_free(&h->text);
     h->magic = 0;
     free(h);
 }
@@ -136,8 +160,14 @@ static void
 hit_pump(struct hit *h)
 {
     struct vd_txn *t = h->t;
-    while (h->off < h->e->body_len) {
-        ssize_t k = t->front->send_body(t, h->e->body + h->off, h->e->body_len - h->off);
+    while (h->cur < h->nseg) {
+        const struct seg *s = &h->seg[h->cur];
+        if (h->off == s->len) {
+            h->cur++;
+            h->off = 0;
+            continue;
+        }
+        ssize_t k = t->front->send_body(t, s->p + h->off, s->len - h->off);
         if (k < 0) {
             t->handler = NULL;
             t->handler_data = NULL;
@@ -146,7 +176,7 @@ hit_pump(struct hit *h)
             return;
         }
         h->off += (size_t)k;
-        if (h->off < h->e->body_len) {
+        if (h->off < s->len) {
             return; /* on_writable resumes */
         }
     }
@@ -247,6 +277,153 @@ in_304(struct vd_iov name)
            vd_hdr_name_is(name, "last-modified");
 }
 
+/* The Range field of @t when a stored @e may answer it with partial content: a GET, a stored
+ * 200, one Range line, and an If-Range (when present) that holds (RFC 9110 §14.2, §13.1.5).
+ * Returns what vd_cache_range_parse does, with the ranges in @t's arena, or 0. */
+static int
+select_ranges(struct vd_txn *t, const struct vd_cache_entry *e, struct vd_cache_range **out)
+{
+    uint32_t max = t->conf->cache.max_ranges;
+    if (max == 0 || e->status != 200 || !method_is(t, "GET")) {
+        return 0; /* §14.2: GET is the only method with range handling */
+    }
+    const struct vd_hdr *r = NULL;
+    for (size_t i = 0; i < t->req.nhdrs; i++) {
+        if (vd_hdr_name_is(t->req.hdrs[i].name, "range")) {
+            if (r) {
+                return 0; /* a singleton field given twice: invalid, ignored */
+            }
+            r = &t->req.hdrs[i];
+        }
+    }
+    if (!r) {
+        return 0;
+    }
+    const struct vd_hdr *ir = vd_hdr_find(t->req.hdrs, t->req.nhdrs, "if-range");
+    if (ir && !vd_cache_if_range(ir->value, e->hdrs, e->nhdrs)) {
+        return 0; /* the client's copy is not current: it gets the whole representation */
+    }
+    *out = vd_arena_alloc(&t->arena, sizeof(**out) * max);
+    return *out ? vd_cache_range_parse(r->value, e->body_len, *out, max) : 0;
+}
+
+/* A boundary (RFC 2046 §5.1.1) that appears in none of the selected parts of @e. */
+static void
+make_boundary(char out[27], const struct vd_cache_entry *e, const struct vd_cache_range *rg, int nr)
+{
+    static _Atomic uint64_t counter;
+    for (int attempt = 0;; attempt++) {
+        uint8_t rnd[12];
+        if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
+            /* No entropy yet (early boot): unpredictability does not matter here, uniqueness
+             * against the body does, and that is checked below. */
+            uint64_t x = (uint64_t)time(NULL) ^ atomic_fetch_add(&counter, 0x9e3779b97f4a7c15u);
+            for (size_t i = 0; i < sizeof(rnd); i++) {
+                rnd[i] = (uint8_t)(x >> (8 * (i % 8))) ^ (uint8_t)(attempt * 31 + (int)i);
+            }
+        }
+        out[0] = 'v';
+        out[1] = 'd';
+        for (size_t i = 0; i < sizeof(rnd); i++) {
+            out[2 + 2 * i] = "0123456789abcdef"[rnd[i] >> 4];
+            out[3 + 2 * i] = "0123456789abcdef"[rnd[i] & 15];
+        }
+        out[26] = '\0';
+        bool clash = false;
+        for (int i = 0; i < nr && !clash; i++) {
+            clash = memmem(e->body + rg[i].first, (size_t)(rg[i].last - rg[i].first + 1), out,
+                           26) != NULL;
+        }
+        if (!clash || attempt == 8) {
+            return;
+        }
+    }
+}
+
+/* Lays out a multipart/byteranges body (RFC 9110 §14.6) in @h: part headers in h->text, the
+ * part data as slices of the stored body. Returns 0 or VD_ENOMEM / VD_ETOOBIG. */
+static int
+multipart(struct hit *h, const struct vd_cache_range *rg, int nr, const char *boundary)
+{
+    const struct vd_cache_entry *e = h->e;
+    const struct vd_hdr *ct = vd_hdr_find(e->hdrs, e->nhdrs, "content-type");
+    size_t ctl = ct ? ct->value.len : 0;
+    vd_dbuf_init(&h->text, (size_t)nr * (ctl + 160) + 64);
+    size_t *offs = calloc((size_t)nr + 1, sizeof(*offs));
+    if (!offs) {
+        return VD_ENOMEM;
+    }
+    int r = 0;
+    for (int i = 0; i < nr && r == 0; i++) {
+        offs[i] = h->text.len;
+        r = vd_dbuf_addf(&h->text, "%s--%s\r\n", i ? "\r\n" : "", boundary);
+        if (r == 0 && ct) {
+            r = vd_dbuf_addf(&h->text, "Content-Type: %.*s\r\n", (int)ctl,
+                             (const char *)ct->value.base);
+        }
+        r = r ? r
+              : vd_dbuf_addf(&h->text, "Content-Range: bytes %llu-%llu/%llu\r\n\r\n",
+                             (unsigned long long)rg[i].first, (unsigned long long)rg[i].last,
+                             (unsigned long long)e->body_len);
+    }
+    offs[nr] = h->text.len;
+    r = r ? r : vd_dbuf_addf(&h->text, "\r\n--%s--\r\n", boundary);
+    if (r == 0) {
+        const uint8_t *base = (const uint8_t *)h->text.p;
+        for (int i = 0; i < nr; i++) {
+            h->seg[2 * i] = (struct seg){base + offs[i], offs[i + 1] - offs[i]};
+            h->seg[2 * i + 1] =
+                (struct seg){e->body + rg[i].first, (size_t)(rg[i].last - rg[i].first + 1)};
+        }
+        h->seg[2 * nr] = (struct seg){base + offs[nr], h->text.len - offs[nr]};
+        h->nseg = 2 * (size_t)nr + 1;
+    }
+    free(offs);
+    return r;
+}
+
+/* The Cache-Status value for answering from @e: "viaduct; hit; ttl=N" for a plain hit, else
+ * "viaduct; " and @status. In @t's arena; NULL when out of memory. */
+static char *
+status_value(struct vd_txn *t, const struct vd_cache_entry *e, const char *status, int64_t age,
+             int *len)
+{
+    char *csv = vd_arena_alloc(&t->arena, 160);
+    if (!csv) {
+        return NULL;
+    }
+    if (strcmp(status, "hit") == 0) {
+        *len = snprintf(csv, 160, "viaduct; hit; ttl=%lld", (long long)(e->lifetime - age));
+    } else {
+        *len = snprintf(csv, 160, "viaduct; %s", status);
+    }
+    *len = VD_MIN(*len, 159);
+    t->stats.cache = csv + 9; /* after "viaduct; ", for the access log */
+    return csv;
+}
+
+/* RFC 9110 §15.5.17: 416 with the current length in Content-Range. */
+static void
+unsatisfiable(struct vd_txn *t, struct vd_cache_entry *e, const char *status, int64_t age)
+{
+    int cl = 0;
+    char *csv = status_value(t, e, status, age, &cl);
+    char *cr = vd_arena_alloc(&t->arena, 40);
+    size_t body_len = e->body_len;
+    vd_cache_entry_unref(e);
+    if (!csv || !cr) {
+        vd_txn_respond_error(t, 503, "out of memory", true);
+        return;
+    }
+    int crl = snprintf(cr, 40, "bytes */%llu", (unsigned long long)body_len);
+    struct vd_hdr extra[2] = {
+        {VD_IOV_LIT("Content-Range"), {(const uint8_t *)cr, (size_t)crl}},
+        {VD_IOV_LIT("Cache-Status"), {(const uint8_t *)csv, (size_t)cl}},
+    };
+    vd_txn_respond_with(t, 416, extra, 2, "no requested range overlaps the stored representation",
+                        false);
+}
+
 void
 vd__cache_serve(struct vd_txn *t, struct vd_cache_entry *e, const char *status)
 {
@@ -255,23 +432,42 @@ vd__cache_serve(struct vd_txn *t, struct vd_cache_entry *e, const char *status)
     if (age < 0) {
         age = 0;
     }
-    struct hit *h = calloc(1, sizeof(*h));
-    struct vd_hdr *hd = vd_arena_alloc(&t->arena, sizeof(*hd) * (e->nhdrs + 3));
+    bool head = method_is(t, "HEAD");
+    bool not_modified = client_has_it(t, e);
+    struct vd_cache_range *rg = NULL;
+    /* RFC 9110 §13.2.2: If-None-Match / If-Modified-Since come before Range. */
+    int nr = not_modified ? 0 : select_ranges(t, e, &rg);
+    if (nr == -ERANGE) {
+        unsatisfiable(t, e, status, age);
+        return;
+    }
+    if (nr < 0) {
+        nr = 0;
+    }
+    size_t maxseg = nr > 1 ? 2 * (size_t)nr + 1 : 1;
+    struct hit *h = calloc(1, sizeof(*h) + sizeof(h->seg[0]) * maxseg);
+    struct vd_hdr *hd = vd_arena_alloc(&t->arena, sizeof(*hd) * (e->nhdrs + 4));
     char *agev = vd_arena_alloc(&t->arena, 24);
-    char *csv = vd_arena_alloc(&t->arena, 160);
-    if (!h || !hd || !agev || !csv) {
+    char *extra = vd_arena_alloc(&t->arena, 96);
+    int cl = 0;
+    char *csv = status_value(t, e, status, age, &cl);
+    if (!h || !hd || !agev || !extra || !csv) {
         free(h);
         vd_cache_entry_unref(e);
         vd_txn_respond_error(t, 503, "out of memory", true);
         return;
     }
-    bool head = method_is(t, "HEAD");
-    bool not_modified = client_has_it(t, e);
+    h->magic = HIT_MAGIC;
+    h->t = t;
+    h->e = e;
     size_t n = 0;
     for (size_t i = 0; i < e->nhdrs; i++) {
-        if (!not_modified || in_304(e->hdrs[i].name)) {
-            hd[n++] = e->hdrs[i];
+        struct vd_iov name = e->hdrs[i].name;
+        if ((not_modified && !in_304(name)) || (nr > 0 && vd_hdr_name_is(name, "content-range")) ||
+            (nr > 1 && vd_hdr_name_is(name, "content-type"))) {
+            continue;
         }
+        hd[n++] = e->hdrs[i];
     }
     int al = snprintf(agev, 24, "%lld", (long long)age);
     hd[n++] = (struct vd_hdr){VD_IOV_LIT("Age"), {(const uint8_t *)agev, (size_t)al}};
@@ -283,26 +479,44 @@ vd__cache_serve(struct vd_txn *t, struct vd_cache_entry *e, const char *status)
             hd[n++] = (struct vd_hdr){VD_IOV_LIT("Via"), {(const uint8_t *)via, (size_t)vl}};
         }
     }
-    int cl = snprintf(csv, 160, "viaduct; %s", status);
-    if (strcmp(status, "hit") == 0) {
-        cl = snprintf(csv, 160, "viaduct; hit; ttl=%lld", (long long)(e->lifetime - age));
-    }
     hd[n++] = (struct vd_hdr){VD_IOV_LIT("Cache-Status"), {(const uint8_t *)csv, (size_t)cl}};
-    t->stats.cache = csv + 9; /* after "viaduct; ", for the access log */
-    int st = not_modified ? 304 : e->status;
+    int st = not_modified ? 304 : nr > 0 ? 206 : e->status;
+    if (nr == 1) {
+        /* RFC 9110 §14.4: one part, described by Content-Range in the head. */
+        int xl = snprintf(extra, 96, "bytes %llu-%llu/%llu", (unsigned long long)rg[0].first,
+                          (unsigned long long)rg[0].last, (unsigned long long)e->body_len);
+        hd[n++] =
+            (struct vd_hdr){VD_IOV_LIT("Content-Range"), {(const uint8_t *)extra, (size_t)xl}};
+        h->seg[0] = (struct seg){e->body + rg[0].first, (size_t)(rg[0].last - rg[0].first + 1)};
+        h->nseg = 1;
+    } else if (nr > 1) {
+        char boundary[27];
+        make_boundary(boundary, e, rg, nr);
+        int xl = snprintf(extra, 96, "multipart/byteranges; boundary=%s", boundary);
+        hd[n++] = (struct vd_hdr){VD_IOV_LIT("Content-Type"), {(const uint8_t *)extra, (size_t)xl}};
+        if (multipart(h, rg, nr, boundary) < 0) {
+            hit_free(h);
+            vd_txn_respond_error(t, 503, "out of memory", true);
+            return;
+        }
+    } else if (!head && !not_modified && e->status != 204) {
+        h->seg[0] = (struct seg){e->body, e->body_len};
+        h->nseg = 1;
+    }
+    int64_t length = 0;
+    for (size_t i = 0; i < h->nseg; i++) {
+        length += (int64_t)h->seg[i].len;
+    }
+    if (head && nr == 0) {
+        length = (int64_t)e->body_len; /* RFC 9110 §8.6: what a GET would carry */
+    }
     struct vd_resp resp = {
         .status = st,
         .hdrs = hd,
         .nhdrs = n,
         .has_body = !head && !not_modified && st != 204,
-        .length = not_modified ? -1 : (st == 204 ? -1 : (int64_t)e->body_len),
+        .length = not_modified || st == 204 ? -1 : length,
     };
-    h->magic = HIT_MAGIC;
-    h->t = t;
-    h->e = e;
-    if (!resp.has_body) {
-        h->off = e->body_len;
-    }
     t->handler = &hit_ops;
     t->handler_data = h;
     if (t->front->send_head(t, &resp) < 0) {
@@ -347,7 +561,8 @@ purge(struct vd_txn *t)
 }
 
 bool
-vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out)
+vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out, const char *host, uint16_t port,
+                bool tls, const struct vd_conf_route *route)
 {
     *out = NULL;
     const struct vd_conf *conf = t->conf;
@@ -378,6 +593,8 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out)
     cx->unsafe = unsafe;
     cx->request_time = time(NULL);
     cx->heuristic_max = (int64_t)(conf->cache.heuristic_max / 1000);
+    cx->targeted = conf->cache.targeted_fields;
+    cx->ntargeted = conf->cache.ntargeted_fields;
     cx->max_object = conf->cache.max_object;
     vd_cache_req_cc(t->req.hdrs, t->req.nhdrs, &cx->req_cc);
     cx->req_auth = vd_hdr_find(t->req.hdrs, t->req.nhdrs, "authorization") != NULL;
@@ -386,6 +603,16 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out)
         return false;
     }
     cx->lookup = true;
+    struct vd_cache_entry *bge = vd__cache_bg_entry(t);
+    if (bge) {
+        /* A background revalidation: the conditional request for the entry it was started for,
+         * whatever the store holds now. */
+        vd_cache_entry_ref(bge);
+        cx->stored = bge;
+        cx->fwd = "stale";
+        *out = cx;
+        return false;
+    }
     bool vary_miss = false;
     struct vd_cache_entry *e = vd_cache_lookup(cx->key, t->req.hdrs, t->req.nhdrs, &vary_miss);
     cx->fwd = vary_miss ? "vary-miss" : "uri-miss";
@@ -398,16 +625,29 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out)
     }
     if (e) {
         int64_t age = vd_cache_current_age(&e->times, cx->request_time);
-        if (vd_cache_usable(&cx->req_cc, &e->cc, e->lifetime, age) == VD_CACHE_USE_FRESH) {
+        struct vd_cache_cc ecc;
+        resp_cc(cx, e->hdrs, e->nhdrs, &ecc);
+        if (vd_cache_usable(&cx->req_cc, &ecc, e->lifetime, age) == VD_CACHE_USE_FRESH) {
             vd__cache_end(cx);
             vd__cache_serve(t, e, "hit");
+            return true;
+        }
+        /* RFC 5861 §3: within the window, the stale response answers now and one background
+         * request revalidates it (RFC 9211: a hit with a negative ttl). */
+        if (vd_cache_stale_while_revalidate(&cx->req_cc, &ecc, e->lifetime, age) &&
+            vd__cache_bg_start(t, e, host, port, tls, route)) {
+            char st[96];
+            snprintf(st, sizeof(st), "hit; ttl=%lld; detail=stale-while-revalidate",
+                     (long long)(e->lifetime - age));
+            vd__cache_end(cx);
+            vd__cache_serve(t, e, st);
             return true;
         }
         /* RFC 9211 §2.2: "request" when only the request's directives forced it. */
         struct vd_cache_cc none;
         vd_cache_cc_parse(NULL, 0, &none);
-        cx->fwd = vd_cache_usable(&none, &e->cc, e->lifetime, age) == VD_CACHE_USE_FRESH ? "request"
-                                                                                         : "stale";
+        cx->fwd = vd_cache_usable(&none, &ecc, e->lifetime, age) == VD_CACHE_USE_FRESH ? "request"
+                                                                                       : "stale";
         cx->stored = e;
     }
     if (cx->req_cc.only_if_cached) {
@@ -433,9 +673,11 @@ bool
 vd__cache_skip_req_field(const struct vd_cache_xfer *cx, struct vd_iov name)
 {
     /* Our own validators replace the client's while revalidating (the client's conditional is
-     * evaluated against the stored response afterwards). */
+     * evaluated against the stored response afterwards). Range and If-Range go too: a 304 lets
+     * the range be cut from the refreshed entry, and a 200 is a complete response to store. */
     return cx && cx->stored &&
-           (vd_hdr_name_is(name, "if-none-match") || vd_hdr_name_is(name, "if-modified-since"));
+           (vd_hdr_name_is(name, "if-none-match") || vd_hdr_name_is(name, "if-modified-since") ||
+            vd_hdr_name_is(name, "range") || vd_hdr_name_is(name, "if-range"));
 }
 
 int
@@ -509,7 +751,7 @@ update_from_304(struct vd_cache_xfer *cx, struct vd_txn *t, const struct vd_resp
     struct vd_cache_times tm;
     vd_cache_times_init(&tm, resp->hdrs, resp->nhdrs, cx->request_time, time(NULL));
     struct vd_cache_cc cc;
-    vd_cache_cc_parse(m, n, &cc);
+    resp_cc(cx, m, n, &cc);
     bool heur;
     int64_t life =
         vd_cache_freshness(e->status, &cc, m, n, tm.response_time, cx->heuristic_max, &heur);
@@ -555,11 +797,21 @@ vd__cache_on_head(struct vd_cache_xfer *cx, struct vd_txn *t, struct vd_resp *re
         if (ne) {
             vd_cache_entry_ref(ne);
             vd_cache_insert(ne);
+            snprintf(cx->served, sizeof(cx->served), "fwd=%s; stored", vd__cache_fwd(cx));
             return ne;
         }
     }
+    if (resp->status == 500 || resp->status == 502 || resp->status == 503 || resp->status == 504) {
+        struct vd_cache_entry *se = vd__cache_on_error(cx, resp->status);
+        if (se) {
+            /* RFC 9211 §2.3: the status the origin gave to the forwarded request. */
+            snprintf(cx->served, sizeof(cx->served), "fwd=%s; fwd-status=%d; detail=stale-if-error",
+                     vd__cache_fwd(cx), resp->status);
+            return se;
+        }
+    }
     struct vd_cache_cc rcc;
-    vd_cache_cc_parse(resp->hdrs, resp->nhdrs, &rcc);
+    resp_cc(cx, resp->hdrs, resp->nhdrs, &rcc);
     enum vd_cache_store_verdict v = vd_cache_storable(t->req.method, resp->status, &cx->req_cc,
                                                       &rcc, cx->req_auth, resp->hdrs, resp->nhdrs);
     bool store =
@@ -588,6 +840,31 @@ vd__cache_on_head(struct vd_cache_xfer *cx, struct vd_txn *t, struct vd_resp *re
         add_status(t, resp, cx->fwd, store);
     }
     return NULL;
+}
+
+struct vd_cache_entry *
+vd__cache_on_error(struct vd_cache_xfer *cx, int status)
+{
+    if (!cx || !cx->stored || status < 500) {
+        return NULL;
+    }
+    struct vd_cache_entry *e = cx->stored;
+    int64_t age = vd_cache_current_age(&e->times, time(NULL));
+    struct vd_cache_cc ecc;
+    resp_cc(cx, e->hdrs, e->nhdrs, &ecc);
+    if (!vd_cache_stale_if_error(&cx->req_cc, &ecc, e->lifetime, age)) {
+        return NULL;
+    }
+    cx->stored = NULL;
+    cx->storing = false;
+    snprintf(cx->served, sizeof(cx->served), "fwd=%s; detail=stale-if-error", vd__cache_fwd(cx));
+    return e;
+}
+
+const char *
+vd__cache_served(const struct vd_cache_xfer *cx)
+{
+    return cx->served;
 }
 
 const char *
@@ -633,7 +910,7 @@ vd__cache_on_complete(struct vd_cache_xfer *cx)
     }
     cx->storing = false;
     struct vd_cache_cc cc;
-    vd_cache_cc_parse(cx->hdrs, cx->nhdrs, &cc);
+    resp_cc(cx, cx->hdrs, cx->nhdrs, &cc);
     bool heur;
     int64_t life = vd_cache_freshness(cx->status, &cc, cx->hdrs, cx->nhdrs, cx->times.response_time,
                                       cx->heuristic_max, &heur);

@@ -362,12 +362,20 @@ fwd_fail(struct fwd *f, int status, const char *detail)
         upc_release(u, false);
     }
     bool started = f->resp_head_sent;
+    /* RFC 5861 §4: a stored response being revalidated may stand in for the error. */
+    char cs[96];
+    struct vd_cache_entry *stale = NULL;
+    if (!started && status != 499 && (stale = vd__cache_on_error(f->cx, status))) {
+        snprintf(cs, sizeof(cs), "%s", vd__cache_served(f->cx));
+    }
     /* A client that goes away mid-response is routine (a browser cancelling, a benchmark
      * stopping): info; anything on the upstream side is a warning. */
-    vd_log(status == 499 ? VD_LOG_INFO : VD_LOG_WARN, &t->log, "%s [upstream %s:%u]", detail,
-           f->host, f->port);
+    vd_log(status == 499 ? VD_LOG_INFO : VD_LOG_WARN, &t->log, "%s [upstream %s:%u]%s", detail,
+           f->host, f->port, stale ? "; the stored response answers (stale-if-error)" : "");
     fwd_detach(f);
-    if (started || status == 499) {
+    if (stale) {
+        vd__cache_serve(t, stale, cs);
+    } else if (started || status == 499) {
         t->front->abort(t); /* 499: the client is gone; there is no one to answer */
     } else {
         /* The client connection survives an upstream failure unless its request body is
@@ -880,14 +888,15 @@ fwd_parse_head(struct fwd *f)
         }
         struct vd_cache_entry *ce = vd__cache_on_head(f->cx, t, &resp);
         if (ce) {
-            /* A 304 validated the stored response: the client gets it from memory, and the
-             * origin connection is done (a 304 has no body). */
-            char cs[64];
-            snprintf(cs, sizeof(cs), "fwd=%s; stored", vd__cache_fwd(f->cx));
+            /* A 304 validated the stored response, or stale-if-error lets it replace a 5xx:
+             * the client gets it from memory. The origin connection is reusable only after a
+             * response without a body (a 304); a 5xx body is not read. */
+            char cs[96];
+            snprintf(cs, sizeof(cs), "%s", vd__cache_served(f->cx));
             vd_buf_consume(&u->in, (uint32_t)r);
             f->u = NULL;
             u->f = NULL;
-            upc_release(u, f->up_keepalive && f->req_done);
+            upc_release(u, f->up_keepalive && f->req_done && rf.kind == VD_BODY_NONE);
             fwd_detach(f);
             vd__cache_serve(t, ce, cs);
             return -1;
@@ -1455,7 +1464,7 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
                  const struct vd_conf_route *route)
 {
     struct vd_cache_xfer *cx = NULL;
-    if (!wants_upgrade(t) && vd__cache_begin(t, &cx)) {
+    if (!wants_upgrade(t) && vd__cache_begin(t, &cx, host, port, tls, route)) {
         return; /* answered from the cache */
     }
     struct fwd *f = calloc(1, sizeof(*f));

@@ -47,7 +47,7 @@ struct h2st {
     struct vd_hdr *hv;
     size_t nh, caph;
     size_t head_bytes;
-    bool too_big;    /* header list over the limits: answered 431 */
+    bool too_big; /* header list over the limits: answered 431 */
     bool headers_done;
     bool started;
     bool has_cl;
@@ -57,9 +57,9 @@ struct h2st {
 
     /* request body */
     struct bq rbody;
-    bool rbody_end;    /* END_STREAM received */
-    bool end_sent;     /* on_req_body(.., end) delivered */
-    bool body_paused;  /* the handler asked for a pause */
+    bool rbody_end;   /* END_STREAM received */
+    bool end_sent;    /* on_req_body(.., end) delivered */
+    bool body_paused; /* the handler asked for a pause */
     struct vd_dbuf trailers;
 
     /* response */
@@ -739,8 +739,7 @@ deliver_body(struct h2st *st)
 {
     for (;;) {
         struct vd_txn *t = st->t;
-        if (!t || st->tunneling || st->connect || st->body_paused || st->end_sent ||
-            !t->handler) {
+        if (!t || st->tunneling || st->connect || st->body_paused || st->end_sent || !t->handler) {
             return;
         }
         if (t->req.framing.kind == VD_BODY_NONE) {
@@ -1117,7 +1116,8 @@ fo_abort(struct vd_txn *t)
     /* Logged and freed when the reset closes the stream. */
 }
 
-/* ---- tunnels on a stream: a virtual socket ---------------------------------------------------- */
+/* ---- tunnels on a stream: a virtual socket ----------------------------------------------------
+ */
 
 static ssize_t
 vs_read(struct vd_sock *s, uint8_t *buf, size_t len)
@@ -1259,7 +1259,8 @@ static const struct vd_front_ops h2_front_ops = {
     .tunnel_end = fo_tunnel_end,
 };
 
-/* ---- session I/O ------------------------------------------------------------------------------ */
+/* ---- session I/O ------------------------------------------------------------------------------
+ */
 
 static void
 fatal(struct vd_h2 *h, const char *why)
@@ -1386,8 +1387,8 @@ feed(struct vd_h2 *h, const uint8_t *p, size_t n)
             /* A fatal error: the session is stopped and produces nothing more, so the GOAWAY
              * is written by hand. nghttp2 itself limits CONTINUATION frames (8 per header
              * block) and queued acknowledgements (FLOODED). */
-            bool calm_down = h->flood || r == NGHTTP2_ERR_FLOODED ||
-                             r == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS;
+            bool calm_down =
+                h->flood || r == NGHTTP2_ERR_FLOODED || r == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS;
             if (!h->flood) {
                 vd_log(VD_LOG_NOTICE, &h->log, "HTTP/2 connection ends: %s%s",
                        nghttp2_strerror((int)r), calm_down ? " (ENHANCE_YOUR_CALM)" : "");
@@ -1481,7 +1482,8 @@ kick(struct vd_h2 *h)
     uv_idle_start(&h->idle, idle_cb);
 }
 
-/* ---- session life ----------------------------------------------------------------------------- */
+/* ---- session life -----------------------------------------------------------------------------
+ */
 
 static void
 idle_closed(uv_handle_t *hd)
@@ -1546,8 +1548,8 @@ vd_h2_start(const struct vd_h2_host *host)
         {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
     };
     if (nghttp2_submit_settings(h->ng, NGHTTP2_FLAG_NONE, iv, VD_ARRAY_LEN(iv)) != 0 ||
-        nghttp2_session_set_local_window_size(h->ng, NGHTTP2_FLAG_NONE, 0, (int32_t)c->conn_window) !=
-            0) {
+        nghttp2_session_set_local_window_size(h->ng, NGHTTP2_FLAG_NONE, 0,
+                                              (int32_t)c->conn_window) != 0) {
         nghttp2_session_del(h->ng);
         free(h);
         return NULL;

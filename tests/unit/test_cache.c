@@ -213,6 +213,169 @@ test_usable(void **state)
 }
 
 static void
+test_stale_directives(void **state)
+{
+    (void)state;
+    struct vd_cache_cc cc = cc_of("max-age=1, stale-while-revalidate=30, stale-if-error=\"60\"");
+    assert_int_equal(cc.stale_while_revalidate, 30);
+    assert_int_equal(cc.stale_if_error, 60);
+    cc = cc_of("max-age=1");
+    assert_int_equal(cc.stale_while_revalidate, -1);
+    assert_int_equal(cc.stale_if_error, -1);
+    /* an invalid or missing value grants nothing */
+    assert_int_equal(cc_of("stale-if-error=x").stale_if_error, -1);
+    assert_int_equal(cc_of("stale-if-error").stale_if_error, -1);
+    assert_int_equal(cc_of("stale-while-revalidate=-5").stale_while_revalidate, -1);
+    assert_int_equal(cc_of("stale-if-error=5, stale-if-error=50").stale_if_error, 5);
+
+    struct vd_cache_cc none = cc_of("");
+    struct vd_cache_cc sie = cc_of("max-age=10, stale-if-error=60");
+    /* within the window (staleness = age - lifetime), at its edge, past it */
+    assert_true(vd_cache_stale_if_error(&none, &sie, 10, 5));
+    assert_true(vd_cache_stale_if_error(&none, &sie, 10, 70));
+    assert_false(vd_cache_stale_if_error(&none, &sie, 10, 71));
+    /* no permission at all */
+    struct vd_cache_cc plain = cc_of("max-age=10");
+    assert_false(vd_cache_stale_if_error(&none, &plain, 10, 11));
+    /* the request directive grants it too, and the larger window counts */
+    struct vd_cache_cc rq = cc_of("stale-if-error=100");
+    assert_true(vd_cache_stale_if_error(&rq, &plain, 10, 110));
+    assert_false(vd_cache_stale_if_error(&rq, &plain, 10, 111));
+    assert_true(vd_cache_stale_if_error(&rq, &sie, 10, 100));
+    /* forbidden by the response */
+    const char *forbid[] = {"max-age=10, stale-if-error=60, must-revalidate",
+                            "max-age=10, stale-if-error=60, proxy-revalidate",
+                            "max-age=10, stale-if-error=60, no-cache"};
+    for (size_t i = 0; i < VD_ARRAY_LEN(forbid); i++) {
+        struct vd_cache_cc f = cc_of(forbid[i]);
+        assert_false(vd_cache_stale_if_error(&rq, &f, 10, 11));
+    }
+    /* s-maxage yields to an explicit stale-if-error */
+    struct vd_cache_cc sm = cc_of("s-maxage=10, stale-if-error=60");
+    assert_true(vd_cache_stale_if_error(&none, &sm, 10, 20));
+
+    /* stale-while-revalidate: only stale, only within the window */
+    struct vd_cache_cc swr = cc_of("max-age=10, stale-while-revalidate=30");
+    assert_false(vd_cache_stale_while_revalidate(&none, &swr, 10, 9)); /* fresh: a plain hit */
+    assert_true(vd_cache_stale_while_revalidate(&none, &swr, 10, 10));
+    assert_true(vd_cache_stale_while_revalidate(&none, &swr, 10, 40));
+    assert_false(vd_cache_stale_while_revalidate(&none, &swr, 10, 41));
+    assert_false(vd_cache_stale_while_revalidate(&none, &plain, 10, 11));
+    const char *no_swr[] = {"max-age=10, stale-while-revalidate=30, no-cache",
+                            "max-age=10, stale-while-revalidate=30, must-revalidate",
+                            "max-age=10, stale-while-revalidate=30, proxy-revalidate"};
+    for (size_t i = 0; i < VD_ARRAY_LEN(no_swr); i++) {
+        struct vd_cache_cc f = cc_of(no_swr[i]);
+        assert_false(vd_cache_stale_while_revalidate(&none, &f, 10, 11));
+    }
+    struct vd_cache_cc smw = cc_of("s-maxage=10, stale-while-revalidate=30");
+    assert_true(vd_cache_stale_while_revalidate(&none, &smw, 10, 11));
+    /* what the request asks for */
+    const char *req_no[] = {"no-cache", "max-age=0", "max-age=15", "min-fresh=1"};
+    for (size_t i = 0; i < VD_ARRAY_LEN(req_no); i++) {
+        struct vd_cache_cc q = cc_of(req_no[i]);
+        assert_false(vd_cache_stale_while_revalidate(&q, &swr, 10, 20));
+    }
+    struct vd_cache_cc old_ok = cc_of("max-age=100, max-stale=5");
+    assert_true(vd_cache_stale_while_revalidate(&old_ok, &swr, 10, 20));
+}
+
+static int
+tp(const char *v, struct vd_cache_cc *cc)
+{
+    struct vd_hdr h = {VD_IOV_LIT("CDN-Cache-Control"), {(const uint8_t *)v, strlen(v)}};
+    return vd_cache_targeted_parse(&h, 1, "cdn-cache-control", cc);
+}
+
+static void
+test_targeted(void **state)
+{
+    (void)state;
+    struct vd_cache_cc cc;
+    assert_int_equal(tp("max-age=3600", &cc), 0);
+    assert_true(cc.present && cc.targeted);
+    assert_int_equal(cc.max_age, 3600);
+    assert_int_equal(cc.s_maxage, -1);
+    assert_int_equal(tp("no-store", &cc), 0);
+    assert_true(cc.no_store);
+    assert_int_equal(tp("private, no-cache=\"set-cookie\", public=?0", &cc), 0);
+    assert_true(cc.private_ && cc.no_cache && !cc.public_);
+    /* extension members of any valid type, parameters: ignored */
+    assert_int_equal(tp("foobar, max-age=60;x=1, ext=(a \"b\" 1.5 ?0 :AQID:);p, t=tok/x:y", &cc),
+                     0);
+    assert_int_equal(cc.max_age, 60);
+    assert_int_equal(tp("s-maxage=5, stale-while-revalidate=7, stale-if-error=9", &cc), 0);
+    assert_true(cc.s_maxage == 5 && cc.stale_while_revalidate == 7 && cc.stale_if_error == 9);
+    /* a later member overrides an earlier one; big values clamp */
+    assert_int_equal(tp("max-age=5, max-age=100", &cc), 0);
+    assert_int_equal(cc.max_age, 100);
+    assert_int_equal(tp("max-age=99999999999", &cc), 0);
+    assert_int_equal(cc.max_age, VD_CACHE_DELTA_MAX);
+    assert_int_equal(tp("no-store, no-store=?0", &cc), 0);
+    assert_false(cc.no_store);
+    /* empty: ignored */
+    assert_int_equal(tp("", &cc), -ENOENT);
+    assert_int_equal(tp("   ", &cc), -ENOENT);
+    struct vd_hdr none = H("Cache-Control", "max-age=1");
+    assert_int_equal(vd_cache_targeted_parse(&none, 1, "cdn-cache-control", &cc), -ENOENT);
+    /* not a Dictionary, or a known directive of the wrong type: the field is ignored */
+    const char *bad[] = {
+        "max-age=10000, &&&&&",
+        "max-age=\"10000\"",
+        "max-age =100",
+        "max-age= 100",
+        "MaX-aGe=3600",
+        "max-age=-1",
+        "max-age=1.5",
+        "max-age=,",
+        "max-age=1,",
+        "no-store=1",
+        "public=\"x\"",
+        "a=\"unterminated",
+        "a=(1 2",
+        "a=:bad!:",
+        "a=?2",
+        "max-age=1234567890123456",
+        "a;=1",
+        "a=1 b=2",
+    };
+    for (size_t i = 0; i < VD_ARRAY_LEN(bad); i++) {
+        assert_int_equal(tp(bad[i], &cc), -EINVAL);
+        assert_int_equal(cc.max_age, -1);
+    }
+    /* lines parse on their own and members accumulate */
+    struct vd_hdr two[] = {H("CDN-Cache-Control", "max-age=10"), H("cdn-cache-control", "private")};
+    assert_int_equal(vd_cache_targeted_parse(two, 2, "cdn-cache-control", &cc), 0);
+    assert_true(cc.max_age == 10 && cc.private_);
+
+    /* precedence: the first valid targeted field, else Cache-Control (RFC 9213 §2.2) */
+    char *names[] = {"x-mine-cache-control", "cdn-cache-control"};
+    struct vd_hdr h[] = {H("Cache-Control", "max-age=3600"), H("CDN-Cache-Control", "max-age=1"),
+                         H("X-Mine-Cache-Control", "max-age=\"bad\"")};
+    vd_cache_resp_cc(h, 3, names, 2, &cc);
+    assert_true(cc.targeted && cc.max_age == 1);
+    vd_cache_resp_cc(h, 3, names, 0, &cc); /* none configured */
+    assert_true(!cc.targeted && cc.max_age == 3600);
+    struct vd_hdr h2[] = {H("Cache-Control", "no-store"), H("X-Mine-Cache-Control", "max-age=7"),
+                          H("CDN-Cache-Control", "max-age=1")};
+    vd_cache_resp_cc(h2, 3, names, 2, &cc);
+    assert_true(cc.targeted && cc.max_age == 7 && !cc.no_store);
+
+    /* with a targeted field, Expires counts for neither freshness nor storability */
+    struct vd_hdr e[] = {H("Date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                         H("Expires", "Sun, 06 Nov 1994 09:49:37 GMT"),
+                         H("CDN-Cache-Control", "no-transform")};
+    bool heur;
+    struct vd_cache_cc rq = cc_of("");
+    vd_cache_resp_cc(e, 3, names, 2, &cc);
+    assert_int_equal(vd_cache_freshness(200, &cc, e, 3, 0, 100, &heur), 0);
+    assert_int_equal(vd_cache_storable(VD_IOV_LIT("GET"), 302, &rq, &cc, false, e, 3),
+                     VD_CACHE_NOT_WORTH);
+    vd_cache_resp_cc(e, 2, names, 2, &cc); /* no targeted field: Expires - Date */
+    assert_int_equal(vd_cache_freshness(200, &cc, e, 2, 0, 100, &heur), 3600);
+}
+
+static void
 test_vary(void **state)
 {
     (void)state;
@@ -312,6 +475,90 @@ test_store(void **state)
     assert_int_equal(st.bytes, 0);
 }
 
+/* vd_cache_range_parse over a 10-byte representation; returns the count and fills @out. */
+static int
+rp(const char *v, uint64_t len, struct vd_cache_range *out, size_t max)
+{
+    return vd_cache_range_parse((struct vd_iov){(const uint8_t *)v, strlen(v)}, len, out, max);
+}
+
+static void
+test_range(void **state)
+{
+    (void)state;
+    struct vd_cache_range r[16];
+    /* one range; open and suffix forms; last-pos past the end is clipped */
+    assert_int_equal(rp("bytes=0-1", 10, r, 16), 1);
+    assert_true(r[0].first == 0 && r[0].last == 1);
+    assert_int_equal(rp("bytes=4-", 10, r, 16), 1);
+    assert_true(r[0].first == 4 && r[0].last == 9);
+    assert_int_equal(rp("bytes=-3", 10, r, 16), 1);
+    assert_true(r[0].first == 7 && r[0].last == 9);
+    assert_int_equal(rp("bytes=-30", 10, r, 16), 1); /* longer suffix: the whole thing */
+    assert_true(r[0].first == 0 && r[0].last == 9);
+    assert_int_equal(rp("bytes=5-99999999999999999999999", 10, r, 16), 1);
+    assert_true(r[0].first == 5 && r[0].last == 9);
+    assert_int_equal(rp("BYTES=9-9", 10, r, 16), 1); /* the unit is case-insensitive */
+    assert_true(r[0].first == 9 && r[0].last == 9);
+    /* several, sorted; overlapping and adjacent ones coalesced; empty elements skipped */
+    assert_int_equal(rp("bytes=6-7, 0-1", 10, r, 16), 2);
+    assert_true(r[0].first == 0 && r[0].last == 1 && r[1].first == 6 && r[1].last == 7);
+    assert_int_equal(rp("bytes=0-3,2-5,,6-6, 8-", 10, r, 16), 2);
+    assert_true(r[0].first == 0 && r[0].last == 6 && r[1].first == 8 && r[1].last == 9);
+    assert_int_equal(rp("bytes=0-0,0-0,0-0,0-0", 10, r, 16), 1);
+    assert_true(r[0].first == 0 && r[0].last == 0);
+    assert_int_equal(rp("bytes=-2,0-", 10, r, 16), 1);
+    assert_true(r[0].first == 0 && r[0].last == 9);
+    /* unsatisfiable ones are dropped; none left: -ERANGE (416) */
+    assert_int_equal(rp("bytes=20-30, 1-2", 10, r, 16), 1);
+    assert_true(r[0].first == 1 && r[0].last == 2);
+    assert_int_equal(rp("bytes=10-", 10, r, 16), -ERANGE);
+    assert_int_equal(rp("bytes=-0", 10, r, 16), -ERANGE);
+    assert_int_equal(rp("bytes=10-20,30-", 10, r, 16), -ERANGE);
+    /* ignored (0): other units, bad syntax, last < first, too many specs, empty representation */
+    assert_int_equal(rp("items=0-1", 10, r, 16), 0);
+    assert_int_equal(rp("bytes 0-1", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=,", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=5-2", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=1-2,5-2", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=a-2", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=1-2x", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=-", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=--1", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=1", 10, r, 16), 0);
+    assert_int_equal(rp("bytes=0-1", 0, r, 16), 0);
+    assert_int_equal(rp("bytes=0-0,1-1,2-2", 10, r, 2), 0); /* over the cap */
+    assert_int_equal(rp("bytes=0-0,1-1", 10, r, 2), 1);     /* at the cap, coalesced */
+    assert_true(r[0].first == 0 && r[0].last == 1);
+    assert_int_equal(rp("bytes=0-1", 10, r, 0), 0); /* max_ranges 0: never */
+}
+
+static void
+test_if_range(void **state)
+{
+    (void)state;
+    struct vd_hdr h[] = {H("ETag", "\"v1\""), H("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                         H("Date", "Sun, 06 Nov 1994 08:50:37 GMT")};
+#define IR(v, hh, n) vd_cache_if_range(VD_IOV_LIT(v), hh, n)
+    assert_true(IR("\"v1\"", h, 3));
+    assert_false(IR("\"v2\"", h, 3));
+    assert_false(IR("W/\"v1\"", h, 3)); /* weak tags never match (strong comparison) */
+    struct vd_hdr weak[] = {H("ETag", "W/\"v1\"")};
+    assert_false(IR("\"v1\"", weak, 1));
+    assert_false(IR("\"v1\"", h + 1, 2)); /* nothing stored to compare with */
+    /* a date: exact match with Last-Modified, at least 60 s before Date (strong) */
+    assert_true(IR("Sun, 06 Nov 1994 08:49:37 GMT", h, 3));
+    assert_false(IR("Sun, 06 Nov 1994 08:49:38 GMT", h, 3));
+    assert_false(IR("Sunday, 06-Nov-94 08:49:37 GMT", h, 3)); /* not the same field value */
+    struct vd_hdr close[] = {H("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                             H("Date", "Sun, 06 Nov 1994 08:50:00 GMT")};
+    assert_false(IR("Sun, 06 Nov 1994 08:49:37 GMT", close, 2)); /* weak: 23 s apart */
+    assert_false(IR("Sun, 06 Nov 1994 08:49:37 GMT", close, 1)); /* no Date: not strong */
+    assert_false(IR("garbage", h, 3));
+#undef IR
+}
+
 int
 main(void)
 {
@@ -320,7 +567,9 @@ main(void)
         cmocka_unit_test(test_dates),     cmocka_unit_test(test_storable),
         cmocka_unit_test(test_freshness), cmocka_unit_test(test_age),
         cmocka_unit_test(test_usable),    cmocka_unit_test(test_vary),
-        cmocka_unit_test(test_store),
+        cmocka_unit_test(test_store),     cmocka_unit_test(test_range),
+        cmocka_unit_test(test_if_range),  cmocka_unit_test(test_stale_directives),
+        cmocka_unit_test(test_targeted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

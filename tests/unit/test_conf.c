@@ -883,7 +883,32 @@ test_cache_section(void **state)
     assert_int_equal(c->cache.memory, 1ull << 30);
     assert_int_equal(c->cache.max_object, 16u << 20);
     assert_int_equal(c->cache.heuristic_max, 6 * 3600000);
+    assert_null(c->cache.disk_path); /* disk tier defaults */
+    assert_int_equal(c->cache.disk_size, 1ull << 30);
+    assert_int_equal(c->cache.disk_objects, 1000000);
+    assert_int_equal(c->cache.disk_queue, 16u << 20);
+    assert_false(c->cache.disk_fsync);
     vd_conf_unref(c);
+    char dir[] = "/tmp/vdconf-disk-XXXXXX", text[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(text, sizeof(text),
+             "cache:\n  disk_path: %s\n  disk_size: 2g\n  disk_objects: 5000\n"
+             "  disk_queue: 1m\n  disk_fsync: true\n",
+             dir);
+    assert_int_equal(load_str(text, &c, err, sizeof(err), path), 0);
+    assert_string_equal(c->cache.disk_path, dir);
+    assert_int_equal(c->cache.disk_size, 2ull << 30);
+    assert_int_equal(c->cache.disk_objects, 5000);
+    assert_int_equal(c->cache.disk_queue, 1u << 20);
+    assert_true(c->cache.disk_fsync);
+    vd_conf_unref(c);
+    assert_int_equal(rmdir(dir), 0);
+    expect_err("cache:\n  disk_path: /nonexistent-vd/x\n",
+               "2:14: cache.disk_path: /nonexistent-vd/x does not exist and cannot be created in "
+               "/nonexistent-vd");
+    expect_err("cache:\n  disk_size: 1k\n",
+               "2:14: cache.disk_size: size '1k' is out of range: 1048576 to 18446744073709551615 "
+               "bytes");
     assert_int_equal(load_str("cache: {memory: 0, heuristic_max: 0}\n", &c, err, sizeof(err), path),
                      0);
     assert_int_equal(c->cache.memory, 0);
@@ -891,8 +916,38 @@ test_cache_section(void **state)
     vd_conf_unref(c);
     expect_err("cache:\n  max_object: 0\n",
                "2:15: cache.max_object: size '0' is out of range: 1 to 4294967295 bytes");
-    expect_err("cache:\n  disk: 1g\n",
-               "2:3: cache.disk: unknown key (expected memory, max_object or heuristic_max)");
+    expect_err("cache:\n  nosuch: 1g\n",
+               "2:3: cache.nosuch: unknown key (expected memory, max_object, heuristic_max, "
+               "max_ranges, background_revalidations, targeted_fields, disk_path, disk_size, "
+               "disk_objects, disk_queue or disk_fsync)");
+    assert_int_equal(load_str("cache: {max_ranges: 0}\n", &c, err, sizeof(err), path), 0);
+    assert_int_equal(c->cache.max_ranges, 0);
+    vd_conf_unref(c);
+    assert_int_equal(load_str("cache: {}\n", &c, err, sizeof(err), path), 0);
+    assert_int_equal(c->cache.max_ranges, 16);
+    assert_int_equal(c->cache.background, 64);
+    assert_int_equal(c->cache.ntargeted_fields, 1);
+    assert_string_equal(c->cache.targeted_fields[0], "cdn-cache-control");
+    vd_conf_unref(c);
+    assert_int_equal(load_str("cache: {targeted_fields: [Edge-CC, CDN-Cache-Control]}\n", &c, err,
+                              sizeof(err), path),
+                     0);
+    assert_int_equal(c->cache.ntargeted_fields, 2);
+    assert_string_equal(c->cache.targeted_fields[0], "edge-cc");
+    assert_string_equal(c->cache.targeted_fields[1], "cdn-cache-control");
+    vd_conf_unref(c);
+    assert_int_equal(load_str("cache: {targeted_fields: []}\n", &c, err, sizeof(err), path), 0);
+    assert_int_equal(c->cache.ntargeted_fields, 0);
+    vd_conf_unref(c);
+    expect_err("cache:\n  targeted_fields: [\"a b\"]\n",
+               "2:21: cache.targeted_fields[0]: bad field name 'a b': expected a token such as "
+               "CDN-Cache-Control");
+    assert_int_equal(load_str("cache: {background_revalidations: 0}\n", &c, err, sizeof(err), path),
+                     0);
+    assert_int_equal(c->cache.background, 0);
+    vd_conf_unref(c);
+    expect_err("cache:\n  max_ranges: 257\n",
+               "2:15: cache.max_ranges: expected an integer from 0 to 256, got '257'");
 }
 
 static void
