@@ -151,11 +151,11 @@ struct vd_conf_masque {
     uint64_t idle_timeout; /* ms, default 120000: no datagram either way, then the flow ends */
 };
 
-/* The shared HTTP cache (RFC 9111), memory tier; see docs/configuration.md, "cache". */
 /* The HTTP/2 front end (RFC 9113); see docs/configuration.md, "http2". */
 struct vd_conf_h2 {
-    bool enabled;         /* default true: h2 through ALPN on TLS listeners, h2c prior knowledge */
-    uint32_t max_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS, default 100 */
+    bool enabled;          /* default true: h2 through ALPN on TLS listeners, h2c prior knowledge */
+    bool extended_connect; /* default true: SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441) */
+    uint32_t max_streams;  /* SETTINGS_MAX_CONCURRENT_STREAMS, default 100 */
     uint32_t stream_window; /* bytes of request body buffered per stream, default 256 KiB */
     uint32_t conn_window;   /* bytes of request body per connection, default 1 MiB */
     uint32_t stream_buffer; /* bytes of response body queued per stream, default 64 KiB */

@@ -211,6 +211,7 @@ vd_conf_default(void)
     c->masque.idle_timeout = 120000;
     c->h2 = (struct vd_conf_h2){
         .enabled = true,
+        .extended_connect = true,
         .max_streams = 100,
         .stream_window = 256 * 1024,
         .conn_window = 1024 * 1024,

@@ -2667,9 +2667,10 @@ sec_h2(struct ld *ld, const struct ynode *n)
     };
 
     static const char *const keys[] = {
-        "enabled",           "max_concurrent_streams", "stream_window",
-        "connection_window", "stream_buffer",          "reset_burst",
-        "reset_rate",        "control_burst",          "control_rate",
+        "enabled",       "extended_connect",  "max_concurrent_streams",
+        "stream_window", "connection_window", "stream_buffer",
+        "reset_burst",   "reset_rate",        "control_burst",
+        "control_rate",
     };
     const struct ynode *v;
     int rc;
@@ -2678,6 +2679,10 @@ sec_h2(struct ld *ld, const struct ynode *n)
         return rc;
     }
     if ((v = get(n, "enabled")) && (rc = get_bool(ld, v, "http2.enabled", &h->enabled))) {
+        return rc;
+    }
+    if ((v = get(n, "extended_connect")) &&
+        (rc = get_bool(ld, v, "http2.extended_connect", &h->extended_connect))) {
         return rc;
     }
     for (size_t i = 0; i < VD_ARRAY_LEN(nums); i++) {

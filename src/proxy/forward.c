@@ -9,6 +9,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +82,8 @@ struct fwd {
     bool up_keepalive; /* the origin allows reuse */
     bool paused_by_front;
     bool upgrade;         /* Upgrade request forwarded with Connection: upgrade (RFC 9110 §7.8) */
+    bool ws_h2;           /* RFC 8441 extended CONNECT :protocol websocket, sent as an Upgrade */
+    char ws_key[32];      /* the Sec-WebSocket-Key viaduct generated for it (base64, NUL) */
     struct vd_tunnel *tn; /* after a 101 */
     struct vd_framing rf; /* response framing */
     uint64_t remain;
@@ -192,7 +196,8 @@ build_request_head(struct fwd *f)
     struct vd_dbuf *d = &f->head;
     bool mf_method = (req->method.len == 7 && memcmp(req->method.base, "OPTIONS", 7) == 0) ||
                      (req->method.len == 5 && memcmp(req->method.base, "TRACE", 5) == 0);
-    int r = vd_dbuf_add(d, req->method.base, req->method.len);
+    /* RFC 8441 §5: an extended CONNECT for websocket is an HTTP/1.1 GET with Upgrade. */
+    int r = f->ws_h2 ? vd_dbuf_add(d, "GET", 3) : vd_dbuf_add(d, req->method.base, req->method.len);
     r = r ? r : vd_dbuf_add(d, " ", 1);
     r = r ? r : vd_dbuf_add(d, req->path.base, req->path.len);
     r = r ? r : vd_dbuf_add(d, " HTTP/1.1\r\nHost: ", 17);
@@ -211,6 +216,11 @@ build_request_head(struct fwd *f)
         struct vd_iov name = req->hdrs[i].name;
         if (!end_to_end(req->hdrs, req->nhdrs, has_conn, name) || vd_hdr_name_is(name, "host") ||
             vd__cache_skip_req_field(f->cx, name)) {
+            continue;
+        }
+        /* A key or version sent on HTTP/2 is not the handshake of this hop (RFC 8441 §5). */
+        if (f->ws_h2 && (vd_hdr_name_is(name, "sec-websocket-key") ||
+                         vd_hdr_name_is(name, "sec-websocket-version"))) {
             continue;
         }
         if (vd_hdr_name_is(name, "max-forwards") && mf_method) {
@@ -273,7 +283,12 @@ build_request_head(struct fwd *f)
                              conf->via);
         }
     }
-    if (r == 0 && f->upgrade) {
+    if (r == 0 && f->ws_h2) {
+        r = vd_dbuf_addf(d,
+                         "Connection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: "
+                         "13\r\nSec-WebSocket-Key: %s\r\n",
+                         f->ws_key);
+    } else if (r == 0 && f->upgrade) {
         /* The one exception to hop-by-hop removal: an allowed Upgrade travels with its
          * Connection option, so the next hop can switch too. */
         r = vd_dbuf_add(d, "Connection: upgrade\r\n", 21);
@@ -928,8 +943,9 @@ wants_upgrade(const struct vd_txn *t)
     if (!t->declared || t->req.version < 11 || t->req.framing.kind != VD_BODY_NONE) {
         return false;
     }
-    bool conn_upgrade = false;
-    for (size_t i = 0; i < t->req.nhdrs && !conn_upgrade; i++) {
+    /* RFC 8441: the extended CONNECT itself asks for the protocol. */
+    bool conn_upgrade = t->req.version >= 20 && t->req.protocol.len > 0;
+    for (size_t i = 0; i < t->req.nhdrs && !conn_upgrade && t->req.version < 20; i++) {
         if (vd_hdr_name_is(t->req.hdrs[i].name, "connection")) {
             conn_upgrade = vd_list_has(t->req.hdrs[i].value, "upgrade");
         }
@@ -970,6 +986,40 @@ fwd_tunnel_done(void *arg, const struct vd_tunnel_stats *st)
     fwd_tunnel_close(f);
 }
 
+/* A fresh Sec-WebSocket-Key (RFC 6455 §4.1: 16 random bytes, base64) into f->ws_key. */
+static int
+ws_new_key(struct fwd *f)
+{
+    unsigned char raw[16];
+    if (RAND_bytes(raw, sizeof(raw)) != 1) {
+        return VD_ENOMEM;
+    }
+    EVP_EncodeBlock((unsigned char *)f->ws_key, raw, sizeof(raw)); /* 24 chars + NUL */
+    return 0;
+}
+
+/* RFC 6455 §4.2.2: Sec-WebSocket-Accept = base64(SHA-1(key + the GUID)). */
+static bool
+ws_accept_ok(const struct fwd *f, const struct vd_h1_resp_head *h)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    const struct vd_hdr *acc = vd_hdr_find(h->hdrs, h->nhdrs, "sec-websocket-accept");
+    const struct vd_hdr *up = vd_hdr_find(h->hdrs, h->nhdrs, "upgrade");
+    if (!acc || !up || !vd_list_has(up->value, "websocket")) {
+        return false;
+    }
+    char in[64];
+    int n = snprintf(in, sizeof(in), "%s%s", f->ws_key, guid);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int ml = 0;
+    if (n <= 0 || EVP_Digest(in, (size_t)n, md, &ml, EVP_sha1(), NULL) != 1) {
+        return false;
+    }
+    char want[64];
+    int wl = EVP_EncodeBlock((unsigned char *)want, md, (int)ml);
+    return acc->value.len == (size_t)wl && memcmp(acc->value.base, want, (size_t)wl) == 0;
+}
+
 /* A 101 to an Upgrade request: the client gets the 101 with the origin's Upgrade, then both
  * connections become a tunnel. Bytes the origin sent after its 101 go to the client first. */
 static void
@@ -984,18 +1034,37 @@ fwd_switch(struct fwd *f, const struct vd_h1_resp_head *h, size_t headlen)
     }
     t->stats.upstream_ns = uv_hrtime() - f->t0;
     struct vd_resp resp = {.status = 101, .length = -1, .tunnel = true};
+    if (f->ws_h2 && !ws_accept_ok(f, h)) {
+        fwd_fail(f, 502,
+                 "upstream WebSocket handshake failed: Sec-WebSocket-Accept does not match");
+        return;
+    }
     if (filter_response_head(f, h, &resp) < 0) {
         fwd_fail(f, 502, "out of memory for the response head");
         return;
     }
     struct vd_hdr *hd = (struct vd_hdr *)resp.hdrs;
+    if (f->ws_h2) {
+        /* RFC 8441 §5: the client gets 200; the accept value belonged to this hop only. */
+        size_t k = 0;
+        for (size_t i = 0; i < resp.nhdrs; i++) {
+            if (!vd_hdr_name_is(hd[i].name, "sec-websocket-accept")) {
+                hd[k++] = hd[i];
+            }
+        }
+        resp.nhdrs = k;
+        resp.status = 200;
+    }
     char *uv = vd_arena_dup(&t->arena, up->value.base, up->value.len);
     if (!uv) {
         fwd_fail(f, 502, "out of memory for the response head");
         return;
     }
-    hd[resp.nhdrs++] = (struct vd_hdr){VD_IOV_LIT("Connection"), VD_IOV_LIT("upgrade")};
-    hd[resp.nhdrs++] = (struct vd_hdr){VD_IOV_LIT("Upgrade"), {(const uint8_t *)uv, up->value.len}};
+    if (!f->ws_h2) {
+        hd[resp.nhdrs++] = (struct vd_hdr){VD_IOV_LIT("Connection"), VD_IOV_LIT("upgrade")};
+        hd[resp.nhdrs++] =
+            (struct vd_hdr){VD_IOV_LIT("Upgrade"), {(const uint8_t *)uv, up->value.len}};
+    }
     vd_buf_consume(&u->in, (uint32_t)headlen);
     struct vd_tunnel_end client;
     if (t->front->send_head(t, &resp) < 0 || t->front->tunnel(t, &client) < 0) {
@@ -1490,6 +1559,14 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
         f->sni = sni ? vd_arena_dup(&t->arena, sni, strlen(sni)) : NULL;
     }
     f->upgrade = wants_upgrade(t);
+    f->ws_h2 =
+        f->upgrade && t->req.version >= 20 && t->declared && strcmp(t->declared, "websocket") == 0;
+    if (f->ws_h2 && ws_new_key(f) < 0) {
+        free(f);
+        vd__cache_end(cx);
+        vd_txn_respond_error(t, 503, "no random bytes for a WebSocket key", false);
+        return;
+    }
     vd_dbuf_init(&f->head, t->conf->limits.header_block + 8192);
     vd_dbuf_init(&f->trailers, 0);
     t->handler = &fwd_ops;

@@ -558,19 +558,13 @@ build_request(struct h2st *st, bool end_stream, const char **why)
         }
     }
     t->stats.bytes_in = st->head_bytes;
-    if (iov_is(r->method, "CONNECT")) {
-        if (st->pproto.len) {
-            /* Extended CONNECT (RFC 8441 §4): the target is :scheme :authority :path. */
-            r->protocol = st->pproto;
-            r->scheme = st->ps;
-            r->path = st->pp;
-            r->target = st->pp;
-            r->form = VD_TARGET_ORIGIN;
-        } else {
-            r->target = r->authority;
-            r->form = VD_TARGET_AUTHORITY;
-        }
+    if (iov_is(r->method, "CONNECT") && !st->pproto.len) {
+        r->target = r->authority;
+        r->form = VD_TARGET_AUTHORITY;
     } else {
+        /* Extended CONNECT (RFC 8441 §4) names its target like a request: :scheme :authority
+         * :path, and :protocol says what the stream will carry. */
+        r->protocol = st->pproto;
         r->scheme = st->ps;
         r->path = st->pp;
         if (iov_is(r->path, "*")) {
@@ -681,6 +675,22 @@ cb_frame_recv(nghttp2_session *ng, const nghttp2_frame *fr, void *ud)
     return 0;
 }
 
+/* RFC 9113 §8.1: once the response is complete, a request still being sent is not needed;
+ * RST_STREAM NO_ERROR tells the client to stop (a tunnel's END_STREAM is only a half-close). */
+static int
+cb_frame_send(nghttp2_session *ng, const nghttp2_frame *fr, void *ud)
+{
+    struct vd_h2 *h = ud;
+    if ((fr->hd.type == NGHTTP2_HEADERS || fr->hd.type == NGHTTP2_DATA) &&
+        (fr->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        struct h2st *st = st_get(h, fr->hd.stream_id);
+        if (st && !st->rbody_end && !st->tunneling) {
+            (void)nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+        }
+    }
+    return 0;
+}
+
 static int
 cb_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *ud)
 {
@@ -699,7 +709,7 @@ cb_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *ud)
         }
         return 0;
     }
-    if (st->t && !st->done && code == NGHTTP2_NO_ERROR && st->eof_sent) {
+    if (st->t && !st->done && st->eof_sent) {
         st->done = true;
     }
     if (st->t) {
@@ -1425,12 +1435,11 @@ io(struct vd_h2 *h, int ev)
                 break;
             }
             if (n <= 0) {
+                /* An HTTP/2 client that closes is gone: nothing it asked for can be
+                 * delivered (there is no half-closed connection in HTTP/2). */
                 h->want_read = false;
-                if (h->nstreams == 0 || n < 0) {
-                    fatal(h, NULL);
-                    goto out;
-                }
-                break;
+                fatal(h, NULL);
+                goto out;
             }
             if (!feed(h, vd_buf_data(&h->in), (size_t)n)) {
                 goto out;
@@ -1530,6 +1539,7 @@ vd_h2_start(const struct vd_h2_host *host)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, cb_data_chunk);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, cb_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, cb_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, cb_frame_send);
     /* Window updates follow what handlers accept, not what arrived. */
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_send_header_block_length(opt, 256 * 1024);
@@ -1547,7 +1557,9 @@ vd_h2_start(const struct vd_h2_host *host)
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, h->conf->limits.header_block},
         {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
     };
-    if (nghttp2_submit_settings(h->ng, NGHTTP2_FLAG_NONE, iv, VD_ARRAY_LEN(iv)) != 0 ||
+    /* Without the setting, nghttp2 treats a request with :protocol as malformed (RFC 8441 §3). */
+    size_t niv = c->extended_connect ? VD_ARRAY_LEN(iv) : VD_ARRAY_LEN(iv) - 1;
+    if (nghttp2_submit_settings(h->ng, NGHTTP2_FLAG_NONE, iv, niv) != 0 ||
         nghttp2_session_set_local_window_size(h->ng, NGHTTP2_FLAG_NONE, 0,
                                               (int32_t)c->conn_window) != 0) {
         nghttp2_session_del(h->ng);

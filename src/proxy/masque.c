@@ -470,11 +470,14 @@ mudp_start_flow(struct mudp *m)
 {
     struct vd_txn *t = m->t;
     struct vd_hdr hdrs[3] = {
+        {VD_IOV_LIT("Capsule-Protocol"), VD_IOV_LIT("?1")},
         {VD_IOV_LIT("Connection"), VD_IOV_LIT("Upgrade")},
         {VD_IOV_LIT("Upgrade"), VD_IOV_LIT("connect-udp")},
-        {VD_IOV_LIT("Capsule-Protocol"), VD_IOV_LIT("?1")},
     };
-    struct vd_resp resp = {.status = 101, .hdrs = hdrs, .nhdrs = 3, .length = -1, .tunnel = true};
+    /* HTTP/1.1: 101 Switching Protocols; HTTP/2 and later: 200 to the extended CONNECT. */
+    bool h1 = t->req.version < 20;
+    struct vd_resp resp = {
+        .status = h1 ? 101 : 200, .hdrs = hdrs, .nhdrs = h1 ? 3 : 1, .length = -1, .tunnel = true};
     struct vd_tunnel_end client;
     if (t->front->send_head(t, &resp) < 0 || t->front->tunnel(t, &client) < 0) {
         t->handler = NULL;
@@ -485,12 +488,14 @@ mudp_start_flow(struct mudp *m)
     /* Capsules the client sent optimistically right after its request (RFC 9298 §3.2). */
     if (vd_buf_acquire(&m->in) < 0 ||
         (client.early.len > m->in.cap && vd_buf_grow(&m->in, (uint32_t)client.early.len) < 0) ||
-        vd_dbuf_add(&m->out, client.unsent.base, client.unsent.len) < 0) {
+        (client.unsent.len && vd_dbuf_add(&m->out, client.unsent.base, client.unsent.len) < 0)) {
         t->front->tunnel(t, NULL);
         mudp_end(m, "nomem", true);
         return;
     }
-    memcpy(m->in.base, client.early.base, client.early.len);
+    if (client.early.len) {
+        memcpy(m->in.base, client.early.base, client.early.len);
+    }
     m->in.len = (uint32_t)client.early.len;
     t->front->tunnel(t, NULL);
     m->cs = client.sock;
@@ -644,9 +649,20 @@ vd_masque_udp_try(struct vd_txn *t)
             cp_bad |= !(h->value.len == 2 && memcmp(h->value.base, "?1", 2) == 0);
         }
     }
-    if (t->req.method.len != 3 || memcmp(t->req.method.base, "GET", 3) != 0 ||
-        t->req.version != 11 || !conn_upgrade || !t->declared ||
-        strcmp(t->declared, "connect-udp") != 0 || t->req.framing.kind != VD_BODY_NONE || cp_bad) {
+    /* RFC 9298 §3.4 (HTTP/2): extended CONNECT with :protocol connect-udp. */
+    bool h2 = t->req.version >= 20 && t->req.method.len == 7 &&
+              memcmp(t->req.method.base, "CONNECT", 7) == 0 && t->req.protocol.len;
+    if (h2 && (cp_bad || !t->declared || strcmp(t->declared, "connect-udp") != 0)) {
+        vd_txn_respond_error(t, 400,
+                             "malformed connect-udp request: Capsule-Protocol must be ?1 when "
+                             "present",
+                             false);
+        return true;
+    }
+    if (!h2 && (t->req.method.len != 3 || memcmp(t->req.method.base, "GET", 3) != 0 ||
+                t->req.version != 11 || !conn_upgrade || !t->declared ||
+                strcmp(t->declared, "connect-udp") != 0 || t->req.framing.kind != VD_BODY_NONE ||
+                cp_bad)) {
         vd_txn_respond_error(t, 400,
                              "malformed connect-udp request: expected an HTTP/1.1 GET with "
                              "Connection: Upgrade and Upgrade: connect-udp, without a body",

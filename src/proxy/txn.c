@@ -378,11 +378,51 @@ client_surely_denied(const struct vd_conf *c, const struct sockaddr *client,
 }
 
 /* Routing after authentication: CONNECT, requests answered here, forward and reverse. */
+/* Extended CONNECT (RFC 8441) on an HTTP/2 stream: connect-udp (RFC 9298) goes to the MASQUE
+ * handler; websocket goes through routing like a request, and the forward handler turns it into
+ * an HTTP/1.1 Upgrade. Returns true when answered here. */
+static bool
+route_extended(struct vd_txn *t)
+{
+    char *p = vd_arena_dup(&t->arena, t->req.protocol.base, t->req.protocol.len);
+    for (char *q = p; q && *q; q++) {
+        if (*q >= 'A' && *q <= 'Z') {
+            *q = (char)(*q + 32);
+        }
+    }
+    t->declared = p;
+    if (p && strcmp(p, "connect-udp") == 0) {
+        if (!vd_masque_udp_try(t)) {
+            vd_txn_respond_error(t, 404, "no connect-udp URI template matches this path", false);
+        }
+        return true;
+    }
+    if (p && strcmp(p, "websocket") == 0) {
+        const struct vd_conf_tunnel *tc = &t->conf->tunnel;
+        for (size_t i = 0; i < tc->nupgrade_protocols; i++) {
+            if (strcmp(tc->upgrade_protocols[i], p) == 0) {
+                return false; /* routed like a request; forward.c does the Upgrade */
+            }
+        }
+        vd_txn_respond_error(t, 403, "websocket is not allowed (tunnel.upgrade_protocols)", false);
+        return true;
+    }
+    char detail[160];
+    snprintf(detail, sizeof(detail), "extended CONNECT for protocol '%.60s' is not supported",
+             p ? p : "");
+    vd_txn_respond_error(t, 501, detail, false);
+    return true;
+}
+
 static void
 txn_route(struct vd_txn *t)
 {
     t->declared = declared_protocol(t);
-    if (method_is(t, "CONNECT")) {
+    if (method_is(t, "CONNECT") && t->req.protocol.len) {
+        if (route_extended(t)) {
+            return;
+        }
+    } else if (method_is(t, "CONNECT")) {
         start_connect(t);
         return;
     }
