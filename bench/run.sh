@@ -14,7 +14,7 @@ harness=${VIADUCT_HARNESS:-$root/../shared/bench}
 [ -x "$root/build/viaduct" ] || { echo "build first: make build" >&2; exit 1; }
 export VIADUCT_BIN="$root/build/viaduct"
 export VIADUCT_CMD="exec $here/viaduct-bench.sh"
-export VIADUCT_SCENARIOS=${VIADUCT_SCENARIOS:-"fwd rev hit tunnel idle"}
+export VIADUCT_SCENARIOS=${VIADUCT_SCENARIOS:-"fwd rev hit tunnel idle h2"}
 export VIADUCT_IDLE_MODE=fwd
 args=("$@")
 if [ ${#args[@]} -eq 0 ]; then

@@ -94,10 +94,14 @@ struct vd_h2 {
     uv_idle_t idle;
     bool kicked;
     bool in_io;
-    bool dead;      /* the connection is closing: no socket calls */
-    bool draining;  /* GOAWAY sent */
-    bool want_read; /* the client may still send */
-    bool flood;     /* a flood limit tripped: GOAWAY ENHANCE_YOUR_CALM, then close */
+    bool dead;               /* the connection is closing: no socket calls */
+    bool draining;           /* GOAWAY sent */
+    bool want_read;          /* the client may still send */
+    bool flood;              /* a flood limit tripped: GOAWAY ENHANCE_YOUR_CALM, then close */
+    uint32_t fatal_code;     /* a connection error found by a callback (GOAWAY code) */
+    int32_t max_sid;         /* highest client stream id opened */
+    int32_t closed_ring[32]; /* recently closed stream ids (late trailers are not errors) */
+    unsigned closed_pos;
     struct vd_list streams;
     struct vd_list ready;
     size_t nstreams;
@@ -110,6 +114,7 @@ static const struct vd_front_ops h2_front_ops;
 static const struct vd_xport_ops h2_stream_xport;
 static void kick(struct vd_h2 *h);
 static void st_maybe_free(struct h2st *st);
+static bool lower_stream_id(struct vd_h2 *h, int32_t id);
 
 /* ---- byte queue ---------------------------------------------------------------------------- */
 
@@ -315,6 +320,16 @@ cb_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *ud)
     struct vd_h2 *h = ud;
     (void)ng;
     switch (hd->type) {
+    case NGHTTP2_HEADERS:
+        if ((hd->stream_id & 1) && lower_stream_id(h, hd->stream_id)) {
+            vd_log(VD_LOG_INFO, &h->log,
+                   "HTTP/2 protocol error: stream %d opened after stream %d (RFC 9113 §5.1.1)",
+                   (int)hd->stream_id, (int)h->max_sid);
+            h->fatal_code = NGHTTP2_PROTOCOL_ERROR;
+            h->want_read = false;
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        break;
     case NGHTTP2_SETTINGS:
     case NGHTTP2_PING:
     case NGHTTP2_PRIORITY:
@@ -340,6 +355,23 @@ cb_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *ud)
     return 0;
 }
 
+/* RFC 9113 §5.1.1: a new stream's id must be greater than every id the client used before.
+ * libnghttp2 ignores such HEADERS (it cannot tell them from trailers sent after a reset), so
+ * the check is here: below the highest id, not open and not recently closed is an error. */
+static bool
+lower_stream_id(struct vd_h2 *h, int32_t id)
+{
+    if (id > h->max_sid || nghttp2_session_find_stream(h->ng, id)) {
+        return false;
+    }
+    for (size_t i = 0; i < VD_ARRAY_LEN(h->closed_ring); i++) {
+        if (h->closed_ring[i] == id) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static int
 cb_begin_headers(nghttp2_session *ng, const nghttp2_frame *fr, void *ud)
 {
@@ -360,6 +392,7 @@ cb_begin_headers(nghttp2_session *ng, const nghttp2_frame *fr, void *ud)
     }
     st->id = fr->hd.stream_id;
     st->h = h;
+    h->max_sid = VD_MAX(h->max_sid, st->id);
     bq_init(&st->rbody, h->conf->h2.stream_window);
     bq_init(&st->obody, h->conf->h2.stream_buffer);
     vd_dbuf_init(&st->trailers, h->conf->limits.trailer_block + 64);
@@ -697,6 +730,7 @@ cb_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *ud)
     struct vd_h2 *h = ud;
     (void)ng;
     struct h2st *st = st_get(h, id);
+    h->closed_ring[h->closed_pos++ % VD_ARRAY_LEN(h->closed_ring)] = id;
     if (!st) {
         return 0;
     }
@@ -1399,11 +1433,13 @@ feed(struct vd_h2 *h, const uint8_t *p, size_t n)
              * block) and queued acknowledgements (FLOODED). */
             bool calm_down =
                 h->flood || r == NGHTTP2_ERR_FLOODED || r == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS;
-            if (!h->flood) {
+            if (!h->flood && !h->fatal_code) {
                 vd_log(VD_LOG_NOTICE, &h->log, "HTTP/2 connection ends: %s%s",
                        nghttp2_strerror((int)r), calm_down ? " (ENHANCE_YOUR_CALM)" : "");
             }
-            goaway_raw(h, calm_down ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR);
+            goaway_raw(h, h->fatal_code ? h->fatal_code
+                          : calm_down   ? NGHTTP2_ENHANCE_YOUR_CALM
+                                        : NGHTTP2_PROTOCOL_ERROR);
             fatal(h, NULL);
             return false;
         }

@@ -279,6 +279,19 @@ def test_content_length_mismatch_is_reset(viaduct, origin):
         assert c.wait(sid).reset == PROTOCOL_ERROR
 
 
+def test_lower_stream_id_is_a_connection_error(viaduct, origin):
+    v = reverse(viaduct, origin)
+    with RawH2("127.0.0.1", v.port()) as c:
+        c.send(c.request(5, "/five"))
+        fs = c.collect(ends(5))
+        assert stream_result(fs, 5) == (200, b"ok\n", None)
+        # RFC 9113 §5.1.1: stream 3 after stream 5 is a connection error.
+        c.send(c.request(3, "/three"))
+        assert c.wait_goaway() == (PROTOCOL_ERROR, 5)
+    (req,) = origin.wait_requests(1)
+    assert req.target == "/five"
+
+
 # ---- floods ----------------------------------------------------------------------------------
 
 def test_rapid_reset_flood_gets_enhance_your_calm(viaduct, make_origin):
