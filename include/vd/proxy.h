@@ -219,6 +219,7 @@ struct vd_worker {
     struct vd_list conns; /* client connections */
     size_t nconns;
     struct vd_list idle_upstreams; /* pooled upstream connections, most recent first */
+    void *pool_keys;               /* forward.c: idle connections counted and listed per pool key */
     uint64_t next_conn_id;
     struct vd_hdr *hdr_scratch; /* head parsing scratch shared by the worker's connections */
     size_t hdr_scratch_cap;

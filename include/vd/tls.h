@@ -65,6 +65,10 @@ VD_MUST_CHECK int vd_tls_handshake(struct vd_sock *s);
  * certificate"); "TLS error" when there is none. Never NULL; valid until the sock is closed. */
 const char *vd_tls_error_detail(struct vd_sock *s);
 
+/* Lets OpenSSL read more than one record per read(2) (read-ahead). Only for owners that read
+ * until VD_EAGAIN every time, since poll does not see bytes buffered inside OpenSSL. */
+void vd_tls_read_ahead(struct vd_sock *s);
+
 /* The negotiated ALPN protocol ("http/1.1", "h2") or NULL; the SNI the client sent or NULL. */
 const char *vd_tls_alpn(struct vd_sock *s);
 const char *vd_tls_sni(struct vd_sock *s);

@@ -29,11 +29,25 @@
 
 struct fwd;
 
+/* The idle connections of one pool key ("host:port:tls:sni"), so that taking and returning a
+ * connection costs one hash lookup however many origins and idle connections there are. */
+struct pkey {
+    struct pkey *next; /* hash chain */
+    uint64_t h;
+    size_t n;           /* idle connections */
+    struct vd_list lru; /* most recent first */
+    char key[];
+};
+
+#define PKEY_BUCKETS 256
+
 struct upc {
     uint32_t magic;
     struct vd_sock sock;
     uv_timer_t timer;
-    struct vd_list link; /* in w->idle_upstreams while idle */
+    struct vd_list link;  /* in w->idle_upstreams while idle */
+    struct vd_list klink; /* in its pkey's list while idle */
+    struct pkey *pk;      /* while idle */
     struct vd_worker *w;
     struct fwd *f; /* current user, NULL while idle */
     char key[320]; /* host:port:tls:sni */
@@ -440,6 +454,70 @@ upc_timer_closed(uv_handle_t *h)
     upc_closed_one(h->data);
 }
 
+static uint64_t
+pkey_hash(const char *k)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (; *k; k++) {
+        h = (h ^ (uint8_t)*k) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* The pkey of @key; created when @create. NULL when absent (or out of memory). */
+static struct pkey *
+pkey_get(struct vd_worker *w, const char *key, bool create)
+{
+    struct pkey **b = w->pool_keys;
+    if (!b) {
+        if (!create || !(b = calloc(PKEY_BUCKETS, sizeof(*b)))) {
+            return NULL;
+        }
+        w->pool_keys = b;
+    }
+    uint64_t h = pkey_hash(key);
+    struct pkey **slot = &b[h % PKEY_BUCKETS];
+    for (struct pkey *p = *slot; p; p = p->next) {
+        if (p->h == h && strcmp(p->key, key) == 0) {
+            return p;
+        }
+    }
+    if (!create) {
+        return NULL;
+    }
+    size_t kl = strlen(key) + 1;
+    struct pkey *p = malloc(sizeof(*p) + kl);
+    if (!p) {
+        return NULL;
+    }
+    p->h = h;
+    p->n = 0;
+    vd_list_init(&p->lru);
+    memcpy(p->key, key, kl);
+    p->next = *slot;
+    *slot = p;
+    return p;
+}
+
+/* Takes @u out of the idle lists. */
+static void
+upc_unidle(struct upc *u)
+{
+    struct pkey *p = u->pk;
+    vd_list_remove(&u->link);
+    vd_list_remove(&u->klink);
+    u->idle = false;
+    u->pk = NULL;
+    if (--p->n == 0) {
+        struct pkey **slot = &((struct pkey **)u->w->pool_keys)[p->h % PKEY_BUCKETS];
+        while (*slot != p) {
+            slot = &(*slot)->next;
+        }
+        *slot = p->next;
+        free(p);
+    }
+}
+
 static void
 upc_close(struct upc *u)
 {
@@ -447,8 +525,7 @@ upc_close(struct upc *u)
         return;
     }
     if (u->idle) {
-        vd_list_remove(&u->link);
-        u->idle = false;
+        upc_unidle(u);
     }
     u->f = NULL;
     u->pending_closes = 2;
@@ -472,14 +549,14 @@ upc_release(struct upc *u, bool reusable)
         upc_close(u);
         return;
     }
-    size_t same = 0;
-    for (struct vd_list *n = w->idle_upstreams.next; n != &w->idle_upstreams; n = n->next) {
-        struct upc *o = VD_CONTAINER_OF(n, struct upc, link);
-        if (strcmp(o->key, u->key) == 0) {
-            same++;
+    struct pkey *p = pkey_get(w, u->key, true);
+    if (!p || p->n >= w->conf->upstream.pool_idle_max) {
+        if (p && p->n == 0) {
+            /* pool_idle_max 0: the entry was only just made */
+            struct pkey **slot = &((struct pkey **)w->pool_keys)[p->h % PKEY_BUCKETS];
+            *slot = p->next;
+            free(p);
         }
-    }
-    if (same >= w->conf->upstream.pool_idle_max) {
         upc_close(u);
         return;
     }
@@ -488,6 +565,9 @@ upc_release(struct upc *u, bool reusable)
     u->out_off = 0;
     u->used_before = true;
     u->idle = true;
+    u->pk = p;
+    p->n++;
+    vd_list_insert_head(&p->lru, &u->klink);
     vd_list_insert_head(&w->idle_upstreams, &u->link);
     uv_timer_start(&u->timer, upc_idle_timeout, w->conf->upstream.pool_idle_timeout, 0);
     /* Watch for the origin closing the idle connection. */
@@ -501,21 +581,21 @@ vd_pool_close_all(struct vd_worker *w)
         struct upc *u = VD_CONTAINER_OF(w->idle_upstreams.next, struct upc, link);
         upc_close(u);
     }
+    free(w->pool_keys); /* every chain is empty now */
+    w->pool_keys = NULL;
 }
 
 static struct upc *
 pool_take(struct vd_worker *w, const char *key)
 {
-    for (struct vd_list *n = w->idle_upstreams.next; n != &w->idle_upstreams; n = n->next) {
-        struct upc *u = VD_CONTAINER_OF(n, struct upc, link);
-        if (strcmp(u->key, key) == 0) {
-            vd_list_remove(&u->link);
-            u->idle = false;
-            uv_timer_stop(&u->timer);
-            return u;
-        }
+    struct pkey *p = pkey_get(w, key, false);
+    if (!p) {
+        return NULL;
     }
-    return NULL;
+    struct upc *u = VD_CONTAINER_OF(p->lru.next, struct upc, klink);
+    upc_unidle(u);
+    uv_timer_stop(&u->timer);
+    return u;
 }
 
 static void

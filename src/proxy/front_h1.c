@@ -1058,6 +1058,7 @@ on_sock_event(struct vd_sock *s, int ev)
         const char *alpn = vd_tls_alpn(&c->sock);
         if (alpn && strcmp(alpn, "h2") == 0) {
             c->h2_checked = true;
+            vd_tls_read_ahead(&c->sock); /* the HTTP/2 session always reads to EAGAIN */
             switch_to_h2(c, NULL, 0);
             if (c->state == ST_H2 && c->h2) {
                 /* The preface may sit decrypted inside OpenSSL, where poll cannot see it. */

@@ -94,10 +94,11 @@ struct vd_h2 {
     uv_idle_t idle;
     bool kicked;
     bool in_io;
-    bool dead;               /* the connection is closing: no socket calls */
-    bool draining;           /* GOAWAY sent */
-    bool want_read;          /* the client may still send */
-    bool flood;              /* a flood limit tripped: GOAWAY ENHANCE_YOUR_CALM, then close */
+    bool dead;      /* the connection is closing: no socket calls */
+    bool draining;  /* GOAWAY sent */
+    bool want_read; /* the client may still send */
+    bool read_more; /* reading stopped before EAGAIN: bytes may wait inside TLS, unseen by poll */
+    bool flood;     /* a flood limit tripped: GOAWAY ENHANCE_YOUR_CALM, then close */
     uint32_t fatal_code;     /* a connection error found by a callback (GOAWAY code) */
     int32_t max_sid;         /* highest client stream id opened */
     int32_t closed_ring[32]; /* recently closed stream ids (late trailers are not errors) */
@@ -923,6 +924,42 @@ resume(struct h2st *st)
     kick(st->h);
 }
 
+/* Connection-specific fields (RFC 9113 §8.2.2) and Content-Length (regenerated). */
+static bool
+not_sent(struct vd_iov n)
+{
+    switch (n.len) {
+    case 7:
+        return vd__hdr_name_eq(n, "upgrade", 7);
+    case 10:
+        return vd__hdr_name_eq(n, "connection", 10) || vd__hdr_name_eq(n, "keep-alive", 10);
+    case 14:
+        return vd__hdr_name_eq(n, "content-length", 14);
+    case 16:
+        return vd__hdr_name_eq(n, "proxy-connection", 16);
+    case 17:
+        return vd__hdr_name_eq(n, "transfer-encoding", 17);
+    default:
+        return false;
+    }
+}
+
+/* Writes @v in decimal at @out (room for 20 digits); returns the length. */
+static size_t
+u64_dec(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = tmp[n - 1 - i];
+    }
+    return n;
+}
+
 /* Field names go lowercase on HTTP/2 (RFC 9113 §8.2.1); connection-specific fields are not
  * sent (§8.2.2). Returns the nv array in the arena, or NULL. */
 static nghttp2_nv *
@@ -936,17 +973,13 @@ make_nv(struct vd_txn *t, int status, const struct vd_hdr *hd, size_t n, int64_t
     }
     size_t k = 0;
     if (status) {
-        snprintf(st, 4, "%03d", status);
+        st[0] = (char)('0' + status / 100 % 10);
+        st[1] = (char)('0' + status / 10 % 10);
+        st[2] = (char)('0' + status % 10);
         nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st, 7, 3, NGHTTP2_NV_FLAG_NONE};
     }
-    static const char *const drop[] = {"connection", "keep-alive",        "proxy-connection",
-                                       "upgrade",    "transfer-encoding", "content-length"};
     for (size_t i = 0; i < n; i++) {
-        bool skip = false;
-        for (size_t d = 0; d < VD_ARRAY_LEN(drop) && !skip; d++) {
-            skip = vd_hdr_name_is(hd[i].name, drop[d]);
-        }
-        if (skip) {
+        if (not_sent(hd[i].name)) {
             continue;
         }
         uint8_t *name = vd_arena_alloc(&t->arena, hd[i].name.len);
@@ -966,9 +999,9 @@ make_nv(struct vd_txn *t, int status, const struct vd_hdr *hd, size_t n, int64_t
         if (!cl) {
             return NULL;
         }
-        int l = snprintf(cl, 24, "%lld", (long long)length);
-        nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)l,
-                               NGHTTP2_NV_FLAG_NONE};
+        size_t l = u64_dec(cl, (uint64_t)length);
+        nv[k++] =
+            (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, l, NGHTTP2_NV_FLAG_NONE};
     }
     *out_n = k;
     return nv;
@@ -1318,12 +1351,32 @@ fatal(struct vd_h2 *h, const char *why)
     h->host.close(h->host.conn); /* calls vd_h2_free */
 }
 
-/* Writes what is queued, then asks nghttp2 for more frames while the socket takes them. Returns
- * false when the connection was closed. */
+/* Gathers the frames nghttp2 has ready (up to OUT_HIGH bytes) and writes them with one call:
+ * one syscall and, on TLS, one record for many small frames (a response's HEADERS and DATA, many
+ * streams' responses). Repeats while the socket takes everything. Returns false when the
+ * connection was closed. */
 static bool
 flush(struct vd_h2 *h)
 {
     for (;;) {
+        while (h->out.len < OUT_HIGH) {
+            const uint8_t *d = NULL;
+            ssize_t n = nghttp2_session_mem_send(h->ng, &d);
+            if (n < 0) {
+                fatal(h, nghttp2_strerror((int)n));
+                return false;
+            }
+            if (n == 0) {
+                break;
+            }
+            if (bq_add(&h->out, d, (size_t)n, true) != (size_t)n) {
+                fatal(h, "out of memory");
+                return false;
+            }
+        }
+        if (h->out.len == 0) {
+            return true;
+        }
         while (h->out.len) {
             struct iovec iov = {h->out.p + h->out.off, h->out.len};
             ssize_t w = vd_sock_writev(h->host.sock, &iov, 1);
@@ -1335,31 +1388,6 @@ flush(struct vd_h2 *h)
                 return false;
             }
             bq_consume(&h->out, (size_t)w);
-        }
-        const uint8_t *d = NULL;
-        ssize_t n = nghttp2_session_mem_send(h->ng, &d);
-        if (n < 0) {
-            fatal(h, nghttp2_strerror((int)n));
-            return false;
-        }
-        if (n == 0) {
-            return true;
-        }
-        struct iovec iov = {(void *)d, (size_t)n};
-        ssize_t w = vd_sock_writev(h->host.sock, &iov, 1);
-        if (w < 0 && w != VD_EAGAIN) {
-            fatal(h, NULL);
-            return false;
-        }
-        size_t done = w > 0 ? (size_t)w : 0;
-        if (done < (size_t)n) {
-            if (bq_add(&h->out, d + done, (size_t)n - done, true) != (size_t)n - done) {
-                fatal(h, "out of memory");
-                return false;
-            }
-            if (h->out.len >= OUT_HIGH) {
-                return true;
-            }
         }
     }
 }
@@ -1378,6 +1406,9 @@ rearm(struct vd_h2 *h)
     int ev = 0;
     if (h->want_read && h->out.len < OUT_NOREAD) {
         ev |= VD_WANT_READ;
+        if (h->read_more) {
+            kick(h); /* go on reading from the loop: poll may not see what TLS holds */
+        }
     }
     if (h->out.len) {
         ev |= VD_WANT_WRITE;
@@ -1459,6 +1490,7 @@ io(struct vd_h2 *h, int ev)
         goto out;
     }
     if ((ev & VD_WANT_READ) && h->want_read) {
+        h->read_more = true;
         for (int round = 0; round < READ_ROUNDS && h->out.len < OUT_NOREAD; round++) {
             if (!h->in.base && vd_buf_acquire(&h->in) < 0) {
                 fatal(h, "out of buffer memory");
@@ -1468,6 +1500,7 @@ io(struct vd_h2 *h, int ev)
             h->in.len = 0;
             ssize_t n = vd_sock_read(h->host.sock, vd_buf_tail(&h->in), vd_buf_room(&h->in));
             if (n == VD_EAGAIN) {
+                h->read_more = false;
                 break;
             }
             if (n <= 0) {
@@ -1482,9 +1515,6 @@ io(struct vd_h2 *h, int ev)
             }
             if (!flush(h)) {
                 goto out;
-            }
-            if ((size_t)n < h->in.cap) {
-                break;
             }
         }
         vd_buf_release(&h->in);
@@ -1513,7 +1543,7 @@ idle_cb(uv_idle_t *idle)
     uv_idle_stop(&h->idle);
     h->kicked = false;
     if (!h->dead) {
-        io(h, VD_WANT_WRITE);
+        io(h, VD_WANT_WRITE | (h->read_more ? VD_WANT_READ : 0));
     }
 }
 

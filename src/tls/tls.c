@@ -592,6 +592,15 @@ vd_tls_error_detail(struct vd_sock *s)
     return c != NULL && c->detail[0] != '\0' ? c->detail : "TLS error";
 }
 
+void
+vd_tls_read_ahead(struct vd_sock *s)
+{
+    struct tls_conn *c = conn_of(s);
+    if (c != NULL) {
+        SSL_set_read_ahead(c->ssl, 1);
+    }
+}
+
 const char *
 vd_tls_alpn(struct vd_sock *s)
 {
