@@ -29,7 +29,7 @@ from test_61_h2_extended import parse_capsules
 from vdtest import yamlconf
 from vdtest.dns import DNSServer
 from vdtest.h2client import ENABLE_CONNECT_PROTOCOL, H2Client
-from vdtest.proc import Viaduct
+from vdtest.proc import Viaduct, run_bin
 
 CLONE_NEWNET = 0x40000000
 POOL4, POOL6 = "198.18.0.0/24", "fd00:18::/120"
@@ -96,8 +96,10 @@ class Net:
             sh("ip", "-n", ns, "link", "set", dev, "up")
         sh("ip", "-n", self.b, "route", "add", "default", "via", "198.19.0.1")
         sh("ip", "-n", self.b, "-6", "route", "add", "default", "via", "fd01::1")
-        sh("ip", "netns", "exec", self.a, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-        sh("ip", "netns", "exec", self.a, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
+        # Forwarding in namespace A only (/proc/sys/net is per namespace).
+        sh("ip", "netns", "exec", self.a, "sh", "-c",
+           "echo 1 > /proc/sys/net/ipv4/ip_forward && "
+           "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding")
 
     def links(self):
         return sh("ip", "-n", self.a, "-o", "link", "show")
@@ -409,6 +411,37 @@ def test_pool_exhausted_then_reused(vd_ns, net):
     assert read_capsule(c3.reader) == (1, BOTH_ADDRS)  # the same slot, free again
 
 
+def test_two_sessions_own_addresses_and_devices_then_idle(vd_ns, net):
+    vd = vd_ns({"masque": {"idle_timeout": "600ms"}})
+    c1, c2 = open_ip(vd, net), open_ip(vd, net)
+    for c in (c1, c2):
+        expect_101(c)
+    assert read_capsule(c1.reader) == (1, BOTH_ADDRS)
+    assert read_capsule(c2.reader) == (1, assigned([(0, "198.18.0.2", 32),
+                                                    (0, "fd00:18::2", 128)]))
+    assert len([ln for ln in net.links().splitlines() if ": vdip" in ln]) == 2
+    for c in (c1, c2):
+        assert read_capsule(c.reader)[0] == 3
+    # Each session only receives what is addressed to it.
+    c2.send(datagram(ping4("198.18.0.2", PEER4, 2, 1)))
+    c1.send(datagram(ping4(CLIENT4, PEER4, 1, 1)))
+    assert_echo_reply(next_datagram(c1), 4, PEER4, CLIENT4, 1, 1)
+    assert_echo_reply(next_datagram(c2), 4, PEER4, "198.18.0.2", 2, 1)
+    # c2 also may not use c1's address.
+    c2.send(datagram(ping4(CLIENT4, PEER4, 2, 2)))
+    # Both fall idle: the streams close, the devices go.
+    c1.assert_closed(timeout=5)
+    c2.assert_closed(timeout=5)
+    vd.wait_for_log(r"tunnel=connect-ip .*end=idle dgrams_up=1 dgrams_down=1 dropped_up=0 ",
+                    access=True)
+    vd.wait_for_log(r"tunnel=connect-ip .*end=idle dgrams_up=1 dgrams_down=1 dropped_up=1 ",
+                    access=True)
+    deadline = time.monotonic() + 5
+    while ": vdip" in net.links() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ": vdip" not in net.links()
+
+
 @pytest.mark.parametrize("path,extra,status,text", [
     (TEMPLATE % ("198.19.0.1%2F24", "*"), b"", 400, b"bits set past its length"),
     (TEMPLATE % ("198.19.0.0%2F33", "*"), b"", 400, b"invalid prefix length"),
@@ -479,3 +512,32 @@ def test_h2_refusals(vd_ns, net):
         st = c.request("CONNECT", TEMPLATE % ("10.9.0.0%2F16", "*"), protocol="connect-ip",
                        scheme="https", authority=vd.authority())
         assert st.status == 403 and b"nothing to route" in bytes(st.data)
+
+
+# ---- configuration ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("masque,key,text", [
+    ("ip_pool: [10.0.0.0/24, 10.1.0.0/24]", "masque.ip_pool[1]", "one IPv4 and one IPv6"),
+    ("ip_pool: [all]", "masque.ip_pool[0]", "'all' is not a prefix here"),
+    ("ip_routes: [10.0.0.0/33]", "masque.ip_routes[0]", "bad CIDR"),
+    ("tun_name: way-too-long-name", "masque.tun_name", "1 to 12 letters"),
+    ("tun_name: 'a/b'", "masque.tun_name", "1 to 12 letters"),
+    ("ip_mtu: 1000", "masque.ip_mtu", "from 1280 to 65535"),
+    ("ip_max_sessions: 70000", "masque.ip_max_sessions", "from 1 to 65536"),
+    ("ip_template: /ip/{ipproto}/{target}/", "masque.ip_template", "{target} and then {ipproto}"),
+])
+def test_config_errors(viaduct_bin, tmp_path, masque, key, text):
+    path = tmp_path / "bad.yaml"
+    path.write_text("masque:\n  %s\n" % masque)
+    r = run_bin(viaduct_bin, ["-t", "-c", str(path)])
+    assert r.returncode == 1
+    assert "%s:2:" % path in r.stderr and key + ": " in r.stderr and text in r.stderr, r.stderr
+
+
+def test_config_ok(viaduct_bin, tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("masque:\n  ip_pool: [198.18.0.0/24, 'fd00:18::/120']\n"
+                    "  ip_routes: [0.0.0.0/0, '::/0']\n  tun_name: mip\n  ip_mtu: 1280\n"
+                    "  ip_max_sessions: 65536\n  ip_template: /ip/{target}/{ipproto}\n")
+    r = run_bin(viaduct_bin, ["-t", "-c", str(path)])
+    assert r.returncode == 0, r.stderr
