@@ -14,7 +14,7 @@ LAYERS = ["core", "net", "tls", "http", "h1", "tunnel", "auth", "conf", "cache",
 HDR_LAYER = {"common": "core", "err": "core", "log": "core", "buf": "core", "arena": "core",
              "config": "core", "sock": "net", "resolve": "net", "tls": "tls", "http": "http",
              "h1": "h1", "sniff": "tunnel", "auth": "auth", "conf": "core", "access": "conf",
-             "proxy": "proxy", "tunnel": "proxy",
+             "proxy": "proxy", "tunnel": "proxy", "capsule": "http", "ippkt": "tunnel", "tun": "net",
              "cache": "cache"}
 
 

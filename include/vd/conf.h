@@ -143,12 +143,22 @@ struct vd_conf_tunnel {
     size_t nupgrade_protocols;
 };
 
-/* MASQUE (RFC 9298): UDP proxying in HTTP. */
+#define VD_MASQUE_IP_SESSIONS_MAX 65536 /* upper bound of masque.ip_max_sessions */
+
+/* MASQUE (RFC 9298): UDP proxying in HTTP; connect-ip (RFC 9484): IP proxying in HTTP. */
 struct vd_conf_masque {
     char *udp_template;  /* default "/.well-known/masque/udp/{target_host}/{target_port}/" */
     uint16_t *udp_ports; /* target ports connect-udp may reach, sorted; default none */
     size_t nudp_ports;
     uint64_t idle_timeout; /* ms, default 120000: no datagram either way, then the flow ends */
+    char *ip_template;     /* default "/.well-known/masque/ip/{target}/{ipproto}/" */
+    struct vd_conf_cidr *ip_pool; /* at most one IPv4 and one IPv6 prefix; none: connect-ip off */
+    size_t nip_pool;
+    struct vd_conf_cidr *ip_routes; /* what clients may reach (ROUTE_ADVERTISEMENT); default none */
+    size_t nip_routes;
+    char *tun_name; /* TUN device name prefix, default "vdip" (+ a kernel-chosen number) */
+    uint32_t ip_max_sessions; /* connect-ip sessions at once, process-wide; default 256 */
+    uint32_t ip_mtu;          /* TUN device MTU, default 1500 (1280..65535) */
 };
 
 /* The HTTP/2 front end (RFC 9113); see docs/configuration.md, "http2". */

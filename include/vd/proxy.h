@@ -101,8 +101,10 @@ struct vd_txn_stats {
     const char *tun_end;       /* "closed", "reset", "idle", "denied", "nomem" */
     const char *deny_rule;     /* a rule that refused the tunnel after its first bytes */
     const char *cache;         /* what the cache did: the Cache-Status value after "viaduct; " */
-    bool dgrams;               /* connect-udp: datagrams relayed each way */
+    bool dgrams;               /* connect-udp, connect-ip: datagrams relayed each way */
     uint64_t dg_up, dg_down;
+    bool dg_drops;                     /* connect-ip: packets dropped by the checks each way */
+    uint64_t dg_drop_up, dg_drop_down; /* (RFC 9484 §7.2), malformed or unroutable */
 };
 
 struct vd_txn {
@@ -158,6 +160,11 @@ void vd_connect_start(struct vd_txn *t, const char *host, uint16_t port, int ver
 /* connect-udp over HTTP/1.1 (RFC 9298): when the request's path follows the configured URI
  * template, answers it (400/403/502 or 101 and a capsule relay) and returns true. */
 bool vd_masque_udp_try(struct vd_txn *t);
+
+/* connect-ip over HTTP/1.1 Upgrade or HTTP/2 extended CONNECT (RFC 9484): when the request's
+ * path follows masque.ip_template, answers it (400/403/503 or 101/200 and a capsule relay to a
+ * TUN device of its own) and returns true. */
+bool vd_masque_ip_try(struct vd_txn *t);
 
 /* Fills the access facts of @t as known from its request (client, user, method, destination
  * @host/@port, declared protocol). */

@@ -209,6 +209,10 @@ vd_conf_default(void)
     c->tunnel.upgrade_protocols[0] = xstrdup("websocket");
     c->masque.udp_template = xstrdup("/.well-known/masque/udp/{target_host}/{target_port}/");
     c->masque.idle_timeout = 120000;
+    c->masque.ip_template = xstrdup("/.well-known/masque/ip/{target}/{ipproto}/");
+    c->masque.tun_name = xstrdup("vdip");
+    c->masque.ip_max_sessions = 256;
+    c->masque.ip_mtu = 1500;
     c->h2 = (struct vd_conf_h2){
         .enabled = true,
         .extended_connect = true,
@@ -393,6 +397,10 @@ vd_conf_unref(struct vd_conf *c)
     free(c->connect_ports);
     free(c->masque.udp_template);
     free(c->masque.udp_ports);
+    free(c->masque.ip_template);
+    free(c->masque.ip_pool);
+    free(c->masque.ip_routes);
+    free(c->masque.tun_name);
     free(c->cache.disk_path);
     vd_auth_free(c->auth.db);
     free(c->auth.htpasswd);

@@ -2385,12 +2385,57 @@ sec_connect(struct ld *ld, const struct ynode *n)
     return get_port_list(ld, v, "connect.ports", &c->connect_ports, &c->nconnect_ports);
 }
 
+/* A sequence of CIDRs (no "all") at @key into a new array (*@out, *@n). With @pool, at most one
+ * prefix per address family. */
+static int
+get_cidr_list(struct ld *ld, const struct ynode *v, const char *key, bool pool,
+              struct vd_conf_cidr **out, size_t *n)
+{
+    char sub[KEY_MAX], vb[SHOW_MAX + 8];
+    int rc;
+    if ((rc = want_seq(ld, v, key, "IPv4 or IPv6 prefixes"))) {
+        return rc;
+    }
+    if (v->nkid > 64) {
+        return fail(ld, v, key, "more than 64 entries");
+    }
+    struct vd_conf_cidr *cs = calloc(v->nkid ? v->nkid : 1, sizeof(*cs));
+    if (!cs) {
+        return oom(ld);
+    }
+    for (size_t i = 0; i < v->nkid; i++) {
+        const struct ynode *it = v->kid[i];
+        key_index(sub, key, i);
+        if ((rc = want_scalar(ld, it, sub, "a prefix")) || (rc = parse_cidr(ld, it, sub, &cs[i]))) {
+            free(cs);
+            return rc;
+        }
+        if (cs[i].net.ss_family == AF_UNSPEC) {
+            free(cs);
+            return fail(ld, it, sub, "'all' is not a prefix here: write 0.0.0.0/0 and ::/0");
+        }
+        for (size_t k = 0; pool && k < i; k++) {
+            if (cs[k].net.ss_family == cs[i].net.ss_family) {
+                free(cs);
+                return fail(ld, it, sub, "bad pool '%s': one IPv4 and one IPv6 prefix at most",
+                            show(vb, sizeof(vb), it));
+            }
+        }
+    }
+    free(*out);
+    *out = cs;
+    *n = v->nkid;
+    return 0;
+}
+
 /* MASQUE (RFC 9298): the connect-udp URI template holds {target_host} then {target_port}, each
- * once, in a path starting with '/'. */
+ * once, in a path starting with '/'. connect-ip (RFC 9484 §3): {target} then {ipproto}. */
 static int
 sec_masque(struct ld *ld, const struct ynode *n)
 {
-    static const char *const keys[] = {"udp_template", "udp_ports", "idle_timeout"};
+    static const char *const keys[] = {"udp_template", "udp_ports",       "idle_timeout",
+                                       "ip_template",  "ip_pool",         "ip_routes",
+                                       "tun_name",     "ip_max_sessions", "ip_mtu"};
     struct vd_conf_masque *m = &ld->c->masque;
     char vb[SHOW_MAX + 8];
     const struct ynode *v;
@@ -2425,6 +2470,67 @@ sec_masque(struct ld *ld, const struct ynode *n)
     if ((v = get(n, "idle_timeout")) &&
         (rc = get_duration(ld, v, "masque.idle_timeout", false, &m->idle_timeout))) {
         return rc;
+    }
+    if ((v = get(n, "ip_template"))) {
+        if ((rc = want_scalar(ld, v, "masque.ip_template", "a path template"))) {
+            return rc;
+        }
+        const char *t = strstr(v->text, "{target}");
+        const char *p = strstr(v->text, "{ipproto}");
+        if (v->text[0] != '/' || !t || !p || p < t || strstr(t + 1, "{target}") ||
+            strstr(p + 1, "{ipproto}") || strchr(v->text, '?') || p == t + strlen("{target}")) {
+            return fail(ld, v, "masque.ip_template",
+                        "bad template '%s': expected a path starting with '/' that holds "
+                        "{target} and then {ipproto} once each, separated by at least one "
+                        "character, without a query",
+                        show(vb, sizeof(vb), v));
+        }
+        if ((rc = set_str(ld, &m->ip_template, v->text))) {
+            return rc;
+        }
+    }
+    if ((v = get(n, "ip_pool")) &&
+        (rc = get_cidr_list(ld, v, "masque.ip_pool", true, &m->ip_pool, &m->nip_pool))) {
+        return rc;
+    }
+    if ((v = get(n, "ip_routes")) &&
+        (rc = get_cidr_list(ld, v, "masque.ip_routes", false, &m->ip_routes, &m->nip_routes))) {
+        return rc;
+    }
+    if ((v = get(n, "tun_name"))) {
+        if ((rc = want_scalar(ld, v, "masque.tun_name", "a device name prefix"))) {
+            return rc;
+        }
+        /* IFNAMSIZ is 16: the prefix, up to 3 digits the kernel appends, and the NUL. */
+        bool ok = v->len > 0 && v->len <= 12;
+        for (size_t i = 0; ok && i < v->len; i++) {
+            char c = v->text[i];
+            ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '-' || c == '_';
+        }
+        if (!ok) {
+            return fail(ld, v, "masque.tun_name",
+                        "bad name '%s': expected 1 to 12 letters, digits, '-' or '_'",
+                        show(vb, sizeof(vb), v));
+        }
+        if ((rc = set_str(ld, &m->tun_name, v->text))) {
+            return rc;
+        }
+    }
+    if ((v = get(n, "ip_max_sessions"))) {
+        uint64_t x;
+        if ((rc = get_uint(ld, v, "masque.ip_max_sessions", 1, VD_MASQUE_IP_SESSIONS_MAX, &x))) {
+            return rc;
+        }
+        m->ip_max_sessions = (uint32_t)x;
+    }
+    if ((v = get(n, "ip_mtu"))) {
+        uint64_t x;
+        /* RFC 9484 §7.2: an IPv6 link carries at least 1280 bytes. */
+        if ((rc = get_uint(ld, v, "masque.ip_mtu", 1280, 65535, &x))) {
+            return rc;
+        }
+        m->ip_mtu = (uint32_t)x;
     }
     return 0;
 }

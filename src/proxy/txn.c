@@ -378,9 +378,9 @@ client_surely_denied(const struct vd_conf *c, const struct sockaddr *client,
 }
 
 /* Routing after authentication: CONNECT, requests answered here, forward and reverse. */
-/* Extended CONNECT (RFC 8441) on an HTTP/2 stream: connect-udp (RFC 9298) goes to the MASQUE
- * handler; websocket goes through routing like a request, and the forward handler turns it into
- * an HTTP/1.1 Upgrade. Returns true when answered here. */
+/* Extended CONNECT (RFC 8441) on an HTTP/2 stream: connect-udp (RFC 9298) and connect-ip
+ * (RFC 9484) go to the MASQUE handlers; websocket goes through routing like a request, and the
+ * forward handler turns it into an HTTP/1.1 Upgrade. Returns true when answered here. */
 static bool
 route_extended(struct vd_txn *t)
 {
@@ -394,6 +394,12 @@ route_extended(struct vd_txn *t)
     if (p && strcmp(p, "connect-udp") == 0) {
         if (!vd_masque_udp_try(t)) {
             vd_txn_respond_error(t, 404, "no connect-udp URI template matches this path", false);
+        }
+        return true;
+    }
+    if (p && strcmp(p, "connect-ip") == 0) {
+        if (!vd_masque_ip_try(t)) {
+            vd_txn_respond_error(t, 404, "no connect-ip URI template matches this path", false);
         }
         return true;
     }
@@ -431,6 +437,10 @@ txn_route(struct vd_txn *t)
     }
     if (t->req.form == VD_TARGET_ORIGIN && t->declared && strcmp(t->declared, "connect-udp") == 0 &&
         vd_masque_udp_try(t)) {
+        return;
+    }
+    if (t->req.form == VD_TARGET_ORIGIN && t->declared && strcmp(t->declared, "connect-ip") == 0 &&
+        vd_masque_ip_try(t)) {
         return;
     }
     char *host = NULL;
@@ -577,6 +587,10 @@ log_extra(const struct vd_txn *t, bool json, char *out, size_t cap)
         if (t->stats.dgrams) {
             ADDN("dgrams_up", t->stats.dg_up);
             ADDN("dgrams_down", t->stats.dg_down);
+        }
+        if (t->stats.dg_drops) {
+            ADDN("dropped_up", t->stats.dg_drop_up);
+            ADDN("dropped_down", t->stats.dg_drop_down);
         }
     }
 #undef ADDN
