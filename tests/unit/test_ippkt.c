@@ -53,7 +53,9 @@ v6pkt(uint8_t *p, const char *src, const char *dst, uint8_t nh, const uint8_t *e
     p[7] = 64;
     assert_int_equal(inet_pton(AF_INET6, src, p + 8), 1);
     assert_int_equal(inet_pton(AF_INET6, dst, p + 24), 1);
-    memcpy(p + 40, ext, extlen);
+    if (extlen) {
+        memcpy(p + 40, ext, extlen);
+    }
     return 40 + extlen + body;
 }
 
