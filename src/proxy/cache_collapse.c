@@ -2,9 +2,10 @@
 /* Collapsed forwarding for the shared cache (RFC 9111 §4: a cache may reuse one response to a
  * forwarded request for others): concurrent GET misses for one primary key make one origin
  * request. The first becomes the leader and forwards; the others wait for its response head
- * and, when the response turns out to be storable, read its body as it arrives from a shared,
- * reference-counted buffer (read-while-write), each at its own pace. When it is not storable,
- * does not match their Vary, fails, or does not come in time, they go to the origin themselves.
+ * and, when the response turns out to be storable and fresh, read its body as it arrives from a
+ * shared, reference-counted buffer (read-while-write), each at its own pace. When it is not,
+ * does not match their Vary or directives, fails, or does not come in time, they go to the
+ * origin themselves.
  * Cache-Status says `collapsed` (RFC 9211 §2.8). Leaders and waiters may be on different
  * workers: the registry is process-wide behind one mutex, and a leader wakes a waiter only
  * through the waiter's own loop (an async handle per worker); handlers never run on a foreign
@@ -27,7 +28,8 @@
 #define CHUNK_MIN    16384u
 #define CHUNK_MAX    (1u << 20)
 
-/* A piece of the shared body. Written once by the leader, never moved, freed with the body. */
+/* A piece of the shared body. Written once by the leader and never moved; freed with the
+ * body, or once every reader has passed it when the body became a window. */
 struct chunk {
     struct chunk *next;
     size_t start; /* offset of data[0] in the body */
@@ -46,11 +48,11 @@ enum col_state {
  * the mutex; the head is written by the leader before the state leaves C_HEAD and is immutable
  * after; body bytes below @len are immutable too. */
 struct vd__col {
-    struct vd__col *hnext; /* registry chain (under col_mu) */
-    char *key;             /* primary key */
-    bool registered;       /* under col_mu */
-    int refs;              /* under col_mu: the leader, and each waiter */
-    enum col_state state;  /* under col_mu */
+    struct vd__col *hnext;  /* registry chain (under col_mu) */
+    char *key;              /* primary key */
+    bool registered;        /* under col_mu */
+    int refs;               /* under col_mu: the leader, and each waiter */
+    enum col_state state;   /* under col_mu */
     struct vd_list waiters; /* struct cw (under col_mu) */
     size_t nwaiters;        /* under col_mu */
     size_t readers;         /* waiters streaming the body (under col_mu) */
@@ -66,7 +68,7 @@ struct vd__col {
     struct vd_cache_times times; /* §4.2.3 inputs */
     /* the body: chunks appended by the leader, @len published under col_mu */
     struct chunk *first; /* under col_mu once a window (trimmed from the front) */
-    struct chunk *last;  /* leader only; never trimmed */
+    struct chunk *last;  /* leader only */
     size_t len;          /* under col_mu */
     size_t written;      /* leader only */
     size_t next_cap;     /* leader only: size of the next chunk */
@@ -105,15 +107,15 @@ struct cw {
     bool want;            /* caught up with the body: wake it when more arrives (under col_mu) */
     bool dropped;         /* fell more than max_object behind a window (under col_mu) */
     size_t pos;           /* body bytes it has finished with (under col_mu) */
-    enum cw_state state;
-    uv_timer_t timer; /* cache.collapse_timeout while waiting for the head */
+    enum cw_state state;  /* written under col_mu */
+    uv_timer_t timer;     /* cache.collapse_timeout while waiting for the head */
     /* where it goes itself when it cannot use the leader's response (borrowed from the
      * transaction's arena or its conf snapshot) */
     const char *host;
     uint16_t port;
     bool tls;
     const struct vd_conf_route *route;
-    const char *fwd; /* Cache-Status fwd= of its own lookup (static string) */
+    const char *fwd;  /* Cache-Status fwd= of its own lookup (static string) */
     struct chunk *ch; /* chunk holding @off */
     size_t off;       /* body bytes sent */
 };
@@ -223,9 +225,10 @@ fail_locked(struct vd__col *c)
 }
 
 /* Window mode: frees the chunks every streaming waiter has finished with. A reader's current
- * chunk always ends at or after its @pos, and the last chunk (the leader's) is kept, so
- * nothing freed here is in use (strict comparison: a reader at the very end of a chunk may
- * still hold it). */
+ * chunk always ends at or after its @pos (strict comparison: a reader at the very end of a
+ * chunk may still hold it), so nothing freed here is in use. A chunk that ends below the
+ * published length is never the leader's last one and its @next was set before that length
+ * was published, so neither @last nor the leader's writes are touched. */
 static void
 trim_locked(struct vd__col *c)
 {
@@ -239,7 +242,7 @@ trim_locked(struct vd__col *c)
             min = w->pos;
         }
     }
-    while (c->first != c->last && c->first->start + c->first->cap < min) {
+    while (c->first && c->first->start + c->first->cap < min) {
         struct chunk *ch = c->first;
         c->first = ch->next;
         free(ch);
@@ -620,8 +623,8 @@ cw_pump(struct cw *w)
             pthread_mutex_unlock(&col_mu);
             /* Too big after all, or the origin failed mid-body: the response cannot be
              * completed, as when an origin breaks off. */
-            vd_log(VD_LOG_INFO, &t->log, "collapsed forwarding: the shared response for %s broke off",
-                   c->key);
+            vd_log(VD_LOG_INFO, &t->log,
+                   "collapsed forwarding: the shared response for %s broke off", c->key);
             cw_end(w);
             t->front->abort(t);
             return;
@@ -797,8 +800,8 @@ static const struct vd_handler_ops cw_ops = {
 };
 
 int
-vd__col_begin(struct vd_txn *t, const char *key, const char *fwd, const char *host,
-              uint16_t port, bool tls, const struct vd_conf_route *route, struct vd__col **lead)
+vd__col_begin(struct vd_txn *t, const char *key, const char *fwd, const char *host, uint16_t port,
+              bool tls, const struct vd_conf_route *route, struct vd__col **lead)
 {
     *lead = NULL;
     struct wq *q = wq_get(t->w);
@@ -887,6 +890,7 @@ struct orphan {
     uint32_t magic;
     struct vd_txn t;
     struct vd_list link; /* in this worker thread's list */
+    struct vd__col *c;   /* reference: the response it reads for the waiters */
     struct sockaddr_storage peer;
 };
 
@@ -915,6 +919,12 @@ orphan_finish(struct orphan *o)
     VD_TRACE(&o->t.log, VD_SUB_PROXY, "collapsed forwarding: transfer without a client ended (%d)",
              o->t.status);
     vd_list_remove(&o->link);
+    pthread_mutex_lock(&col_mu);
+    bool last = unref_locked(o->c);
+    pthread_mutex_unlock(&col_mu);
+    if (last) {
+        col_free(o->c);
+    }
     struct vd_conf *conf = o->t.conf;
     vd_arena_free(&o->t.arena);
     o->magic = 0;
@@ -939,7 +949,14 @@ of_head(struct vd_txn *t, const struct vd_resp *resp)
 static ssize_t
 of_body(struct vd_txn *t, const uint8_t *p, size_t len)
 {
-    return (ssize_t)len; /* nobody reads it here; the waiters read the shared copy */
+    /* Nobody reads it here: the waiters read the shared copy. When the response turned out
+     * not to be shared after all, nobody needs the rest: the transfer stops (as a client
+     * that went away). */
+    struct orphan *o = orphan_of(t);
+    pthread_mutex_lock(&col_mu);
+    bool failed = o->c->state == C_FAILED;
+    pthread_mutex_unlock(&col_mu);
+    return failed ? -ECANCELED : (ssize_t)len;
 }
 
 static int
@@ -1012,21 +1029,25 @@ dup_str(struct vd_arena *a, const char *s, bool *oom)
 struct vd_txn *
 vd__col_adopt(struct vd__col *c, struct vd_txn *src, char **host, char **sni)
 {
-    pthread_mutex_lock(&col_mu);
-    bool needed = c->nwaiters > 0 && (c->state == C_HEAD || c->state == C_STREAM);
-    pthread_mutex_unlock(&col_mu);
-    if (!needed || src->w->draining) {
+    struct orphan *o = src->w->draining ? NULL : calloc(1, sizeof(*o));
+    if (!o) {
         return NULL;
     }
-    struct orphan *o = calloc(1, sizeof(*o));
-    if (!o) {
+    pthread_mutex_lock(&col_mu);
+    bool needed = c->nwaiters > 0 && (c->state == C_HEAD || c->state == C_STREAM);
+    if (needed) {
+        c->refs++;
+        o->c = c;
+    }
+    pthread_mutex_unlock(&col_mu);
+    if (!needed) {
+        free(o);
         return NULL;
     }
     const struct vd_req *sr = &src->req;
     size_t need = sizeof(struct vd_hdr) * (sr->nhdrs + 1) + 1024 + strlen(*host) +
-                  (*sni ? strlen(*sni) : 0) + sr->target.len + sr->scheme.len +
-                  sr->authority.len + sr->path.len + sr->method.len +
-                  (src->client_text ? strlen(src->client_text) : 0);
+                  (*sni ? strlen(*sni) : 0) + sr->target.len + sr->scheme.len + sr->authority.len +
+                  sr->path.len + sr->method.len + (src->client_text ? strlen(src->client_text) : 0);
     for (size_t i = 0; i < sr->nhdrs; i++) {
         need += sr->hdrs[i].name.len + sr->hdrs[i].value.len;
     }

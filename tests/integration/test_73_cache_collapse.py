@@ -576,6 +576,35 @@ def test_leader_client_disconnects_transfer_goes_on(viaduct, make_origin, when):
     assert count(o) == 1
 
 
+def test_leaderless_transfer_stops_when_not_shareable(viaduct, make_origin):
+    """The leader's client left before the head; the response then turns out not to be
+    shareable: the waiters go to the origin themselves and the transfer nobody needs stops
+    without reading the rest of the body."""
+    head_gate, tail_gate = threading.Event(), threading.Event()
+    head = b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 20000\r\n\r\n"
+
+    def reply(req):
+        if req.index > 0:
+            return Reply(build_response(200, b"own", [("Cache-Control", "no-store")]))
+        return Reply([lambda: head_gate.wait(GATE_TIMEOUT), head + b"x" * 10000,
+                      lambda: tail_gate.wait(GATE_TIMEOUT), b"y" * 10000])
+    o = make_origin(reply)
+    v = viaduct(conf())
+    leader, waiters = start_leader_and_waiters(v, o, "/ns", 2)
+    linger_reset(leader.sock)
+    leader.closed = True
+    wait_log_count(v, r"the transfer goes on for the others", 1)
+    head_gate.set()
+    for c in waiters:
+        r = c.response()
+        assert r.body == b"own" and cstatus(r) == "viaduct; fwd=uri-miss; collapsed=?0"
+    # Ended while the origin still holds the second half.
+    wait_log_count(v, r"transfer without a client ended \(200\)", 1)
+    assert not tail_gate.is_set()
+    tail_gate.set()
+    assert count(o) == 3
+
+
 def test_leader_client_disconnect_without_waiters_stops_the_transfer(viaduct, make_origin):
     gate = threading.Event()
     o = make_origin(gated(build_response(200, b"z" * 1000, CACHEABLE), gate))
