@@ -182,8 +182,11 @@ struct vd_conf_cache {
     uint64_t heuristic_max; /* ms, default 1 day: cap of the Last-Modified heuristic (§4.2.2) */
     uint32_t max_ranges;    /* range-specs answered from a stored response, default 16; 0: none */
     uint32_t background;    /* stale-while-revalidate fetches at once per process, default 64 */
-    char **targeted_fields; /* RFC 9213 field names obeyed, lowercase, in order of precedence;
-                             * default {"cdn-cache-control"} */
+    bool collapse;          /* collapsed forwarding of concurrent misses, default true */
+    uint64_t collapse_timeout; /* ms a collapsed request waits for the response head, default
+                                * 5000; then it goes to the origin itself */
+    char **targeted_fields;    /* RFC 9213 field names obeyed, lowercase, in order of precedence;
+                                * default {"cdn-cache-control"} */
     size_t ntargeted_fields;
     char *disk_path;       /* directory of the disk tier; NULL (default): no disk tier */
     uint64_t disk_size;    /* bytes of files, default 1 GiB */

@@ -273,6 +273,8 @@ vd_conf_default(void)
         .heuristic_max = 86400000,
         .max_ranges = 16,
         .background = 64,
+        .collapse = true,
+        .collapse_timeout = 5000,
         .ntargeted_fields = 1,
         .disk_size = 1ull << 30,
         .disk_objects = 1000000,

@@ -2661,7 +2661,9 @@ sec_cache(struct ld *ld, const struct ynode *n)
                                        "disk_size",
                                        "disk_objects",
                                        "disk_queue",
-                                       "disk_fsync"};
+                                       "disk_fsync",
+                                       "collapse",
+                                       "collapse_timeout"};
     struct vd_conf_cache *c = &ld->c->cache;
     const struct ynode *v;
     int rc;
@@ -2699,6 +2701,13 @@ sec_cache(struct ld *ld, const struct ynode *n)
         return rc;
     }
     if ((v = get(n, "disk_fsync")) && (rc = get_bool(ld, v, "cache.disk_fsync", &c->disk_fsync))) {
+        return rc;
+    }
+    if ((v = get(n, "collapse")) && (rc = get_bool(ld, v, "cache.collapse", &c->collapse))) {
+        return rc;
+    }
+    if ((v = get(n, "collapse_timeout")) &&
+        (rc = get_duration(ld, v, "cache.collapse_timeout", false, &c->collapse_timeout))) {
         return rc;
     }
     uint64_t u;

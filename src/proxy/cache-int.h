@@ -48,6 +48,12 @@ void vd__cache_on_complete(struct vd_cache_xfer *cx);
 /* Frees @cx (NULL is fine); an unfinished copy is dropped. */
 void vd__cache_end(struct vd_cache_xfer *cx);
 
+/* The client of a leader (see collapsed forwarding below) went away while other requests wait
+ * for its response: returns a transaction without a client that the forward handler continues
+ * the transfer under (its handler fields are the caller's to set; *@host and *@sni are replaced
+ * by copies in its arena), or NULL when nobody waits (then end as usual). @t is borrowed. */
+struct vd_txn *vd__cache_adopt(struct vd_cache_xfer *cx, struct vd_txn *t, char **host, char **sni);
+
 /* Answers @t from @e (takes the reference): full response, 304 to a matching client
  * conditional, or the head alone for HEAD. @status is the Cache-Status parameters. */
 void vd__cache_serve(struct vd_txn *t, struct vd_cache_entry *e, const char *status);
@@ -67,5 +73,55 @@ bool vd__cache_bg_start(struct vd_txn *t, struct vd_cache_entry *e, const char *
 struct vd_cache_entry *vd__cache_bg_entry(const struct vd_txn *t);
 /* Aborts the calling worker thread's background revalidations (the worker drains). */
 void vd__cache_bg_abort_all(void);
+
+/* ---- collapsed forwarding (src/proxy/cache_collapse.c) -------------------------------------- */
+
+/* One leader's response as its waiters see it (process-wide, reference-counted). */
+struct vd__col;
+
+/* For a GET miss of @t on primary key @key that may be collapsed: when another request for
+ * @key is already on its way to the origin and its response may still be shared, @t becomes
+ * one of its waiters and 1 is returned (nothing else may touch @t; it is answered later on its
+ * own loop, or forwarded to @host:@port as vd_forward_start would, with @fwd as the Cache-Status
+ * fwd= value, which must be a static string). Otherwise 0, and *@lead is the new leader's
+ * reference (hand it to the vd__col_* calls below and drop it with vd__col_end), or NULL when
+ * @t is forwarded without collapsing. Borrows everything. */
+int vd__col_begin(struct vd_txn *t, const char *key, const char *fwd, const char *host,
+                  uint16_t port, bool tls, const struct vd_conf_route *route,
+                  struct vd__col **lead);
+/* True (once) when the forward being started is a waiter going to the origin itself. */
+bool vd__col_take_fallback(void);
+/* The leader's response is storable and fresh: publishes a copy of its head @resp (the fields
+ * as the client gets them, before Cache-Status), the Vary names and secondary key of the
+ * leader's request, and what decides its reuse (@cc, @lifetime in s, @tm). Waiters start.
+ * Returns 0, or VD_ENOMEM (the response is then marked failed). */
+int vd__col_publish(struct vd__col *c, const struct vd_resp *resp, const char *vary_names,
+                    const char *vary_key, const struct vd_cache_cc *cc, int64_t lifetime,
+                    const struct vd_cache_times *tm);
+/* The published fields (owned by @c, valid while a reference is held). */
+const struct vd_hdr *vd__col_hdrs(const struct vd__col *c, size_t *n);
+/* Appends body bytes (leader's thread). Returns 0; VD_ETOOBIG once the body is past
+ * max_object: it can no longer be stored, but the waiters already streaming it go on reading
+ * through a window of about max_object (the others go to the origin); -ECANCELED past
+ * max_object when no waiter streams, or VD_ENOMEM: then call vd__col_fail. */
+int vd__col_append(struct vd__col *c, const uint8_t *p, size_t n);
+/* The whole body appended so far, contiguous: a view into @c, or a copy in *@tmp (free it);
+ * NULL when out of memory. Only while the leader holds its reference. */
+const uint8_t *vd__col_body(const struct vd__col *c, size_t *len, uint8_t **tmp);
+/* The response is not shareable after all (not storable, Vary *, too big, failed): waiters
+ * still waiting go to the origin themselves, those streaming are aborted. Later requests for
+ * the key are forwarded without waiting while the leader's exchange lasts. */
+void vd__col_fail(struct vd__col *c);
+/* The body is complete: waiters finish, and the key leaves the registry (the store answers
+ * from now on). */
+void vd__col_complete(struct vd__col *c);
+/* The leader's exchange is over: fails the response unless complete, and drops the leader's
+ * reference. NULL is fine. */
+void vd__col_end(struct vd__col *c);
+/* See vd__cache_adopt. */
+struct vd_txn *vd__col_adopt(struct vd__col *c, struct vd_txn *t, char **host, char **sni);
+/* Aborts the calling worker's transfers that carry on for waiters after their client left (the
+ * worker drains). */
+void vd__col_abort_all(void);
 
 #endif

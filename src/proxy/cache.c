@@ -4,7 +4,8 @@
  * requests for stale ones (§4.3.1) and the 304 update (§3.2, §4.3.4), storing responses while
  * they stream to the client (never a partial one), and invalidation after unsafe methods (§4.4).
  * Range requests are cut from stored complete responses (RFC 9110 §14: 206, multipart/byteranges,
- * 416). The policy itself is in src/cache/policy.c, the store in src/cache/store.c. */
+ * 416). Concurrent misses are collapsed into one origin request (src/proxy/cache_collapse.c).
+ * The policy itself is in src/cache/policy.c, the store in src/cache/store.c. */
 #include "vd/config.h"
 
 #include <stdatomic.h>
@@ -43,6 +44,10 @@ struct vd_cache_xfer {
     size_t len, cap;
     char *vary_names, *vary_key;
     struct vd_cache_times times;
+    /* collapsed forwarding */
+    struct vd__col *col; /* this exchange leads: other misses wait for its response */
+    bool sharing;        /* ... and the response is shared: the body goes to @col, not @body */
+    bool gave_up;        /* a waiter that forwards on its own: Cache-Status collapsed=?0 */
 };
 
 /* A digest of the limits last given to the store (by whichever worker saw a new snapshot
@@ -106,6 +111,7 @@ vd__cache_end(struct vd_cache_xfer *cx)
     if (!cx) {
         return;
     }
+    vd__col_end(cx->col);
     vd_cache_entry_unref(cx->stored);
     free(cx->body);
     free(cx->vary_names);
@@ -560,11 +566,35 @@ purge(struct vd_txn *t)
     }
 }
 
+/* Whether a miss of @t may wait for another request's response (collapsed forwarding), or lead
+ * others: a plain GET whose answer does not depend on anything but the stored-response rules.
+ * Requests that demand the origin (no-cache, no-store, max-age=0), carry credentials, or ask
+ * for something conditional or partial are forwarded as they are. */
+static bool
+collapsible(const struct vd_txn *t, const struct vd_cache_xfer *cx)
+{
+    static const char *const conditional[] = {
+        "if-none-match",       "if-modified-since", "if-match",
+        "if-unmodified-since", "if-range",          "range",
+    };
+    if (!t->conf->cache.collapse || !method_is(t, "GET") || cx->req_auth || cx->req_cc.no_cache ||
+        cx->req_cc.no_store || cx->req_cc.max_age == 0) {
+        return false;
+    }
+    for (size_t i = 0; i < VD_ARRAY_LEN(conditional); i++) {
+        if (vd_hdr_find(t->req.hdrs, t->req.nhdrs, conditional[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
 bool
 vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out, const char *host, uint16_t port,
                 bool tls, const struct vd_conf_route *route)
 {
     *out = NULL;
+    bool gave_up = vd__col_take_fallback();
     const struct vd_conf *conf = t->conf;
     configure(conf); /* a reload to memory: 0 empties the store here */
     if (method_is(t, "PURGE")) {
@@ -603,6 +633,7 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out, const char *host, 
         return false;
     }
     cx->lookup = true;
+    cx->gave_up = gave_up;
     struct vd_cache_entry *bge = vd__cache_bg_entry(t);
     if (bge) {
         /* A background revalidation: the conditional request for the entry it was started for,
@@ -661,6 +692,11 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out, const char *host, 
             t->stats.cache = csv + 9;
         }
         vd_txn_respond_with(t, 504, &extra, 1, "only-if-cached and no stored response", false);
+        return true;
+    }
+    if (!cx->stored && !gave_up && collapsible(t, cx) &&
+        vd__col_begin(t, cx->key, cx->fwd, host, port, tls, route, &cx->col) == 1) {
+        vd__cache_end(cx); /* @t waits for another request's response */
         return true;
     }
     *out = cx;
@@ -760,13 +796,16 @@ update_from_304(struct vd_cache_xfer *cx, struct vd_txn *t, const struct vd_resp
 }
 
 static void
-add_status(struct vd_txn *t, struct vd_resp *resp, const char *fwd, bool stored)
+add_status(struct vd_txn *t, struct vd_resp *resp, const struct vd_cache_xfer *cx, bool stored)
 {
     char *csv = vd_arena_alloc(&t->arena, 96);
     if (!csv) {
         return;
     }
-    int l = snprintf(csv, 96, "viaduct; fwd=%s%s", fwd, stored ? "; stored" : "");
+    /* RFC 9211 §2.8: collapsed=?0 when the request waited for another one's response and then
+     * had to be forwarded after all. */
+    int l = snprintf(csv, 96, "viaduct; fwd=%s%s%s", cx->fwd, stored ? "; stored" : "",
+                     cx->gave_up ? "; collapsed=?0" : "");
     t->stats.cache = csv + 9;
     ((struct vd_hdr *)resp->hdrs)[resp->nhdrs++] =
         (struct vd_hdr){VD_IOV_LIT("Cache-Status"), {(const uint8_t *)csv, (size_t)l}};
@@ -797,7 +836,8 @@ vd__cache_on_head(struct vd_cache_xfer *cx, struct vd_txn *t, struct vd_resp *re
         if (ne) {
             vd_cache_entry_ref(ne);
             vd_cache_insert(ne);
-            snprintf(cx->served, sizeof(cx->served), "fwd=%s; stored", vd__cache_fwd(cx));
+            snprintf(cx->served, sizeof(cx->served), "fwd=%s; stored%s", vd__cache_fwd(cx),
+                     cx->gave_up ? "; collapsed=?0" : "");
             return ne;
         }
     }
@@ -836,8 +876,32 @@ vd__cache_on_head(struct vd_cache_xfer *cx, struct vd_txn *t, struct vd_resp *re
         cx->nhdrs = resp->nhdrs;
         vd_cache_times_init(&cx->times, resp->hdrs, resp->nhdrs, cx->request_time, time(NULL));
     }
+    if (cx->col) {
+        /* Waiters get the response when this cache would store it and then answer a plain
+         * request with it (fresh, not no-cache), and go to the origin themselves otherwise.
+         * The published copy of the head outlives this exchange (the transfer may go on
+         * without its client), so the store takes its fields from there. */
+        bool share = store;
+        int64_t life = 0;
+        if (share) {
+            bool heur;
+            struct vd_cache_cc none;
+            vd_cache_cc_parse(NULL, 0, &none);
+            life = vd_cache_freshness(resp->status, &rcc, resp->hdrs, resp->nhdrs,
+                                      cx->times.response_time, cx->heuristic_max, &heur);
+            int64_t age = vd_cache_current_age(&cx->times, cx->times.response_time);
+            share = vd_cache_usable(&none, &rcc, life, age) == VD_CACHE_USE_FRESH;
+        }
+        if (share && vd__col_publish(cx->col, resp, cx->vary_names, cx->vary_key, &rcc, life,
+                                     &cx->times) == 0) {
+            cx->sharing = true;
+            cx->hdrs = vd__col_hdrs(cx->col, &cx->nhdrs);
+        } else {
+            vd__col_fail(cx->col);
+        }
+    }
     if (cx->lookup) {
-        add_status(t, resp, cx->fwd, store);
+        add_status(t, resp, cx, store);
     }
     return NULL;
 }
@@ -876,7 +940,22 @@ vd__cache_fwd(const struct vd_cache_xfer *cx)
 void
 vd__cache_on_body(struct vd_cache_xfer *cx, const uint8_t *p, size_t n)
 {
-    if (!cx || !cx->storing || n == 0) {
+    if (!cx || n == 0) {
+        return;
+    }
+    if (cx->sharing) {
+        int r = vd__col_append(cx->col, p, n);
+        if (r == VD_ETOOBIG) {
+            cx->storing = false; /* past max_object: still shared with the waiters streaming it */
+        } else if (r < 0) {
+            /* Nobody to share it with past max_object, or out of memory. */
+            vd__col_fail(cx->col);
+            cx->sharing = false;
+            cx->storing = false;
+        }
+        return;
+    }
+    if (!cx->storing) {
         return;
     }
     if (cx->len + n > cx->max_object) {
@@ -905,7 +984,13 @@ vd__cache_on_body(struct vd_cache_xfer *cx, const uint8_t *p, size_t n)
 void
 vd__cache_on_complete(struct vd_cache_xfer *cx)
 {
-    if (!cx || !cx->storing) {
+    if (!cx) {
+        return;
+    }
+    if (!cx->storing) {
+        if (cx->sharing) {
+            vd__col_complete(cx->col); /* too big to store, shared all the same */
+        }
         return;
     }
     cx->storing = false;
@@ -914,10 +999,28 @@ vd__cache_on_complete(struct vd_cache_xfer *cx)
     bool heur;
     int64_t life = vd_cache_freshness(cx->status, &cc, cx->hdrs, cx->nhdrs, cx->times.response_time,
                                       cx->heuristic_max, &heur);
+    const uint8_t *body = cx->body;
+    size_t len = cx->len;
+    uint8_t *tmp = NULL;
+    if (cx->sharing) {
+        body = vd__col_body(cx->col, &len, &tmp);
+    }
     struct vd_cache_entry *e =
-        vd_cache_entry_new(cx->key, cx->vary_names, cx->vary_key, cx->status, cx->hdrs, cx->nhdrs,
-                           cx->body, cx->len, &cx->times, life);
+        body ? vd_cache_entry_new(cx->key, cx->vary_names, cx->vary_key, cx->status, cx->hdrs,
+                                  cx->nhdrs, body, len, &cx->times, life)
+             : NULL;
+    free(tmp);
     if (e) {
         vd_cache_insert(e);
     }
+    if (cx->sharing) {
+        /* After the insert, so a request that no longer finds the leader finds the store. */
+        vd__col_complete(cx->col);
+    }
+}
+
+struct vd_txn *
+vd__cache_adopt(struct vd_cache_xfer *cx, struct vd_txn *t, char **host, char **sni)
+{
+    return cx && cx->col ? vd__col_adopt(cx->col, t, host, sni) : NULL;
 }

@@ -112,6 +112,7 @@ struct fwd {
 };
 
 static const struct vd_handler_ops fwd_ops;
+static void fo_writable(struct vd_txn *t);
 static void upc_release(struct upc *u, bool reusable);
 static void upc_arm(struct upc *u);
 static void fwd_connect_next(struct fwd *f);
@@ -378,12 +379,38 @@ fwd_detach(struct fwd *f)
     fwd_free(f);
 }
 
+/* The client is gone, but collapsed requests wait for this response (src/proxy/cache_collapse.c):
+ * the transfer goes on under a transaction without a client. Returns true when it does; the
+ * caller then lets the old transaction go and calls fo_writable on the new one. */
+static bool
+fwd_adopt(struct fwd *f)
+{
+    struct vd_txn *t = f->t;
+    struct vd_txn *nt = f->state == F_TUNNEL || f->state == F_DONE
+                            ? NULL
+                            : vd__cache_adopt(f->cx, t, &f->host, &f->sni);
+    if (!nt) {
+        return false;
+    }
+    t->handler = NULL;
+    t->handler_data = NULL;
+    nt->handler = &fwd_ops;
+    nt->handler_data = f;
+    f->t = nt;
+    return true;
+}
+
 /* Fails the exchange: an error response when nothing was sent yet, else an abort. Releases the
  * upstream connection (closed) and the forward state. */
 static void
 fwd_fail(struct fwd *f, int status, const char *detail)
 {
     struct vd_txn *t = f->t;
+    if (status == 499 && fwd_adopt(f)) {
+        t->front->abort(t);
+        fo_writable(f->t); /* may complete and free @f */
+        return;
+    }
     if (f->u) {
         struct upc *u = f->u;
         f->u = NULL;
@@ -1585,6 +1612,10 @@ fo_abort_h(struct vd_txn *t)
         return;
     }
     VD_BUG_ON(f->magic != FWD_MAGIC);
+    if (fwd_adopt(f)) {
+        fo_writable(f->t); /* may complete and free @f */
+        return;
+    }
     if (f->tn) {
         struct vd_tunnel_stats st;
         vd_tunnel_abort(f->tn, &st);

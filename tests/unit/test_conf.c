@@ -919,13 +919,23 @@ test_cache_section(void **state)
     expect_err("cache:\n  nosuch: 1g\n",
                "2:3: cache.nosuch: unknown key (expected memory, max_object, heuristic_max, "
                "max_ranges, background_revalidations, targeted_fields, disk_path, disk_size, "
-               "disk_objects, disk_queue or disk_fsync)");
+               "disk_objects, disk_queue, disk_fsync, collapse or collapse_timeout)");
+    assert_int_equal(
+        load_str("cache: {collapse: false, collapse_timeout: 250ms}\n", &c, err, sizeof(err), path),
+        0);
+    assert_false(c->cache.collapse);
+    assert_int_equal(c->cache.collapse_timeout, 250);
+    vd_conf_unref(c);
+    expect_err("cache:\n  collapse_timeout: 0\n",
+               "2:21: cache.collapse_timeout: duration must be greater than 0");
     assert_int_equal(load_str("cache: {max_ranges: 0}\n", &c, err, sizeof(err), path), 0);
     assert_int_equal(c->cache.max_ranges, 0);
     vd_conf_unref(c);
     assert_int_equal(load_str("cache: {}\n", &c, err, sizeof(err), path), 0);
     assert_int_equal(c->cache.max_ranges, 16);
     assert_int_equal(c->cache.background, 64);
+    assert_true(c->cache.collapse);
+    assert_int_equal(c->cache.collapse_timeout, 5000);
     assert_int_equal(c->cache.ntargeted_fields, 1);
     assert_string_equal(c->cache.targeted_fields[0], "cdn-cache-control");
     vd_conf_unref(c);

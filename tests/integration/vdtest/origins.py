@@ -19,7 +19,9 @@ from .httpmsg import (BadMessage, Eof, Headers, Reader, build_response, linger_r
 class Reply:
     """What an origin sends for one request.
 
-    parts: bytes, or a list of bytes and floats (a float sleeps that many seconds).
+    parts: bytes, or a list of bytes, floats (a float sleeps that many seconds) and callables
+    (called with no argument, e.g. a threading.Event's wait, so a test decides when the next
+    part goes).
     close: FIN after the parts. reset: RST (SO_LINGER 0) after the parts.
     hang: after the parts, send nothing more; wait until the peer closes or the origin stops.
     """
@@ -236,7 +238,9 @@ class Origin:
                     c.requests.append(req)
                 reply = self._pick(req)
                 for p in reply.parts:
-                    if isinstance(p, float) or isinstance(p, int) and not isinstance(p, bool):
+                    if callable(p):
+                        p()
+                    elif isinstance(p, float) or isinstance(p, int) and not isinstance(p, bool):
                         if self._sleep(float(p)):
                             return
                     elif p:
