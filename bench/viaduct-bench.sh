@@ -4,7 +4,8 @@
 # exports MODE (fwd|rev|hit|h2), PORT, ORIGIN_PORT, DIR, CERT, KEY and WORKERS; this writes the
 # matching YAML into $DIR and execs viaduct in the foreground. Settings mirror what the harness
 # gives the other products: logging off, keep-alive on both sides with 300 s idle timeouts,
-# limits high enough for 5000 idle connections.
+# limits high enough for 5000 idle connections. VIADUCT_CACHE=disk makes hit runs serve from the
+# disk tier (a memory tier that keeps nothing).
 set -eu
 BIN=${VIADUCT_BIN:?set VIADUCT_BIN to the viaduct binary}
 if [ "${1:-}" = "--version" ]; then
@@ -32,6 +33,11 @@ case "$MODE" in
   rev|hit)
     printf '%s\nlisteners:\n  - address: 127.0.0.1:%s\n    mode: reverse\nroutes:\n  - upstream: http://127.0.0.1:%s\n    forwarded: none\n' \
       "$common" "$PORT" "$ORIGIN_PORT" >"$conf"
+    if [ "$MODE" = hit ] && [ "${VIADUCT_CACHE:-}" = disk ]; then
+      # Disk-tier hits: a memory tier too small to keep any object, so every hit is read from
+      # its file (warm page cache).
+      printf 'cache:\n  memory: 1\n  disk_path: %s/cache\n' "$DIR" >>"$conf"
+    fi
     ;;
   h2)
     printf '%s\nlisteners:\n  - address: 127.0.0.1:%s\n    mode: reverse\n    tls:\n      certificates:\n        - cert: %s\n          key: %s\nroutes:\n  - upstream: http://127.0.0.1:%s\n    forwarded: none\n' \
