@@ -171,8 +171,9 @@ hit_free(struct hit *h)
     free(h);
 }
 
-/* Sends from file segment @s at h->off: send_file when the front has it, else through one
- * pooled chunk. Returns what send_body would. */
+/* Sends from file segment @s at h->off: send_file when the front has it, else chunk by chunk
+ * through one pooled chunk until the front is full. Returns what send_body would: the bytes
+ * accepted, short only when the front is full (on_writable follows), or an error. */
 static ssize_t
 hit_send_file(struct hit *h, const struct seg *s)
 {
@@ -188,27 +189,36 @@ hit_send_file(struct hit *h, const struct seg *s)
         }
         h->copy = true;
     }
-    if (h->buf.len == 0) {
-        if (!h->buf.base) {
-            int r = vd_buf_acquire(&h->buf);
-            if (r < 0) {
-                return r;
+    size_t done = 0;
+    while (done < left) {
+        if (h->buf.len == 0) {
+            if (!h->buf.base) {
+                int r = vd_buf_acquire(&h->buf);
+                if (r < 0) {
+                    return done ? (ssize_t)done : r;
+                }
             }
+            h->buf.off = 0;
+            size_t n = VD_MIN(left - done, (size_t)h->buf.cap);
+            int r = vd_cache_entry_read(e, s->foff + h->off + done, h->buf.base, n);
+            if (r < 0) {
+                return done ? (ssize_t)done : r;
+            }
+            h->buf.len = (uint32_t)n;
         }
-        h->buf.off = 0;
-        size_t n = VD_MIN(left, (size_t)h->buf.cap);
-        int r = vd_cache_entry_read(e, s->foff + h->off, h->buf.base, n);
-        if (r < 0) {
-            return r;
+        uint32_t want = h->buf.len;
+        ssize_t k = t->front->send_body(t, vd_buf_data(&h->buf), want);
+        if (k < 0) {
+            return done ? (ssize_t)done : k;
         }
-        h->buf.len = (uint32_t)n;
-    }
-    ssize_t k = t->front->send_body(t, vd_buf_data(&h->buf), h->buf.len);
-    if (k > 0) {
         vd_buf_consume(&h->buf, (uint32_t)k);
         h->by_copy += (uint64_t)k;
+        done += (size_t)k;
+        if ((uint32_t)k < want) {
+            break; /* full: on_writable follows */
+        }
     }
-    return k;
+    return (ssize_t)done;
 }
 
 static void
