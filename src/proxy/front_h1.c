@@ -1446,6 +1446,7 @@ fo_send_file(struct vd_txn *t, int fd, off_t off, size_t len)
         t->stats.bytes_out += (uint64_t)k;
     }
     if (done < len) {
+        VD_TRACE(&c->log, VD_SUB_H1, "sendfile: socket full after %zu of %zu bytes", done, len);
         c->handler_waits = true;
         c->file_waits = true;
     }

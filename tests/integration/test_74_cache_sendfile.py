@@ -43,7 +43,7 @@ def sf_proxy(viaduct, pki, tmp_path):
         return viaduct({"listeners": [{"address": "127.0.0.1:0", "mode": "reverse"},
                                       {"address": "127.0.0.1:0", "mode": "reverse", "tls": tls}],
                         "routes": [{"upstream": "http://127.0.0.1:%d" % o.port}],
-                        "cache": c, "log": {"trace": ["proxy"]}})
+                        "cache": c, "log": {"trace": ["proxy", "h1"]}})
     return start
 
 
@@ -71,14 +71,14 @@ def tls_kw(pki):
     return {"tls": client_tls_context(pki.ca), "server_hostname": "localhost"}
 
 
-def restarted(sf_proxy, o, pki, **cache):
+def restarted(sf_proxy, o, pki, body=BIG, **cache):
     """Stores /big through a first start, over each listener (the scheme is part of the cache
     key: two stored responses), then returns a second start (memory empty)."""
     p = sf_proxy(o, **cache)
     for i, kw in ((0, {}), (1, tls_kw(pki))):
         with p.connect(i, **kw) as c:
             r = c.exchange("GET", "/big", host="site.test")
-        assert r.status == 200 and r.body == BIG
+        assert r.status == 200 and r.body == body
         assert r.header("cache-status") == "viaduct; fwd=uri-miss; stored"
     assert p.stop() == 0  # the writer finishes what is queued before the process exits
     p.check_clean()
@@ -131,11 +131,14 @@ def test_range_over_big_hit(sf_proxy, big_origin, pki, tls):
     p.check_clean()
 
 
-def test_slow_reader_gets_every_byte(sf_proxy, big_origin, pki):
+def test_slow_reader_gets_every_byte(sf_proxy, make_origin, pki):
     """A client that does not read fills the socket: sendfile comes back short and resumes
-    when the socket drains (the on_writable path), until the whole body is out."""
-    o = big_origin
-    p = restarted(sf_proxy, o, pki)
+    when the socket drains (the on_writable path), until the whole body is out. 6 MiB: more
+    than a client receive buffer of a few KiB and a send buffer (net.ipv4.tcp_wmem, at most
+    4 MiB by default) can hold."""
+    big6 = b"".join(b"%02d" % k + BIG[2:] for k in range(6))
+    o = make_origin(build_response(200, big6, [("Cache-Control", "max-age=300")]))
+    p = restarted(sf_proxy, o, pki, body=big6)
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.settimeout(10)
@@ -152,8 +155,9 @@ def test_slow_reader_gets_every_byte(sf_proxy, big_origin, pki):
     s.close()
     head, _, body = bytes(data).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
-    assert body == BIG
-    assert wait_traces(p, 1) == [(MIB, 0)]
+    assert body == big6
+    assert wait_traces(p, 1) == [(6 * MIB, 0)]
+    assert re.search(r"sendfile: socket full after \d+ of \d+ bytes", p.read_error_log())
     assert count(o) == 2
     assert p.stop() == 0
     p.check_clean()
