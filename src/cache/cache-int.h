@@ -21,8 +21,7 @@ struct vd_cache_entry *vd__cache_entry_new_file(const char *key, const char *var
                                                 const char *vary_key, int status,
                                                 const struct vd_hdr *h, size_t n, int fd,
                                                 uint64_t body_off, size_t body_len,
-                                                const struct vd_cache_times *tm,
-                                                int64_t lifetime);
+                                                const struct vd_cache_times *tm, int64_t lifetime);
 
 /* Inserts @e (takes the caller's reference) into the memory tier only. A file-backed entry
  * past sendfile_files evicts the least recently used file-backed one (0: it is dropped). */

@@ -837,6 +837,7 @@ static bool
 crc_file(int fd, off_t off, uint64_t len, uint32_t *crc)
 {
     enum { PIECE = 64u << 10 }; /* bytes; 16 pread calls for 1 MiB */
+
     uint8_t *b = malloc(PIECE);
     uint32_t c = 0;
     bool ok = b != NULL;

@@ -28,7 +28,7 @@
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct vd_cache_entry *buckets[NBUCKETS];
-static struct vd_list lru = {&lru, &lru};   /* most recent first */
+static struct vd_list lru = {&lru, &lru};    /* most recent first */
 static struct vd_list flru = {&flru, &flru}; /* file-backed entries, most recent first */
 static uint64_t total_bytes, nentries, nevictions, nfiles;
 static struct vd_cache_limits limits = {
@@ -288,9 +288,8 @@ fnv64(uint64_t h, const void *p, size_t n)
 uint64_t
 vd_cache_limits_digest(const struct vd_cache_limits *lim)
 {
-    uint64_t v[] = {lim->memory,     lim->max_object,   lim->disk_size,
-                    lim->disk_objects, lim->disk_queue, lim->disk_fsync,
-                    lim->sendfile_min, lim->sendfile_files};
+    uint64_t v[] = {lim->memory,     lim->max_object, lim->disk_size,    lim->disk_objects,
+                    lim->disk_queue, lim->disk_fsync, lim->sendfile_min, lim->sendfile_files};
     uint64_t h = fnv64(14695981039346656037u, v, sizeof(v));
     if (lim->disk_path) {
         h = fnv64(h, lim->disk_path, strlen(lim->disk_path) + 1);

@@ -152,9 +152,9 @@ struct hit {
     /* A file segment through send_body (no send_file, or VD_ENOTIMPL): one pooled chunk of the
      * file read ahead, holding the segment's bytes [off, off + buf.len). */
     struct vd_buf buf;
-    bool copy;              /* the front refused send_file for this response */
-    uint64_t by_file;       /* body bytes sent with send_file, for the trace */
-    uint64_t by_copy;       /* body bytes of the file read into buf and sent with send_body */
+    bool copy;        /* the front refused send_file for this response */
+    uint64_t by_file; /* body bytes sent with send_file, for the trace */
+    uint64_t by_copy; /* body bytes of the file read into buf and sent with send_body */
     size_t nseg;
     size_t cur; /* segment being sent */
     size_t off; /* bytes of it already sent */
@@ -181,8 +181,8 @@ hit_send_file(struct hit *h, const struct seg *s)
     const struct vd_cache_entry *e = h->e;
     size_t left = s->len - h->off;
     if (!h->copy && t->front->send_file) {
-        ssize_t k = t->front->send_file(t, e->body_fd, (off_t)(e->body_off + s->foff + h->off),
-                                        left);
+        ssize_t k =
+            t->front->send_file(t, e->body_fd, (off_t)(e->body_off + s->foff + h->off), left);
         if (k != VD_ENOTIMPL) {
             h->by_file += k > 0 ? (uint64_t)k : 0;
             return k;
@@ -232,8 +232,8 @@ hit_pump(struct hit *h)
             h->off = 0;
             continue;
         }
-        ssize_t k = s->p ? t->front->send_body(t, s->p + h->off, s->len - h->off)
-                         : hit_send_file(h, s);
+        ssize_t k =
+            s->p ? t->front->send_body(t, s->p + h->off, s->len - h->off) : hit_send_file(h, s);
         if (k < 0) {
             t->handler = NULL;
             t->handler_data = NULL;

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.feature("tls")
 
 MIB = 1 << 20
 # Not a repeated pattern: a misplaced piece would not compare equal by accident.
-BIG = b"".join(b"%08d:" % i + bytes([(i * 7 + j) & 0xFF for j in range(7)]) for i in range(MIB // 16))
+BIG = b"".join(b"%08d:" % i + bytes([(i * 7 + j) & 0xFF for j in range(7)])
+               for i in range(MIB // 16))
 assert len(BIG) == MIB
 
 TRACE = r"cache hit from file: (\d+) bytes by sendfile, (\d+) copied"

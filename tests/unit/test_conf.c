@@ -891,9 +891,8 @@ test_cache_section(void **state)
     assert_int_equal(c->cache.sendfile_min, 64u << 10);
     assert_int_equal(c->cache.sendfile_files, 256);
     vd_conf_unref(c);
-    assert_int_equal(load_str("cache: {sendfile_min: 0, sendfile_files: 8}\n", &c, err,
-                              sizeof(err), path),
-                     0);
+    assert_int_equal(
+        load_str("cache: {sendfile_min: 0, sendfile_files: 8}\n", &c, err, sizeof(err), path), 0);
     assert_int_equal(c->cache.sendfile_min, 0);
     assert_int_equal(c->cache.sendfile_files, 8);
     vd_conf_unref(c);
