@@ -188,8 +188,14 @@ struct vd_cache_entry {
     int status;
     struct vd_hdr *hdrs; /* stored fields: end-to-end, without Age, Via, Content-Length */
     size_t nhdrs;
-    uint8_t *body;
-    size_t body_len;
+    uint8_t *body;   /* NULL for a file-backed entry (body_fd >= 0) */
+    size_t body_len; /* bytes of the body, in memory or in the file */
+    /* A file-backed entry (a large response read back from the disk tier): the body stays in
+     * the file, open read-only at body_fd (owned by the entry, closed when it is freed), at
+     * offset body_off. -1 otherwise. The file is never written again once visible (a newer
+     * copy replaces it by rename), so the descriptor always reads the body that was verified. */
+    int body_fd;
+    uint64_t body_off;
     struct vd_cache_times times;
     int64_t lifetime;      /* freshness lifetime, s */
     struct vd_cache_cc cc; /* the stored response's Cache-Control field alone; the proxy layer
@@ -201,6 +207,7 @@ struct vd_cache_entry {
     bool linked;
     struct vd_cache_entry *hnext;
     struct vd_list lru;
+    struct vd_list flru; /* file-backed entries in memory, most recent first */
 };
 
 struct vd_cache_limits {
@@ -212,6 +219,10 @@ struct vd_cache_limits {
     uint64_t disk_objects; /* files (bounds the index in memory: about 130 bytes each) */
     uint64_t disk_queue;   /* bytes of responses waiting for the writer; more are not written */
     bool disk_fsync;       /* fsync each file (and its directory) before it becomes visible */
+    /* A disk hit with a body of at least this many bytes becomes a file-backed entry (served
+     * from the file, sendfile where the front can); 0: never, bodies are read into memory. */
+    uint64_t sendfile_min;
+    uint64_t sendfile_files; /* file-backed entries (open files) the memory tier keeps */
 };
 
 /* Sets the limits of the process-wide store (evicting to fit). Thread-safe. When @lim names a
@@ -262,11 +273,26 @@ size_t vd_cache_invalidate(const char *key);
 void vd_cache_entry_ref(struct vd_cache_entry *e);
 void vd_cache_entry_unref(struct vd_cache_entry *e);
 
+/* True when @e keeps its body in a disk-tier file (e->body_fd) rather than in memory. */
+static inline bool
+vd_cache_entry_in_file(const struct vd_cache_entry *e)
+{
+    return e->body_fd >= 0;
+}
+
+/* Copies @len bytes of @e's body from offset @off into @buf: from memory, or with pread from its
+ * file (blocking on the calling thread; quick when the file is in the page cache). @off + @len
+ * must not pass e->body_len. Returns 0, or -errno when the file cannot be read (-EIO when it
+ * ends early); the caller then aborts the response. Never allocates. */
+VD_MUST_CHECK int vd_cache_entry_read(const struct vd_cache_entry *e, uint64_t off, uint8_t *buf,
+                                      size_t len);
+
 /* Figures for tests and logs. */
 struct vd_cache_stats {
     uint64_t bytes;
     uint64_t entries;
     uint64_t evictions;
+    uint64_t files; /* file-backed entries among them (open descriptors) */
 };
 
 void vd_cache_get_stats(struct vd_cache_stats *st);

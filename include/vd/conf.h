@@ -188,11 +188,14 @@ struct vd_conf_cache {
     char **targeted_fields;    /* RFC 9213 field names obeyed, lowercase, in order of precedence;
                                 * default {"cdn-cache-control"} */
     size_t ntargeted_fields;
-    char *disk_path;       /* directory of the disk tier; NULL (default): no disk tier */
-    uint64_t disk_size;    /* bytes of files, default 1 GiB */
-    uint64_t disk_objects; /* files, default 1,000,000 */
-    uint64_t disk_queue;   /* bytes of responses waiting to be written, default 16 MiB */
-    bool disk_fsync;       /* default false */
+    char *disk_path;         /* directory of the disk tier; NULL (default): no disk tier */
+    uint64_t disk_size;      /* bytes of files, default 1 GiB */
+    uint64_t disk_objects;   /* files, default 1,000,000 */
+    uint64_t disk_queue;     /* bytes of responses waiting to be written, default 16 MiB */
+    bool disk_fsync;         /* default false */
+    uint64_t sendfile_min;   /* bytes: a disk hit this large is sent from its file, default
+                              * 64 KiB; 0: bodies are always read into memory */
+    uint64_t sendfile_files; /* files kept open for such hits, default 256 */
 };
 
 struct vd_auth; /* src/auth: users, verified-credential cache, failure throttle */

@@ -52,6 +52,13 @@ struct vd_front_ops {
     int (*send_interim)(struct vd_txn *t, int status, const struct vd_hdr *h, size_t n);
     int (*send_head)(struct vd_txn *t, const struct vd_resp *resp);
     ssize_t (*send_body)(struct vd_txn *t, const uint8_t *p, size_t len);
+    /* Optional (NULL when the front cannot: HTTP/2, TLS): sends @len body bytes of the file
+     * open at @fd from offset @off without copying them through user space (sendfile), with
+     * send_body's contract (bytes accepted, a short count means full and on_writable follows,
+     * or a negative error). @fd is borrowed for the call; the front keeps no reference to it.
+     * VD_ENOTIMPL when this response cannot take it (TLS, chunked framing): the caller sends the
+     * bytes with send_body instead, for the rest of the response. */
+    ssize_t (*send_file)(struct vd_txn *t, int fd, off_t off, size_t len);
     /* Ends the response body; @trailers may be NULL (raw "name: value\r\n" lines). */
     int (*send_end)(struct vd_txn *t, const struct vd_dbuf *trailers);
     /* Pauses or resumes delivery of request body (handler back-pressure). */

@@ -14,7 +14,17 @@ struct vd_cache_entry *vd__cache_entry_new_owned(const char *key, const char *va
                                                  size_t body_len, const struct vd_cache_times *tm,
                                                  int64_t lifetime);
 
-/* Inserts @e (takes the caller's reference) into the memory tier only. */
+/* A file-backed entry (vd_cache_entry_in_file): the body is the @body_len bytes at @body_off in
+ * @fd, which the entry takes over (closed with it, or at once when it cannot be built: then
+ * NULL). Only the fields and bookkeeping are charged to the memory tier. */
+struct vd_cache_entry *vd__cache_entry_new_file(const char *key, const char *vary,
+                                                const char *vary_key, int status,
+                                                const struct vd_hdr *h, size_t n, int fd,
+                                                uint64_t body_off, size_t body_len,
+                                                const struct vd_cache_times *tm, int64_t lifetime);
+
+/* Inserts @e (takes the caller's reference) into the memory tier only. A file-backed entry
+ * past sendfile_files evicts the least recently used file-backed one (0: it is dropped). */
 void vd__cache_mem_insert(struct vd_cache_entry *e);
 
 /* Removes every memory entry of @key; returns how many had an id not among @ids (the variants

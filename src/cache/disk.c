@@ -4,7 +4,10 @@
  * queue (workers never wait for the disk on insert), made visible by rename(2) only once
  * complete, indexed in memory (id, size, last access) and rebuilt at start by a scan thread
  * from the file names while the proxy already serves. A file is verified (magic, lengths,
- * CRC-32C of the head and of the body, its key) every time it is read, and deleted when bad. */
+ * CRC-32C of the head and of the body, its key) every time it is read, and deleted when bad.
+ * A large body (sendfile_min) is not read into memory: the entry keeps the open file and the
+ * proxy sends from it (sendfile on plain connections); its CRC is checked once, when the file is
+ * opened and the entry built. */
 #include "vd/config.h"
 
 #include <dirent.h>
@@ -88,6 +91,7 @@ static struct {
     int lockfd;
     /* limits */
     uint64_t size_max, objects_max, queue_max, max_object;
+    uint64_t sendfile_min; /* bytes: bodies this large become file-backed entries; 0: never */
     bool fsync_;
     /* index */
     struct drec **idtab, **pktab;
@@ -753,7 +757,8 @@ vd__disk_insert(struct vd_cache_entry *e)
     uint64_t pk = 0, id = 0;
     bool ids = vd__cache_ids(e->key, e->vary, e->vary_key, &pk, &id);
     pthread_mutex_lock(&D.mu);
-    if (ids && e->body_len <= D.max_object) {
+    /* A file-backed entry (a 304 update keeps none, but be safe) already is a file. */
+    if (ids && e->body_len <= D.max_object && e->body_fd < 0) {
         struct witem *it = NULL;
         if (D.nqueued && D.queue_bytes + e->size > D.queue_max) {
             D.queue_drops++;
@@ -827,11 +832,33 @@ drop_file(const char *path, uint64_t id, uint64_t ino)
     pthread_mutex_unlock(&D.mu);
 }
 
+/* CRC-32C of @len bytes of @fd from @off, read in bounded pieces. False when unreadable. */
+static bool
+crc_file(int fd, off_t off, uint64_t len, uint32_t *crc)
+{
+    enum { PIECE = 64u << 10 }; /* bytes; 16 pread calls for 1 MiB */
+
+    uint8_t *b = malloc(PIECE);
+    uint32_t c = 0;
+    bool ok = b != NULL;
+    while (ok && len) {
+        size_t n = (size_t)VD_MIN(len, (uint64_t)PIECE);
+        ok = pread_all(fd, b, n, off);
+        c = ok ? crc32c(c, b, n) : c;
+        off += (off_t)n;
+        len -= n;
+    }
+    free(b);
+    *crc = c;
+    return ok;
+}
+
 /* Parses and verifies the file open at @fd (@st) as a stored response of @key matching the
- * request; builds the entry into *@out. */
+ * request; builds the entry into *@out: a file-backed one (on a duplicate of @fd) when the body
+ * has at least @file_min bytes (0: never). */
 static enum read_result
 read_entry(int fd, const struct stat *st, uint64_t id, const char *key, const struct vd_hdr *req,
-           size_t nreq, uint64_t max_object, char **vary_out, const char **why,
+           size_t nreq, uint64_t max_object, uint64_t file_min, char **vary_out, const char **why,
            struct vd_cache_entry **out)
 {
     uint8_t h[HDR_LEN];
@@ -936,6 +963,33 @@ read_entry(int fd, const struct stat *st, uint64_t id, const char *key, const st
         rr = RD_TOO_BIG;
         goto out;
     }
+    struct vd_cache_times tm = {
+        .request_time = (time_t)get64(h + 40),
+        .response_time = (time_t)get64(h + 48),
+        .date_value = (time_t)get64(h + 56),
+        .age_value = (int64_t)get64(h + 64),
+    };
+    if (file_min && body_len >= file_min) {
+        uint32_t c = 0;
+        *why = "unreadable";
+        if (!crc_file(fd, HDR_LEN + (off_t)meta_len, body_len, &c)) {
+            goto out; /* RD_CORRUPT (an allocation failure of 64 KiB reads as one too) */
+        }
+        *why = "checksum mismatch (body)";
+        if (c != bcrc) {
+            goto out;
+        }
+        int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (dfd < 0) {
+            rr = RD_OTHER; /* out of descriptors: not the file's fault */
+            goto out;
+        }
+        *out = vd__cache_entry_new_file(k, vary, vkey, status, hd, nf, dfd,
+                                        HDR_LEN + (uint64_t)meta_len, body_len, &tm,
+                                        (int64_t)get64(h + 72));
+        rr = *out ? RD_OK : RD_OTHER;
+        goto out;
+    }
     body = body_len ? malloc(body_len) : NULL;
     *why = "unreadable";
     if (body_len && (!body || !pread_all(fd, body, body_len, HDR_LEN + (off_t)meta_len))) {
@@ -946,12 +1000,6 @@ read_entry(int fd, const struct stat *st, uint64_t id, const char *key, const st
     if (crc32c(0, body, body_len) != bcrc) {
         goto out;
     }
-    struct vd_cache_times tm = {
-        .request_time = (time_t)get64(h + 40),
-        .response_time = (time_t)get64(h + 48),
-        .date_value = (time_t)get64(h + 56),
-        .age_value = (int64_t)get64(h + 64),
-    };
     *out = vd__cache_entry_new_owned(k, vary, vkey, status, hd, nf, body, body_len, &tm,
                                      (int64_t)get64(h + 72));
     body = NULL; /* owned by the entry now, or freed */
@@ -968,7 +1016,7 @@ out:
  * names the file read) and returned. */
 static struct vd_cache_entry *
 read_cand(const char *key, uint64_t pk, const struct cand *c, const struct vd_hdr *req, size_t nreq,
-          uint64_t max_object, bool *vary_miss)
+          uint64_t max_object, uint64_t file_min, bool *vary_miss)
 {
     char path[PATH_MAX];
     path_of(path, sizeof(path), pk, c->id);
@@ -991,7 +1039,7 @@ read_cand(const char *key, uint64_t pk, const struct cand *c, const struct vd_hd
     const char *why = "";
     enum read_result rr = RD_OTHER;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
-        rr = read_entry(fd, &st, c->id, key, req, nreq, max_object, &vary, &why, &e);
+        rr = read_entry(fd, &st, c->id, key, req, nreq, max_object, file_min, &vary, &why, &e);
     }
     close(fd);
     uint64_t ino = (uint64_t)st.st_ino;
@@ -1056,7 +1104,7 @@ vd__disk_lookup(const char *key, const struct vd_hdr *req, size_t nreq, bool *va
     struct vd_dbuf k;
     vd_dbuf_init(&k, 65536);
     pthread_mutex_lock(&D.mu);
-    uint64_t max_object = D.max_object;
+    uint64_t max_object = D.max_object, file_min = D.sendfile_min;
     for (struct drec *r = D.pktab[pk & (D.nbuckets - 1)]; r && nc < MAX_CANDS; r = r->pknext) {
         if (r->pk != pk) {
             continue;
@@ -1089,7 +1137,8 @@ vd__disk_lookup(const char *key, const struct vd_hdr *req, size_t nreq, bool *va
         }
     }
     for (size_t i = 0; i < nc; i++) {
-        struct vd_cache_entry *e = read_cand(key, pk, &c[i], req, nreq, max_object, vary_miss);
+        struct vd_cache_entry *e =
+            read_cand(key, pk, &c[i], req, nreq, max_object, file_min, vary_miss);
         if (e) {
             *vary_miss = false;
             return e;
@@ -1361,6 +1410,7 @@ set_limits(const struct vd_cache_limits *lim)
     D.objects_max = lim->disk_objects ? lim->disk_objects : 1;
     D.queue_max = lim->disk_queue;
     D.max_object = lim->max_object;
+    D.sendfile_min = lim->sendfile_min;
     D.fsync_ = lim->disk_fsync;
 }
 
@@ -1480,6 +1530,7 @@ vd__disk_configure(const struct vd_cache_limits *lim)
         set_limits(lim);
     } else {
         D.max_object = lim->max_object;
+        D.sendfile_min = lim->sendfile_min;
     }
     D.need_evict = true;
     pthread_cond_signal(&D.work);

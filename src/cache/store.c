@@ -8,11 +8,13 @@
  * (disk.c) when one is open: memory first, then disk. */
 #include "vd/config.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cache-int.h"
 #include "vd/conf.h"
@@ -26,9 +28,11 @@
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct vd_cache_entry *buckets[NBUCKETS];
-static struct vd_list lru = {&lru, &lru}; /* most recent first */
-static uint64_t total_bytes, nentries, nevictions;
-static struct vd_cache_limits limits = {.memory = 256u << 20, .max_object = 8u << 20};
+static struct vd_list lru = {&lru, &lru};    /* most recent first */
+static struct vd_list flru = {&flru, &flru}; /* file-backed entries, most recent first */
+static uint64_t total_bytes, nentries, nevictions, nfiles;
+static struct vd_cache_limits limits = {
+    .memory = 256u << 20, .max_object = 8u << 20, .sendfile_files = 256};
 
 static uint32_t
 hash_key(const char *s)
@@ -43,6 +47,9 @@ hash_key(const char *s)
 static void
 entry_free(struct vd_cache_entry *e)
 {
+    if (e->body_fd >= 0) {
+        close(e->body_fd);
+    }
     free(e->hdrs);
     free(e->body);
     free(e->key);
@@ -87,6 +94,7 @@ entry_new(const char *key, const char *vary, const char *vary_key, int status,
         }
         return NULL;
     }
+    e->body_fd = -1;
     size_t bytes = 0, kept = 0;
     for (size_t i = 0; i < n; i++) {
         if (!not_stored(h[i].name)) {
@@ -138,6 +146,7 @@ entry_new(const char *key, const char *vary, const char *vary_key, int status,
     atomic_init(&e->refs, 1);
     atomic_init(&e->disk_touched, 0);
     vd_list_init(&e->lru);
+    vd_list_init(&e->flru);
     return e;
 }
 
@@ -158,6 +167,51 @@ vd__cache_entry_new_owned(const char *key, const char *vary, const char *vary_ke
     return entry_new(key, vary, vary_key, status, h, n, body, body_len, true, tm, lifetime);
 }
 
+struct vd_cache_entry *
+vd__cache_entry_new_file(const char *key, const char *vary, const char *vary_key, int status,
+                         const struct vd_hdr *h, size_t n, int fd, uint64_t body_off,
+                         size_t body_len, const struct vd_cache_times *tm, int64_t lifetime)
+{
+    struct vd_cache_entry *e =
+        entry_new(key, vary, vary_key, status, h, n, NULL, 0, false, tm, lifetime);
+    if (!e) {
+        close(fd);
+        return NULL;
+    }
+    free(e->body); /* the 1-byte placeholder of an empty body */
+    e->body = NULL;
+    e->body_len = body_len;
+    e->body_fd = fd;
+    e->body_off = body_off;
+    return e;
+}
+
+int
+vd_cache_entry_read(const struct vd_cache_entry *e, uint64_t off, uint8_t *buf, size_t len)
+{
+    VD_BUG_ON(off > e->body_len || len > e->body_len - off);
+    if (e->body_fd < 0) {
+        memcpy(buf, e->body + off, len);
+        return 0;
+    }
+    while (len) {
+        ssize_t k = pread(e->body_fd, buf, len, (off_t)(e->body_off + off));
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k < 0) {
+            return -errno;
+        }
+        if (k == 0) {
+            return -EIO; /* the file was cut short behind viaduct's back */
+        }
+        buf += k;
+        len -= (size_t)k;
+        off += (uint64_t)k;
+    }
+    return 0;
+}
+
 /* Unlinks @e from the table and the LRU list and drops the store's reference. Locked. */
 static void
 unlink_locked(struct vd_cache_entry *e)
@@ -170,6 +224,10 @@ unlink_locked(struct vd_cache_entry *e)
         *pp = e->hnext;
     }
     vd_list_remove(&e->lru);
+    if (e->body_fd >= 0) {
+        vd_list_remove(&e->flru);
+        nfiles--;
+    }
     e->linked = false;
     total_bytes -= e->size;
     nentries--;
@@ -192,7 +250,11 @@ vd_cache_configure(const struct vd_cache_limits *lim)
     pthread_mutex_lock(&mu);
     limits.memory = lim->memory;
     limits.max_object = lim->max_object;
+    limits.sendfile_files = lim->sendfile_files;
     evict_locked(0);
+    while (nfiles > limits.sendfile_files) {
+        unlink_locked(VD_CONTAINER_OF(flru.prev, struct vd_cache_entry, flru));
+    }
     pthread_mutex_unlock(&mu);
     vd__disk_configure(lim);
 }
@@ -208,6 +270,8 @@ vd_cache_limits_from_conf(struct vd_cache_limits *lim, const struct vd_conf_cach
         .disk_objects = c->disk_objects,
         .disk_queue = c->disk_queue,
         .disk_fsync = c->disk_fsync,
+        .sendfile_min = c->sendfile_min,
+        .sendfile_files = c->sendfile_files,
     };
 }
 
@@ -224,8 +288,8 @@ fnv64(uint64_t h, const void *p, size_t n)
 uint64_t
 vd_cache_limits_digest(const struct vd_cache_limits *lim)
 {
-    uint64_t v[] = {lim->memory,       lim->max_object, lim->disk_size,
-                    lim->disk_objects, lim->disk_queue, lim->disk_fsync};
+    uint64_t v[] = {lim->memory,     lim->max_object, lim->disk_size,    lim->disk_objects,
+                    lim->disk_queue, lim->disk_fsync, lim->sendfile_min, lim->sendfile_files};
     uint64_t h = fnv64(14695981039346656037u, v, sizeof(v));
     if (lim->disk_path) {
         h = fnv64(h, lim->disk_path, strlen(lim->disk_path) + 1);
@@ -247,7 +311,9 @@ void
 vd__cache_mem_insert(struct vd_cache_entry *e)
 {
     pthread_mutex_lock(&mu);
-    if (e->body_len > limits.max_object || e->size > limits.memory) {
+    bool file = e->body_fd >= 0;
+    if (e->body_len > limits.max_object || e->size > limits.memory ||
+        (file && limits.sendfile_files == 0)) {
         pthread_mutex_unlock(&mu);
         vd_cache_entry_unref(e);
         return;
@@ -261,6 +327,15 @@ vd__cache_mem_insert(struct vd_cache_entry *e)
         }
     }
     evict_locked(e->size);
+    /* Open files are bounded apart from bytes: a file-backed entry costs little memory. */
+    while (file && nfiles >= limits.sendfile_files && !vd_list_empty(&flru)) {
+        unlink_locked(VD_CONTAINER_OF(flru.prev, struct vd_cache_entry, flru));
+        nevictions++;
+    }
+    if (file) {
+        vd_list_insert_head(&flru, &e->flru);
+        nfiles++;
+    }
     e->hnext = buckets[b];
     buckets[b] = e;
     e->linked = true;
@@ -298,6 +373,10 @@ vd_cache_lookup(const char *key, const struct vd_hdr *req, size_t nreq, bool *va
         *vary_miss = false;
         vd_list_remove(&best->lru);
         vd_list_insert_head(&lru, &best->lru);
+        if (best->body_fd >= 0) {
+            vd_list_remove(&best->flru);
+            vd_list_insert_head(&flru, &best->flru);
+        }
         vd_cache_entry_ref(best);
     }
     pthread_mutex_unlock(&mu);
@@ -361,6 +440,7 @@ vd_cache_get_stats(struct vd_cache_stats *st)
     st->bytes = total_bytes;
     st->entries = nentries;
     st->evictions = nevictions;
+    st->files = nfiles;
     pthread_mutex_unlock(&mu);
 }
 

@@ -279,6 +279,8 @@ vd_conf_default(void)
         .disk_size = 1ull << 30,
         .disk_objects = 1000000,
         .disk_queue = 16u << 20,
+        .sendfile_min = 64u << 10,
+        .sendfile_files = 256,
     };
     c->cache.targeted_fields = xcalloc(1, sizeof(char *));
     c->cache.targeted_fields[0] = xstrdup("cdn-cache-control");

@@ -2662,6 +2662,8 @@ sec_cache(struct ld *ld, const struct ynode *n)
                                        "disk_objects",
                                        "disk_queue",
                                        "disk_fsync",
+                                       "sendfile_min",
+                                       "sendfile_files",
                                        "collapse",
                                        "collapse_timeout"};
     struct vd_conf_cache *c = &ld->c->cache;
@@ -2701,6 +2703,14 @@ sec_cache(struct ld *ld, const struct ynode *n)
         return rc;
     }
     if ((v = get(n, "disk_fsync")) && (rc = get_bool(ld, v, "cache.disk_fsync", &c->disk_fsync))) {
+        return rc;
+    }
+    if ((v = get(n, "sendfile_min")) &&
+        (rc = get_size(ld, v, "cache.sendfile_min", 0, UINT32_MAX, &c->sendfile_min))) {
+        return rc;
+    }
+    if ((v = get(n, "sendfile_files")) &&
+        (rc = get_uint(ld, v, "cache.sendfile_files", 0, 65536, &c->sendfile_files))) {
         return rc;
     }
     if ((v = get(n, "collapse")) && (rc = get_bool(ld, v, "cache.collapse", &c->collapse))) {

@@ -136,10 +136,12 @@ configure(const struct vd_conf *conf)
 
 /* ---- serving a stored response ------------------------------------------------------------- */
 
-/* A piece of the body sent to the client: a slice of the stored body or of part headers. */
+/* A piece of the body sent to the client: a slice of the stored body or of part headers, or
+ * (@p NULL) the bytes at body offset @foff of a file-backed entry. */
 struct seg {
     const uint8_t *p;
     size_t len;
+    uint64_t foff;
 };
 
 struct hit {
@@ -147,6 +149,12 @@ struct hit {
     struct vd_txn *t;
     struct vd_cache_entry *e;
     struct vd_dbuf text; /* part headers of a multipart/byteranges body (RFC 9110 §14.6) */
+    /* A file segment through send_body (no send_file, or VD_ENOTIMPL): one pooled chunk of the
+     * file read ahead, holding the segment's bytes [off, off + buf.len). */
+    struct vd_buf buf;
+    bool copy;        /* the front refused send_file for this response */
+    uint64_t by_file; /* body bytes sent with send_file, for the trace */
+    uint64_t by_copy; /* body bytes of the file read into buf and sent with send_body */
     size_t nseg;
     size_t cur; /* segment being sent */
     size_t off; /* bytes of it already sent */
@@ -158,8 +166,59 @@ hit_free(struct hit *h)
 {
     vd_cache_entry_unref(h->e);
     vd_dbuf_free(&h->text);
+    vd_buf_release(&h->buf);
     h->magic = 0;
     free(h);
+}
+
+/* Sends from file segment @s at h->off: send_file when the front has it, else chunk by chunk
+ * through one pooled chunk until the front is full. Returns what send_body would: the bytes
+ * accepted, short only when the front is full (on_writable follows), or an error. */
+static ssize_t
+hit_send_file(struct hit *h, const struct seg *s)
+{
+    struct vd_txn *t = h->t;
+    const struct vd_cache_entry *e = h->e;
+    size_t left = s->len - h->off;
+    if (!h->copy && t->front->send_file) {
+        ssize_t k =
+            t->front->send_file(t, e->body_fd, (off_t)(e->body_off + s->foff + h->off), left);
+        if (k != VD_ENOTIMPL) {
+            h->by_file += k > 0 ? (uint64_t)k : 0;
+            return k;
+        }
+        h->copy = true;
+    }
+    size_t done = 0;
+    while (done < left) {
+        if (h->buf.len == 0) {
+            if (!h->buf.base) {
+                int r = vd_buf_acquire(&h->buf);
+                if (r < 0) {
+                    return done ? (ssize_t)done : r;
+                }
+            }
+            h->buf.off = 0;
+            size_t n = VD_MIN(left - done, (size_t)h->buf.cap);
+            int r = vd_cache_entry_read(e, s->foff + h->off + done, h->buf.base, n);
+            if (r < 0) {
+                return done ? (ssize_t)done : r;
+            }
+            h->buf.len = (uint32_t)n;
+        }
+        uint32_t want = h->buf.len;
+        ssize_t k = t->front->send_body(t, vd_buf_data(&h->buf), want);
+        if (k < 0) {
+            return done ? (ssize_t)done : k;
+        }
+        vd_buf_consume(&h->buf, (uint32_t)k);
+        h->by_copy += (uint64_t)k;
+        done += (size_t)k;
+        if ((uint32_t)k < want) {
+            break; /* full: on_writable follows */
+        }
+    }
+    return (ssize_t)done;
 }
 
 static void
@@ -173,7 +232,8 @@ hit_pump(struct hit *h)
             h->off = 0;
             continue;
         }
-        ssize_t k = t->front->send_body(t, s->p + h->off, s->len - h->off);
+        ssize_t k =
+            s->p ? t->front->send_body(t, s->p + h->off, s->len - h->off) : hit_send_file(h, s);
         if (k < 0) {
             t->handler = NULL;
             t->handler_data = NULL;
@@ -185,6 +245,10 @@ hit_pump(struct hit *h)
         if (h->off < s->len) {
             return; /* on_writable resumes */
         }
+    }
+    if (h->by_file || h->by_copy) {
+        VD_TRACE(&t->log, VD_SUB_PROXY, "cache hit from file: %llu bytes by sendfile, %llu copied",
+                 (unsigned long long)h->by_file, (unsigned long long)h->by_copy);
     }
     t->handler = NULL;
     t->handler_data = NULL;
@@ -377,11 +441,11 @@ multipart(struct hit *h, const struct vd_cache_range *rg, int nr, const char *bo
     if (r == 0) {
         const uint8_t *base = (const uint8_t *)h->text.p;
         for (int i = 0; i < nr; i++) {
-            h->seg[2 * i] = (struct seg){base + offs[i], offs[i + 1] - offs[i]};
+            h->seg[2 * i] = (struct seg){base + offs[i], offs[i + 1] - offs[i], 0};
             h->seg[2 * i + 1] =
-                (struct seg){e->body + rg[i].first, (size_t)(rg[i].last - rg[i].first + 1)};
+                (struct seg){e->body + rg[i].first, (size_t)(rg[i].last - rg[i].first + 1), 0};
         }
-        h->seg[2 * nr] = (struct seg){base + offs[nr], h->text.len - offs[nr]};
+        h->seg[2 * nr] = (struct seg){base + offs[nr], h->text.len - offs[nr], 0};
         h->nseg = 2 * (size_t)nr + 1;
     }
     free(offs);
@@ -443,6 +507,11 @@ vd__cache_serve(struct vd_txn *t, struct vd_cache_entry *e, const char *status)
     struct vd_cache_range *rg = NULL;
     /* RFC 9110 §13.2.2: If-None-Match / If-Modified-Since come before Range. */
     int nr = not_modified ? 0 : select_ranges(t, e, &rg);
+    if (nr > 1 && vd_cache_entry_in_file(e)) {
+        /* multipart/byteranges is built from a body in memory; a file-backed entry answers
+         * several ranges with the whole representation, which RFC 9110 §14.2 allows. */
+        nr = 0;
+    }
     if (nr == -ERANGE) {
         unsatisfiable(t, e, status, age);
         return;
@@ -493,7 +562,9 @@ vd__cache_serve(struct vd_txn *t, struct vd_cache_entry *e, const char *status)
                           (unsigned long long)rg[0].last, (unsigned long long)e->body_len);
         hd[n++] =
             (struct vd_hdr){VD_IOV_LIT("Content-Range"), {(const uint8_t *)extra, (size_t)xl}};
-        h->seg[0] = (struct seg){e->body + rg[0].first, (size_t)(rg[0].last - rg[0].first + 1)};
+        size_t rl = (size_t)(rg[0].last - rg[0].first + 1);
+        h->seg[0] = vd_cache_entry_in_file(e) ? (struct seg){NULL, rl, rg[0].first}
+                                              : (struct seg){e->body + rg[0].first, rl, 0};
         h->nseg = 1;
     } else if (nr > 1) {
         char boundary[27];
@@ -506,7 +577,7 @@ vd__cache_serve(struct vd_txn *t, struct vd_cache_entry *e, const char *status)
             return;
         }
     } else if (!head && !not_modified && e->status != 204) {
-        h->seg[0] = (struct seg){e->body, e->body_len};
+        h->seg[0] = (struct seg){e->body, e->body_len, 0}; /* body NULL: from the file */
         h->nseg = 1;
     }
     int64_t length = 0;
@@ -791,8 +862,20 @@ update_from_304(struct vd_cache_xfer *cx, struct vd_txn *t, const struct vd_resp
     bool heur;
     int64_t life =
         vd_cache_freshness(e->status, &cc, m, n, tm.response_time, cx->heuristic_max, &heur);
-    return vd_cache_entry_new(e->key, e->vary, e->vary_key, e->status, m, n, e->body, e->body_len,
-                              &tm, life);
+    if (!vd_cache_entry_in_file(e)) {
+        return vd_cache_entry_new(e->key, e->vary, e->vary_key, e->status, m, n, e->body,
+                                  e->body_len, &tm, life);
+    }
+    /* A file-backed entry: the updated one is an ordinary entry again, so that the disk tier
+     * writes the new fields; the body (at most max_object) is read back for it once. */
+    uint8_t *body = malloc(e->body_len ? e->body_len : 1);
+    struct vd_cache_entry *ne = NULL;
+    if (body && vd_cache_entry_read(e, 0, body, e->body_len) == 0) {
+        ne = vd_cache_entry_new(e->key, e->vary, e->vary_key, e->status, m, n, body, e->body_len,
+                                &tm, life);
+    }
+    free(body);
+    return ne;
 }
 
 static void

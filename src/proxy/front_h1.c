@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -83,6 +84,8 @@ struct h1c {
     bool client_eof;    /* the client shut down its sending side */
     bool keepalive;     /* the client allows another exchange */
     bool handler_waits; /* a send_body came back short: call on_writable after draining */
+    bool file_waits;    /* a send_file came back short with nothing queued: the socket is full,
+                         * wait for write readiness (handler_waits is set too) */
     bool in_process;    /* re-entrancy guard for process_input() */
     bool expect_100;
     bool sent_100;
@@ -385,7 +388,7 @@ arm(struct h1c *c)
         !(c->state == ST_WAIT && c->in.base && c->in.len == c->in.cap)) {
         ev |= VD_WANT_READ;
     }
-    if (out_pending(c)) {
+    if (out_pending(c) || c->file_waits) {
         ev |= VD_WANT_WRITE;
     }
     /* A TLS transport may need the other direction to make progress. */
@@ -769,6 +772,7 @@ start_exchange(struct h1c *c, const struct vd_h1_req_head *h, size_t headlen)
     c->resp_done = false;
     c->resp_chunked = false;
     c->handler_waits = false;
+    c->file_waits = false;
     c->body_paused = false;
     c->body_end_sent = false;
     c->pend_n = 0;
@@ -1091,6 +1095,19 @@ on_sock_event(struct vd_sock *s, int ev)
         } else if (c->state != ST_CLOSING) {
             timer_set(c, c->conf->timeouts.send);
         }
+    } else if (ev & VD_WANT_WRITE && c->file_waits) {
+        /* The socket that sendfile filled has room again. */
+        c->file_waits = false;
+        if (c->state == ST_WAIT) {
+            timer_set(c, 0);
+        }
+        if (c->handler_waits && c->txn && c->txn->handler) {
+            c->handler_waits = false;
+            c->txn->handler->on_writable(c->txn);
+            if (c->state == ST_CLOSING) {
+                return;
+            }
+        }
     }
     if (c->state == ST_CLOSING) {
         return;
@@ -1383,6 +1400,60 @@ fo_send_body(struct vd_txn *t, const uint8_t *p, size_t len)
     return k;
 }
 
+/* sendfile(2) from @fd straight to the client socket: plain TCP and Content-Length framing
+ * only (TLS would need the bytes in user space to encrypt them; chunked framing would need
+ * chunk headers between file pieces). Queued head or body bytes go first; while they are still
+ * pending nothing is taken and on_writable follows once they drain. */
+static ssize_t
+fo_send_file(struct vd_txn *t, int fd, off_t off, size_t len)
+{
+    struct h1c *c = txn_conn(t);
+    if (c->tls || c->resp_chunked) {
+        return VD_ENOTIMPL;
+    }
+    if (!c->resp_has_body || len == 0) {
+        return (ssize_t)len;
+    }
+    if (out_pending(c)) {
+        int r = out_flush(c);
+        if (r < 0) {
+            return r;
+        }
+        if (out_pending(c)) {
+            c->handler_waits = true;
+            arm(c);
+            return 0;
+        }
+    }
+    size_t done = 0;
+    while (done < len) {
+        off_t o = off + (off_t)done;
+        ssize_t k = sendfile(c->sock.fd, fd, &o, len - done);
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        }
+        if (k < 0) {
+            return done ? (ssize_t)done : -errno;
+        }
+        if (k == 0) {
+            /* The file ends before @len: it was cut short behind viaduct's back. */
+            return done ? (ssize_t)done : -EIO;
+        }
+        done += (size_t)k;
+        t->stats.bytes_out += (uint64_t)k;
+    }
+    if (done < len) {
+        VD_TRACE(&c->log, VD_SUB_H1, "sendfile: socket full after %zu of %zu bytes", done, len);
+        c->handler_waits = true;
+        c->file_waits = true;
+    }
+    arm(c);
+    return (ssize_t)done;
+}
+
 static int
 fo_send_end(struct vd_txn *t, const struct vd_dbuf *trailers)
 {
@@ -1479,6 +1550,7 @@ static const struct vd_front_ops h1_front_ops = {
     .send_interim = fo_send_interim,
     .send_head = fo_send_head,
     .send_body = fo_send_body,
+    .send_file = fo_send_file,
     .send_end = fo_send_end,
     .req_body_pause = fo_req_body_pause,
     .abort = fo_abort,

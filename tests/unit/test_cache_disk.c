@@ -157,6 +157,21 @@ mk(const char *key, const char *vary, const char *vkey, size_t body_len, uint8_t
     return vd_cache_entry_new(key, vary, vkey, 200, h, 3, body, body_len, &tm, 100);
 }
 
+/* Flips the last byte of the file at @path (in the body). */
+static void
+damage_file_body(const char *path)
+{
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, sb.st_size - 1), 1);
+    b ^= 0x20;
+    assert_int_equal(pwrite(fd, &b, 1, sb.st_size - 1), 1);
+    close(fd);
+}
+
 static struct vd_cache_entry *
 get(const char *key, const struct vd_hdr *req, size_t nreq, bool *vary_miss)
 {
@@ -244,6 +259,123 @@ test_round_trip(void **state)
     vd_cache_entry_unref(e);
     vd_cache_disk_get_stats(&st);
     assert_int_equal(st.hits, 2);
+}
+
+/* A body of at least sendfile_min bytes comes back from the disk as a file-backed entry: no
+ * body in memory, the open file read with vd_cache_entry_read; at most sendfile_files of them
+ * stay in memory (the least recently used goes); a damaged body is still caught (its CRC is
+ * checked when the file is opened). */
+static void
+test_file_backed(void **state)
+{
+    (void)state;
+    struct vd_cache_limits lim = limits(1u << 30);
+    lim.sendfile_min = 1000;
+    lim.sendfile_files = 2;
+    vd_cache_configure(&lim);
+    vd_cache_disk_wait_scan();
+    vd_cache_insert(mk("http://f.test/1", "", "", 4000, 'a'));
+    vd_cache_insert(mk("http://f.test/2", "", "", 4000, 'b'));
+    vd_cache_insert(mk("http://f.test/3", "", "", 4000, 'c'));
+    vd_cache_insert(mk("http://f.test/small", "", "", 999, 's'));
+    vd_cache_insert(mk("http://f.test/bad", "", "", 4000, 'd'));
+    vd_cache_disk_flush();
+    vd_cache_disk_close();
+    vd_cache_clear();
+    vd_cache_configure(&lim);
+    vd_cache_disk_wait_scan();
+
+    struct vd_cache_entry *e = get("http://f.test/small", NULL, 0, NULL);
+    assert_non_null(e);
+    assert_false(vd_cache_entry_in_file(e)); /* below sendfile_min: read into memory */
+    assert_memory_equal(e->body, "sss", 3);
+    vd_cache_entry_unref(e);
+
+    e = get("http://f.test/1", NULL, 0, NULL);
+    assert_non_null(e);
+    assert_true(vd_cache_entry_in_file(e));
+    assert_null(e->body);
+    assert_int_equal(e->body_len, 4000);
+    assert_int_equal(e->status, 200);
+    assert_int_equal(e->nhdrs, 3);
+    uint8_t buf[4000], want[4000];
+    memset(want, 'a', sizeof(want));
+    assert_int_equal(vd_cache_entry_read(e, 0, buf, 4000), 0);
+    assert_memory_equal(buf, want, 4000);
+    /* The body offset is past the header and meta section: the first byte read is the body's. */
+    struct stat sb;
+    assert_int_equal(fstat(e->body_fd, &sb), 0);
+    assert_int_equal(e->body_off + 4000, (uint64_t)sb.st_size);
+    assert_int_equal(vd_cache_entry_read(e, 3990, buf, 10), 0);
+    assert_memory_equal(buf, want, 10);
+    vd_cache_entry_unref(e);
+    struct vd_cache_stats cs;
+    vd_cache_get_stats(&cs);
+    assert_int_equal(cs.files, 1);
+    assert_int_equal(cs.entries, 2);
+    assert_true(cs.bytes < 4000); /* /small and fields: no 4000-byte body charged */
+
+    /* A memory hit now: the same file-backed entry. */
+    e = get("http://f.test/1", NULL, 0, NULL);
+    assert_true(vd_cache_entry_in_file(e));
+    vd_cache_entry_unref(e);
+    struct vd_cache_disk_stats st;
+    vd_cache_disk_get_stats(&st);
+    assert_int_equal(st.hits, 2); /* small and 1, each read from its file once */
+
+    /* Past sendfile_files: /2 then /3 push out the least recently used, /1. */
+    for (int i = 2; i <= 3; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "http://f.test/%d", i);
+        e = get(key, NULL, 0, NULL);
+        assert_true(vd_cache_entry_in_file(e));
+        assert_int_equal(vd_cache_entry_read(e, 0, buf, 1), 0);
+        assert_int_equal(buf[0], 'a' + i - 1);
+        vd_cache_entry_unref(e);
+    }
+    vd_cache_get_stats(&cs);
+    assert_int_equal(cs.files, 2);
+    assert_int_equal(cs.entries, 3);
+    e = get("http://f.test/1", NULL, 0, NULL); /* from the disk again */
+    assert_true(vd_cache_entry_in_file(e));
+    vd_cache_entry_unref(e);
+    vd_cache_disk_get_stats(&st);
+    assert_int_equal(st.hits, 5);
+
+    /* A flipped body byte: the CRC over the file catches it, the file is deleted. */
+    char files[8][PATH_MAX];
+    size_t nf = object_files(files, 8);
+    assert_int_equal(nf, 5);
+    e = get("http://f.test/bad", NULL, 0, NULL);
+    assert_non_null(e);
+    int bad = -1;
+    for (size_t i = 0; i < nf; i++) {
+        struct stat fs;
+        assert_int_equal(stat(files[i], &fs), 0);
+        assert_int_equal(fstat(e->body_fd, &sb), 0);
+        if (fs.st_ino == sb.st_ino) {
+            bad = (int)i;
+        }
+    }
+    vd_cache_entry_unref(e);
+    assert_true(bad >= 0);
+    vd_cache_clear();
+    damage_file_body(files[bad]);
+    assert_null(get("http://f.test/bad", NULL, 0, NULL));
+    vd_cache_disk_get_stats(&st);
+    assert_int_equal(st.corrupt, 1);
+    assert_int_equal(object_files(NULL, 0), 4);
+
+    /* sendfile_files 0: a file-backed entry answers its lookup and is not kept. */
+    lim.sendfile_files = 0;
+    vd_cache_configure(&lim);
+    vd_cache_clear();
+    e = get("http://f.test/2", NULL, 0, NULL);
+    assert_true(vd_cache_entry_in_file(e));
+    vd_cache_entry_unref(e);
+    vd_cache_get_stats(&cs);
+    assert_int_equal(cs.files, 0);
+    assert_int_equal(cs.entries, 0);
 }
 
 enum damage { TRUNC_HALF, TRUNC_SHORT, FLIP_BODY, FLIP_META, FLIP_HEADER, BAD_MAGIC, GROWN };
@@ -605,6 +737,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_backed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tmp_cleanup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_eviction_by_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalidate_and_replace, setup, teardown),
