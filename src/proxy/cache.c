@@ -195,21 +195,21 @@ hit_send_file(struct hit *h, const struct seg *s)
             if (!h->buf.base) {
                 int r = vd_buf_acquire(&h->buf);
                 if (r < 0) {
-                    return done ? (ssize_t)done : r;
+                    return r;
                 }
             }
             h->buf.off = 0;
             size_t n = VD_MIN(left - done, (size_t)h->buf.cap);
             int r = vd_cache_entry_read(e, s->foff + h->off + done, h->buf.base, n);
             if (r < 0) {
-                return done ? (ssize_t)done : r;
+                return r;
             }
             h->buf.len = (uint32_t)n;
         }
         uint32_t want = h->buf.len;
         ssize_t k = t->front->send_body(t, vd_buf_data(&h->buf), want);
         if (k < 0) {
-            return done ? (ssize_t)done : k;
+            return k; /* not a short count: that would wait for on_writable */
         }
         vd_buf_consume(&h->buf, (uint32_t)k);
         h->by_copy += (uint64_t)k;

@@ -1435,12 +1435,13 @@ fo_send_file(struct vd_txn *t, int fd, off_t off, size_t len)
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             break;
         }
+        /* An error ends the response even after some progress: a short count would mean
+         * "full" and wait for a write event that a broken connection may never deliver. */
         if (k < 0) {
-            return done ? (ssize_t)done : -errno;
+            return -errno;
         }
         if (k == 0) {
-            /* The file ends before @len: it was cut short behind viaduct's back. */
-            return done ? (ssize_t)done : -EIO;
+            return -EIO; /* the file ends before @len: cut short behind viaduct's back */
         }
         done += (size_t)k;
         t->stats.bytes_out += (uint64_t)k;

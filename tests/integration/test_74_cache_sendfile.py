@@ -175,3 +175,23 @@ def test_sendfile_min_above_the_body_keeps_the_memory_path(sf_proxy, big_origin,
     assert p.stop() == 0
     p.check_clean()
     assert traces(p) == []  # read into memory and sent with send_body, as before
+
+
+def test_clients_that_leave_mid_body_end_their_exchanges(sf_proxy, big_origin, pki):
+    """Clients that read a little of the body and close: sendfile fails (EPIPE) after partial
+    progress, and the exchange must end there (it once waited for a write event that never
+    came, and the connection stayed until the shutdown grace period)."""
+    o = big_origin
+    p = restarted(sf_proxy, o, pki)
+    for _ in range(20):
+        s = socket.create_connection((p.addr(0), p.port(0)))
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        assert s.recv(100000).startswith(b"HTTP/1.1 200 ")
+        s.close()
+    with p.connect() as c:  # still serving
+        assert c.exchange("GET", "/big", host="site.test").body == BIG
+    t0 = time.monotonic()
+    assert p.stop() == 0
+    assert time.monotonic() - t0 < 5  # no connection left waiting for the grace period
+    p.check_clean()
+    assert count(o) == 2
