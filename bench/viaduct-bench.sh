@@ -4,8 +4,9 @@
 # exports MODE (fwd|rev|hit|h2), PORT, ORIGIN_PORT, DIR, CERT, KEY and WORKERS; this writes the
 # matching YAML into $DIR and execs viaduct in the foreground. Settings mirror what the harness
 # gives the other products: logging off, keep-alive on both sides with 300 s idle timeouts,
-# limits high enough for 5000 idle connections. VIADUCT_CACHE=disk makes hit runs serve from the
-# disk tier (a memory tier that keeps nothing).
+# limits high enough for 5000 idle connections. VIADUCT_CACHE=disk makes hit runs use the disk
+# tier with a 256 KiB memory tier (large hits come from their files); disk-only keeps nothing in
+# memory, so every hit reads its file.
 set -eu
 BIN=${VIADUCT_BIN:?set VIADUCT_BIN to the viaduct binary}
 if [ "${1:-}" = "--version" ]; then
@@ -33,11 +34,15 @@ case "$MODE" in
   rev|hit)
     printf '%s\nlisteners:\n  - address: 127.0.0.1:%s\n    mode: reverse\nroutes:\n  - upstream: http://127.0.0.1:%s\n    forwarded: none\n' \
       "$common" "$PORT" "$ORIGIN_PORT" >"$conf"
-    if [ "$MODE" = hit ] && [ "${VIADUCT_CACHE:-}" = disk ]; then
-      # Disk-tier hits: a memory tier too small to keep any object, so every hit is read from
-      # its file (warm page cache).
-      printf 'cache:\n  memory: 1\n  disk_path: %s/cache\n' "$DIR" >>"$conf"
-    fi
+    case "$MODE:${VIADUCT_CACHE:-}" in
+      hit:disk-only)
+        # Every hit read from its file (warm page cache): a memory tier that keeps nothing.
+        printf 'cache:\n  memory: 1\n  disk_path: %s/cache\n' "$DIR" >>"$conf" ;;
+      hit:disk)
+        # The disk tier as deployed: a small memory tier, so large bodies stay in their files
+        # (served with sendfile, headers in memory) and small ones are promoted.
+        printf 'cache:\n  memory: 256k\n  disk_path: %s/cache\n' "$DIR" >>"$conf" ;;
+    esac
     ;;
   h2)
     printf '%s\nlisteners:\n  - address: 127.0.0.1:%s\n    mode: reverse\n    tls:\n      certificates:\n        - cert: %s\n          key: %s\nroutes:\n  - upstream: http://127.0.0.1:%s\n    forwarded: none\n' \
