@@ -1634,3 +1634,16 @@ vd_front_h1_close(struct vd_worker *w, bool idle_only)
         }
     }
 }
+
+void
+vd_front_h2_goaway_all(struct vd_worker *w)
+{
+    struct vd_list *n = w->conns.next;
+    while (n != &w->conns) {
+        struct h1c *c = VD_CONTAINER_OF(n, struct h1c, link);
+        n = n->next;
+        if (c->state == ST_H2 && c->h2) {
+            vd_h2_drain(c->h2);
+        }
+    }
+}

@@ -157,6 +157,11 @@ on_async(uv_async_t *a)
             w->conf = c;
         }
     }
+    if (cmd == VD_WCMD_RELOAD) {
+        /* HTTP/2 sessions keep their configuration for their life: GOAWAY makes their clients
+         * come back on new connections, which take the new one. */
+        vd_front_h2_goaway_all(w);
+    }
     if (cmd == VD_WCMD_DRAIN && !w->draining) {
         w->draining = true;
         vd__cache_bg_abort_all(); /* nothing waits for them; none starts while draining */

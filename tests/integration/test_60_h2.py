@@ -368,6 +368,23 @@ def test_sigterm_sends_goaway_and_finishes_streams(viaduct, make_origin):
     v.wait_exit()
 
 
+def test_reload_sends_goaway_and_finishes_streams(viaduct, make_origin):
+    o = make_origin(Reply(build_response(200, b"old config"), delay=0.5))
+    v = reverse(viaduct, o)
+    with RawH2("127.0.0.1", v.port()) as c:
+        c.send(c.request(1, "/slow"))
+        o.wait_requests(1)
+        v.reload()
+        fs = c.collect(lambda f: f.type == 0x7)
+        assert (fs[-1].error_code, fs[-1].last_stream_id) == (0, 1)
+        fs += c.collect(ends(1))
+        assert stream_result(fs, 1) == (200, b"old config", None)
+    # A new connection is served as before.
+    with H2Client("127.0.0.1", v.port()) as c:
+        assert c.request("GET", "/again").status == 200
+    assert v.running()
+
+
 # ---- CONNECT on a stream (RFC 9113 §8.5) ------------------------------------------------------
 
 def test_connect_tunnel_on_a_stream(viaduct):
