@@ -1621,6 +1621,7 @@ fo_abort_h(struct vd_txn *t)
         vd_tunnel_abort(f->tn, &st);
         f->tn = NULL;
         vd_txn_tunnel_stats(t, &st);
+        t->stats.tun_proto = t->declared; /* as fwd_tunnel_done: the Upgrade protocol */
     }
     if (f->u) {
         struct upc *u = f->u;

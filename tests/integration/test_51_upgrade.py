@@ -24,12 +24,14 @@ class WsOrigin:
 
     def __init__(self):
         self.headers = []
+        self.messages = []  # every message received, in order
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
 
         async def echo(ws, path):
             self.headers.append(dict(ws.request_headers.raw_items()))
             async for msg in ws:
+                self.messages.append(msg)
                 await ws.send(msg)
 
         async def main():
