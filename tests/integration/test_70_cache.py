@@ -3,36 +3,13 @@
 stored, freshness precedence, heuristics, revalidation and the 304 update, client conditionals,
 Vary, invalidation, HEAD from a stored GET, only-if-cached, incomplete and oversized responses,
 LRU eviction."""
-import email.utils
 import time
 
 import pytest
 
+from vdtest.cache import count, get, httpdate, reqs, url
 from vdtest.httpmsg import build_response
 from vdtest.origins import Reply
-
-
-def url(origin, path="/"):
-    return "http://127.0.0.1:%d%s" % (origin.port, path)
-
-
-def httpdate(t):
-    return email.utils.formatdate(t, usegmt=True)
-
-
-def get(proxy, target, headers=None, method="GET"):
-    with proxy.connect() as c:
-        return c.exchange(method, target, headers=headers)
-
-
-def count(o):
-    with o.lock:
-        return len(o.requests)
-
-
-def reqs(o):
-    with o.lock:
-        return list(o.requests)
 
 
 @pytest.fixture

@@ -7,14 +7,12 @@ import re
 
 import pytest
 
+from vdtest.cache import count
 from vdtest.httpmsg import build_response
 
 BODY = b"persisted body\n" * 100
 
 
-def count(o):
-    with o.lock:
-        return len(o.requests)
 
 
 def object_files(root):

@@ -2,37 +2,14 @@
 """Shared cache, beyond the basics of test_70: Range requests answered from a stored complete
 response (RFC 9110 §14), stale-if-error and stale-while-revalidate (RFC 5861), and targeted
 cache-control fields such as CDN-Cache-Control (RFC 9213)."""
-import email.utils
 import re
 import time
 
 import pytest
 
+from vdtest.cache import count, get, httpdate, reqs, url
 from vdtest.httpmsg import build_response
 from vdtest.origins import Reply
-
-
-def url(origin, path="/"):
-    return "http://127.0.0.1:%d%s" % (origin.port, path)
-
-
-def httpdate(t):
-    return email.utils.formatdate(t, usegmt=True)
-
-
-def get(proxy, target, headers=None, method="GET"):
-    with proxy.connect() as c:
-        return c.exchange(method, target, headers=headers)
-
-
-def count(o):
-    with o.lock:
-        return len(o.requests)
-
-
-def reqs(o):
-    with o.lock:
-        return list(o.requests)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from vdtest.httpmsg import build_response, linger_reset, read_response
+from vdtest.cache import count
+from vdtest.httpmsg import build_response, linger_reset
 from vdtest.origins import Reply
 
 GATE_TIMEOUT = 20
@@ -22,9 +23,6 @@ def url(origin, path="/c"):
     return "http://127.0.0.1:%d%s" % (origin.port, path)
 
 
-def count(o):
-    with o.lock:
-        return len(o.requests)
 
 
 def conf(**cache):
@@ -434,7 +432,6 @@ def test_chunked_body_past_max_object_keeps_streaming(viaduct, make_origin):
 def test_waiter_too_slow_for_a_window_is_cut_off(viaduct, make_origin):
     """Past max_object the buffer keeps about max_object: a waiter that stops reading falls
     behind by more and is cut off (its response is incomplete); the others finish."""
-    import socket
     gate = threading.Event()
     body = bytes(range(256)) * 32768  # 8 MiB, chunked
     head = (b"HTTP/1.1 200 OK\r\nCache-Control: max-age=100\r\n"

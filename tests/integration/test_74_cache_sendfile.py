@@ -11,6 +11,7 @@ import time
 import pytest
 
 from vdtest.client import client_tls_context
+from vdtest.cache import count
 from vdtest.httpmsg import build_response
 
 pytestmark = pytest.mark.feature("tls")
@@ -48,9 +49,6 @@ def sf_proxy(viaduct, pki, tmp_path):
     return start
 
 
-def count(o):
-    with o.lock:
-        return len(o.requests)
 
 
 def traces(p):
