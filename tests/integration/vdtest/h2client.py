@@ -213,12 +213,6 @@ class H2Client:
         self.close()
 
 
-def h2_tls_context(ca):
-    ctx = ssl.create_default_context(cafile=ca)
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
-    return ctx
-
-
 class RawH2:
     """A hand-driven HTTP/2 connection for malformed and abusive input: frames are built with
     hyperframe and HPACK, and the server's frames are read one by one (SETTINGS acknowledged,
@@ -331,18 +325,7 @@ def ends(sid):
                                              "END_STREAM" in f.flags)
 
 
-def raw_headers_frame(client, sid, headers, end_stream=True, end_headers=True):
-    """A HEADERS frame encoded with the connection's HPACK encoder, without validation."""
-    f = HeadersFrame(sid)
-    f.data = client.conn.encoder.encode(headers)
-    if end_stream:
-        f.flags.add("END_STREAM")
-    if end_headers:
-        f.flags.add("END_HEADERS")
-    return f.serialize()
-
-
-__all__ = ["H2Client", "RawH2", "stream_result", "ends", "h2_tls_context", "raw_headers_frame", "PREFACE", "ContinuationFrame",
+__all__ = ["H2Client", "RawH2", "stream_result", "ends", "PREFACE", "ContinuationFrame",
            "DataFrame", "HeadersFrame", "PingFrame", "RstStreamFrame", "SettingsFrame",
            "ENABLE_CONNECT_PROTOCOL", "ENHANCE_YOUR_CALM", "PROTOCOL_ERROR", "REFUSED_STREAM",
            "CONNECT_ERROR"]
