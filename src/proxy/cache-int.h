@@ -124,4 +124,12 @@ struct vd_txn *vd__col_adopt(struct vd__col *c, struct vd_txn *t, char **host, c
  * worker drains). */
 void vd__col_abort_all(void);
 
+/* Front ops shared by the transactions that have no client (cache_bg.c's background
+ * revalidations, cache_collapse.c's orphaned leaders): no 1xx, the head only records the status,
+ * no request body to pause, no tunnels. */
+int vd__detached_interim(struct vd_txn *t, int status, const struct vd_hdr *h, size_t n);
+int vd__detached_head(struct vd_txn *t, const struct vd_resp *resp);
+void vd__detached_pause(struct vd_txn *t, bool pause);
+int vd__detached_tunnel(struct vd_txn *t, struct vd_tunnel_end *end);
+
 #endif

@@ -122,14 +122,14 @@ bg_finish(struct bg *b)
 
 /* ---- the null front ------------------------------------------------------------------------ */
 
-static int
-nf_interim(struct vd_txn *t, int status, const struct vd_hdr *h, size_t n)
+int
+vd__detached_interim(struct vd_txn *t, int status, const struct vd_hdr *h, size_t n)
 {
     return 0;
 }
 
-static int
-nf_head(struct vd_txn *t, const struct vd_resp *resp)
+int
+vd__detached_head(struct vd_txn *t, const struct vd_resp *resp)
 {
     t->status = resp->status;
     t->resp_started = true;
@@ -149,8 +149,8 @@ nf_end(struct vd_txn *t, const struct vd_dbuf *trailers)
     return 0;
 }
 
-static void
-nf_pause(struct vd_txn *t, bool pause)
+void
+vd__detached_pause(struct vd_txn *t, bool pause)
 {
     /* no request body */
 }
@@ -166,8 +166,8 @@ nf_abort(struct vd_txn *t)
     bg_finish(b);
 }
 
-static int
-nf_tunnel(struct vd_txn *t, struct vd_tunnel_end *end)
+int
+vd__detached_tunnel(struct vd_txn *t, struct vd_tunnel_end *end)
 {
     return VD_ENOTIMPL;
 }
@@ -179,13 +179,13 @@ nf_tunnel_end(struct vd_txn *t)
 }
 
 static const struct vd_front_ops null_front = {
-    .send_interim = nf_interim,
-    .send_head = nf_head,
+    .send_interim = vd__detached_interim,
+    .send_head = vd__detached_head,
     .send_body = nf_body,
     .send_end = nf_end,
-    .req_body_pause = nf_pause,
+    .req_body_pause = vd__detached_pause,
     .abort = nf_abort,
-    .tunnel = nf_tunnel,
+    .tunnel = vd__detached_tunnel,
     .tunnel_end = nf_tunnel_end,
 };
 

@@ -932,20 +932,6 @@ orphan_finish(struct orphan *o)
     vd_conf_unref(conf);
 }
 
-static int
-of_interim(struct vd_txn *t, int status, const struct vd_hdr *h, size_t n)
-{
-    return 0;
-}
-
-static int
-of_head(struct vd_txn *t, const struct vd_resp *resp)
-{
-    t->status = resp->status;
-    t->resp_started = true;
-    return 0;
-}
-
 static ssize_t
 of_body(struct vd_txn *t, const uint8_t *p, size_t len)
 {
@@ -967,21 +953,9 @@ of_end(struct vd_txn *t, const struct vd_dbuf *trailers)
 }
 
 static void
-of_pause(struct vd_txn *t, bool pause)
-{
-    /* no request body */
-}
-
-static void
 of_abort(struct vd_txn *t)
 {
     orphan_finish(orphan_of(t));
-}
-
-static int
-of_tunnel(struct vd_txn *t, struct vd_tunnel_end *end)
-{
-    return VD_ENOTIMPL;
 }
 
 static void
@@ -991,13 +965,13 @@ of_tunnel_end(struct vd_txn *t)
 }
 
 static const struct vd_front_ops orphan_front = {
-    .send_interim = of_interim,
-    .send_head = of_head,
+    .send_interim = vd__detached_interim,
+    .send_head = vd__detached_head,
     .send_body = of_body,
     .send_end = of_end,
-    .req_body_pause = of_pause,
+    .req_body_pause = vd__detached_pause,
     .abort = of_abort,
-    .tunnel = of_tunnel,
+    .tunnel = vd__detached_tunnel,
     .tunnel_end = of_tunnel_end,
 };
 
