@@ -63,7 +63,6 @@ struct h2st {
     struct vd_dbuf trailers;
 
     /* response */
-    bool head_sent;
     bool resp_has_body;
     struct bq obody;
     bool oend;          /* send_end called (or the tunnel shut its write side) */
@@ -75,7 +74,6 @@ struct h2st {
     size_t ntnv;
     bool done;      /* the handler is finished with the response */
     bool ng_closed; /* nghttp2 closed the stream */
-    uint32_t ng_error;
 
     /* tunnel (CONNECT on a stream) */
     bool tunneling;
@@ -736,7 +734,6 @@ cb_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *ud)
         return 0;
     }
     st->ng_closed = true;
-    st->ng_error = code;
     if (st->tunneling) {
         /* The relay finds out through the virtual socket and ends; tunnel_end frees. */
         if (st->vs.on_event && st->vs.armed) {
@@ -1047,7 +1044,6 @@ fo_send_head(struct vd_txn *t, const struct vd_resp *resp)
     struct h2st *st = txn_stream(t);
     t->status = resp->status;
     t->resp_started = true;
-    st->head_sent = true;
     st->resp_has_body = resp->has_body || resp->tunnel;
     if (st->ng_closed) {
         return 0;

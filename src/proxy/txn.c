@@ -282,6 +282,19 @@ vd_txn_check_addrs(struct vd_txn *t, const char *host, uint16_t port, bool tunne
     return pending ? VD_ACCESS_PENDING : VD_ACCESS_ALLOW;
 }
 
+/* A lowercase copy of [@p, @p + @n) in the exchange's arena (NULL when out of memory). */
+static char *
+arena_lower(struct vd_txn *t, const uint8_t *p, size_t n)
+{
+    char *s = vd_arena_dup(&t->arena, p, n);
+    for (char *q = s; q && *q; q++) {
+        if (*q >= 'A' && *q <= 'Z') {
+            *q = (char)(*q + 32);
+        }
+    }
+    return s;
+}
+
 /* The first token of the Upgrade field, lowercased into the arena (the protocol a client
  * declares, RFC 9110 §7.8). NULL when absent. */
 static const char *
@@ -297,14 +310,7 @@ declared_protocol(struct vd_txn *t)
     }
     /* "websocket/13": the protocol name without its version. */
     const uint8_t *slash = memchr(item.base, '/', item.len);
-    size_t n = slash ? (size_t)(slash - item.base) : item.len;
-    char *s = vd_arena_dup(&t->arena, item.base, n);
-    for (char *q = s; q && *q; q++) {
-        if (*q >= 'A' && *q <= 'Z') {
-            *q = (char)(*q + 32);
-        }
-    }
-    return s;
+    return arena_lower(t, item.base, slash ? (size_t)(slash - item.base) : item.len);
 }
 
 /* CONNECT (RFC 9110 §9.3.6): authority-form target (checked by the parser), port allow-list,
@@ -384,12 +390,7 @@ client_surely_denied(const struct vd_conf *c, const struct sockaddr *client,
 static bool
 route_extended(struct vd_txn *t)
 {
-    char *p = vd_arena_dup(&t->arena, t->req.protocol.base, t->req.protocol.len);
-    for (char *q = p; q && *q; q++) {
-        if (*q >= 'A' && *q <= 'Z') {
-            *q = (char)(*q + 32);
-        }
-    }
+    char *p = arena_lower(t, t->req.protocol.base, t->req.protocol.len);
     t->declared = p;
     if (p && strcmp(p, "connect-udp") == 0) {
         if (!vd_masque_udp_try(t)) {
