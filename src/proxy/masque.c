@@ -248,7 +248,9 @@ mudp_stats(struct mudp *m, const char *end)
     t->stats.dg_down = m->dg_down;
 }
 
-/* The flow is over: log, give the client connection back to the front, which closes it. */
+/* The flow is over: log, give the client connection back to the front, which closes it
+ * (HTTP/1.1) or ends the stream (HTTP/2: END_STREAM after a clean end, else RST_STREAM
+ * CONNECT_ERROR). */
 static void
 mudp_end(struct mudp *m, const char *end, bool reset)
 {
@@ -257,6 +259,8 @@ mudp_end(struct mudp *m, const char *end, bool reset)
     if (reset && m->cs && m->cs->fd >= 0) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         (void)setsockopt(m->cs->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    } else if (!reset && m->cs && m->cs->fd < 0) {
+        (void)m->cs->ops->shutdown(m->cs);
     }
     t->handler = NULL;
     t->handler_data = NULL;

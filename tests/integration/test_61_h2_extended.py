@@ -208,9 +208,11 @@ def test_connect_udp_over_h2(viaduct, udp_echo):
         assert caps[0][1] == varint(0) + b"echo:one"
         assert caps[1][1][:6] == varint(0) + b"echo:" and len(caps[1][1]) == 1 + 5 + 1200
         assert udp_echo.got[0] == b"one" and len(udp_echo.got) == 2
+        # The client ending its side ends the flow cleanly: END_STREAM back, no RST_STREAM.
         c.conn.end_stream(sid)
         c.flush()
-        c.wait(sid)
+        st = c.wait(sid)
+        assert st.ended and st.reset is None
     v.wait_for_log(r'"CONNECT https://127\.0\.0\.1:\d+%s HTTP/2\.0" 200 .* tunnel=connect-udp '
                    r'up=1203 down=1213 end=closed dgrams_up=2 dgrams_down=2'
                    % udp_path(udp_echo.port), access=True)
