@@ -124,45 +124,93 @@ static void fwd_switch(struct fwd *f, const struct vd_h1_resp_head *h, size_t he
 /* ---- small helpers ------------------------------------------------------------------------- */
 
 /* Fields not forwarded as received (RFC 9110 §7.6.1): the hop-by-hop ones, and Content-Length,
- * which is regenerated from the framing. Lengths are in the table so the per-field loop does no
- * strlen. */
+ * which is regenerated from the framing. Dispatched on the length so that most fields cost one
+ * switch and no compare: this runs for every field of every message. */
 static bool
 is_hop_by_hop(struct vd_iov name)
 {
-#define N(s)                                                                                       \
-    {                                                                                              \
-        s, sizeof(s) - 1                                                                           \
+    switch (name.len) {
+    case 2:
+        return vd_hdr_name_is(name, "te");
+    case 7:
+        return vd_hdr_name_is(name, "upgrade");
+    case 10:
+        return vd_hdr_name_is(name, "connection") || vd_hdr_name_is(name, "keep-alive");
+    case 14:
+        return vd_hdr_name_is(name, "content-length");
+    case 16:
+        return vd_hdr_name_is(name, "proxy-connection");
+    case 17:
+        return vd_hdr_name_is(name, "transfer-encoding");
+    case 18:
+        return vd_hdr_name_is(name, "proxy-authenticate");
+    case 19:
+        return vd_hdr_name_is(name, "proxy-authorization");
+    default:
+        return false;
     }
-
-    static const struct {
-        const char *name;
-        size_t len;
-    } names[] = {
-        N("connection"),        N("keep-alive"), N("proxy-connection"),    N("te"),
-        N("transfer-encoding"), N("upgrade"),    N("proxy-authorization"), N("proxy-authenticate"),
-        N("content-length")};
-
-#undef N
-    for (size_t i = 0; i < VD_ARRAY_LEN(names); i++) {
-        if (vd__hdr_name_eq(name, names[i].name, names[i].len)) {
-            return true;
-        }
-    }
-    return false;
 }
 
-/* True when a Connection field in @h names @name (RFC 9110 §7.6.1). */
-static bool
-named_by_connection(const struct vd_hdr *h, size_t n, struct vd_iov name)
+#define CONN_NAMES_MAX 16
+
+/* The field names listed by a message's Connection fields (RFC 9110 §7.6.1), collected once per
+ * message instead of once per field. A message naming more than CONN_NAMES_MAX (never seen in
+ * practice; "keep-alive" or "close" is the usual one) falls back to scanning its fields. */
+struct conn_names {
+    const struct vd_hdr *all;
+    size_t nall;
+    size_t n;
+    bool overflow;
+    struct vd_iov item[CONN_NAMES_MAX];
+};
+
+static void
+conn_names_init(struct conn_names *cn, const struct vd_hdr *all, size_t n)
 {
+    cn->all = all;
+    cn->nall = n;
+    cn->n = 0;
+    cn->overflow = false;
     for (size_t i = 0; i < n; i++) {
-        if (!vd_hdr_name_is(h[i].name, "connection")) {
+        if (all[i].name.len != 10 || !vd_hdr_name_is(all[i].name, "connection")) {
             continue;
         }
-        struct vd_iov rest = h[i].value, item;
+        struct vd_iov rest = all[i].value, item;
         while (vd_list_next(&rest, &item)) {
-            if (item.len == name.len &&
-                strncasecmp((const char *)item.base, (const char *)name.base, name.len) == 0) {
+            if (cn->n == CONN_NAMES_MAX) {
+                cn->overflow = true;
+                return;
+            }
+            cn->item[cn->n++] = item;
+        }
+    }
+}
+
+static bool
+iov_caseeq(struct vd_iov a, struct vd_iov b)
+{
+    return a.len == b.len && strncasecmp((const char *)a.base, (const char *)b.base, a.len) == 0;
+}
+
+/* True when a Connection field of the message names @name. */
+static bool
+conn_names_has(const struct conn_names *cn, struct vd_iov name)
+{
+    if (!cn->overflow) {
+        for (size_t i = 0; i < cn->n; i++) {
+            if (iov_caseeq(cn->item[i], name)) {
+                return true;
+            }
+        }
+        return false;
+    }
+    for (size_t i = 0; i < cn->nall; i++) {
+        if (!vd_hdr_name_is(cn->all[i].name, "connection")) {
+            continue;
+        }
+        struct vd_iov rest = cn->all[i].value, item;
+        while (vd_list_next(&rest, &item)) {
+            if (iov_caseeq(item, name)) {
                 return true;
             }
         }
@@ -170,12 +218,11 @@ named_by_connection(const struct vd_hdr *h, size_t n, struct vd_iov name)
     return false;
 }
 
-/* True when field @name of a message whose fields are @all travels end to end. @has_conn says
- * whether the message has a Connection field at all (most do not: then no list is scanned). */
+/* True when field @name of the message whose Connection names are @cn travels end to end. */
 static bool
-end_to_end(const struct vd_hdr *all, size_t n, bool has_conn, struct vd_iov name)
+end_to_end(const struct conn_names *cn, struct vd_iov name)
 {
-    return !is_hop_by_hop(name) && !(has_conn && named_by_connection(all, n, name));
+    return !is_hop_by_hop(name) && !(cn->n && conn_names_has(cn, name));
 }
 
 static bool
@@ -189,6 +236,57 @@ method_idempotent(struct vd_iov m)
         }
     }
     return false;
+}
+
+/* Writes the protocol version of a message (major * 10 + minor) as Via carries it (RFC 9110
+ * §7.6.3): "1.1", "1.0", "2". @out has room for 3 bytes; returns the length. */
+static size_t
+via_version(char *out, int version)
+{
+    size_t n = 0;
+    out[n++] = (char)('0' + version / 10 % 10);
+    if (version < 20) {
+        out[n++] = '.';
+        out[n++] = (char)('0' + version % 10);
+    }
+    return n;
+}
+
+/* Appends @len bytes of @p to @out at *@at, as far as @cap allows (one byte kept for the NUL). */
+static void
+key_add(char *out, size_t cap, size_t *at, const char *p, size_t len)
+{
+    size_t k = VD_MIN(len, cap - 1 - *at);
+    memcpy(out + *at, p, k);
+    *at += k;
+}
+
+/* The upstream pool key "host:port:tls:sni" into @out (NUL-terminated, truncated to @cap like
+ * snprintf would), without the cost of a format string per request. */
+static void
+pool_key_format(char *out, size_t cap, const char *host, uint16_t port, bool tls, const char *sni)
+{
+    char num[8];
+    size_t nl = 0, at = 0;
+    char rev[5];
+    unsigned v = port;
+    do {
+        rev[nl++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < nl; i++) {
+        num[i] = rev[nl - 1 - i];
+    }
+    num[nl++] = ':';
+    num[nl++] = tls ? '1' : '0';
+    num[nl++] = ':';
+    key_add(out, cap, &at, host, strlen(host));
+    key_add(out, cap, &at, ":", 1);
+    key_add(out, cap, &at, num, nl);
+    if (sni) {
+        key_add(out, cap, &at, sni, strlen(sni));
+    }
+    out[at] = '\0';
 }
 
 /* ---- request head -------------------------------------------------------------------------- */
@@ -222,14 +320,14 @@ build_request_head(struct fwd *f)
         r = r ? r : vd_dbuf_add(d, req->authority.base, req->authority.len);
     }
     r = r ? r : vd_dbuf_add(d, "\r\n", 2);
-    /* Fields named by Connection are hop-by-hop too; most requests have no Connection field,
-     * so look once instead of once per field. */
-    bool has_conn = vd_hdr_find(req->hdrs, req->nhdrs, "connection") != NULL;
+    /* Fields named by Connection are hop-by-hop too. */
+    struct conn_names cn;
+    conn_names_init(&cn, req->hdrs, req->nhdrs);
     struct vd_dbuf xff; /* every X-Forwarded-For line, in order, as one list */
     vd_dbuf_init(&xff, conf->limits.header_block);
     for (size_t i = 0; i < req->nhdrs && r == 0; i++) {
         struct vd_iov name = req->hdrs[i].name;
-        if (!end_to_end(req->hdrs, req->nhdrs, has_conn, name) || vd_hdr_name_is(name, "host") ||
+        if (!end_to_end(&cn, name) || vd_hdr_name_is(name, "host") ||
             vd__cache_skip_req_field(f->cx, name)) {
             continue;
         }
@@ -291,12 +389,13 @@ build_request_head(struct fwd *f)
     r = r ? r : vd__cache_req_fields(f->cx, d);
     if (r == 0 && conf->via_enabled && conf->via) {
         /* RFC 9110 §7.6.3: the received protocol's version ("1.1", "2"). */
-        if (req->version >= 20) {
-            r = vd_dbuf_addf(d, "Via: %d %s\r\n", req->version / 10, conf->via);
-        } else {
-            r = vd_dbuf_addf(d, "Via: %d.%d %s\r\n", req->version / 10, req->version % 10,
-                             conf->via);
-        }
+        char ver[3];
+        size_t vl = via_version(ver, req->version);
+        r = vd_dbuf_add(d, "Via: ", 5);
+        r = r ? r : vd_dbuf_add(d, ver, vl);
+        r = r ? r : vd_dbuf_add(d, " ", 1);
+        r = r ? r : vd_dbuf_add(d, conf->via, strlen(conf->via));
+        r = r ? r : vd_dbuf_add(d, "\r\n", 2);
     }
     if (r == 0 && f->ws_h2) {
         r = vd_dbuf_addf(d,
@@ -858,10 +957,11 @@ filter_response_head(struct fwd *f, const struct vd_h1_resp_head *h, struct vd_r
         return VD_ENOMEM;
     }
     size_t n = 0;
-    bool has_conn = vd_hdr_find(h->hdrs, h->nhdrs, "connection") != NULL;
+    struct conn_names cn;
+    conn_names_init(&cn, h->hdrs, h->nhdrs);
     for (size_t i = 0; i < h->nhdrs; i++) {
         struct vd_iov name = h->hdrs[i].name;
-        if (!end_to_end(h->hdrs, h->nhdrs, has_conn, name)) {
+        if (!end_to_end(&cn, name)) {
             continue;
         }
         char *nm = vd_arena_dup(&t->arena, name.base, name.len);
@@ -885,14 +985,17 @@ filter_response_head(struct fwd *f, const struct vd_h1_resp_head *h, struct vd_r
         n++;
     }
     if (conf->via_enabled && conf->via) {
-        char via[160];
-        int l = snprintf(via, sizeof(via), "1.%d %s", h->minor, conf->via);
-        char *v = vd_arena_dup(&t->arena, via, (size_t)l);
+        size_t pl = strlen(conf->via);
+        char *v = vd_arena_alloc(&t->arena, 4 + pl);
         if (!v) {
             return VD_ENOMEM;
         }
+        size_t l = via_version(v, 10 + h->minor);
+        v[l++] = ' ';
+        memcpy(v + l, conf->via, pl);
+        l += pl;
         out[n].name = VD_IOV_LIT("Via");
-        out[n].value = (struct vd_iov){(const uint8_t *)v, (size_t)l};
+        out[n].value = (struct vd_iov){(const uint8_t *)v, l};
         n++;
     }
     resp->hdrs = out;
@@ -953,10 +1056,11 @@ fwd_parse_head(struct fwd *f)
                 fwd_fail(f, 502, "out of memory for an interim response");
                 return -1;
             }
-            bool has_conn = vd_hdr_find(h.hdrs, h.nhdrs, "connection") != NULL;
+            struct conn_names cn;
+            conn_names_init(&cn, h.hdrs, h.nhdrs);
             size_t nk = 0;
             for (size_t i = 0; i < h.nhdrs; i++) {
-                if (end_to_end(h.hdrs, h.nhdrs, has_conn, h.hdrs[i].name)) {
+                if (end_to_end(&cn, h.hdrs[i].name)) {
                     keep[nk++] = h.hdrs[i];
                 }
             }
@@ -1689,7 +1793,7 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
         vd_txn_respond_error(t, 431, "request head too large to forward", true);
         return;
     }
-    snprintf(f->key, sizeof(f->key), "%s:%u:%d:%s", f->host, f->port, f->tls, f->sni ? f->sni : "");
+    pool_key_format(f->key, sizeof(f->key), f->host, f->port, f->tls, f->sni);
     /* A pooled connection needs no DNS (unless rules test the address). */
     if (!t->access_pending && fwd_use_pooled(f)) {
         return;

@@ -100,6 +100,26 @@ def test_request_hop_by_hop_fields_removed(proxy, make_origin):
                    ("x-dup", "second")]
 
 
+def test_many_fields_named_by_connection_all_removed(proxy, make_origin):
+    """Connection fields listing more names than viaduct collects up front (16), split over
+    two fields, in both directions: every named field is removed, the others kept."""
+    named = ["X-N%02d" % i for i in range(24)]
+    resp = build_response(200, b"ok", headers=[("Connection", ", ".join(named[:12])),
+                                               ("Connection", ", ".join(named[12:]))] +
+                          [(n, "v") for n in named] + [("X-Resp-Kept", "1")])
+    o = make_origin(resp)
+    hdrs = ([("Connection", ", ".join(named[:20])), ("Connection", ", ".join(named[20:]))] +
+            [(n, "v") for n in named] + [("X-Req-Kept", "1")])
+    with proxy.connect() as c:
+        r = c.exchange("GET", url(o, "/many"), headers=hdrs)
+    assert r.status == 200 and r.body == b"ok"
+    assert [n for n in r.headers.names() if n.startswith("x-n")] == []
+    assert r.headers.get("x-resp-kept") == "1"
+    (req,) = o.wait_requests(1)
+    assert [n for n in req.headers.names() if n.startswith("x-n")] == []
+    assert req.headers.get("x-req-kept") == "1"
+
+
 def test_response_hop_by_hop_fields_removed(proxy, make_origin):
     body = b"0123456789" * 5
     o = make_origin(
