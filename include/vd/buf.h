@@ -5,8 +5,10 @@
 #define VD_BUF_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "vd/common.h"
+#include "vd/err.h"
 
 #define VD_BUF_CHUNK 16384 /* bytes per pooled chunk */
 
@@ -78,9 +80,47 @@ struct vd_dbuf {
 void vd_dbuf_init(struct vd_dbuf *d, size_t max);
 void vd_dbuf_free(struct vd_dbuf *d);
 void vd_dbuf_reset(struct vd_dbuf *d);
+/* The slow path of vd_dbuf_add: grows the buffer to take @len more bytes. Returns 0,
+ * VD_ETOOBIG past the cap, or VD_ENOMEM. */
+VD_MUST_CHECK int vd__dbuf_grow(struct vd_dbuf *d, size_t len);
+
 /* Appends; returns 0, or VD_ETOOBIG past the cap, or VD_ENOMEM. The content stays NUL-terminated.
- */
-VD_MUST_CHECK int vd_dbuf_add(struct vd_dbuf *d, const void *data, size_t len);
+ * Inline: message heads are built from many short pieces, and the common case is one compare
+ * and a memcpy. */
+VD_MUST_CHECK static inline int
+vd_dbuf_add(struct vd_dbuf *d, const void *data, size_t len)
+{
+    if (len > d->max - d->len) {
+        return VD_ETOOBIG;
+    }
+    if (d->len + len + 1 > d->cap) {
+        int r = vd__dbuf_grow(d, len);
+        if (r < 0) {
+            return r;
+        }
+    }
+    memcpy(d->p + d->len, data, len);
+    d->len += len;
+    d->p[d->len] = '\0';
+    return 0;
+}
+
+/* Writes @v in decimal at @out, which has room for 20 bytes; returns the length (no NUL). */
+static inline size_t
+vd_u64_dec(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = tmp[n - 1 - i];
+    }
+    return n;
+}
+
 VD_MUST_CHECK int vd_dbuf_addf(struct vd_dbuf *d, const char *fmt, ...) VD_PRINTF(2, 3);
 
 #endif

@@ -152,7 +152,7 @@ vd_dbuf_reset(struct vd_dbuf *d)
 }
 
 int
-vd_dbuf_add(struct vd_dbuf *d, const void *data, size_t len)
+vd__dbuf_grow(struct vd_dbuf *d, size_t len)
 {
     if (len > d->max || d->len + len > d->max) {
         return VD_ETOOBIG;
@@ -169,9 +169,6 @@ vd_dbuf_add(struct vd_dbuf *d, const void *data, size_t len)
         d->p = np;
         d->cap = ncap;
     }
-    memcpy(d->p + d->len, data, len);
-    d->len += len;
-    d->p[d->len] = '\0';
     return 0;
 }
 

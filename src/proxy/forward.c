@@ -266,17 +266,8 @@ key_add(char *out, size_t cap, size_t *at, const char *p, size_t len)
 static void
 pool_key_format(char *out, size_t cap, const char *host, uint16_t port, bool tls, const char *sni)
 {
-    char num[8];
-    size_t nl = 0, at = 0;
-    char rev[5];
-    unsigned v = port;
-    do {
-        rev[nl++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < nl; i++) {
-        num[i] = rev[nl - 1 - i];
-    }
+    char num[24];
+    size_t at = 0, nl = vd_u64_dec(num, port);
     num[nl++] = ':';
     num[nl++] = tls ? '1' : '0';
     num[nl++] = ':';

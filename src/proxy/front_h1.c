@@ -230,9 +230,12 @@ hout_add(struct h1c *c, const void *p, size_t n)
 static int
 hout_head(struct h1c *c, int status, const char *reason, const struct vd_hdr *h, size_t n)
 {
-    char line[96];
-    int l = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, reason);
-    int r = hout_add(c, line, (size_t)l);
+    char line[32] = "HTTP/1.1 ";
+    size_t l = 9 + vd_u64_dec(line + 9, (uint64_t)status);
+    line[l++] = ' ';
+    int r = hout_add(c, line, l);
+    r = r ? r : hout_add(c, reason, strlen(reason));
+    r = r ? r : hout_add(c, "\r\n", 2);
     for (size_t i = 0; i < n && r == 0; i++) {
         r = hout_add(c, h[i].name.base, h[i].name.len);
         r = r ? r : hout_add(c, ": ", 2);
@@ -1231,10 +1234,12 @@ fo_send_head(struct vd_txn *t, const struct vd_resp *resp)
         return send_tunnel_head(c, t, resp);
     }
     int r = hout_head(c, resp->status, vd_http_reason(resp->status), resp->hdrs, resp->nhdrs);
-    int l;
     if (r == 0 && resp->length >= 0 && resp->status >= 200 && resp->status != 204) {
-        l = snprintf(line, sizeof(line), "Content-Length: %lld\r\n", (long long)resp->length);
-        r = hout_add(c, line, (size_t)l);
+        memcpy(line, "Content-Length: ", 16);
+        size_t cl = 16 + vd_u64_dec(line + 16, (uint64_t)resp->length);
+        line[cl++] = '\r';
+        line[cl++] = '\n';
+        r = hout_add(c, line, cl);
     }
     if (r == 0 && c->resp_chunked) {
         r = hout_add(c, "Transfer-Encoding: chunked\r\n", 28);

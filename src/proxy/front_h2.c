@@ -941,22 +941,6 @@ not_sent(struct vd_iov n)
     }
 }
 
-/* Writes @v in decimal at @out (room for 20 digits); returns the length. */
-static size_t
-u64_dec(char *out, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++) {
-        out[i] = tmp[n - 1 - i];
-    }
-    return n;
-}
-
 /* Field names go lowercase on HTTP/2 (RFC 9113 §8.2.1); connection-specific fields are not
  * sent (§8.2.2). Returns the nv array in the arena, or NULL. */
 static nghttp2_nv *
@@ -996,7 +980,7 @@ make_nv(struct vd_txn *t, int status, const struct vd_hdr *hd, size_t n, int64_t
         if (!cl) {
             return NULL;
         }
-        size_t l = u64_dec(cl, (uint64_t)length);
+        size_t l = vd_u64_dec(cl, (uint64_t)length);
         nv[k++] =
             (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, l, NGHTTP2_NV_FLAG_NONE};
     }
