@@ -45,6 +45,8 @@ struct upc {
     uint32_t magic;
     struct vd_sock sock;
     uv_timer_t timer;
+    uint64_t deadline;    /* loop time the current timeout expires; 0: none (upc_timer_set) */
+    uint64_t timer_due;   /* loop time the uv timer is armed for, when active */
     struct vd_list link;  /* in w->idle_upstreams while idle */
     struct vd_list klink; /* in its pkey's list while idle */
     struct pkey *pk;      /* while idle */
@@ -635,6 +637,25 @@ upc_unidle(struct upc *u)
     }
 }
 
+static void upc_timeout(uv_timer_t *tm);
+
+/* Sets the connection's one timeout (connect, first byte, read stall, or idle in the pool) to
+ * @ms from now, 0 for none. Lazily, as the client side does: the uv timer is re-armed only for
+ * an earlier deadline; upc_timeout notices a cleared or later one when it fires. */
+static void
+upc_timer_set(struct upc *u, uint64_t ms)
+{
+    if (ms == 0) {
+        u->deadline = 0;
+        return;
+    }
+    u->deadline = uv_now(u->timer.loop) + ms;
+    if (!uv_is_active((uv_handle_t *)&u->timer) || u->timer_due > u->deadline) {
+        u->timer_due = u->deadline;
+        uv_timer_start(&u->timer, upc_timeout, ms, 0);
+    }
+}
+
 static void
 upc_close(struct upc *u)
 {
@@ -649,12 +670,6 @@ upc_close(struct upc *u)
     uv_timer_stop(&u->timer);
     uv_close((uv_handle_t *)&u->timer, upc_timer_closed);
     vd_sock_close(&u->sock);
-}
-
-static void
-upc_idle_timeout(uv_timer_t *tm)
-{
-    upc_close(tm->data);
 }
 
 static void
@@ -686,7 +701,7 @@ upc_release(struct upc *u, bool reusable)
     p->n++;
     vd_list_insert_head(&p->lru, &u->klink);
     vd_list_insert_head(&w->idle_upstreams, &u->link);
-    uv_timer_start(&u->timer, upc_idle_timeout, w->conf->upstream.pool_idle_timeout, 0);
+    upc_timer_set(u, w->conf->upstream.pool_idle_timeout);
     /* Watch for the origin closing the idle connection. */
     vd_sock_arm(&u->sock, VD_WANT_READ);
 }
@@ -711,7 +726,7 @@ pool_take(struct vd_worker *w, const char *key)
     }
     struct upc *u = VD_CONTAINER_OF(p->lru.next, struct upc, klink);
     upc_unidle(u);
-    uv_timer_stop(&u->timer);
+    upc_timer_set(u, 0);
     return u;
 }
 
@@ -746,6 +761,16 @@ static void
 upc_timeout(uv_timer_t *tm)
 {
     struct upc *u = tm->data;
+    if (u->deadline == 0) {
+        return; /* cleared since the timer was armed */
+    }
+    uint64_t now = uv_now(tm->loop);
+    if (now < u->deadline) {
+        u->timer_due = u->deadline; /* moved later: sleep again for the rest */
+        uv_timer_start(&u->timer, upc_timeout, u->deadline - now, 0);
+        return;
+    }
+    u->deadline = 0;
     struct fwd *f = u->f;
     if (!f) {
         upc_close(u);
@@ -830,7 +855,7 @@ static void
 fwd_pause(struct fwd *f)
 {
     f->paused_by_front = true;
-    uv_timer_stop(&f->u->timer);
+    upc_timer_set(f->u, 0);
     upc_arm(f->u);
 }
 
@@ -1275,7 +1300,7 @@ fwd_switch(struct fwd *f, const struct vd_h1_resp_head *h, size_t headlen)
     }
     f->resp_head_sent = true;
     f->state = F_TUNNEL;
-    uv_timer_stop(&u->timer);
+    upc_timer_set(u, 0);
     struct vd_tunnel_end server = {
         .sock = &u->sock,
         .early = {u->in.base ? vd_buf_data(&u->in) : NULL, u->in.len},
@@ -1383,7 +1408,7 @@ fwd_read(struct fwd *f)
                 return;
             }
         }
-        uv_timer_start(&u->timer, upc_timeout, f->t->conf->timeouts.upstream_read, 0);
+        upc_timer_set(u, f->t->conf->timeouts.upstream_read);
         if (!fwd_pump_body(f)) {
             return;
         }
@@ -1435,7 +1460,7 @@ fwd_start_request(struct fwd *f)
         (t->req.framing.kind == VD_BODY_LENGTH && t->req.framing.length == 0)) {
         f->req_done = true;
     }
-    uv_timer_start(&u->timer, upc_timeout, t->conf->timeouts.upstream_first_byte, 0);
+    upc_timer_set(u, t->conf->timeouts.upstream_first_byte);
     (void)fwd_send(f);
 }
 
@@ -1588,7 +1613,7 @@ fwd_connect_next(struct fwd *f)
     u->f = f;
     f->u = u;
     f->state = F_CONNECTING;
-    uv_timer_start(&u->timer, upc_timeout, f->t->conf->timeouts.upstream_connect, 0);
+    upc_timer_set(u, f->t->conf->timeouts.upstream_connect);
     upc_arm(u);
 }
 
@@ -1690,7 +1715,7 @@ fo_writable(struct vd_txn *t)
     f->paused_by_front = false;
     if (f->state == F_BODY) {
         if (f->u) {
-            uv_timer_start(&f->u->timer, upc_timeout, t->conf->timeouts.upstream_read, 0);
+            upc_timer_set(f->u, t->conf->timeouts.upstream_read);
         }
         /* TLS may hold decrypted bytes that poll cannot see: read at once after a pause. */
         if (fwd_pump_body(f) && f->u && f->u->tls && !f->paused_by_front && !f->pend_n) {

@@ -156,6 +156,25 @@ def test_keepalive_timeout_closes_idle_connection(viaduct, origin):
     assert 0.5 <= elapsed < 6, elapsed
 
 
+def test_keepalive_timeout_counts_from_the_last_exchange(viaduct, origin):
+    """Each exchange pushes the keep-alive deadline back (the timer is re-armed lazily, when the
+    earlier deadline fires): a connection used again 0.8 s into a 1.5 s idle timeout is still
+    open 1.5 s after it was first idle, and closes about 1.5 s after its last exchange."""
+    vd = viaduct({"timeouts": {"keepalive": "1500ms"}})
+    with vd.connect() as c:
+        assert c.exchange("GET", url(origin, "/1")).status == 200
+        time.sleep(0.8)
+        assert c.exchange("GET", url(origin, "/2")).status == 200
+        t_last = time.monotonic()
+        time.sleep(0.9)  # 1.7 s after the first exchange, 0.9 s after the last
+        assert c.exchange("GET", url(origin, "/3")).status == 200
+        t_last = time.monotonic()
+        extra = c.wait_closed(timeout=6)
+        elapsed = time.monotonic() - t_last
+    assert extra == b""
+    assert 1.2 <= elapsed < 4, elapsed
+
+
 def test_upstream_connect_timeout(viaduct):
     bh = Blackhole()
     try:

@@ -145,6 +145,22 @@ def test_pool_idle_timeout(viaduct, origin):
     assert origin.conns[0].closed.wait(5), "pooled connection not closed after its idle timeout"
 
 
+def test_pool_idle_timeout_counts_from_last_use(viaduct, origin):
+    """A pooled connection used again before its idle timeout is not closed at the first
+    deadline: the idle time counts from its last release (lazy re-arm of the one timer that
+    also serves the first-byte and read timeouts)."""
+    vd = viaduct({"upstream": {"pool_idle_timeout": "1s"}})
+    with vd.connect() as c:
+        assert c.exchange("GET", url(origin, "/1")).status == 200
+        time.sleep(0.6)
+        assert c.exchange("GET", url(origin, "/2")).status == 200
+        t_last = time.monotonic()
+    assert len(origin.conns) == 1
+    assert not origin.conns[0].closed.wait(0.7), "closed at the first use's deadline"
+    assert origin.conns[0].closed.wait(5), "pooled connection not closed after its idle timeout"
+    assert time.monotonic() - t_last >= 0.9
+
+
 def test_stale_pooled_connection_closed_by_origin_get_succeeds(proxy, make_origin):
     """The origin closes its side right after responding (without Connection: close); the
     next GET still gets 200 (the proxy notices the close or retries once)."""
