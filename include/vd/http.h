@@ -43,7 +43,8 @@ bool vd__hdr_name_eq(struct vd_iov name, const char *lower, size_t n);
 static inline bool
 vd_hdr_name_is(struct vd_iov name, const char *lower)
 {
-    return vd__hdr_name_eq(name, lower, __builtin_strlen(lower));
+    size_t n = __builtin_strlen(lower);
+    return name.len == n && vd__hdr_name_eq(name, lower, n); /* most fields differ in length */
 }
 
 /* Returns the first field named @lower, or NULL. */
