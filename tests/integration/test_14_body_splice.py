@@ -315,3 +315,38 @@ def test_tls_client_copies(viaduct, make_origin, pki):
     assert r.body == body
     (line,) = log_lines(p, 1)
     assert spliced(line) == 0, line
+
+
+def test_origin_stall_mid_body_times_out(viaduct, make_origin):
+    """timeouts.upstream_read still runs while the body is spliced."""
+    p = viaduct({"timeouts": {"upstream_read": "1s"}})
+    body = body_of(1 << 20)
+    o = make_origin(Reply([b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\n"
+                           b"Content-Length: %d\r\n\r\n" % len(body), body[:300 * 1024]],
+                          hang=True))
+    with p.connect() as c:
+        t0 = time.monotonic()
+        c.request("GET", url(o))
+        with pytest.raises(IncompleteResponse):
+            c.response(timeout=10)
+        assert 0.9 < time.monotonic() - t0 < 5
+    p.wait_for_log(r"upstream stopped sending the response body")
+    (line,) = log_lines(p, 1)
+    assert spliced(line) > 0, line
+
+
+def test_client_stall_send_timeout(viaduct, blocking_origin):
+    """timeouts.send still runs while spliced bytes wait in the pipe for a client that does
+    not read: the connection is reset after it."""
+    p = viaduct({"timeouts": {"send": "1s"}})
+    o = blocking_origin(body_of(16 << 20))
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    s.connect(("127.0.0.1", p.port()))
+    try:
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: origin.test\r\n\r\n" % url(o).encode())
+        p.wait_for_log(r"client send timeout", timeout=10)
+    finally:
+        s.close()
+    (line,) = log_lines(p, 1)
+    assert spliced(line) > 0, line
