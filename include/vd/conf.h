@@ -81,6 +81,8 @@ struct vd_conf_upstream {
     char *ca_file;              /* NULL: system store */
     char *ca_path;              /* NULL: system default */
     bool verify;                /* default true; false only for testing, logged at warn */
+    bool splice;                /* default true: large plain-TCP response bodies by splice(2) */
+    uint64_t splice_min;        /* bytes of body still to come for splice, default 32768 */
 };
 
 struct vd_conf_resolver {

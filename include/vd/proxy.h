@@ -59,6 +59,17 @@ struct vd_front_ops {
      * VD_ENOTIMPL when this response cannot take it (TLS, chunked framing): the caller sends the
      * bytes with send_body instead, for the rest of the response. */
     ssize_t (*send_file)(struct vd_txn *t, int fd, off_t off, size_t len);
+    /* Optional (NULL when the front cannot: HTTP/2): moves up to @len body bytes that arrive
+     * on the plain TCP socket @fd (borrowed for the call) to the client without copying them
+     * through user space (splice through a pipe). Returns the bytes taken from @fd (>= 0) or a
+     * negative error on the client side; taken bytes belong to the front, which writes them
+     * before anything sent later. *@src says why it stopped: 0 when @len bytes were taken or
+     * the client is full (a count below @len: on_writable follows once it drained), VD_EAGAIN
+     * when @fd has nothing ready now (or the call used its share of the loop: wait for @fd's
+     * read readiness), VD_ECLOSED at the end of @fd's stream, another negative error when
+     * reading @fd failed. VD_ENOTIMPL (nothing taken) when this response cannot take it (TLS,
+     * chunked framing, no body, no pipe): the caller goes on with send_body. */
+    ssize_t (*send_splice)(struct vd_txn *t, int fd, size_t len, int *src);
     /* Ends the response body; @trailers may be NULL (raw "name: value\r\n" lines). */
     int (*send_end)(struct vd_txn *t, const struct vd_dbuf *trailers);
     /* Pauses or resumes delivery of request body (handler back-pressure). */
@@ -97,8 +108,9 @@ struct vd_txn_stats {
     uint64_t upstream_ns; /* upstream request start to response head */
     bool upstream_used;
     bool upstream_reused;
-    uint64_t bytes_in;  /* request bytes from the client (head + body on the wire) */
-    uint64_t bytes_out; /* response bytes to the client */
+    uint64_t bytes_in;      /* request bytes from the client (head + body on the wire) */
+    uint64_t bytes_out;     /* response bytes to the client */
+    uint64_t bytes_spliced; /* response body bytes of those moved by send_splice (splice(2)) */
     /* Tunnels (CONNECT, Upgrade): relayed payload and what was seen inside; NULLs when none. */
     bool tunnel;
     uint64_t tun_up, tun_down; /* client to server, server to client */
@@ -241,7 +253,9 @@ struct vd_worker {
     uv_timer_t alog_timer;
     int alog_fd; /* -1 none */
     bool alog_json;
-    _Atomic int cmd; /* VD_WCMD_* posted by the main thread */
+    _Atomic int cmd;        /* VD_WCMD_* posted by the main thread */
+    int splice_pipes[8][2]; /* front_h1.c: empty pipes kept for spliced response bodies */
+    size_t nsplice_pipes;
     bool draining;
     uv_timer_t drain_timer;
     uint64_t drain_deadline;

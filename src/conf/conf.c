@@ -252,6 +252,8 @@ vd_conf_default(void)
         .pool_idle_max = 32,
         .pool_idle_timeout = 60000,
         .verify = true,
+        .splice = true,
+        .splice_min = 32768,
     };
     c->resolver = (struct vd_conf_resolver){
         .cache_max_ttl = 300000,

@@ -1868,8 +1868,9 @@ sec_timeouts(struct ld *ld, const struct ynode *n)
 static int
 sec_upstream(struct ld *ld, const struct ynode *n)
 {
-    static const char *const keys[] = {"pool_idle_max", "pool_idle_timeout", "ca_file", "ca_path",
-                                       "verify"};
+    static const char *const keys[] = {
+        "pool_idle_max", "pool_idle_timeout", "ca_file", "ca_path", "verify",
+        "splice",        "splice_min"};
     struct vd_conf_upstream *u = &ld->c->upstream;
     const struct ynode *v;
     int rc;
@@ -1894,6 +1895,13 @@ sec_upstream(struct ld *ld, const struct ynode *n)
         return rc;
     }
     if ((v = get(n, "verify")) && (rc = get_bool(ld, v, "upstream.verify", &u->verify))) {
+        return rc;
+    }
+    if ((v = get(n, "splice")) && (rc = get_bool(ld, v, "upstream.splice", &u->splice))) {
+        return rc;
+    }
+    if ((v = get(n, "splice_min")) &&
+        (rc = get_size(ld, v, "upstream.splice_min", 0, UINT32_MAX, &u->splice_min))) {
         return rc;
     }
     return 0;

@@ -41,6 +41,9 @@ struct vd_cache_entry *vd__cache_on_error(struct vd_cache_xfer *cx, int status);
 const char *vd__cache_served(const struct vd_cache_xfer *cx);
 /* The fwd= parameter of Cache-Status for this exchange ("uri-miss", "stale", ...). */
 const char *vd__cache_fwd(const struct vd_cache_xfer *cx);
+/* True while the exchange still needs the body bytes through vd__cache_on_body (a copy being
+ * stored or shared with collapsed requests): they must not bypass user space then. */
+bool vd__cache_wants_body(const struct vd_cache_xfer *cx);
 /* Body bytes sent to the client; stores a copy up to max_object. */
 void vd__cache_on_body(struct vd_cache_xfer *cx, const uint8_t *p, size_t n);
 /* The response is complete: inserts it when it was being stored. */

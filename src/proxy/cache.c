@@ -1020,6 +1020,12 @@ vd__cache_fwd(const struct vd_cache_xfer *cx)
     return cx && cx->fwd ? cx->fwd : "miss";
 }
 
+bool
+vd__cache_wants_body(const struct vd_cache_xfer *cx)
+{
+    return cx && (cx->storing || cx->sharing);
+}
+
 void
 vd__cache_on_body(struct vd_cache_xfer *cx, const uint8_t *p, size_t n)
 {

@@ -97,6 +97,8 @@ struct fwd {
     bool got_bytes;    /* any response byte arrived */
     bool up_keepalive; /* the origin allows reuse */
     bool paused_by_front;
+    bool splicing;        /* the body goes origin socket -> client with front->send_splice */
+    bool no_splice;       /* the front refused it for this response: copy (send_body) to the end */
     bool upgrade;         /* Upgrade request forwarded with Connection: upgrade (RFC 9110 §7.8) */
     bool ws_h2;           /* RFC 8441 extended CONNECT :protocol websocket, sent as an Upgrade */
     char ws_key[32];      /* the Sec-WebSocket-Key viaduct generated for it (base64, NUL) */
@@ -859,6 +861,93 @@ fwd_pause(struct fwd *f)
     upc_arm(f->u);
 }
 
+/* Whether the rest of the body may go by splice(2): both connections plain TCP (the front
+ * refuses TLS and HTTP/2 itself), Content-Length framing with at least upstream.splice_min
+ * bytes to come, or close-delimited, and no cache copy or collapsed readers that need the
+ * bytes. Called only when the input buffer is empty (bytes already read go by send_body);
+ * once splicing, the exchange keeps splicing. */
+static bool
+fwd_splice_ok(struct fwd *f)
+{
+    if (f->splicing) {
+        return true;
+    }
+    const struct vd_conf_upstream *uc = &f->t->conf->upstream;
+    if (f->no_splice || !uc->splice || !f->t->front->send_splice || f->u->tls ||
+        f->u->sock.ops != &vd_xport_tcp || vd__cache_wants_body(f->cx)) {
+        return false;
+    }
+    if (f->rf.kind == VD_BODY_LENGTH ? f->remain < uc->splice_min : f->rf.kind != VD_BODY_CLOSE) {
+        return false;
+    }
+    VD_TRACE(&f->t->log, VD_SUB_PROXY, "response body by splice: %llu bytes to come",
+             (unsigned long long)f->remain);
+    f->splicing = true;
+    return true;
+}
+
+/* Moves response body from the origin socket to the client through the front's pipe; the
+ * counterpart of fwd_read + fwd_pump_body, with the same outcomes (timeouts, pause, errors).
+ * Returns as fwd_pump_body. */
+static bool
+fwd_splice(struct fwd *f)
+{
+    struct upc *u = f->u;
+    struct vd_txn *t = f->t;
+    bool length = f->rf.kind == VD_BODY_LENGTH;
+    if (length && f->remain == 0) {
+        fwd_complete(f);
+        return false;
+    }
+    ssize_t k = VD_ENOTIMPL;
+    int src = 0;
+    if (t->front->send_splice) { /* a transaction adopted for collapsed readers has none */
+        /* Close-delimited: any count will do, the front takes at most its share per call. */
+        size_t want = (size_t)VD_MIN(length ? f->remain : UINT64_MAX, (uint64_t)1 << 30);
+        k = t->front->send_splice(t, u->sock.fd, want, &src);
+    }
+    if (k == VD_ENOTIMPL) {
+        f->splicing = false;
+        f->no_splice = true;
+        upc_arm(u);
+        return true;
+    }
+    if (k < 0) {
+        fwd_fail(f, 499, "client write failed");
+        return false;
+    }
+    if (k > 0) {
+        f->got_bytes = true;
+        if (length) {
+            f->remain -= (uint64_t)k;
+        }
+        uv_timer_start(&u->timer, upc_timeout, t->conf->timeouts.upstream_read, 0);
+    }
+    if (length && f->remain == 0) {
+        /* Exactly Content-Length bytes left the origin socket: it may go back to the pool
+         * while the last of them still drain from the pipe to the client. */
+        fwd_complete(f);
+        return false;
+    }
+    if (src == 0) {
+        fwd_pause(f); /* the client is full: on_writable resumes */
+        return true;
+    }
+    if (src == VD_EAGAIN) {
+        upc_arm(u);
+        return true;
+    }
+    if (src == VD_ECLOSED && !length) {
+        f->up_keepalive = false;
+        fwd_complete(f);
+        return false;
+    }
+    /* As fwd_read: an end or error of the origin socket before the whole body. */
+    VD_TRACE(&t->log, VD_SUB_PROXY, "splice from upstream: %s", vd_strerror(src));
+    fwd_fail(f, 502, "upstream closed the connection in the middle of the response");
+    return false;
+}
+
 /* Pushes buffered response body to the front. Returns true while the exchange goes on (paused
  * or waiting for input), false when it completed or failed: @f and its transaction are gone. */
 static bool
@@ -892,6 +981,9 @@ fwd_pump_body(struct fwd *f)
                 return false;
             }
             size_t avail = (size_t)VD_MIN((uint64_t)u->in.len, f->remain);
+            if (avail == 0 && fwd_splice_ok(f)) {
+                return fwd_splice(f);
+            }
             if (avail == 0) {
                 upc_arm(u);
                 return true;
@@ -940,6 +1032,9 @@ fwd_pump_body(struct fwd *f)
             continue;
         }
         case VD_BODY_CLOSE:
+            if (u->in.len == 0 && fwd_splice_ok(f)) {
+                return fwd_splice(f);
+            }
             if (u->in.len == 0) {
                 upc_arm(u);
                 return true;
@@ -1358,6 +1453,10 @@ fwd_read(struct fwd *f)
     struct upc *u = f->u;
     for (int round = 0; round < 16; round++) {
         if (f->pend_n || f->paused_by_front) {
+            return;
+        }
+        if (f->state == F_BODY && u->in.len == 0 && fwd_splice_ok(f)) {
+            (void)fwd_splice(f);
             return;
         }
         if (!u->in.base && vd_buf_acquire(&u->in) < 0) {

@@ -6,6 +6,7 @@
 #include "vd/config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -23,6 +24,9 @@
 #include "vd/tls.h"
 
 #define H1C_MAGIC 0x48314331u
+/* Bytes one send_splice call moves at most before it lets the loop run other connections (the
+ * tunnel relay's 1 MiB per wake-up). */
+#define VD_SPLICE_BUDGET (1024 * 1024)
 
 enum h1c_state {
     ST_IDLE,   /* between exchanges, waiting for the first byte of a head */
@@ -64,6 +68,9 @@ struct h1c {
     struct vd_buf out;   /* body bytes the socket did not take yet */
     size_t hout_off;     /* bytes of hout already written */
     struct vd_dbuf tail; /* end-of-body framing queued behind body bytes in out */
+    int pipe[2];         /* send_splice: a pipe from the worker's cache while bytes pass
+                          * through it, -1 otherwise; its bytes come before anything queued */
+    size_t in_pipe;      /* response bytes inside the pipe */
 
     struct vd_txn *txn; /* current exchange or NULL */
     struct vd_h2 *h2;   /* ST_H2: the session */
@@ -117,13 +124,92 @@ txn_conn(struct vd_txn *t)
 static bool
 out_pending(const struct h1c *c)
 {
-    return c->hout.len > c->hout_off || c->out.len > 0 || c->tail.len > 0;
+    return c->hout.len > c->hout_off || c->out.len > 0 || c->tail.len > 0 || c->in_pipe > 0;
+}
+
+/* ---- splice pipes -------------------------------------------------------------------------- */
+
+/* Takes an empty pipe for @c from the worker's cache, or makes one. Returns 0 or -errno. */
+static int
+pipe_get(struct h1c *c)
+{
+    struct vd_worker *w = c->w;
+    if (c->pipe[0] >= 0) {
+        return 0;
+    }
+    if (w->nsplice_pipes) {
+        w->nsplice_pipes--;
+        c->pipe[0] = w->splice_pipes[w->nsplice_pipes][0];
+        c->pipe[1] = w->splice_pipes[w->nsplice_pipes][1];
+        return 0;
+    }
+    if (pipe2(c->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+        c->pipe[0] = c->pipe[1] = -1;
+        return -errno;
+    }
+    /* The default 64 KiB (16 pages) is kept: it bounds what a slow client holds, like the
+     * 16 KiB output chunk plus the socket buffer, and a 64 KiB body fits in one splice. */
+    return 0;
+}
+
+/* Gives @c's pipe back to the worker's cache when it is empty (the next spliced response of
+ * any connection takes it), else closes it: bytes left in it belong to an aborted response. */
+static void
+pipe_put(struct h1c *c)
+{
+    struct vd_worker *w = c->w;
+    if (c->pipe[0] < 0) {
+        return;
+    }
+    if (c->in_pipe == 0 && !w->draining && w->nsplice_pipes < VD_ARRAY_LEN(w->splice_pipes)) {
+        w->splice_pipes[w->nsplice_pipes][0] = c->pipe[0];
+        w->splice_pipes[w->nsplice_pipes][1] = c->pipe[1];
+        w->nsplice_pipes++;
+    } else {
+        close(c->pipe[0]);
+        close(c->pipe[1]);
+    }
+    c->pipe[0] = c->pipe[1] = -1;
+    c->in_pipe = 0;
+}
+
+/* Moves pipe bytes to the client. Returns 0 (the pipe may still hold bytes: the socket is
+ * full) or a negative error. */
+static int
+pipe_flush(struct h1c *c)
+{
+    while (c->in_pipe > 0) {
+        ssize_t w = splice(c->pipe[0], NULL, c->sock.fd, NULL, c->in_pipe,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w < 0 && errno == EAGAIN) {
+            return 0;
+        }
+        if (w <= 0) {
+            return w < 0 ? -errno : VD_ECLOSED;
+        }
+        c->in_pipe -= (size_t)w;
+        if (c->txn) {
+            c->txn->stats.bytes_out += (uint64_t)w;
+            c->txn->stats.bytes_spliced += (uint64_t)w;
+        }
+    }
+    return 0;
 }
 
 /* Writes pending output. Returns 0 (maybe partially written), or a negative error. */
 static int
 out_flush(struct h1c *c)
 {
+    if (c->in_pipe > 0) {
+        /* Spliced bytes were queued before anything else that is pending. */
+        int r = pipe_flush(c);
+        if (r < 0 || c->in_pipe > 0) {
+            return r;
+        }
+    }
     while (out_pending(c)) {
         struct iovec iov[3];
         int n = 0;
@@ -307,6 +393,7 @@ conn_close(struct h1c *c)
         vd_txn_log(t);
         txn_free(c);
     }
+    pipe_put(c);
     if (c->h2) {
         struct vd_h2 *h = c->h2;
         c->h2 = NULL;
@@ -1155,6 +1242,7 @@ finish_exchange(struct h1c *c)
     }
     vd_txn_log(t);
     txn_free(c);
+    pipe_put(c); /* empty: nothing is pending */
     bool close =
         c->resp_close || !c->keepalive || c->client_eof || c->w->draining || c->state == ST_BODY;
     if (close) {
@@ -1493,6 +1581,98 @@ fo_send_file(struct vd_txn *t, int fd, off_t off, size_t len)
     return ret;
 }
 
+/* Moves bytes from @fd to the client through c->pipe, with the pipe empty before each read
+ * from @fd, so that EAGAIN from that read can only mean @fd has nothing ready (a full pipe
+ * answers EAGAIN too). See fo_send_splice for the contract. */
+static ssize_t
+splice_through(struct h1c *c, struct vd_txn *t, int fd, size_t len, int *src)
+{
+    size_t taken = 0;
+    for (;;) {
+        int r = pipe_flush(c);
+        if (r < 0) {
+            return r;
+        }
+        if (c->in_pipe > 0) {
+            /* The client is full: the rest waits in the pipe, on_writable follows once it
+             * drained (on_sock_event, through out_flush). */
+            c->handler_waits = true;
+            *src = 0;
+            break;
+        }
+        if (taken == len) {
+            *src = 0;
+            break;
+        }
+        if (taken >= VD_SPLICE_BUDGET) {
+            /* One response does not hold the loop: the caller waits for @fd's readiness,
+             * which level-triggered polling reports again at once. */
+            *src = VD_EAGAIN;
+            break;
+        }
+        /* Bounded: the kernel refuses lengths past MAX_RW_COUNT (EINVAL). */
+        size_t ask = VD_MIN(len - taken, (size_t)VD_SPLICE_BUDGET);
+        ssize_t n = splice(fd, NULL, c->pipe[1], NULL, ask, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            *src = errno == EAGAIN ? VD_EAGAIN : -errno;
+            break;
+        }
+        if (n == 0) {
+            *src = VD_ECLOSED;
+            break;
+        }
+        c->in_pipe += (size_t)n;
+        taken += (size_t)n;
+    }
+    arm(c);
+    return (ssize_t)taken;
+}
+
+static ssize_t
+fo_send_splice(struct vd_txn *t, int fd, size_t len, int *src)
+{
+    struct h1c *c = txn_conn(t);
+    *src = 0;
+    if (c->tls || c->resp_chunked || !c->resp_has_body || c->sock.ops != &vd_xport_tcp) {
+        return VD_ENOTIMPL;
+    }
+    if (len == 0) {
+        return 0;
+    }
+    if (c->pipe[0] < 0) {
+        int r = pipe_get(c);
+        if (r < 0) {
+            VD_TRACE(&c->log, VD_SUB_H1, "no pipe for splice: %s", vd_strerror(r));
+            return VD_ENOTIMPL;
+        }
+    }
+    /* The head (when it has not left yet) and the first body bytes go out in full segments,
+     * as with send_file; a connection already streaming the body needs no cork. */
+    bool cork = c->hout.len > c->hout_off;
+    int one = 1, zero = 0;
+    if (cork) {
+        (void)setsockopt(c->sock.fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one));
+    }
+    ssize_t ret;
+    int r = out_flush(c);
+    if (r < 0) {
+        ret = r;
+    } else if (out_pending(c)) {
+        c->handler_waits = true;
+        arm(c);
+        ret = 0;
+    } else {
+        ret = splice_through(c, t, fd, len, src);
+    }
+    if (cork) {
+        (void)setsockopt(c->sock.fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
+    }
+    return ret;
+}
+
 static int
 fo_send_end(struct vd_txn *t, const struct vd_dbuf *trailers)
 {
@@ -1590,6 +1770,7 @@ static const struct vd_front_ops h1_front_ops = {
     .send_head = fo_send_head,
     .send_body = fo_send_body,
     .send_file = fo_send_file,
+    .send_splice = fo_send_splice,
     .send_end = fo_send_end,
     .req_body_pause = fo_req_body_pause,
     .abort = fo_abort,
@@ -1606,6 +1787,7 @@ vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener)
         return;
     }
     c->magic = H1C_MAGIC;
+    c->pipe[0] = c->pipe[1] = -1;
     socklen_t sl = sizeof(c->peer);
     if (getpeername(fd, &c->peer.sa, &sl) < 0) {
         c->peer.sa.sa_family = AF_UNSPEC;
@@ -1657,6 +1839,14 @@ vd_front_h1_close(struct vd_worker *w, bool idle_only)
             vd_h2_drain(c->h2); /* GOAWAY; closes once its streams are done */
         } else if (!idle_only || c->state == ST_IDLE) {
             conn_close(c);
+        }
+    }
+    if (w->draining) {
+        /* No exchange puts a pipe back from now on (pipe_put closes them). */
+        while (w->nsplice_pipes) {
+            w->nsplice_pipes--;
+            close(w->splice_pipes[w->nsplice_pipes][0]);
+            close(w->splice_pipes[w->nsplice_pipes][1]);
         }
     }
 }

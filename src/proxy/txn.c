@@ -569,6 +569,9 @@ log_extra(const struct vd_txn *t, bool json, char *out, size_t cap)
         cs[k] = '\0';
         ADDS("cache", cs);
     }
+    if (t->stats.bytes_spliced) {
+        ADDN("spliced", t->stats.bytes_spliced);
+    }
     if (t->stats.tunnel) {
         ADDS("tunnel", t->stats.tun_proto ? t->stats.tun_proto : "unknown");
         if (t->stats.tun_sni) {
