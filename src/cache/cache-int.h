@@ -55,6 +55,10 @@ struct vd_cache_entry *vd__disk_lookup(const char *key, const struct vd_hdr *req
 /* vd_cache_invalidate with a disk tier (disk part, then memory). */
 size_t vd__disk_invalidate(const char *key);
 
+/* Closes the files the disk tier keeps open for hits (its open-file table): their next hits
+ * open and verify them in full again. */
+void vd__disk_forget_open(void);
+
 /* Records a memory hit on @e as an access of its file (for the disk LRU); @now in s. */
 void vd__disk_touch(const struct vd_cache_entry *e, int64_t now);
 

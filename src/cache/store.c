@@ -452,4 +452,7 @@ vd_cache_clear(void)
         unlink_locked(VD_CONTAINER_OF(lru.next, struct vd_cache_entry, lru));
     }
     pthread_mutex_unlock(&mu);
+    if (vd__disk_on()) {
+        vd__disk_forget_open();
+    }
 }
