@@ -202,6 +202,7 @@ struct vd_cache_entry {
                             * applies targeted fields (vd_cache_resp_cc) when it decides */
     size_t size;           /* bytes charged to the store */
     /* store-private */
+    struct vd_cache_entry *parent; /* a view (disk tier): key, Vary, fields are the parent's */
     _Atomic int refs;
     _Atomic int64_t disk_touched; /* s: when the disk copy's last access was last recorded */
     bool linked;

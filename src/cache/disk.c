@@ -1293,8 +1293,15 @@ open_hit(const char *key, uint64_t pk, const struct cand *c, const struct vd_hdr
             *bad = true;
             return NULL;
         }
-        e = vd__cache_entry_new_owned(f->key, f->vary, f->vary_key, f->status, f->hdrs, f->nhdrs,
-                                      body, f->body_len, &f->times, f->lifetime);
+        /* A copy that the memory tier can keep (promotion, as for a first read), or, when it
+         * would not keep it anyway (a small cache.memory), a view that shares the kept fields
+         * and lives for this hit only: no copy of the fields per hit. */
+        if (vd__cache_mem_would_keep(f->size + f->body_len, f->body_len)) {
+            e = vd__cache_entry_new_owned(f->key, f->vary, f->vary_key, f->status, f->hdrs,
+                                          f->nhdrs, body, f->body_len, &f->times, f->lifetime);
+        } else {
+            e = vd__cache_entry_new_view(f, body, f->body_len);
+        }
         vd_cache_entry_unref(f);
         if (!e) {
             return NULL;
