@@ -202,6 +202,7 @@ struct vd_cache_entry {
                             * applies targeted fields (vd_cache_resp_cc) when it decides */
     size_t size;           /* bytes charged to the store */
     /* store-private */
+    struct vd_cache_entry *parent; /* a view (disk tier): key, Vary, fields are the parent's */
     _Atomic int refs;
     _Atomic int64_t disk_touched; /* s: when the disk copy's last access was last recorded */
     bool linked;
@@ -297,7 +298,8 @@ struct vd_cache_stats {
 
 void vd_cache_get_stats(struct vd_cache_stats *st);
 
-/* Empties the memory store (tests, shutdown); the disk tier keeps its files. */
+/* Empties the memory store (tests, shutdown) and closes the files the disk tier keeps open for
+ * hits (cache.sendfile_files); the disk tier keeps its files. */
 void vd_cache_clear(void);
 
 /* ---- disk tier ----------------------------------------------------------------------------- */
@@ -315,6 +317,7 @@ struct vd_cache_disk_stats {
     uint64_t hits;         /* lookups answered from a file */
     uint64_t corrupt;      /* damaged files deleted (bad magic, lengths, checksum) */
     uint64_t evictions;    /* files removed to fit disk_size / disk_objects */
+    uint64_t open_files;   /* verified files kept open for hits (at most sendfile_files) */
 };
 
 void vd_cache_disk_get_stats(struct vd_cache_disk_stats *st);

@@ -23,6 +23,17 @@ struct vd_cache_entry *vd__cache_entry_new_file(const char *key, const char *var
                                                 uint64_t body_off, size_t body_len,
                                                 const struct vd_cache_times *tm, int64_t lifetime);
 
+/* A view of @parent (a file-backed entry, which it references): @parent's key, Vary and fields
+ * with @body (malloc'd, @body_len bytes, owned: freed with the view or at once on failure) in
+ * memory. Charged as @parent's size plus @body_len; never kept by the memory tier (it would
+ * hold @parent's descriptor), so it lives for one hit. NULL when out of memory. */
+struct vd_cache_entry *vd__cache_entry_new_view(struct vd_cache_entry *parent, uint8_t *body,
+                                                size_t body_len);
+
+/* True when the memory tier would keep an entry of @size bytes charged with a @body_len-byte
+ * body under its current limits (a hint: they may change before the insert). */
+bool vd__cache_mem_would_keep(size_t size, size_t body_len);
+
 /* Inserts @e (takes the caller's reference) into the memory tier only. A file-backed entry
  * past sendfile_files evicts the least recently used file-backed one (0: it is dropped). */
 void vd__cache_mem_insert(struct vd_cache_entry *e);
@@ -54,6 +65,10 @@ struct vd_cache_entry *vd__disk_lookup(const char *key, const struct vd_hdr *req
 
 /* vd_cache_invalidate with a disk tier (disk part, then memory). */
 size_t vd__disk_invalidate(const char *key);
+
+/* Closes the files the disk tier keeps open for hits (its open-file table): their next hits
+ * open and verify them in full again. */
+void vd__disk_forget_open(void);
 
 /* Records a memory hit on @e as an access of its file (for the disk LRU); @now in s. */
 void vd__disk_touch(const struct vd_cache_entry *e, int64_t now);

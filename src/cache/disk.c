@@ -3,11 +3,14 @@
  * that the cache survives a restart. Files are written by one writer thread from a bounded
  * queue (workers never wait for the disk on insert), made visible by rename(2) only once
  * complete, indexed in memory (id, size, last access) and rebuilt at start by a scan thread
- * from the file names while the proxy already serves. A file is verified (magic, lengths,
- * CRC-32C of the head and of the body, its key) every time it is read, and deleted when bad.
- * A large body (sendfile_min) is not read into memory: the entry keeps the open file and the
- * proxy sends from it (sendfile on plain connections); its CRC is checked once, when the file is
- * opened and the entry built. */
+ * from the file names while the proxy already serves. A file is verified in full (magic,
+ * lengths, CRC-32C of the head and of the body, its key) when it is opened, and deleted when
+ * bad. Up to sendfile_files verified files stay open (the open-file table: descriptor, parsed
+ * fields, body CRC), so that a later hit neither opens nor parses it again: it checks with fstat
+ * that the file still has its inode, size and a name, then reads a small body with one pread and
+ * checks its CRC again, or sends a large one (sendfile_min) from the descriptor as verified at
+ * open. A large body is not read into memory: the entry keeps the open file and the proxy sends
+ * from it (sendfile on plain connections). */
 #include "vd/config.h"
 
 #include <dirent.h>
@@ -61,6 +64,7 @@
 #define MAX_CANDS   16         /* variants of one key examined by a lookup */
 #define LOG_EVERY   60         /* s between two error lines of the same kind */
 #define EVICT_BATCH 64         /* files unlinked per hold of the mutex */
+#define OF_BUCKETS  4096u      /* chains of the open-file table (at most 16 long at 65536) */
 
 /* One file in the index. */
 struct drec {
@@ -73,6 +77,17 @@ struct drec {
     bool cold;      /* found by the scan and not used since (sorted by atime when it ends) */
     struct drec *idnext, *pknext;
     struct vd_list lru; /* most recent first */
+};
+
+/* A file kept open after it was read and verified (the open-file table): its stored fields
+ * and descriptor as a file-backed entry, and what a later hit checks against. */
+struct ofile {
+    uint64_t id;
+    uint64_t ino, fsize;      /* the file verified: a hit needs both unchanged */
+    uint32_t bcrc;            /* body CRC-32C from the verified head */
+    struct vd_cache_entry *e; /* file-backed (e->body_fd), a reference */
+    struct ofile *next;       /* chain of D.oftab */
+    struct vd_list lru;       /* most recent first */
 };
 
 /* An entry waiting for the writer. */
@@ -92,12 +107,17 @@ static struct {
     /* limits */
     uint64_t size_max, objects_max, queue_max, max_object;
     uint64_t sendfile_min; /* bytes: bodies this large become file-backed entries; 0: never */
+    uint64_t open_max;     /* files the open-file table keeps (sendfile_files); 0: none */
     bool fsync_;
     /* index */
     struct drec **idtab, **pktab;
     size_t nbuckets; /* power of two */
     struct vd_list lru;
     uint64_t bytes, objects;
+    /* open-file table */
+    struct ofile **oftab; /* OF_BUCKETS chains by id */
+    struct vd_list oflru;
+    uint64_t nopen;
     /* writer */
     struct vd_list queue;
     uint64_t queue_bytes, nqueued, enq_seq, done_seq;
@@ -258,26 +278,99 @@ crc32c(uint32_t crc, const uint8_t *p, size_t n)
     return ~c;
 }
 
-bool
-vd__cache_ids(const char *key, const char *vary, const char *vary_key, uint64_t *pk, uint64_t *id)
+/* SHA-256 fetched once: EVP_sha256() in an EVP call makes OpenSSL 3 look the algorithm up again
+ * (locks and a provider query) on every hash, and a disk hit hashes its key twice. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void
+sha256_init(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL); /* NULL: EVP_sha256() below */
+}
+
+static const EVP_MD *
+sha256(void)
+{
+    pthread_once(&sha256_once, sha256_init);
+    return sha256_md ? sha256_md : EVP_sha256();
+}
+
+/* The first 64 bits of SHA-256 over @n pieces (@p[i], @len[i] bytes). */
+static bool
+sha64(const void *const *p, const size_t *len, int n, uint64_t *out)
 {
     uint8_t md[EVP_MAX_MD_SIZE];
     unsigned ml = 0;
-    if (EVP_Digest(key, strlen(key), md, &ml, EVP_sha256(), NULL) != 1 || ml < 8) {
-        return false;
-    }
-    *pk = get64(md);
     EVP_MD_CTX *c = EVP_MD_CTX_new();
-    bool ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
-              EVP_DigestUpdate(c, key, strlen(key) + 1) == 1 &&
-              EVP_DigestUpdate(c, vary, strlen(vary) + 1) == 1 &&
-              EVP_DigestUpdate(c, vary_key, strlen(vary_key)) == 1 &&
-              EVP_DigestFinal_ex(c, md, &ml) == 1 && ml >= 8;
+    bool ok = c && EVP_DigestInit_ex(c, sha256(), NULL) == 1;
+    for (int i = 0; ok && i < n; i++) {
+        ok = EVP_DigestUpdate(c, p[i], len[i]) == 1;
+    }
+    ok = ok && EVP_DigestFinal_ex(c, md, &ml) == 1 && ml >= 8;
     EVP_MD_CTX_free(c);
     if (ok) {
-        *id = get64(md);
+        *out = get64(md);
     }
     return ok;
+}
+
+/* The primary key's hash alone (the first half of vd__cache_ids). */
+static bool
+key_pk(const char *key, uint64_t *pk)
+{
+    const void *p[] = {key};
+    size_t len[] = {strlen(key)};
+    return sha64(p, len, 1, pk);
+}
+
+/* The id alone (the second half of vd__cache_ids). */
+static bool
+key_id(const char *key, const char *vary, const char *vary_key, uint64_t *id)
+{
+    const void *p[] = {key, vary, vary_key};
+    size_t len[] = {strlen(key) + 1, strlen(vary) + 1, strlen(vary_key)};
+    return sha64(p, len, 3, id);
+}
+
+/* The primary key's hash for a lookup, remembered per thread for the last PK_SLOTS keys seen
+ * (by a 64-bit FNV-1a of the key and its length): SHA-256 is a noticeable part of a small disk
+ * hit. Two keys with the same FNV tag would look one up under the other's hash: a miss (the
+ * stored key is compared whenever a file is served), never the wrong response. Invalidation
+ * always hashes in full. */
+#define PK_SLOTS 64
+
+static bool
+lookup_pk(const char *key, uint64_t *pk)
+{
+    static _Thread_local struct {
+        uint64_t tag, pk;
+    } slot[PK_SLOTS];
+
+    uint64_t tag = 14695981039346656037u;
+    size_t n = 0;
+    for (; key[n]; n++) {
+        tag = (tag ^ (uint8_t)key[n]) * 1099511628211u;
+    }
+    tag ^= (uint64_t)n << 48;
+    tag |= !tag; /* 0 marks an empty slot */
+    unsigned i = (unsigned)(tag >> 32) & (PK_SLOTS - 1);
+    if (slot[i].tag == tag) {
+        *pk = slot[i].pk;
+        return true;
+    }
+    if (!key_pk(key, pk)) {
+        return false;
+    }
+    slot[i].tag = tag;
+    slot[i].pk = *pk;
+    return true;
+}
+
+bool
+vd__cache_ids(const char *key, const char *vary, const char *vary_key, uint64_t *pk, uint64_t *id)
+{
+    return key_pk(key, pk) && key_id(key, vary, vary_key, id);
 }
 
 static void
@@ -319,6 +412,68 @@ parse_name(const char *s, uint64_t *pk, uint64_t *id)
     *pk = v[0];
     *id = v[1];
     return true;
+}
+
+/* ---- the open-file table (all under D.mu) --------------------------------------------------- */
+
+static struct ofile **
+of_slot(uint64_t id)
+{
+    struct ofile **pp = &D.oftab[id & (OF_BUCKETS - 1)];
+    while (*pp && (*pp)->id != id) {
+        pp = &(*pp)->next;
+    }
+    return pp;
+}
+
+/* Forgets the open file of @id, if any (its descriptor closes with the entry's last
+ * reference). */
+static void
+of_drop(uint64_t id)
+{
+    if (!D.oftab) {
+        return;
+    }
+    struct ofile **pp = of_slot(id), *of = *pp;
+    if (!of) {
+        return;
+    }
+    *pp = of->next;
+    vd_list_remove(&of->lru);
+    D.nopen--;
+    vd_cache_entry_unref(of->e);
+    free(of);
+}
+
+/* Least recently used open files go until at most @max remain. */
+static void
+of_trim(uint64_t max)
+{
+    while (D.nopen > max && !vd_list_empty(&D.oflru)) {
+        of_drop(VD_CONTAINER_OF(D.oflru.prev, struct ofile, lru)->id);
+    }
+}
+
+/* Keeps @e (a file-backed entry of file @id, inode @ino, @fsize bytes, verified; takes a
+ * reference of its own) open for later hits, replacing what was kept for @id. */
+static void
+of_put(uint64_t id, uint64_t ino, uint64_t fsize, uint32_t bcrc, struct vd_cache_entry *e)
+{
+    if (!D.oftab || D.open_max == 0) {
+        return;
+    }
+    of_drop(id);
+    struct ofile *of = malloc(sizeof(*of));
+    if (!of) {
+        return; /* the next hit opens and checks the file again */
+    }
+    vd_cache_entry_ref(e);
+    *of = (struct ofile){.id = id, .ino = ino, .fsize = fsize, .bcrc = bcrc, .e = e};
+    of->next = D.oftab[id & (OF_BUCKETS - 1)];
+    D.oftab[id & (OF_BUCKETS - 1)] = of;
+    vd_list_insert_head(&D.oflru, &of->lru);
+    D.nopen++;
+    of_trim(D.open_max);
 }
 
 /* ---- the index (all under D.mu) ------------------------------------------------------------ */
@@ -379,6 +534,7 @@ rec_remove(struct drec *r)
     }
     *pp = r->pknext;
     vd_list_remove(&r->lru);
+    of_drop(r->id);
     D.bytes -= r->fsize;
     D.objects--;
     free(r->vary);
@@ -408,6 +564,9 @@ rec_put(uint64_t id, uint64_t pk, uint64_t fsize, uint64_t ino, int64_t mtime, c
     } else {
         D.bytes -= r->fsize;
         vd_list_remove(&r->lru);
+        if (r->ino != ino) {
+            of_drop(id); /* replaced by a newer file */
+        }
     }
     D.bytes += fsize;
     r->fsize = fsize;
@@ -855,11 +1014,13 @@ crc_file(int fd, off_t off, uint64_t len, uint32_t *crc)
 
 /* Parses and verifies the file open at @fd (@st) as a stored response of @key matching the
  * request; builds the entry into *@out: a file-backed one (on a duplicate of @fd) when the body
- * has at least @file_min bytes (0: never). */
+ * has at least @file_min bytes (0: never). With @keep, a file-backed entry for the open-file
+ * table goes to *@keep (*@out itself when file-backed, a reference more) and the body CRC to
+ * *@bcrc_out; *@keep stays NULL when it cannot be built (out of memory or descriptors). */
 static enum read_result
 read_entry(int fd, const struct stat *st, uint64_t id, const char *key, const struct vd_hdr *req,
            size_t nreq, uint64_t max_object, uint64_t file_min, char **vary_out, const char **why,
-           struct vd_cache_entry **out)
+           struct vd_cache_entry **out, struct vd_cache_entry **keep, uint32_t *bcrc_out)
 {
     uint8_t h[HDR_LEN];
     *why = "truncated";
@@ -988,6 +1149,11 @@ read_entry(int fd, const struct stat *st, uint64_t id, const char *key, const st
                                         HDR_LEN + (uint64_t)meta_len, body_len, &tm,
                                         (int64_t)get64(h + 72));
         rr = *out ? RD_OK : RD_OTHER;
+        if (*out && keep) {
+            vd_cache_entry_ref(*out);
+            *keep = *out;
+            *bcrc_out = bcrc;
+        }
         goto out;
     }
     body = body_len ? malloc(body_len) : NULL;
@@ -999,6 +1165,13 @@ read_entry(int fd, const struct stat *st, uint64_t id, const char *key, const st
     *why = "checksum mismatch (body)";
     if (crc32c(0, body, body_len) != bcrc) {
         goto out;
+    }
+    int kfd = keep ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (kfd >= 0) {
+        *keep = vd__cache_entry_new_file(k, vary, vkey, status, hd, nf, kfd,
+                                         HDR_LEN + (uint64_t)meta_len, body_len, &tm,
+                                         (int64_t)get64(h + 72));
+        *bcrc_out = bcrc;
     }
     *out = vd__cache_entry_new_owned(k, vary, vkey, status, hd, nf, body, body_len, &tm,
                                      (int64_t)get64(h + 72));
@@ -1012,15 +1185,169 @@ out:
     return rr;
 }
 
+/* Up to @cap bytes of @fd from @off, stopping early only at end of file: the count, or -1. */
+static ssize_t
+pread_upto(int fd, uint8_t *p, size_t cap, off_t off)
+{
+    size_t got = 0;
+    while (got < cap) {
+        ssize_t k = pread(fd, p + got, cap - got, off + (off_t)got);
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k < 0) {
+            return -1;
+        }
+        if (k == 0) {
+            break;
+        }
+        got += (size_t)k;
+    }
+    return (ssize_t)got;
+}
+
+/* Forgets the open file of @id when it still is @f (found changed by a hit). */
+static void
+of_forget(uint64_t id, const struct vd_cache_entry *f)
+{
+    pthread_mutex_lock(&D.mu);
+    struct ofile *of = *of_slot(id);
+    if (of && of->e == f) {
+        of_drop(id);
+    }
+    pthread_mutex_unlock(&D.mu);
+}
+
+/* A hit on what the open-file table keeps for candidate @c; its record names the inode that
+ * was verified. A body under @file_min bytes (or any, @file_min 0) is read with one pread of
+ * one byte more than it, so that a file that was cut short or grew is noticed, and its CRC-32C
+ * is checked again: a mismatch deletes the file (*@bad) and nothing is served. A larger body is
+ * served from the kept descriptor as checked when the file was opened, once fstat has found it
+ * unchanged in size and inode and still linked. A file found changed in size is forgotten and
+ * NULL returned: the caller opens it by name as for a first read (which deletes it when
+ * damaged). Returns a new reference, or NULL. */
+static struct vd_cache_entry *
+open_hit(const char *key, uint64_t pk, const struct cand *c, const struct vd_hdr *req, size_t nreq,
+         uint64_t file_min, bool *bad)
+{
+    pthread_mutex_lock(&D.mu);
+    struct ofile *of = D.oftab ? *of_slot(c->id) : NULL;
+    if (!of || of->ino != c->ino) {
+        pthread_mutex_unlock(&D.mu);
+        return NULL;
+    }
+    struct vd_cache_entry *f = of->e;
+    uint64_t fsize = of->fsize;
+    uint32_t bcrc = of->bcrc;
+    vd_cache_entry_ref(f);
+    vd_list_remove(&of->lru);
+    vd_list_insert_head(&D.oflru, &of->lru);
+    pthread_mutex_unlock(&D.mu);
+
+    struct vd_cache_entry *e = NULL;
+    if (strcmp(f->key, key) != 0) {
+        vd_cache_entry_unref(f); /* another key with the same hash */
+        return NULL;
+    }
+    if (f->vary[0]) {
+        struct vd_dbuf rk;
+        vd_dbuf_init(&rk, 65536);
+        bool match = vd_cache_vary_key_names(f->vary, req, nreq, &rk) == 0 &&
+                     strcmp(rk.p ? rk.p : "", f->vary_key) == 0;
+        vd_dbuf_free(&rk);
+        if (!match) {
+            vd_cache_entry_unref(f);
+            return NULL;
+        }
+    }
+    if (file_min && f->body_len >= file_min) {
+        struct stat st;
+        if (fstat(f->body_fd, &st) != 0 || st.st_nlink == 0 || (uint64_t)st.st_size != fsize ||
+            (uint64_t)st.st_ino != c->ino) {
+            of_forget(c->id, f);
+            vd_cache_entry_unref(f);
+            return NULL;
+        }
+        e = f; /* served from the descriptor */
+    } else {
+        uint8_t *body = malloc(f->body_len + 1);
+        if (!body) {
+            vd_cache_entry_unref(f);
+            return NULL;
+        }
+        ssize_t n = pread_upto(f->body_fd, body, f->body_len + 1, (off_t)f->body_off);
+        if (n != (ssize_t)f->body_len) {
+            free(body);
+            of_forget(c->id, f);
+            vd_cache_entry_unref(f);
+            return NULL;
+        }
+        if (crc32c(0, body, f->body_len) != bcrc) {
+            char path[PATH_MAX];
+            path_of(path, sizeof(path), pk, c->id);
+            atomic_fetch_add(&D.corrupt, 1);
+            log_err("%s: checksum mismatch (body) on a kept file; deleted", path);
+            drop_file(path, c->id, c->ino);
+            free(body);
+            vd_cache_entry_unref(f);
+            *bad = true;
+            return NULL;
+        }
+        /* A copy that the memory tier can keep (promotion, as for a first read), or, when it
+         * would not keep it anyway (a small cache.memory), a view that shares the kept fields
+         * and lives for this hit only: no copy of the fields per hit. */
+        if (vd__cache_mem_would_keep(f->size + f->body_len, f->body_len)) {
+            e = vd__cache_entry_new_owned(f->key, f->vary, f->vary_key, f->status, f->hdrs,
+                                          f->nhdrs, body, f->body_len, &f->times, f->lifetime);
+        } else {
+            e = vd__cache_entry_new_view(f, body, f->body_len);
+        }
+        vd_cache_entry_unref(f);
+        if (!e) {
+            return NULL;
+        }
+    }
+    int64_t now = (int64_t)time(NULL);
+    bool ok = false;
+    pthread_mutex_lock(&D.mu);
+    struct drec *r = rec_find(c->id);
+    if (r && r->ino == c->ino) {
+        ok = true;
+        rec_touch(r, now);
+        vd_cache_entry_ref(e);
+        vd__cache_mem_insert(e);
+        atomic_store(&e->disk_touched, now);
+        atomic_fetch_add(&D.hits, 1);
+    }
+    pthread_mutex_unlock(&D.mu);
+    if (!ok) {
+        vd_cache_entry_unref(e); /* invalidated or replaced meanwhile */
+        return NULL;
+    }
+    return e;
+}
+
 /* Reads candidate @c; on success the entry is promoted into memory (when its record still
- * names the file read) and returned. */
+ * names the file read), kept in the open-file table, and returned. */
 static struct vd_cache_entry *
 read_cand(const char *key, uint64_t pk, const struct cand *c, const struct vd_hdr *req, size_t nreq,
-          uint64_t max_object, uint64_t file_min, bool *vary_miss)
+          uint64_t max_object, uint64_t file_min, bool keep_open, bool *vary_miss)
 {
+    if (keep_open && !c->probe) {
+        bool bad = false;
+        struct vd_cache_entry *e = open_hit(key, pk, c, req, nreq, file_min, &bad);
+        if (e || bad) {
+            return e;
+        }
+    }
     char path[PATH_MAX];
     path_of(path, sizeof(path), pk, c->id);
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* O_NOATIME: a read need not update the access time (viaduct keeps its own in the index);
+     * refused (EPERM) for a file another user owns. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOATIME);
+    if (fd < 0 && errno == EPERM) {
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    }
     if (fd < 0) {
         if (errno == ENOENT && !c->probe) {
             /* Removed behind viaduct's back: forget it. */
@@ -1034,12 +1361,14 @@ read_cand(const char *key, uint64_t pk, const struct cand *c, const struct vd_hd
         return NULL;
     }
     struct stat st = {0};
-    struct vd_cache_entry *e = NULL;
+    struct vd_cache_entry *e = NULL, *keep = NULL;
+    uint32_t bcrc = 0;
     char *vary = NULL;
     const char *why = "";
     enum read_result rr = RD_OTHER;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
-        rr = read_entry(fd, &st, c->id, key, req, nreq, max_object, file_min, &vary, &why, &e);
+        rr = read_entry(fd, &st, c->id, key, req, nreq, max_object, file_min, &vary, &why, &e,
+                        keep_open ? &keep : NULL, &bcrc);
     }
     close(fd);
     uint64_t ino = (uint64_t)st.st_ino;
@@ -1049,6 +1378,7 @@ read_cand(const char *key, uint64_t pk, const struct cand *c, const struct vd_hd
         drop_file(path, c->id, ino);
         free(vary);
         vd_cache_entry_unref(e);
+        vd_cache_entry_unref(keep);
         return NULL;
     }
     if (rr == RD_TOO_BIG) {
@@ -1075,6 +1405,9 @@ read_cand(const char *key, uint64_t pk, const struct cand *c, const struct vd_hd
              NULL;
     }
     if (ok) {
+        if (keep) {
+            of_put(c->id, ino, (uint64_t)st.st_size, bcrc, keep);
+        }
         vd_cache_entry_ref(e);
         vd__cache_mem_insert(e);
         atomic_store(&e->disk_touched, now);
@@ -1082,6 +1415,7 @@ read_cand(const char *key, uint64_t pk, const struct cand *c, const struct vd_hd
     }
     pthread_mutex_unlock(&D.mu);
     free(vary);
+    vd_cache_entry_unref(keep);
     if (rr == RD_VARY_MISS) {
         *vary_miss = true;
     }
@@ -1095,8 +1429,8 @@ read_cand(const char *key, uint64_t pk, const struct cand *c, const struct vd_hd
 struct vd_cache_entry *
 vd__disk_lookup(const char *key, const struct vd_hdr *req, size_t nreq, bool *vary_miss)
 {
-    uint64_t pk, id0;
-    if (!vd__cache_ids(key, "", "", &pk, &id0)) {
+    uint64_t pk;
+    if (!lookup_pk(key, &pk)) {
         return NULL;
     }
     struct cand c[MAX_CANDS];
@@ -1105,29 +1439,34 @@ vd__disk_lookup(const char *key, const struct vd_hdr *req, size_t nreq, bool *va
     vd_dbuf_init(&k, 65536);
     pthread_mutex_lock(&D.mu);
     uint64_t max_object = D.max_object, file_min = D.sendfile_min;
+    bool keep_open = D.open_max > 0;
     for (struct drec *r = D.pktab[pk & (D.nbuckets - 1)]; r && nc < MAX_CANDS; r = r->pknext) {
         if (r->pk != pk) {
             continue;
         }
         if (r->vary && r->vary[0]) {
             /* Known Vary names: only a file whose id matches the request's secondary key. */
-            uint64_t p2, id;
+            uint64_t id;
             vd_dbuf_reset(&k);
             if (vd_cache_vary_key_names(r->vary, req, nreq, &k) < 0 ||
-                !vd__cache_ids(key, r->vary, k.p ? k.p : "", &p2, &id) || id != r->id) {
+                !key_id(key, r->vary, k.p ? k.p : "", &id) || id != r->id) {
                 *vary_miss = true;
                 continue;
             }
-        } else if (r->vary && r->id != id0) {
-            continue; /* another key with the same hash */
         }
+        /* A Vary-less file of another key with the same 64-bit hash is told apart by its
+         * stored key when read (read_entry, open_hit): no second hash here. */
         c[nc++] = (struct cand){.id = r->id, .ino = r->ino, .wtime = r->wtime};
     }
-    if (nc == 0 && D.scanning && !*vary_miss) {
-        c[nc++] = (struct cand){.id = id0, .probe = true};
-    }
+    bool probe = nc == 0 && D.scanning && !*vary_miss;
     pthread_mutex_unlock(&D.mu);
     vd_dbuf_free(&k);
+    if (probe && key_id(key, "", "", &c[0].id)) {
+        c[0].ino = 0;
+        c[0].wtime = 0;
+        c[0].probe = true;
+        nc = 1;
+    }
     /* Newest first (RFC 9111 §4: the most recent response when several match). */
     for (size_t i = 1; i < nc; i++) {
         for (size_t j = i; j > 0 && c[j].wtime > c[j - 1].wtime; j--) {
@@ -1138,7 +1477,7 @@ vd__disk_lookup(const char *key, const struct vd_hdr *req, size_t nreq, bool *va
     }
     for (size_t i = 0; i < nc; i++) {
         struct vd_cache_entry *e =
-            read_cand(key, pk, &c[i], req, nreq, max_object, file_min, vary_miss);
+            read_cand(key, pk, &c[i], req, nreq, max_object, file_min, keep_open, vary_miss);
         if (e) {
             *vary_miss = false;
             return e;
@@ -1232,6 +1571,14 @@ vd__disk_touch(const struct vd_cache_entry *e, int64_t now)
     if (r) {
         rec_touch(r, now);
     }
+    pthread_mutex_unlock(&D.mu);
+}
+
+void
+vd__disk_forget_open(void)
+{
+    pthread_mutex_lock(&D.mu);
+    of_trim(0);
     pthread_mutex_unlock(&D.mu);
 }
 
@@ -1412,6 +1759,7 @@ set_limits(const struct vd_cache_limits *lim)
     D.max_object = lim->max_object;
     D.sendfile_min = lim->sendfile_min;
     D.fsync_ = lim->disk_fsync;
+    D.open_max = lim->sendfile_files;
 }
 
 static int
@@ -1449,11 +1797,14 @@ disk_open(const struct vd_cache_limits *lim)
     D.idtab = calloc(D.nbuckets, sizeof(*D.idtab));
     D.pktab = calloc(D.nbuckets, sizeof(*D.pktab));
     D.tombs = calloc(TOMB_SLOTS, sizeof(*D.tombs));
-    if (!D.dir || !D.idtab || !D.pktab || !D.tombs) {
+    D.oftab = calloc(OF_BUCKETS, sizeof(*D.oftab));
+    if (!D.dir || !D.idtab || !D.pktab || !D.tombs || !D.oftab) {
         free(D.dir);
         free(D.idtab);
         free(D.pktab);
         free(D.tombs);
+        free(D.oftab);
+        D.oftab = NULL;
         D.dir = NULL;
         D.idtab = D.pktab = NULL;
         D.tombs = NULL;
@@ -1464,6 +1815,8 @@ disk_open(const struct vd_cache_limits *lim)
     set_limits(lim);
     vd_list_init(&D.lru);
     vd_list_init(&D.queue);
+    vd_list_init(&D.oflru);
+    D.nopen = 0;
     D.bytes = D.objects = D.queue_bytes = D.nqueued = D.enq_seq = D.done_seq = 0;
     D.scanned = D.writes = D.write_errors = D.queue_drops = D.evictions = 0;
     atomic_store(&D.hits, 0);
@@ -1493,6 +1846,8 @@ fail:
     free(D.idtab);
     free(D.pktab);
     free(D.tombs);
+    free(D.oftab);
+    D.oftab = NULL;
     D.dir = NULL;
     D.idtab = D.pktab = NULL;
     D.tombs = NULL;
@@ -1531,7 +1886,11 @@ vd__disk_configure(const struct vd_cache_limits *lim)
     } else {
         D.max_object = lim->max_object;
         D.sendfile_min = lim->sendfile_min;
+        D.open_max = lim->sendfile_files;
     }
+    /* Kept files were checked against the old limits: a lower max_object or a changed
+     * sendfile_min must apply to them too. */
+    of_trim(0);
     D.need_evict = true;
     pthread_cond_signal(&D.work);
     pthread_mutex_unlock(&D.mu);
@@ -1558,6 +1917,7 @@ vd_cache_disk_get_stats(struct vd_cache_disk_stats *st)
         .hits = atomic_load(&D.hits),
         .corrupt = atomic_load(&D.corrupt),
         .evictions = D.evictions,
+        .open_files = D.nopen,
     };
     pthread_mutex_unlock(&D.mu);
 }
@@ -1603,6 +1963,9 @@ vd_cache_disk_close(void)
     pthread_mutex_unlock(&D.mu);
     pthread_join(D.writer, NULL); /* it writes what is queued first */
     atomic_store_explicit(&disk_on, false, memory_order_release);
+    of_trim(0);
+    free(D.oftab);
+    D.oftab = NULL;
     for (size_t b = 0; b < D.nbuckets; b++) {
         for (struct drec *r = D.idtab[b], *next; r; r = next) {
             next = r->idnext;

@@ -47,6 +47,12 @@ hash_key(const char *s)
 static void
 entry_free(struct vd_cache_entry *e)
 {
+    if (e->parent) {
+        vd_cache_entry_unref(e->parent);
+        free(e->body);
+        free(e);
+        return;
+    }
     if (e->body_fd >= 0) {
         close(e->body_fd);
     }
@@ -186,6 +192,45 @@ vd__cache_entry_new_file(const char *key, const char *vary, const char *vary_key
     return e;
 }
 
+struct vd_cache_entry *
+vd__cache_entry_new_view(struct vd_cache_entry *parent, uint8_t *body, size_t body_len)
+{
+    struct vd_cache_entry *e = calloc(1, sizeof(*e));
+    if (!e) {
+        free(body);
+        return NULL;
+    }
+    vd_cache_entry_ref(parent);
+    e->parent = parent;
+    e->key = parent->key;
+    e->vary = parent->vary;
+    e->vary_key = parent->vary_key;
+    e->status = parent->status;
+    e->hdrs = parent->hdrs;
+    e->nhdrs = parent->nhdrs;
+    e->body = body;
+    e->body_len = body_len;
+    e->body_fd = -1;
+    e->times = parent->times;
+    e->lifetime = parent->lifetime;
+    e->cc = parent->cc;
+    e->size = parent->size + body_len;
+    atomic_init(&e->refs, 1);
+    atomic_init(&e->disk_touched, 0);
+    vd_list_init(&e->lru);
+    vd_list_init(&e->flru);
+    return e;
+}
+
+bool
+vd__cache_mem_would_keep(size_t size, size_t body_len)
+{
+    pthread_mutex_lock(&mu);
+    bool keep = body_len <= limits.max_object && size <= limits.memory;
+    pthread_mutex_unlock(&mu);
+    return keep;
+}
+
 int
 vd_cache_entry_read(const struct vd_cache_entry *e, uint64_t off, uint8_t *buf, size_t len)
 {
@@ -312,8 +357,9 @@ vd__cache_mem_insert(struct vd_cache_entry *e)
 {
     pthread_mutex_lock(&mu);
     bool file = e->body_fd >= 0;
+    /* A view is never kept: it would hold its parent's descriptor open past sendfile_files. */
     if (e->body_len > limits.max_object || e->size > limits.memory ||
-        (file && limits.sendfile_files == 0)) {
+        (file && limits.sendfile_files == 0) || e->parent) {
         pthread_mutex_unlock(&mu);
         vd_cache_entry_unref(e);
         return;
@@ -452,4 +498,7 @@ vd_cache_clear(void)
         unlink_locked(VD_CONTAINER_OF(lru.next, struct vd_cache_entry, lru));
     }
     pthread_mutex_unlock(&mu);
+    if (vd__disk_on()) {
+        vd__disk_forget_open();
+    }
 }

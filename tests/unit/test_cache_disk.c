@@ -261,6 +261,165 @@ test_round_trip(void **state)
     assert_int_equal(st.hits, 2);
 }
 
+/* Inserts @e, waits for its file and returns the file's path in @path (the one new file). */
+static void
+insert_file(struct vd_cache_entry *e, char path[PATH_MAX])
+{
+    char before[16][PATH_MAX], after[16][PATH_MAX];
+    size_t nb = object_files(before, 16);
+    vd_cache_insert(e);
+    vd_cache_disk_flush();
+    size_t na = object_files(after, 16);
+    assert_int_equal(na, nb + 1);
+    for (size_t i = 0; i < na; i++) {
+        bool old = false;
+        for (size_t j = 0; j < nb && !old; j++) {
+            old = strcmp(after[i], before[j]) == 0;
+        }
+        if (!old) {
+            memcpy(path, after[i], PATH_MAX);
+            return;
+        }
+    }
+    fail();
+}
+
+/* Flips the byte at @off of the file at @path. */
+static void
+flip_byte(const char *path, off_t off)
+{
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, off), 1);
+    b ^= 0x20;
+    assert_int_equal(pwrite(fd, &b, 1, off), 1);
+    close(fd);
+}
+
+static uint64_t
+disk_stat(size_t which)
+{
+    struct vd_cache_disk_stats st;
+    vd_cache_disk_get_stats(&st);
+    return which == 0 ? st.hits : which == 1 ? st.corrupt : st.open_files;
+}
+
+/* The open-file table (sendfile_files): with a memory tier that keeps nothing, every lookup
+ * reaches the disk tier, and after the first one the verified file stays open. A small body
+ * is read and its CRC checked again on every hit: a byte flipped after the file was kept is
+ * caught (the file deleted, nothing served), while the stored fields are those checked at
+ * open. A large body (sendfile_min) is sent as verified at open: a byte flipped in place is
+ * not seen until the file is opened again (vd_cache_clear, a restart, or leaving the table),
+ * and is caught then. A file cut short is caught either way; a newer copy and an invalidation
+ * close the kept file; at most sendfile_files stay open. */
+static void
+test_kept_open_files(void **state)
+{
+    (void)state;
+    struct vd_cache_limits lim = limits(1u << 30);
+    lim.memory = 1; /* no entry fits: every hit is a disk hit */
+    lim.sendfile_min = 1000;
+    lim.sendfile_files = 3;
+    vd_cache_configure(&lim);
+    vd_cache_disk_wait_scan();
+    char small[PATH_MAX], big[PATH_MAX], cut[PATH_MAX], bigcut[PATH_MAX], inv[PATH_MAX];
+    insert_file(mk("http://k.test/small", "", "", 500, 's'), small);
+    insert_file(mk("http://k.test/big", "", "", 4000, 'b'), big);
+
+    /* Small body: kept after the first hit; a damaged head no longer matters (the fields
+     * were checked at open), a damaged body is caught on the next hit. */
+    struct vd_cache_entry *e = get("http://k.test/small", NULL, 0, NULL);
+    assert_non_null(e);
+    assert_false(vd_cache_entry_in_file(e));
+    vd_cache_entry_unref(e);
+    assert_int_equal(disk_stat(2), 1);
+    flip_byte(small, 100); /* inside the stored key: the head CRC would fail at open */
+    e = get("http://k.test/small", NULL, 0, NULL);
+    assert_non_null(e);
+    assert_int_equal(e->body_len, 500);
+    assert_memory_equal(e->body, "sss", 3);
+    assert_int_equal(e->nhdrs, 3);
+    vd_cache_entry_unref(e);
+    assert_int_equal(disk_stat(0), 2);
+    assert_int_equal(disk_stat(1), 0);
+    damage_file_body(small);
+    assert_null(get("http://k.test/small", NULL, 0, NULL));
+    assert_int_equal(disk_stat(1), 1);
+    struct stat sb;
+    assert_int_equal(stat(small, &sb), -1); /* deleted */
+    assert_null(get("http://k.test/small", NULL, 0, NULL));
+    assert_int_equal(disk_stat(2), 0);
+
+    /* Large body: served from the kept descriptor as verified at open. */
+    e = get("http://k.test/big", NULL, 0, NULL);
+    assert_true(vd_cache_entry_in_file(e));
+    vd_cache_entry_unref(e);
+    damage_file_body(big);
+    e = get("http://k.test/big", NULL, 0, NULL);
+    assert_non_null(e);
+    assert_true(vd_cache_entry_in_file(e));
+    uint8_t last;
+    assert_int_equal(vd_cache_entry_read(e, 3999, &last, 1), 0);
+    assert_int_equal(last, 'b' ^ 0x20); /* the documented limit: not re-checked while kept */
+    vd_cache_entry_unref(e);
+    assert_int_equal(disk_stat(1), 1);
+    vd_cache_clear(); /* closes kept files: the next hit opens and checks the file */
+    assert_int_equal(disk_stat(2), 0);
+    assert_null(get("http://k.test/big", NULL, 0, NULL));
+    assert_int_equal(disk_stat(1), 2);
+    assert_int_equal(stat(big, &sb), -1);
+
+    /* Cut short after being kept, small and large: noticed, opened again, deleted. */
+    insert_file(mk("http://k.test/cut", "", "", 500, 'c'), cut);
+    insert_file(mk("http://k.test/bigcut", "", "", 4000, 'd'), bigcut);
+    vd_cache_entry_unref(get("http://k.test/cut", NULL, 0, NULL));
+    vd_cache_entry_unref(get("http://k.test/bigcut", NULL, 0, NULL));
+    assert_int_equal(disk_stat(2), 2);
+    assert_int_equal(truncate(cut, 300), 0);
+    assert_int_equal(stat(bigcut, &sb), 0);
+    assert_int_equal(truncate(bigcut, sb.st_size - 1), 0);
+    assert_null(get("http://k.test/cut", NULL, 0, NULL));
+    assert_null(get("http://k.test/bigcut", NULL, 0, NULL));
+    assert_int_equal(disk_stat(1), 4);
+    assert_int_equal(disk_stat(2), 0);
+    assert_int_equal(object_files(NULL, 0), 0);
+
+    /* A newer copy replaces the kept file; an invalidation closes it. */
+    insert_file(mk("http://k.test/inv", "", "", 500, '1'), inv);
+    e = get("http://k.test/inv", NULL, 0, NULL);
+    assert_memory_equal(e->body, "1", 1);
+    vd_cache_entry_unref(e);
+    vd_cache_insert(mk("http://k.test/inv", "", "", 500, '2'));
+    vd_cache_disk_flush();
+    assert_int_equal(disk_stat(2), 0);
+    e = get("http://k.test/inv", NULL, 0, NULL);
+    assert_memory_equal(e->body, "2", 1);
+    vd_cache_entry_unref(e);
+    assert_int_equal(disk_stat(2), 1);
+    assert_int_equal(vd_cache_invalidate("http://k.test/inv"), 1);
+    assert_int_equal(disk_stat(2), 0);
+    assert_null(get("http://k.test/inv", NULL, 0, NULL));
+
+    /* Bounded: at most sendfile_files kept; 0 keeps none. */
+    for (int i = 0; i < 5; i++) {
+        char key[32], p[PATH_MAX];
+        snprintf(key, sizeof(key), "http://k.test/n%d", i);
+        insert_file(mk(key, "", "", 100 + (size_t)i * 1000, (uint8_t)('A' + i)), p);
+        e = get(key, NULL, 0, NULL);
+        assert_non_null(e);
+        vd_cache_entry_unref(e);
+    }
+    assert_int_equal(disk_stat(2), 3);
+    lim.sendfile_files = 0;
+    vd_cache_configure(&lim);
+    assert_int_equal(disk_stat(2), 0);
+    e = get("http://k.test/n4", NULL, 0, NULL);
+    assert_non_null(e);
+    vd_cache_entry_unref(e);
+    assert_int_equal(disk_stat(2), 0);
+}
+
 /* A body of at least sendfile_min bytes comes back from the disk as a file-backed entry: no
  * body in memory, the open file read with vd_cache_entry_read; at most sendfile_files of them
  * stay in memory (the least recently used goes); a damaged body is still caught (its CRC is
@@ -738,6 +897,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_backed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kept_open_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tmp_cleanup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_eviction_by_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalidate_and_replace, setup, teardown),
