@@ -161,6 +161,12 @@ struct vd_conf_masque {
     char *tun_name; /* TUN device name prefix, default "vdip" (+ a kernel-chosen number) */
     uint32_t ip_max_sessions; /* connect-ip sessions at once, process-wide; default 256 */
     uint32_t ip_mtu;          /* TUN device MTU, default 1500 (1280..65535) */
+    bool ip_icmp;             /* ICMP errors for refused packets (RFC 9484 §7.2.1), default on */
+    uint32_t ip_icmp_rate;    /* ICMP errors a second per session, default 10 */
+    uint32_t ip_icmp_burst;   /* ICMP errors at once per session, default 10 */
+    struct vd_conf_cidr *ip_icmp_source; /* one address per family at most (/32, /128); none:
+                                          * the host's own source address towards the client */
+    size_t nip_icmp_source;
 };
 
 /* The HTTP/2 front end (RFC 9113); see docs/configuration.md, "http2". */

@@ -23,6 +23,8 @@ struct vd_ippkt {
                     * header (RFC 9484 §4.8); ESP (50) ends the walk, being opaque */
     uint8_t ttl;   /* TTL or Hop Limit */
     bool fragment; /* a fragment other than the first: @proto comes from its Fragment header */
+    uint16_t l4;   /* offset of the upper-layer header (IPv4 header length, or past the IPv6
+                    * extension headers); meaningless for a fragment other than the first */
     uint8_t src[16], dst[16]; /* IPv4 in the first 4 bytes, the rest 0 */
 };
 
@@ -81,5 +83,53 @@ enum vd_ipcheck vd_ippkt_check_down(const struct vd_ippkt *pk, const struct vd_i
 
 /* A short name for @c ("ok", "source", "destination", "protocol", "link-local"). */
 const char *vd_ipcheck_name(enum vd_ipcheck c);
+
+/* ---- ICMP errors for refused packets (RFC 9484 §7.2.1; src/tunnel/icmp.c) ---- */
+
+/* The errors an IP proxying endpoint sends back for a packet it does not forward. */
+enum vd_icmp_err {
+    /* IPv4 Destination Unreachable code 13, communication administratively prohibited
+     * (RFC 1812 §5.2.7.1); ICMPv6 Destination Unreachable code 1 (RFC 4443 §3.1). */
+    VD_ICMP_ERR_PROHIBITED,
+    /* IPv4 Destination Unreachable code 4, fragmentation needed and DF set, with the next-hop
+     * MTU (RFC 1191 §4); ICMPv6 Packet Too Big with the MTU (RFC 4443 §3.2). */
+    VD_ICMP_ERR_TOO_BIG,
+};
+
+#define VD_ICMP4_ERR_MAX 576  /* RFC 1812 §4.3.2.3: an ICMP error fits in 576 bytes */
+#define VD_ICMP6_ERR_MAX 1280 /* RFC 4443 §2.4 (c): within the minimum IPv6 MTU */
+
+/* Whether the ICMP rules allow error @e about the packet @p (@len bytes, parsed into @pk):
+ * never about an ICMP error or an unknown ICMP type, a fragment other than the first, a source
+ * that names no single host (unspecified, loopback, multicast, IPv4 broadcast and class E), a
+ * multicast or broadcast destination (RFC 1812 §4.3.2.7, RFC 4443 §2.4 (e); an ICMPv6 Packet
+ * Too Big may answer a multicast destination), nor a fragmentation-needed error about an IPv4
+ * packet without DF. */
+bool vd_icmp_error_allowed(const uint8_t *p, size_t len, const struct vd_ippkt *pk,
+                           enum vd_icmp_err e);
+
+/* Builds into @out (capacity @cap) the whole IP packet carrying ICMP error @e about the packet
+ * @p (@len bytes, parsed into @pk): from @src (an address of @pk's version) to the packet's
+ * source, TTL/Hop Limit 64, the MTU @mtu in a too-big error, checksums filled (ICMPv6 over its
+ * pseudo-header), quoting as much of @p as fits in VD_ICMP4_ERR_MAX or VD_ICMP6_ERR_MAX bytes
+ * (and @cap). Returns its length, or 0 when vd_icmp_error_allowed() says no or @cap cannot hold
+ * the headers and 8 bytes of @p. */
+size_t vd_icmp_error_build(uint8_t *out, size_t cap, enum vd_icmp_err e, uint32_t mtu,
+                           const uint8_t *src, const uint8_t *p, size_t len,
+                           const struct vd_ippkt *pk);
+
+/* A token bucket for ICMP errors (RFC 4443 §2.4 (f), RFC 1812 §4.3.2.8): @rate messages a
+ * second, at most @burst at once. Credit in thousandths of a message. */
+struct vd_icmp_bucket {
+    uint64_t credit;  /* 1000 per message */
+    uint64_t last_ms; /* clock of the last refill, ms */
+};
+
+/* Starts @b full (@burst messages) at time @now_ms. */
+void vd_icmp_bucket_init(struct vd_icmp_bucket *b, uint32_t burst, uint64_t now_ms);
+
+/* Refills @b for the time since its last refill (@now_ms, a monotonic clock in ms) and takes
+ * one message. Returns false when no whole message is left (nothing is taken). */
+bool vd_icmp_bucket_take(struct vd_icmp_bucket *b, uint32_t rate, uint32_t burst, uint64_t now_ms);
 
 #endif

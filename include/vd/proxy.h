@@ -124,6 +124,7 @@ struct vd_txn_stats {
     uint64_t dg_up, dg_down;
     bool dg_drops;                     /* connect-ip: packets dropped by the checks each way */
     uint64_t dg_drop_up, dg_drop_down; /* (RFC 9484 §7.2), malformed or unroutable */
+    uint64_t dg_icmp; /* connect-ip: ICMP errors generated towards the client (§7.2.1) */
 };
 
 struct vd_txn {

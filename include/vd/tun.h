@@ -21,4 +21,10 @@ int vd_tun_open(const char *prefix, uint32_t mtu, char *name, int *ifindex);
  * acknowledgement. Returns 0 or -errno (-EEXIST when that route is already there). */
 int vd_tun_route_add(int ifindex, uint8_t ver, const uint8_t *addr, unsigned plen);
 
+/* The address this host would use as its source towards @dst (IP version @ver: 4 or 6), as
+ * the kernel's source selection picks it for the route to @dst (a connected UDP socket; no
+ * packet is sent). Writes it to @out (4 or 16 bytes). Returns 0 or -errno (no such address,
+ * no route). */
+int vd_tun_source_addr(uint8_t ver, const uint8_t *dst, uint8_t *out);
+
 #endif

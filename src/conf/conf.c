@@ -213,6 +213,9 @@ vd_conf_default(void)
     c->masque.tun_name = xstrdup("vdip");
     c->masque.ip_max_sessions = 256;
     c->masque.ip_mtu = 1500;
+    c->masque.ip_icmp = true;
+    c->masque.ip_icmp_rate = 10;
+    c->masque.ip_icmp_burst = 10;
     c->h2 = (struct vd_conf_h2){
         .enabled = true,
         .extended_connect = true,
@@ -406,6 +409,7 @@ vd_conf_unref(struct vd_conf *c)
     free(c->masque.ip_template);
     free(c->masque.ip_pool);
     free(c->masque.ip_routes);
+    free(c->masque.ip_icmp_source);
     free(c->masque.tun_name);
     free(c->cache.disk_path);
     vd_auth_free(c->auth.db);

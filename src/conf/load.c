@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vd/access.h"
 #include "vd/auth.h"
 #include "vd/conf.h"
 #include "vd/err.h"
@@ -2441,9 +2442,10 @@ get_cidr_list(struct ld *ld, const struct ynode *v, const char *key, bool pool,
 static int
 sec_masque(struct ld *ld, const struct ynode *n)
 {
-    static const char *const keys[] = {"udp_template", "udp_ports",       "idle_timeout",
-                                       "ip_template",  "ip_pool",         "ip_routes",
-                                       "tun_name",     "ip_max_sessions", "ip_mtu"};
+    static const char *const keys[] = {
+        "udp_template", "udp_ports",     "idle_timeout",    "ip_template", "ip_pool",
+        "ip_routes",    "tun_name",      "ip_max_sessions", "ip_mtu",      "ip_icmp",
+        "ip_icmp_rate", "ip_icmp_burst", "ip_icmp_source"};
     struct vd_conf_masque *m = &ld->c->masque;
     char vb[SHOW_MAX + 8];
     const struct ynode *v;
@@ -2539,6 +2541,46 @@ sec_masque(struct ld *ld, const struct ynode *n)
             return rc;
         }
         m->ip_mtu = (uint32_t)x;
+    }
+    if ((v = get(n, "ip_icmp")) && (rc = get_bool(ld, v, "masque.ip_icmp", &m->ip_icmp))) {
+        return rc;
+    }
+    if ((v = get(n, "ip_icmp_rate"))) {
+        uint64_t x;
+        if ((rc = get_uint(ld, v, "masque.ip_icmp_rate", 1, 100000, &x))) {
+            return rc;
+        }
+        m->ip_icmp_rate = (uint32_t)x;
+    }
+    if ((v = get(n, "ip_icmp_burst"))) {
+        uint64_t x;
+        if ((rc = get_uint(ld, v, "masque.ip_icmp_burst", 1, 100000, &x))) {
+            return rc;
+        }
+        m->ip_icmp_burst = (uint32_t)x;
+    }
+    if ((v = get(n, "ip_icmp_source"))) {
+        if ((rc = get_cidr_list(ld, v, "masque.ip_icmp_source", true, &m->ip_icmp_source,
+                                &m->nip_icmp_source))) {
+            return rc;
+        }
+        for (size_t i = 0; i < m->nip_icmp_source; i++) {
+            const struct vd_conf_cidr *c = &m->ip_icmp_source[i];
+            char sub[KEY_MAX];
+            key_index(sub, "masque.ip_icmp_source", i);
+            if (c->prefix != (c->net.ss_family == AF_INET ? 32u : 128u)) {
+                return fail(ld, v->kid[i], sub, "bad address '%s': expected an address, no prefix",
+                            show(vb, sizeof(vb), v->kid[i]));
+            }
+            for (size_t k = 0; k < m->nip_pool; k++) {
+                if (vd_cidr_match(&m->ip_pool[k], (const struct sockaddr *)&c->net)) {
+                    return fail(ld, v->kid[i], sub,
+                                "bad address '%s': inside masque.ip_pool, whose addresses are "
+                                "the clients'",
+                                show(vb, sizeof(vb), v->kid[i]));
+                }
+            }
+        }
     }
     return 0;
 }

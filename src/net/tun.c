@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* TUN devices (Linux Documentation/networking/tuntap.rst) and host routes through them
- * (rtnetlink, RTM_NEWROUTE). Used by connect-ip (src/proxy/masque_ip.c), one device per
+ * (rtnetlink, RTM_NEWROUTE), and the host's own source address towards a client (for the ICMP
+ * errors of RFC 9484 §7.2.1). Used by connect-ip (src/proxy/masque_ip.c), one device per
  * session. */
 #include "vd/config.h"
 
@@ -10,6 +11,7 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -128,6 +130,42 @@ vd_tun_route_add(int ifindex, uint8_t ver, const uint8_t *addr, unsigned plen)
         err = ((struct nlmsgerr *)NLMSG_DATA(&ack.nh))->error;
     }
 out:
+    close(s);
+    return err;
+}
+
+int
+vd_tun_source_addr(uint8_t ver, const uint8_t *dst, uint8_t *out)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof(ss));
+    if (ver == 4) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons(9); /* any port: connect() on UDP only picks the route */
+        memcpy(&a->sin_addr, dst, 4);
+        sl = sizeof(*a);
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(9);
+        memcpy(&a->sin6_addr, dst, 16);
+        sl = sizeof(*a);
+    }
+    int s = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) {
+        return -errno;
+    }
+    int err = 0;
+    if (connect(s, (struct sockaddr *)&ss, sl) < 0 ||
+        getsockname(s, (struct sockaddr *)&ss, &sl) < 0) {
+        err = -errno;
+    } else if (ver == 4) {
+        memcpy(out, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+    } else {
+        memcpy(out, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+    }
     close(s);
     return err;
 }

@@ -6,8 +6,10 @@
  * also in answer to ADDRESS_REQUEST, §4.7.2), and the configured routes narrowed by the
  * request's scope (§4.6) in ROUTE_ADVERTISEMENT (§4.7.3). IP packets travel in DATAGRAM
  * capsules with context ID 0 (§6) and are checked both ways before they are forwarded (§7.2,
- * src/tunnel/ippkt.c); the kernel routes them from the TUN device on. The capsule session itself
- * (client I/O, back-pressure, end, lifetime) is masque_common.c's. */
+ * src/tunnel/ippkt.c); a packet from the client refused for its destination or its size is
+ * answered with an ICMP error (§7.2.1, src/tunnel/icmp.c), rate limited per session. The kernel
+ * routes them from the TUN device on. The capsule session itself (client I/O, back-pressure,
+ * end, lifetime) is masque_common.c's. */
 #include "vd/config.h"
 
 #include <arpa/inet.h>
@@ -54,6 +56,12 @@ struct mip {
     int ifindex;
     uint64_t drop_up, drop_down;
     unsigned logged; /* bit per enum vd_ipcheck (+ 8 for malformed): reasons logged once */
+    /* ICMP errors (§7.2.1): the source per family (IPv4, IPv6) and whether there is one */
+    uint8_t icmp_src[2][16];
+    bool icmp_src_ok[2];
+    struct vd_icmp_bucket icmp_bucket;
+    uint64_t icmp_sent;
+    bool icmp_limit_logged;
 };
 
 _Static_assert(offsetof(struct mip, s) == 0, "struct vd_masque must come first");
@@ -238,6 +246,7 @@ mip_stats(struct vd_masque *s)
     s->t->stats.dg_drops = true;
     s->t->stats.dg_drop_up = m->drop_up;
     s->t->stats.dg_drop_down = m->drop_down;
+    s->t->stats.dg_icmp = m->icmp_sent;
 }
 
 /* The TUN device (and with it its routes) is closing: the pool slot goes back. */
@@ -312,6 +321,43 @@ tun_read(struct vd_masque *s)
     }
 }
 
+/* Answers the refused packet @p (@len bytes, parsed into @pk) from the client with ICMP error
+ * @e (RFC 9484 §7.2.1), unless turned off, forbidden by the ICMP rules (never about an ICMP
+ * error, a later fragment, a multicast destination...), without a source address for its
+ * family, or over the session's rate. The error goes out as any packet towards the client. */
+static void
+icmp_reply(struct mip *m, const uint8_t *p, size_t len, const struct vd_ippkt *pk,
+           enum vd_icmp_err e)
+{
+    const struct vd_conf_masque *mc = &m->s.t->conf->masque;
+    int fam = pk->ver == 6;
+    if (!mc->ip_icmp || !m->icmp_src_ok[fam]) {
+        return;
+    }
+    uint8_t buf[VD_ICMP6_ERR_MAX];
+    size_t n = vd_icmp_error_build(buf, sizeof(buf), e, mc->ip_mtu, m->icmp_src[fam], p, len, pk);
+    if (n == 0) {
+        return;
+    }
+    if (!vd_icmp_bucket_take(&m->icmp_bucket, mc->ip_icmp_rate, mc->ip_icmp_burst,
+                             uv_now(&m->s.t->w->loop))) {
+        if (!m->icmp_limit_logged) {
+            m->icmp_limit_logged = true;
+            vd_log(VD_LOG_INFO, &m->s.t->log,
+                   "connect-ip %s: ICMP errors over masque.ip_icmp_rate %u/s (burst %u); further "
+                   "ones are not sent",
+                   m->ifname, mc->ip_icmp_rate, mc->ip_icmp_burst);
+        }
+        return;
+    }
+    uint8_t hdr[24];
+    size_t hl = vd_capsule_datagram_hdr(hdr, n);
+    if (vd_dbuf_add(&m->s.out, hdr, hl) < 0 || vd_dbuf_add(&m->s.out, buf, n) < 0) {
+        return; /* no room towards the client: the error is lost, as on a congested link */
+    }
+    m->icmp_sent++;
+}
+
 /* One IP packet from the client: checked (RFC 9484 §7.2), then written to the TUN device. */
 static void
 packet_up(struct mip *m, const uint8_t *p, size_t len)
@@ -331,6 +377,25 @@ packet_up(struct mip *m, const uint8_t *p, size_t len)
         snprintf(what, sizeof(what), "%s %s not allowed, protocol %u", vd_ipcheck_name(c), a,
                  pk.proto);
         dropped(m, true, (int)c, what);
+        /* §7.2.1 suggests Destination Unreachable for unroutable destinations. A packet whose
+         * source the client was not given gets none, although §7.2.1 lists "source address
+         * failed ingress/egress policy" as an example: the error would be addressed to that
+         * forged source, which is not the client's, so the client would discard it. */
+        if (c != VD_IPCHECK_SRC) {
+            icmp_reply(m, p, len, &pk, VD_ICMP_ERR_PROHIBITED);
+        }
+        return;
+    }
+    uint32_t mtu = m->s.t->conf->masque.ip_mtu;
+    if (len > mtu && (pk.ver == 6 || (p[6] & 0x40))) {
+        /* Larger than the tunnel's link MTU, and not to be fragmented (IPv6 routers never
+         * fragment, RFC 8200 §5; IPv4 with DF): Packet Too Big / fragmentation needed with the
+         * MTU (§7.2.1). An IPv4 packet without DF is written as is: the kernel fragments it on
+         * its way out, as a router does (RFC 791). */
+        char what[64];
+        snprintf(what, sizeof(what), "%zu bytes, larger than the MTU %u", len, mtu);
+        dropped(m, true, 11, what);
+        icmp_reply(m, p, len, &pk, VD_ICMP_ERR_TOO_BIG);
         return;
     }
     ssize_t w = write(m->s.peer->fd, p, len);
@@ -524,6 +589,46 @@ compute_routes(struct mip *m)
     m->nroutes = vd_ip_ranges_normalize(m->routes, m->nroutes);
 }
 
+/* The source of the ICMP errors of each assigned family (§7.2.1): masque.ip_icmp_source, else
+ * the address the host itself would send from towards the client's address (now routed through
+ * the device), as the kernel picks it for the errors it generates. A family without one sends
+ * no ICMP errors. */
+static void
+icmp_sources(struct mip *m)
+{
+    const struct vd_conf_masque *mc = &m->s.t->conf->masque;
+    vd_icmp_bucket_init(&m->icmp_bucket, mc->ip_icmp_burst, uv_now(&m->s.t->w->loop));
+    for (size_t i = 0; mc->ip_icmp && i < m->nassigned; i++) {
+        uint8_t ver = m->assigned[i].ver;
+        int fam = ver == 6;
+        for (size_t k = 0; k < mc->nip_icmp_source; k++) {
+            const struct sockaddr_storage *sa = &mc->ip_icmp_source[k].net;
+            if (sa->ss_family == (ver == 4 ? AF_INET : AF_INET6)) {
+                memcpy(m->icmp_src[fam],
+                       ver == 4 ? (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr
+                                : ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr,
+                       ver == 4 ? 4 : 16);
+                m->icmp_src_ok[fam] = true;
+            }
+        }
+        if (!m->icmp_src_ok[fam]) {
+            int r = vd_tun_source_addr(ver, m->assigned[i].addr, m->icmp_src[fam]);
+            static const uint8_t lo6[16] = {[15] = 1};
+            const uint8_t *a = m->icmp_src[fam];
+            if (r == 0 && (ver == 4 ? a[0] == 127 : memcmp(a, lo6, 16) == 0)) {
+                r = -EADDRNOTAVAIL; /* loopback only: no address a client could answer */
+            }
+            m->icmp_src_ok[fam] = r == 0;
+            if (r < 0) {
+                vd_log(VD_LOG_ERR, &m->s.t->log,
+                       "connect-ip %s: no IPv%u address to send ICMP errors from (%s); set "
+                       "masque.ip_icmp_source",
+                       m->ifname, ver, vd_strerror(r));
+            }
+        }
+    }
+}
+
 /* The first capsules of a session: ADDRESS_ASSIGN and ROUTE_ADVERTISEMENT. */
 static int
 greet(struct vd_masque *s)
@@ -590,6 +695,9 @@ mip_start_session(struct mip *m)
     for (size_t i = 0; err == 0 && i < m->nassigned; i++) {
         err = vd_tun_route_add(m->ifindex, m->assigned[i].ver, m->assigned[i].addr,
                                m->assigned[i].plen);
+    }
+    if (err == 0) {
+        icmp_sources(m);
     }
     if (err == 0) {
         struct vd_sock *tun = calloc(1, sizeof(*tun));

@@ -595,6 +595,7 @@ log_extra(const struct vd_txn *t, bool json, char *out, size_t cap)
         if (t->stats.dg_drops) {
             ADDN("dropped_up", t->stats.dg_drop_up);
             ADDN("dropped_down", t->stats.dg_drop_down);
+            ADDN("icmp", t->stats.dg_icmp);
         }
     }
 #undef ADDN

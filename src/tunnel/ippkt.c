@@ -56,6 +56,7 @@ parse_v4(const uint8_t *p, size_t len, struct vd_ippkt *pk, const char **why)
     pk->ttl = p[8];
     pk->proto = p[9];
     pk->fragment = (be16(p + 6) & 0x1fff) != 0;
+    pk->l4 = (uint16_t)hl;
     memcpy(pk->src, p + 12, 4);
     memcpy(pk->dst, p + 16, 4);
     return 0;
@@ -125,6 +126,7 @@ parse_v6(const uint8_t *p, size_t len, struct vd_ippkt *pk, const char **why)
         off += el;
     }
     pk->proto = nh;
+    pk->l4 = (uint16_t)off;
     return 0;
 }
 

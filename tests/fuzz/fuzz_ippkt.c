@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* Fuzz target: connect-ip (RFC 9484). The input is read three ways: as an IP packet (parse,
  * then both forwarding checks against a scope built from the input, whose verdicts must agree
- * with the prefixes and ranges they rest on), as the value of an ADDRESS_ASSIGN / ADDRESS_REQUEST
- * capsule, and as a ROUTE_ADVERTISEMENT value. Whatever parses must re-encode to something that
- * parses back to the same entries, and a route list, once normalized, must still be valid. */
+ * with the prefixes and ranges they rest on, then the ICMP errors about it, which must parse,
+ * go back to its source, carry valid checksums and never be answered themselves), as the value of
+ * an ADDRESS_ASSIGN / ADDRESS_REQUEST capsule, and as a ROUTE_ADVERTISEMENT value. Whatever parses
+ * must re-encode to something that parses back to the same entries, and a route list, once
+ * normalized, must still be valid. */
 #include "vd/config.h"
 
 #include <stdlib.h>
@@ -23,6 +25,62 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
     } while (0)
 
 #define N_MAX 64
+
+/* RFC 1071 sum of @n bytes from @p, added to @sum and folded: 0xffff over a valid range. */
+static unsigned
+csum(unsigned long sum, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        sum += i % 2 ? p[i] : (unsigned long)p[i] << 8;
+    }
+    while (sum >> 16) {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    return (unsigned)sum;
+}
+
+static void
+fuzz_icmp(const uint8_t *data, size_t size, const struct vd_ippkt *pk)
+{
+    static uint8_t out[VD_ICMP6_ERR_MAX], again[VD_ICMP6_ERR_MAX];
+    uint8_t src[16] = {198, 19, 0, 1};
+    if (pk->ver == 6) {
+        memcpy(src, "\xfd\x01\0\0\0\0\0\0\0\0\0\0\0\0\0\x01", 16);
+    }
+    size_t al = vd_ip_addr_len(pk->ver);
+    for (int e = VD_ICMP_ERR_PROHIBITED; e <= VD_ICMP_ERR_TOO_BIG; e++) {
+        /* The output room also comes from the input, to reach the truncation paths. */
+        size_t cap = size > 3 ? 40 + data[size - 3] * 8u : sizeof(out);
+        if (cap > sizeof(out)) {
+            cap = sizeof(out);
+        }
+        size_t n = vd_icmp_error_build(out, cap, (enum vd_icmp_err)e, 1280, src, data, size, pk);
+        CHECK((n > 0) == (vd_icmp_error_allowed(data, size, pk, (enum vd_icmp_err)e) &&
+                          cap >= (pk->ver == 4 ? 28u : 48u) + (size < 28 ? size : 28)));
+        if (n == 0) {
+            continue;
+        }
+        CHECK(n <= cap && n <= (pk->ver == 4 ? VD_ICMP4_ERR_MAX : VD_ICMP6_ERR_MAX));
+        struct vd_ippkt epk;
+        const char *why = NULL;
+        CHECK(vd_ippkt_parse(out, n, &epk, &why) == 0);
+        CHECK(epk.ver == pk->ver && !epk.fragment);
+        CHECK(memcmp(epk.dst, pk->src, al) == 0 && memcmp(epk.src, src, al) == 0);
+        size_t hl = pk->ver == 4 ? 20 : 40;
+        CHECK(memcmp(out + hl + 8, data, n - hl - 8) == 0);
+        if (pk->ver == 4) {
+            CHECK(epk.proto == VD_IPPROTO_ICMP && csum(0, out + 20, n - 20) == 0xffff);
+        } else {
+            unsigned long ph = csum(0, out + 8, 32); /* RFC 8200 §8.1 pseudo-header */
+            CHECK(epk.proto == VD_IPPROTO_ICMPV6 &&
+                  csum(ph + (n - 40) + 58, out + 40, n - 40) == 0xffff);
+        }
+        /* An ICMP error is never answered with another. */
+        CHECK(vd_icmp_error_build(again, sizeof(again), VD_ICMP_ERR_TOO_BIG, 1280, src, out, n,
+                                  &epk) == 0);
+        CHECK(!vd_icmp_error_allowed(out, n, &epk, VD_ICMP_ERR_PROHIBITED));
+    }
+}
 
 static void
 fuzz_packet(const uint8_t *data, size_t size)
@@ -59,6 +117,7 @@ fuzz_packet(const uint8_t *data, size_t size)
     CHECK(vd_ippkt_check_down(&pk, &none) == VD_IPCHECK_DST);
     (void)vd_ippkt_check_down(&pk, &sc);
     CHECK(strlen(vd_ipcheck_name(up)) > 0);
+    fuzz_icmp(data, size, &pk);
 }
 
 static void

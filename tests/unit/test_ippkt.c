@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* connect-ip (RFC 9484): IP header parsing and the IPv6 extension walk (§4.8), prefixes and
  * ranges, the forwarding checks (§7.2), and the ADDRESS_ASSIGN / ADDRESS_REQUEST /
- * ROUTE_ADVERTISEMENT capsules (§4.7) including the examples of §8.1. */
+ * ROUTE_ADVERTISEMENT capsules (§4.7) including the examples of §8.1, and the ICMP errors of
+ * §7.2.1 with their rate limit. */
 #include "vd/config.h"
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "vd/capsule.h"
@@ -352,6 +354,227 @@ test_route_capsules(void **state)
     assert_int_equal(vd_capsule_routes_parse(out + 2, n - 2, back, 0, &why), VD_ETOOBIG);
 }
 
+/* ---- ICMP errors (RFC 9484 §7.2.1) ---------------------------------------------------------- */
+
+/* @hex (pairs of hex digits) into @out; returns the byte count. */
+static size_t
+unhex(uint8_t *out, const char *hex)
+{
+    size_t n = 0;
+    for (; hex[0] && hex[1]; hex += 2) {
+        unsigned v;
+        assert_int_equal(sscanf(hex, "%2x", &v), 1);
+        out[n++] = (uint8_t)v;
+    }
+    return n;
+}
+
+/* RFC 1071, written apart from the code under test: the folded one's complement sum of @a and
+ * then @b (each of even length but the last); a valid checksummed range sums to 0xffff. */
+static unsigned
+ones_sum(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+    unsigned long sum = 0;
+    for (size_t i = 0; i < alen; i += 2) {
+        sum += (unsigned long)a[i] * 256 + a[i + 1];
+    }
+    for (size_t i = 0; i < blen; i++) {
+        sum += i % 2 ? b[i] : (unsigned long)b[i] * 256;
+    }
+    while (sum > 0xffff) {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    return (unsigned)sum;
+}
+
+/* The ICMPv6 checksum of the packet @p (@len bytes): pseudo-header (RFC 8200 §8.1) + body. */
+static unsigned
+icmp6_sum(const uint8_t *p, size_t len)
+{
+    uint8_t ph[40];
+    memcpy(ph, p + 8, 32);
+    memset(ph + 32, 0, 8);
+    ph[34] = (uint8_t)((len - 40) >> 8);
+    ph[35] = (uint8_t)(len - 40);
+    ph[39] = 58;
+    return ones_sum(ph, 40, p + 40, len - 40);
+}
+
+static void
+test_icmp_errors(void **state)
+{
+    (void)state;
+    uint8_t in[2000], out[2000], src4[4], src6[16];
+    struct vd_ippkt pk;
+    const char *why = NULL;
+    assert_int_equal(inet_pton(AF_INET, "198.19.0.1", src4), 1);
+    assert_int_equal(inet_pton(AF_INET6, "fd01::1", src6), 1);
+
+    /* An echo request 198.18.0.1 -> 203.0.113.7, refused: Destination Unreachable code 13
+     * from 198.19.0.1, precedence 6, the whole packet quoted. */
+    size_t len = unhex(in, "45000023123400004001668bc6120001cb007107"
+                           "080036560077000176696164756374");
+    assert_int_equal(vd_ippkt_parse(in, len, &pk, &why), 0);
+    size_t n =
+        vd_icmp_error_build(out, sizeof(out), VD_ICMP_ERR_PROHIBITED, 1500, src4, in, len, &pk);
+    uint8_t want[128];
+    size_t wl = unhex(want, "45c0003f000000004001edd6c6130001c6120001030dfcf200000000");
+    assert_int_equal(n, wl + len);
+    assert_memory_equal(out, want, wl);
+    assert_memory_equal(out + wl, in, len);
+    assert_int_equal(ones_sum(out, 20, NULL, 0), 0xffff);
+    assert_int_equal(ones_sum(NULL, 0, out + 20, n - 20), 0xffff);
+    /* The error parses, and is itself never answered. */
+    struct vd_ippkt epk;
+    assert_int_equal(vd_ippkt_parse(out, n, &epk, &why), 0);
+    assert_int_equal(
+        vd_icmp_error_build(in, sizeof(in), VD_ICMP_ERR_PROHIBITED, 1500, src4, out, n, &epk), 0);
+
+    /* The same over IPv6, fd00:18::1 -> fd02::7: Destination Unreachable code 1 from fd01::1. */
+    len = unhex(in, "60000000000f3a40fd000018000000000000000000000001fd02000000000000000000000000"
+                    "00078000c3e70078000176696164756374");
+    assert_int_equal(vd_ippkt_parse(in, len, &pk, &why), 0);
+    n = vd_icmp_error_build(out, sizeof(out), VD_ICMP_ERR_PROHIBITED, 1500, src6, in, len, &pk);
+    wl = unhex(want, "60000000003f3a40fd010000000000000000000000000001fd000018000000000000000000"
+                     "00000101016a6200000000");
+    assert_int_equal(n, wl + len);
+    assert_memory_equal(out, want, wl);
+    assert_memory_equal(out + wl, in, len);
+    assert_int_equal(icmp6_sum(out, n), 0xffff);
+    assert_int_equal(vd_ippkt_parse(out, n, &epk, &why), 0);
+    assert_int_equal(
+        vd_icmp_error_build(in, sizeof(in), VD_ICMP_ERR_TOO_BIG, 1280, src6, out, n, &epk), 0);
+
+    /* Too big: 1400 bytes of UDP with DF over an MTU of 1280. Code 4 with the next-hop MTU,
+     * truncated to 576 bytes in all (RFC 1812 §4.3.2.3). Without DF: no error. */
+    len = v4pkt(in, 1400, "198.18.0.1", "198.19.0.2", 17);
+    for (size_t i = 20; i < len; i++) {
+        in[i] = (uint8_t)i;
+    }
+    assert_int_equal(vd_ippkt_parse(in, len, &pk, &why), 0);
+    assert_int_equal(
+        vd_icmp_error_build(out, sizeof(out), VD_ICMP_ERR_TOO_BIG, 1280, src4, in, len, &pk), 0);
+    in[6] = 0x40; /* DF; the header checksum is not looked at again */
+    n = vd_icmp_error_build(out, sizeof(out), VD_ICMP_ERR_TOO_BIG, 1280, src4, in, len, &pk);
+    assert_int_equal(n, 576);
+    assert_memory_equal(out + 2, "\x02\x40", 2);
+    assert_memory_equal(out + 20, "\x03\x04", 2);
+    assert_memory_equal(out + 24, "\x00\x00\x05\x00", 4);
+    assert_memory_equal(out + 28, in, 548);
+    assert_int_equal(ones_sum(out, 20, NULL, 0), 0xffff);
+    assert_int_equal(ones_sum(NULL, 0, out + 20, n - 20), 0xffff);
+    /* A small output buffer truncates further; one that cannot hold 8 bytes of data refuses. */
+    assert_int_equal(vd_icmp_error_build(out, 101, VD_ICMP_ERR_TOO_BIG, 1280, src4, in, len, &pk),
+                     101);
+    assert_int_equal(ones_sum(NULL, 0, out + 20, 81), 0xffff);
+    assert_int_equal(vd_icmp_error_build(out, 55, VD_ICMP_ERR_TOO_BIG, 1280, src4, in, len, &pk),
+                     0);
+
+    /* IPv6 Packet Too Big: 1500 bytes over 1280, truncated to 1280 (RFC 4443 §2.4 (c)). */
+    len = v6pkt(in, "fd00:18::1", "fd01::2", 17, NULL, 0, 1460);
+    for (size_t i = 40; i < len; i++) {
+        in[i] = (uint8_t)(i * 7);
+    }
+    assert_int_equal(vd_ippkt_parse(in, len, &pk, &why), 0);
+    n = vd_icmp_error_build(out, sizeof(out), VD_ICMP_ERR_TOO_BIG, 1280, src6, in, len, &pk);
+    assert_int_equal(n, 1280);
+    assert_memory_equal(out + 4, "\x04\xd8\x3a\x40", 4);
+    assert_memory_equal(out + 40, "\x02\x00", 2);
+    assert_memory_equal(out + 44, "\x00\x00\x05\x00", 4);
+    assert_memory_equal(out + 48, in, 1232);
+    assert_int_equal(icmp6_sum(out, n), 0xffff);
+}
+
+static void
+test_icmp_not_sent(void **state)
+{
+    (void)state;
+    uint8_t in[256], out[1280], src4[4] = {198, 19, 0, 1}, src6[16] = {0xfd, 0x01};
+    struct vd_ippkt pk;
+    const char *why = NULL;
+    size_t len;
+
+    /* About an ICMP error (IPv4 type 3), or an unknown ICMP type: never. An echo: yes. */
+    len = v4pkt(in, 36, "198.18.0.1", "203.0.113.7", 1);
+    in[20] = 3;
+    assert_int_equal(vd_ippkt_parse(in, len, &pk, &why), 0);
+    assert_false(vd_icmp_error_allowed(in, len, &pk, VD_ICMP_ERR_PROHIBITED));
+    in[20] = 77;
+    assert_false(vd_icmp_error_allowed(in, len, &pk, VD_ICMP_ERR_PROHIBITED));
+    in[20] = 8;
+    assert_true(vd_icmp_error_allowed(in, len, &pk, VD_ICMP_ERR_PROHIBITED));
+    /* A fragment other than the first. */
+    len = v4pkt(in, 36, "198.18.0.1", "203.0.113.7", 17);
+    in[7] = 0x10;
+    in[10] = in[11] = 0;
+    uint32_t sum = 0;
+    for (int i = 0; i < 20; i += 2) {
+        sum += (uint32_t)(in[i] << 8 | in[i + 1]);
+    }
+    put16(in + 10, ~(sum + (sum >> 16)) & 0xffff);
+    assert_int_equal(vd_ippkt_parse(in, len, &pk, &why), 0);
+    assert_true(pk.fragment);
+    assert_int_equal(
+        vd_icmp_error_build(out, sizeof(out), VD_ICMP_ERR_PROHIBITED, 1280, src4, in, len, &pk), 0);
+    /* Sources that name no single host; multicast and broadcast destinations. */
+    const char *bad4[][2] = {{"224.0.0.5", "203.0.113.7"},
+                             {"0.0.0.0", "203.0.113.7"},
+                             {"127.0.0.1", "203.0.113.7"},
+                             {"198.18.0.1", "239.1.2.3"},
+                             {"198.18.0.1", "255.255.255.255"}};
+    for (size_t i = 0; i < VD_ARRAY_LEN(bad4); i++) {
+        len = v4pkt(in, 36, bad4[i][0], bad4[i][1], 17);
+        assert_int_equal(vd_ippkt_parse(in, len, &pk, &why), 0);
+        assert_false(vd_icmp_error_allowed(in, len, &pk, VD_ICMP_ERR_PROHIBITED));
+    }
+    /* IPv6: an ICMPv6 error (type 1) behind a Destination Options header; the unspecified
+     * and a multicast source; a multicast destination, where only Packet Too Big may answer. */
+    const uint8_t dopt[8] = {58, 0, 1, 4, 0, 0, 0, 0};
+    len = v6pkt(in, "fd00:18::1", "fd02::7", 60, dopt, 8, 16);
+    in[48] = 1;
+    assert_int_equal(vd_ippkt_parse(in, len, &pk, &why), 0);
+    assert_int_equal(pk.l4, 48);
+    assert_false(vd_icmp_error_allowed(in, len, &pk, VD_ICMP_ERR_PROHIBITED));
+    in[48] = 128;
+    assert_true(vd_icmp_error_allowed(in, len, &pk, VD_ICMP_ERR_PROHIBITED));
+    const char *bad6[] = {"::", "ff02::1"};
+    for (size_t i = 0; i < VD_ARRAY_LEN(bad6); i++) {
+        len = v6pkt(in, bad6[i], "fd02::7", 17, NULL, 0, 16);
+        assert_int_equal(vd_ippkt_parse(in, len, &pk, &why), 0);
+        assert_false(vd_icmp_error_allowed(in, len, &pk, VD_ICMP_ERR_TOO_BIG));
+    }
+    len = v6pkt(in, "fd00:18::1", "ff0e::1", 17, NULL, 0, 16);
+    assert_int_equal(vd_ippkt_parse(in, len, &pk, &why), 0);
+    assert_false(vd_icmp_error_allowed(in, len, &pk, VD_ICMP_ERR_PROHIBITED));
+    assert_int_equal(
+        vd_icmp_error_build(out, sizeof(out), VD_ICMP_ERR_TOO_BIG, 1280, src6, in, len, &pk), 104);
+    /* A non-first IPv6 fragment. */
+    const uint8_t frag[8] = {17, 0, 0x00, 0x08, 0, 0, 0, 1};
+    len = v6pkt(in, "fd00:18::1", "fd02::7", 44, frag, 8, 16);
+    assert_int_equal(vd_ippkt_parse(in, len, &pk, &why), 0);
+    assert_false(vd_icmp_error_allowed(in, len, &pk, VD_ICMP_ERR_TOO_BIG));
+}
+
+static void
+test_icmp_bucket(void **state)
+{
+    (void)state;
+    struct vd_icmp_bucket b;
+    vd_icmp_bucket_init(&b, 3, 1000);
+    for (int i = 0; i < 3; i++) {
+        assert_true(vd_icmp_bucket_take(&b, 10, 3, 1000));
+    }
+    assert_false(vd_icmp_bucket_take(&b, 10, 3, 1000));
+    assert_false(vd_icmp_bucket_take(&b, 10, 3, 1099)); /* 0.99 of a message at 10/s */
+    assert_true(vd_icmp_bucket_take(&b, 10, 3, 1100));
+    assert_false(vd_icmp_bucket_take(&b, 10, 3, 1100));
+    /* A long pause refills up to the burst only; a clock that goes back adds nothing. */
+    assert_true(vd_icmp_bucket_take(&b, 10, 3, UINT64_C(1) << 50));
+    assert_true(vd_icmp_bucket_take(&b, 10, 3, 5));
+    assert_true(vd_icmp_bucket_take(&b, 10, 3, 5));
+    assert_false(vd_icmp_bucket_take(&b, 10, 3, 5));
+}
+
 int
 main(void)
 {
@@ -362,6 +585,9 @@ main(void)
         cmocka_unit_test(test_checks),
         cmocka_unit_test(test_address_capsules),
         cmocka_unit_test(test_route_capsules),
+        cmocka_unit_test(test_icmp_errors),
+        cmocka_unit_test(test_icmp_not_sent),
+        cmocka_unit_test(test_icmp_bucket),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
