@@ -285,8 +285,12 @@ test_address_capsules(void **state)
     assert_int_equal(n, 2 + 7 + 19);
     assert_memory_equal(out, "\x01\x1a\x01\x04\xc0\x00\x02\x0b\x20", 9);
     assert_int_equal(vd_capsule_addresses_parse(out[0], out + 2, n - 2, a, 4, &why), 2);
-    assert_memory_equal(&a[0], &asg[0], sizeof(a[0]));
-    assert_memory_equal(&a[1], &asg[1], sizeof(a[1]));
+    /* Field by field: the struct has padding, which neither side initialises the same way. */
+    for (int i = 0; i < 2; i++) {
+        assert_true(a[i].req_id == asg[i].req_id && a[i].ver == asg[i].ver &&
+                    a[i].plen == asg[i].plen);
+        assert_memory_equal(a[i].addr, asg[i].addr, sizeof(a[i].addr));
+    }
     assert_int_equal(vd_capsule_addresses_encode(out, n - 1, VD_CAPSULE_ADDRESS_ASSIGN, asg, 2), 0);
     /* Too many for the caller's room. */
     assert_int_equal(vd_capsule_addresses_parse(out[0], out + 2, n - 2, a, 1, &why), VD_ETOOBIG);
