@@ -239,6 +239,7 @@ struct vd_conf_log {
 
 struct vd_conf {
     atomic_int refs;
+    uint64_t serial;  /* unique per configuration made in this process (never reused) */
     char *source;     /* file path, or NULL for the embedded default */
     uint32_t workers; /* 0 = one per core */
     struct vd_conf_listener *listeners;

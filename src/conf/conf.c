@@ -184,8 +184,10 @@ rule_add_client(struct vd_conf *c, const char *net, unsigned prefix)
 struct vd_conf *
 vd_conf_default(void)
 {
+    static _Atomic uint64_t serials;
     struct vd_conf *c = xcalloc(1, sizeof(*c));
     atomic_init(&c->refs, 1);
+    c->serial = atomic_fetch_add_explicit(&serials, 1, memory_order_relaxed) + 1;
     c->workers = 0;
     c->nlisteners = 1;
     c->listeners = xcalloc(1, sizeof(*c->listeners));

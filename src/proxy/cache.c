@@ -124,6 +124,12 @@ vd__cache_end(struct vd_cache_xfer *cx)
 static void
 configure(const struct vd_conf *conf)
 {
+    /* Once per configuration and thread: the digest below costs more than a cache lookup. */
+    static _Thread_local uint64_t seen;
+    if (conf->serial && seen == conf->serial) {
+        return;
+    }
+    seen = conf->serial;
     struct vd_cache_limits lim;
     vd_cache_limits_from_conf(&lim, &conf->cache);
     uint64_t d = vd_cache_limits_digest(&lim);

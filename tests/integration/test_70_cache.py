@@ -428,3 +428,35 @@ def test_access_log_shows_cache_status(cproxy, make_origin):
                         access=True)
     cproxy.wait_for_log(r'"GET %s HTTP/1\.1" 200 .* cache=hit,ttl=\d+\n' % url(o, "/log"),
                         access=True)
+
+
+def test_reload_turns_cache_off_and_on(viaduct, make_origin):
+    """A reload that sets cache.memory to 0 stops lookups and empties the store; one that
+    turns it back on starts from an empty store (the limits are applied once per
+    configuration and thread, not per request)."""
+    from vdtest import yamlconf
+
+    def first_status(want_none):
+        """Requests until the worker runs the new configuration; returns that answer's
+        Cache-Status (None when the cache is off)."""
+        deadline = time.monotonic() + 5
+        while True:
+            cs = get(vd, url(o, "/r")).header("cache-status")
+            if (cs is None) == want_none or time.monotonic() > deadline:
+                return cs
+
+    vd = viaduct({"cache": {"memory": "16m"}})
+    o = make_origin(build_response(200, b"body", [("Cache-Control", "max-age=100"),
+                                                  ("Date", httpdate(time.time()))]))
+    assert get(vd, url(o, "/r")).header("cache-status") == "viaduct; fwd=uri-miss; stored"
+    assert get(vd, url(o, "/r")).header("cache-status").startswith("viaduct; hit")
+    vd.write_conf(yamlconf.merge(vd.conf, {"cache": {"memory": 0}}))
+    vd.reload()
+    assert first_status(True) is None, "still caching after the reload"
+    n = count(o)
+    assert get(vd, url(o, "/r")).header("cache-status") is None and count(o) == n + 1
+    vd.write_conf(yamlconf.merge(vd.conf, {"cache": {"memory": "16m"}}))
+    vd.reload()
+    # The entry stored before the cache was turned off is gone: a miss that stores it again.
+    assert first_status(False) == "viaduct; fwd=uri-miss; stored"
+    assert get(vd, url(o, "/r")).header("cache-status").startswith("viaduct; hit")
