@@ -11,7 +11,7 @@
 # -c 50 for rev/fwd, h2load -c 10 -m 10 for h2 over TLS), and prints instructions per request
 # and the 15 costliest functions. Everything listens on
 # 127.0.0.1 and is stopped on exit. Needs valgrind, nginx, wrk, h2load (tools/install-deps.sh
-# bench, plus valgrind).
+# bench, plus valgrind). INSTR_OUT=FILE keeps the callgrind profile for callgrind_annotate.
 set -euo pipefail
 mode=${1:-rev}
 secs=${2:-10}
@@ -123,6 +123,7 @@ sleep 1
 [ "${done_n:-0}" -gt 0 ] || { echo "instr.sh: no requests completed" >&2; cat "$dir/load.log" >&2; exit 1; }
 out=$(ls -t "$dir"/cg.out.* | head -1)
 total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
+[ -z "${INSTR_OUT:-}" ] || cp "$out" "$INSTR_OUT"
 echo "mode $mode: $done_n requests, $total user-space instructions, $((total / done_n)) per request"
 callgrind_annotate --threshold=100 "$out" 2>/dev/null | awk '/file:function/ {on=1; next} on && NF' |
   grep -v -E 'vd_worker_run|clone.S|start_thread' | head -15

@@ -80,6 +80,35 @@ ends_in_number(const uint8_t *p, size_t n)
 
 /* host [":" port] per RFC 3986 §3.2.2-§3.2.3. @empty_port_ok allows "host:" (an absolute URI
  * may carry an empty port, RFC 3986 §6.2.3; authority-form and Host may not here). */
+/* True when @p is exactly four decimal parts 0-255 without leading zeros (what inet_pton
+ * accepts for AF_INET, RFC 3986 §3.2.2 dec-octet), checked in place. */
+static bool
+ipv4_dotted_quad(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    for (int part = 0; part < 4; part++) {
+        if (part > 0) {
+            if (i >= n || p[i] != '.') {
+                return false;
+            }
+            i++;
+        }
+        size_t start = i;
+        unsigned v = 0;
+        while (i < n && p[i] >= '0' && p[i] <= '9') {
+            v = v * 10 + (unsigned)(p[i] - '0');
+            if (v > 255) {
+                return false;
+            }
+            i++;
+        }
+        if (i == start || (p[start] == '0' && i - start > 1)) {
+            return false;
+        }
+    }
+    return i == n;
+}
+
 static int
 parse_hostport(const uint8_t *p, size_t n, bool empty_port_ok, struct vd_iov *host, uint16_t *port,
                bool *has_port, bool *ipv6, const char **why)
@@ -143,18 +172,8 @@ parse_hostport(const uint8_t *p, size_t n, bool empty_port_ok, struct vd_iov *ho
         if (hl > MAX_HOST) {
             return bad(why, "host name too long");
         }
-        if (dotted || ends_in_number(p, hl)) {
-            char tmp[INET_ADDRSTRLEN];
-            unsigned char addr[4];
-            /* inet_pton takes exactly four decimal parts without leading zeros. */
-            if (hl >= sizeof(tmp)) {
-                return bad(why, "invalid IPv4 address");
-            }
-            memcpy(tmp, p, hl);
-            tmp[hl] = '\0';
-            if (inet_pton(AF_INET, tmp, addr) != 1) {
-                return bad(why, "invalid IPv4 address");
-            }
+        if ((dotted || ends_in_number(p, hl)) && !ipv4_dotted_quad(p, hl)) {
+            return bad(why, "invalid IPv4 address");
         }
         host->base = p;
         host->len = hl;

@@ -77,6 +77,33 @@ test_hdr_name_find(void **state)
     assert_null(vd_hdr_find(NULL, 0, "host"));
 }
 
+/* The compare folds eight bytes at a time: every byte value, at every position of a 17-byte
+ * name (two words and a tail), against a byte-wise reference. */
+static void
+test_hdr_name_eq_every_byte(void **state)
+{
+    (void)state;
+    char lc[17];
+    uint8_t name[17];
+    for (int pos = 0; pos < 17; pos++) {
+        for (int c = 0; c < 256; c++) {
+            for (int l = 0; l < 256; l += 1) {
+                if (l >= 'A' && l <= 'Z') {
+                    continue; /* the lowercase side never has upper case */
+                }
+                memset(lc, 'x', sizeof(lc));
+                memset(name, 'X', sizeof(name));
+                lc[pos] = (char)l;
+                name[pos] = (uint8_t)c;
+                uint8_t folded = (c >= 'A' && c <= 'Z') ? (uint8_t)(c | 0x20) : (uint8_t)c;
+                bool want = folded == (uint8_t)l;
+                struct vd_iov v = {name, sizeof(name)};
+                assert_true(vd__hdr_name_eq(v, lc, sizeof(lc)) == want);
+            }
+        }
+    }
+}
+
 static void
 test_list_next(void **state)
 {
@@ -263,6 +290,15 @@ test_uri_authority(void **state)
         {"1.2.3:80", VD_EBADREQ, NULL, 0, false, "invalid IPv4 address"},
         {"123", VD_EBADREQ, NULL, 0, false, "invalid IPv4 address"},
         {"1.2.3.04", VD_EBADREQ, NULL, 0, false, "invalid IPv4 address"},
+        {"0.0.0.0", 0, "0.0.0.0", 0, false, NULL},
+        {"255.255.255.255:1", 0, "255.255.255.255", 1, false, NULL},
+        {"1.2.3.256", VD_EBADREQ, NULL, 0, false, "invalid IPv4 address"},
+        {"1000.2.3.4", VD_EBADREQ, NULL, 0, false, "invalid IPv4 address"},
+        {"1.2.3.4.", VD_EBADREQ, NULL, 0, false, "invalid IPv4 address"},
+        {".1.2.3", VD_EBADREQ, NULL, 0, false, "invalid IPv4 address"},
+        {"1..2.3", VD_EBADREQ, NULL, 0, false, "invalid IPv4 address"},
+        {"00.1.2.3", VD_EBADREQ, NULL, 0, false, "invalid IPv4 address"},
+        {"a.b.1", VD_EBADREQ, NULL, 0, false, "invalid IPv4 address"},
     };
 
     for (size_t i = 0; i < VD_ARRAY_LEN(cases); i++) {
@@ -876,13 +912,21 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ctype_table),    cmocka_unit_test(test_hdr_name_find),
-        cmocka_unit_test(test_list_next),      cmocka_unit_test(test_list_has_token),
-        cmocka_unit_test(test_uri_absolute),   cmocka_unit_test(test_uri_authority),
-        cmocka_unit_test(test_req_framing),    cmocka_unit_test(test_resp_framing),
-        cmocka_unit_test(test_chunked_whole),  cmocka_unit_test(test_chunked_every_split),
-        cmocka_unit_test(test_chunked_cases),  cmocka_unit_test(test_chunked_nul),
-        cmocka_unit_test(test_chunked_limits), cmocka_unit_test(test_chunked_runs),
+        cmocka_unit_test(test_ctype_table),
+        cmocka_unit_test(test_hdr_name_find),
+        cmocka_unit_test(test_hdr_name_eq_every_byte),
+        cmocka_unit_test(test_list_next),
+        cmocka_unit_test(test_list_has_token),
+        cmocka_unit_test(test_uri_absolute),
+        cmocka_unit_test(test_uri_authority),
+        cmocka_unit_test(test_req_framing),
+        cmocka_unit_test(test_resp_framing),
+        cmocka_unit_test(test_chunked_whole),
+        cmocka_unit_test(test_chunked_every_split),
+        cmocka_unit_test(test_chunked_cases),
+        cmocka_unit_test(test_chunked_nul),
+        cmocka_unit_test(test_chunked_limits),
+        cmocka_unit_test(test_chunked_runs),
         cmocka_unit_test(test_reason),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
