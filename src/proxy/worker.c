@@ -261,6 +261,7 @@ vd_worker_run(void *arg)
     uv_walk(&w->loop, walk_close, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     vd_buf_thread_cleanup();
+    vd_arena_thread_cleanup();
 }
 
 void
