@@ -1067,22 +1067,28 @@ filter_response_head(struct fwd *f, const struct vd_h1_resp_head *h, struct vd_r
     if (!out) {
         return VD_ENOMEM;
     }
-    size_t n = 0;
+    size_t n = 0, bytes = 0;
     struct conn_names cn;
     conn_names_init(&cn, h->hdrs, h->nhdrs);
     for (size_t i = 0; i < h->nhdrs; i++) {
-        struct vd_iov name = h->hdrs[i].name;
-        if (!end_to_end(&cn, name)) {
-            continue;
+        if (end_to_end(&cn, h->hdrs[i].name)) {
+            out[n++] = h->hdrs[i];
+            bytes += h->hdrs[i].name.len + h->hdrs[i].value.len + 2;
         }
-        char *nm = vd_arena_dup(&t->arena, name.base, name.len);
-        char *val = vd_arena_dup(&t->arena, h->hdrs[i].value.base, h->hdrs[i].value.len);
-        if (!nm || !val) {
-            return VD_ENOMEM;
+    }
+    /* Names and values (each NUL-terminated) in one block. */
+    char *p = vd_arena_alloc(&t->arena, bytes ? bytes : 1);
+    if (!p) {
+        return VD_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct vd_iov *fl[2] = {&out[i].name, &out[i].value};
+        for (int k = 0; k < 2; k++) {
+            memcpy(p, fl[k]->base, fl[k]->len);
+            p[fl[k]->len] = '\0';
+            fl[k]->base = (const uint8_t *)p;
+            p += fl[k]->len + 1;
         }
-        out[n].name = (struct vd_iov){(const uint8_t *)nm, name.len};
-        out[n].value = (struct vd_iov){(const uint8_t *)val, h->hdrs[i].value.len};
-        n++;
     }
     if (!vd_hdr_find(h->hdrs, h->nhdrs, "date")) {
         /* RFC 9110 §6.6.1: a recipient with a clock adds Date when forwarding without one. */

@@ -952,6 +952,14 @@ make_nv(struct vd_txn *t, int status, const struct vd_hdr *hd, size_t n, int64_t
     if (!nv || !st) {
         return NULL;
     }
+    size_t names = 0;
+    for (size_t i = 0; i < n; i++) {
+        names += hd[i].name.len;
+    }
+    uint8_t *lc = vd_arena_alloc(&t->arena, names ? names : 1); /* every lowercase name */
+    if (!lc) {
+        return NULL;
+    }
     size_t k = 0;
     if (status) {
         st[0] = (char)('0' + status / 100 % 10);
@@ -963,10 +971,8 @@ make_nv(struct vd_txn *t, int status, const struct vd_hdr *hd, size_t n, int64_t
         if (not_sent(hd[i].name)) {
             continue;
         }
-        uint8_t *name = vd_arena_alloc(&t->arena, hd[i].name.len);
-        if (!name) {
-            return NULL;
-        }
+        uint8_t *name = lc;
+        lc += hd[i].name.len;
         for (size_t j = 0; j < hd[i].name.len; j++) {
             uint8_t ch = hd[i].name.base[j];
             name[j] = (ch >= 'A' && ch <= 'Z') ? (uint8_t)(ch | 0x20) : ch;
