@@ -244,7 +244,11 @@ class Origin:
                         if self._sleep(float(p)):
                             return
                     elif p:
+                        # The 0.2 s poll timeout is for reads; a proxy that reads slowly
+                        # (back-pressure, valgrind) must not make sendall give up.
+                        s.settimeout(10)
                         s.sendall(p)
+                        s.settimeout(0.2)
                 if reply.reset:
                     linger_reset(s)
                     return

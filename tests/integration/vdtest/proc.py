@@ -11,6 +11,10 @@ from . import yamlconf
 from .client import ClientConn
 from .httpmsg import DEFAULT_TIMEOUT
 
+# VDTEST_TIMEOUT_SCALE (default 1) multiplies the launcher's start and stop waits for slow runs
+# (valgrind, see CONTRIBUTING.md); the timeouts inside the tests are not scaled.
+TIMEOUT_SCALE = float(os.environ.get("VDTEST_TIMEOUT_SCALE", "1"))
+
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:",
                      "ThreadSanitizer", "UndefinedBehaviorSanitizer")
 
@@ -73,7 +77,7 @@ class Viaduct:
         with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                          env=e, cwd=self.dir)
-        self._wait_ready(10.0)
+        self._wait_ready(10.0 * TIMEOUT_SCALE)
 
     # ------------------------------------------------------------ config
     def write_conf(self, conf=None, text=None):
@@ -190,6 +194,7 @@ class Viaduct:
         return c
 
     def wait_exit(self, timeout=15.0):
+        timeout *= TIMEOUT_SCALE
         try:
             self.returncode = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
