@@ -19,6 +19,7 @@
 #include "vd/access.h"
 #include "vd/err.h"
 #include "vd/h1.h"
+#include "vd/ltimer.h"
 #include "vd/proxy.h"
 #include "vd/sock.h"
 #include "vd/tls.h"
@@ -44,12 +45,10 @@ struct pkey {
 struct upc {
     uint32_t magic;
     struct vd_sock sock;
-    uv_timer_t timer;
-    uint64_t deadline;    /* loop time the current timeout expires; 0: none (upc_timer_set) */
-    uint64_t timer_due;   /* loop time the uv timer is armed for, when active */
-    struct vd_list link;  /* in w->idle_upstreams while idle */
-    struct vd_list klink; /* in its pkey's list while idle */
-    struct pkey *pk;      /* while idle */
+    struct vd_ltimer timer; /* connect, first byte, read stall or pool idle (upc_timer_set) */
+    struct vd_list link;    /* in w->idle_upstreams while idle */
+    struct vd_list klink;   /* in its pkey's list while idle */
+    struct pkey *pk;        /* while idle */
     struct vd_worker *w;
     struct fwd *f; /* current user, NULL while idle */
     char key[320]; /* host:port:tls:sni */
@@ -642,20 +641,11 @@ upc_unidle(struct upc *u)
 static void upc_timeout(uv_timer_t *tm);
 
 /* Sets the connection's one timeout (connect, first byte, read stall, or idle in the pool) to
- * @ms from now, 0 for none. Lazily, as the client side does: the uv timer is re-armed only for
- * an earlier deadline; upc_timeout notices a cleared or later one when it fires. */
+ * @ms from now, 0 for none; lazily, as the client side does (vd/ltimer.h). */
 static void
 upc_timer_set(struct upc *u, uint64_t ms)
 {
-    if (ms == 0) {
-        u->deadline = 0;
-        return;
-    }
-    u->deadline = uv_now(u->timer.loop) + ms;
-    if (!uv_is_active((uv_handle_t *)&u->timer) || u->timer_due > u->deadline) {
-        u->timer_due = u->deadline;
-        uv_timer_start(&u->timer, upc_timeout, ms, 0);
-    }
+    vd_ltimer_set(&u->timer, ms, upc_timeout);
 }
 
 static void
@@ -669,8 +659,8 @@ upc_close(struct upc *u)
     }
     u->f = NULL;
     u->pending_closes = 2;
-    uv_timer_stop(&u->timer);
-    uv_close((uv_handle_t *)&u->timer, upc_timer_closed);
+    uv_timer_stop(&u->timer.uv);
+    uv_close((uv_handle_t *)&u->timer.uv, upc_timer_closed);
     vd_sock_close(&u->sock);
 }
 
@@ -763,16 +753,9 @@ static void
 upc_timeout(uv_timer_t *tm)
 {
     struct upc *u = tm->data;
-    if (u->deadline == 0) {
-        return; /* cleared since the timer was armed */
-    }
-    uint64_t now = uv_now(tm->loop);
-    if (now < u->deadline) {
-        u->timer_due = u->deadline; /* moved later: sleep again for the rest */
-        uv_timer_start(&u->timer, upc_timeout, u->deadline - now, 0);
+    if (!vd_ltimer_due(&u->timer, upc_timeout)) {
         return;
     }
-    u->deadline = 0;
     struct fwd *f = u->f;
     if (!f) {
         upc_close(u);
@@ -921,7 +904,7 @@ fwd_splice(struct fwd *f)
         if (length) {
             f->remain -= (uint64_t)k;
         }
-        uv_timer_start(&u->timer, upc_timeout, t->conf->timeouts.upstream_read, 0);
+        upc_timer_set(u, t->conf->timeouts.upstream_read);
     }
     if (length && f->remain == 0) {
         /* Exactly Content-Length bytes left the origin socket: it may go back to the pool
@@ -1713,8 +1696,8 @@ fwd_connect_next(struct fwd *f)
     u->sock.data = u;
     u->sock.on_event = upc_event;
     u->sock.on_close = upc_sock_closed;
-    uv_timer_init(&w->loop, &u->timer);
-    u->timer.data = u;
+    uv_timer_init(&w->loop, &u->timer.uv);
+    u->timer.uv.data = u;
     u->f = f;
     f->u = u;
     f->state = F_CONNECTING;

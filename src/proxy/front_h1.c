@@ -19,6 +19,7 @@
 #include "front-int.h"
 #include "vd/err.h"
 #include "vd/h1.h"
+#include "vd/ltimer.h"
 #include "vd/proxy.h"
 #include "vd/sock.h"
 #include "vd/tls.h"
@@ -40,11 +41,9 @@ enum h1c_state {
 
 struct h1c {
     uint32_t magic;
-    struct vd_sock sock; /* embedded; closed before the struct is freed */
-    uv_timer_t timer;    /* header, idle, body or send timeout, by state (see timer_set) */
-    uint64_t deadline;   /* loop time the current timeout expires; 0: none */
-    uint64_t timer_due;  /* loop time the uv timer is armed for, when active */
-    struct vd_list link; /* in w->conns */
+    struct vd_sock sock;    /* embedded; closed before the struct is freed */
+    struct vd_ltimer timer; /* header, idle, body or send timeout, by state (see timer_set) */
+    struct vd_list link;    /* in w->conns */
     struct vd_worker *w;
     struct vd_conf *conf; /* reference; refreshed between exchanges after a reload */
     size_t listener;
@@ -402,8 +401,8 @@ conn_close(struct h1c *c)
     vd_list_remove(&c->link);
     c->w->nconns--;
     c->pending_closes = 2;
-    uv_timer_stop(&c->timer);
-    uv_close((uv_handle_t *)&c->timer, timer_closed);
+    uv_timer_stop(&c->timer.uv);
+    uv_close((uv_handle_t *)&c->timer.uv, timer_closed);
     vd_sock_close(&c->sock);
 }
 
@@ -411,17 +410,9 @@ static void
 timeout_cb(uv_timer_t *tm)
 {
     struct h1c *c = tm->data;
-    if (c->deadline == 0) {
-        return; /* cleared since the timer was armed */
-    }
-    uint64_t now = uv_now(tm->loop);
-    if (now < c->deadline) {
-        /* Moved later since the timer was armed: sleep again for the rest. */
-        c->timer_due = c->deadline;
-        uv_timer_start(&c->timer, timeout_cb, c->deadline - now, 0);
+    if (!vd_ltimer_due(&c->timer, timeout_cb)) {
         return;
     }
-    c->deadline = 0;
     switch (c->state) {
     case ST_IDLE:
         VD_TRACE(&c->log, VD_SUB_H1, "keep-alive timeout");
@@ -465,22 +456,13 @@ timeout_cb(uv_timer_t *tm)
     }
 }
 
-/* Sets the connection's one timeout to @ms from now (0: none), replacing the previous one.
- * Lazily: the uv timer is re-armed only when the new deadline is earlier than the one it is
- * armed for; a cleared or later deadline is noticed when it fires (timeout_cb). A keep-alive
- * exchange sets and clears its timeouts several times without touching the timer heap. */
+/* Sets the connection's one timeout to @ms from now (0: none), replacing the previous one
+ * (lazily: see vd/ltimer.h; a keep-alive exchange sets and clears its timeouts several times
+ * without touching the timer heap). */
 static void
 timer_set(struct h1c *c, uint64_t ms)
 {
-    if (ms == 0) {
-        c->deadline = 0;
-        return;
-    }
-    c->deadline = uv_now(c->timer.loop) + ms;
-    if (!uv_is_active((uv_handle_t *)&c->timer) || c->timer_due > c->deadline) {
-        c->timer_due = c->deadline;
-        uv_timer_start(&c->timer, timeout_cb, ms, 0);
-    }
+    vd_ltimer_set(&c->timer, ms, timeout_cb);
 }
 
 static void
@@ -511,7 +493,7 @@ arm(struct h1c *c)
     }
     /* A client that stops reading never makes the socket writable again: the send timer must
      * run from the moment output is queued, not from the first write event. */
-    if (c->state == ST_WAIT && (ev & VD_WANT_WRITE) && c->deadline == 0) {
+    if (c->state == ST_WAIT && (ev & VD_WANT_WRITE) && !vd_ltimer_pending(&c->timer)) {
         timer_set(c, c->conf->timeouts.send);
     }
     vd_sock_arm(&c->sock, ev);
@@ -1803,8 +1785,8 @@ vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener)
     c->sock.data = c;
     c->sock.on_event = on_sock_event;
     c->sock.on_close = sock_closed;
-    uv_timer_init(&w->loop, &c->timer);
-    c->timer.data = c;
+    uv_timer_init(&w->loop, &c->timer.uv);
+    c->timer.uv.data = c;
     c->w = w;
     c->conf = vd_conf_ref(w->conf);
     c->listener = listener;

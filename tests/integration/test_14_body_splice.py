@@ -350,3 +350,47 @@ def test_client_stall_send_timeout(viaduct, blocking_origin):
         s.close()
     (line,) = log_lines(p, 1)
     assert spliced(line) > 0, line
+
+
+def test_origin_stall_after_client_pause_times_out(viaduct):
+    """The read timer is cleared while a slow client pauses the origin, and armed again when
+    the relay resumes: an origin that stops sending after that is still timed out
+    (timeouts.upstream_read), not waited on forever."""
+    p = viaduct({"timeouts": {"upstream_read": "1s"}})
+    total, sent = 8 << 20, 4 << 20
+    stop = threading.Event()
+
+    def serve(c):
+        c.sock.settimeout(None)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += c.sock.recv(65536)
+        c.sock.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\n"
+                       b"Content-Length: %d\r\n\r\n" % total)
+        c.sock.sendall(body_of(sent))
+        stop.wait(30)  # then nothing more: the origin stalls mid-body
+
+    o = TcpServer(serve)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    s.connect(("127.0.0.1", p.port()))
+    try:
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: origin.test\r\n\r\n" % url(o).encode())
+        time.sleep(1.5)  # the client does not read: the proxy pauses the origin
+        s.settimeout(10)
+        got = 0
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            got += len(b)
+            t_last = time.monotonic()
+        assert time.monotonic() - t_last < 5
+        assert sent - 65536 <= got < total
+    finally:
+        stop.set()
+        s.close()
+        o.stop()
+    p.wait_for_log(r"upstream stopped sending the response body")
+    (line,) = log_lines(p, 1)
+    assert spliced(line) > 0, line

@@ -9,10 +9,7 @@ import os
 import shutil
 import subprocess
 
-import pytest
-
-from test_51_upgrade import WsOrigin
-from test_55_masque import UdpEcho
+from test_61_h2_extended import udp_echo, ws_origin  # noqa: F401 (fixtures)
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "node", "h2_extended.js")
 
@@ -23,20 +20,6 @@ def node(*args):
     p = subprocess.run([exe, SCRIPT] + [str(a) for a in args], capture_output=True, timeout=30)
     out = json.loads(p.stdout.decode().strip().splitlines()[-1])
     return p.returncode, out
-
-
-@pytest.fixture
-def ws_origin():
-    o = WsOrigin()
-    yield o
-    o.stop()
-
-
-@pytest.fixture
-def udp_echo():
-    e = UdpEcho()
-    yield e
-    e.stop()
 
 
 def h2c_url(v):
