@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from test_71_cache_disk import object_files
 from vdtest.cache import count
 from vdtest.httpmsg import build_response
 
@@ -19,15 +20,6 @@ SMALL = b"small body, kept open\n" * 40
 BIG = bytes((i * 31 + (i >> 8)) & 0xFF for i in range(128 << 10))  # above sendfile_min (64k)
 
 
-def object_files(root):
-    out = []
-    for a in sorted(os.listdir(root)):
-        if len(a) != 2:
-            continue
-        for b in sorted(os.listdir(os.path.join(root, a))):
-            d = os.path.join(root, a, b)
-            out += [os.path.join(d, f) for f in sorted(os.listdir(d))]
-    return out
 
 
 def wait_one_file(root, timeout=5.0):
