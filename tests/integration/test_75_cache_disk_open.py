@@ -20,8 +20,6 @@ SMALL = b"small body, kept open\n" * 40
 BIG = bytes((i * 31 + (i >> 8)) & 0xFF for i in range(128 << 10))  # above sendfile_min (64k)
 
 
-
-
 def wait_one_file(root, timeout=5.0):
     deadline = time.monotonic() + timeout
     while True:
