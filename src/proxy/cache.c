@@ -61,6 +61,17 @@ method_is(const struct vd_txn *t, const char *m)
     return t->req.method.len == l && memcmp(t->req.method.base, m, l) == 0;
 }
 
+/* Writes @v in decimal at @out (room for 21 bytes); returns the length (no NUL). */
+static size_t
+i64_dec(char *out, int64_t v)
+{
+    if (v < 0) {
+        out[0] = '-';
+        return 1 + vd_u64_dec(out + 1, (uint64_t)0 - (uint64_t)v);
+    }
+    return vd_u64_dec(out, (uint64_t)v);
+}
+
 /* "scheme://authority" with the authority lowercased and a default port left out. */
 static char *
 origin_of(struct vd_txn *t)
@@ -68,11 +79,14 @@ origin_of(struct vd_txn *t)
     bool https = t->req.form == VD_TARGET_ABSOLUTE ? t->req.scheme.len == 5 : t->client_tls;
     struct vd_iov a = t->req.authority;
     char buf[512];
-    int n = snprintf(buf, sizeof(buf), "%s://%.*s", https ? "https" : "http", (int)a.len,
-                     (const char *)a.base);
-    if (n < 0 || (size_t)n >= sizeof(buf)) {
+    size_t sl = https ? 8 : 7; /* "https://" or "http://" */
+    if (sl + a.len >= sizeof(buf)) {
         return NULL;
     }
+    memcpy(buf, https ? "https://" : "http://", sl);
+    memcpy(buf + sl, a.base, a.len);
+    size_t n = sl + a.len;
+    buf[n] = '\0';
     for (char *p = buf; *p; p++) {
         *p = (*p >= 'A' && *p <= 'Z') ? (char)(*p | 0x20) : *p;
     }
@@ -468,12 +482,18 @@ status_value(struct vd_txn *t, const struct vd_cache_entry *e, const char *statu
     if (!csv) {
         return NULL;
     }
+    size_t l;
     if (strcmp(status, "hit") == 0) {
-        *len = snprintf(csv, 160, "viaduct; hit; ttl=%lld", (long long)(e->lifetime - age));
+        memcpy(csv, "viaduct; hit; ttl=", 18);
+        l = 18 + i64_dec(csv + 18, e->lifetime - age);
     } else {
-        *len = snprintf(csv, 160, "viaduct; %s", status);
+        size_t sl = VD_MIN(strlen(status), (size_t)150);
+        memcpy(csv, "viaduct; ", 9);
+        memcpy(csv + 9, status, sl);
+        l = 9 + sl;
     }
-    *len = VD_MIN(*len, 159);
+    csv[l] = '\0';
+    *len = (int)l;
     t->stats.cache = csv + 9; /* after "viaduct; ", for the access log */
     return csv;
 }
@@ -550,14 +570,16 @@ vd__cache_serve(struct vd_txn *t, struct vd_cache_entry *e, const char *status)
         }
         hd[n++] = e->hdrs[i];
     }
-    int al = snprintf(agev, 24, "%lld", (long long)age);
-    hd[n++] = (struct vd_hdr){VD_IOV_LIT("Age"), {(const uint8_t *)agev, (size_t)al}};
+    size_t al = i64_dec(agev, age);
+    agev[al] = '\0';
+    hd[n++] = (struct vd_hdr){VD_IOV_LIT("Age"), {(const uint8_t *)agev, al}};
     if (t->conf->via_enabled && t->conf->via) {
-        size_t vcap = strlen(t->conf->via) + 8;
-        char *via = vd_arena_alloc(&t->arena, vcap);
+        size_t pl = strlen(t->conf->via);
+        char *via = vd_arena_alloc(&t->arena, pl + 5);
         if (via) {
-            int vl = snprintf(via, vcap, "1.1 %s", t->conf->via);
-            hd[n++] = (struct vd_hdr){VD_IOV_LIT("Via"), {(const uint8_t *)via, (size_t)vl}};
+            memcpy(via, "1.1 ", 4);
+            memcpy(via + 4, t->conf->via, pl + 1);
+            hd[n++] = (struct vd_hdr){VD_IOV_LIT("Via"), {(const uint8_t *)via, pl + 4}};
         }
     }
     hd[n++] = (struct vd_hdr){VD_IOV_LIT("Cache-Status"), {(const uint8_t *)csv, (size_t)cl}};
