@@ -215,7 +215,10 @@ class Origin:
 
     def _serve(self, c):
         s = c.sock
-        s.settimeout(0.2)
+        try:
+            s.settimeout(0.2)
+        except OSError:
+            return  # stop() closed the connection before its thread ran
         try:
             if self.tls_context is not None:
                 s.settimeout(10)
