@@ -13,7 +13,7 @@ from vdtest import yamlconf
 from vdtest.certs import PKI
 from vdtest.dns import DNSServer
 from vdtest.origins import Origin, server_tls_context
-from vdtest.proc import Viaduct, run_bin
+from vdtest.proc import Viaduct, run_bin, stop_all
 
 DNS_RECORDS = {
     "origin.test": ["127.0.0.1"],
@@ -135,18 +135,7 @@ def viaduct(viaduct_bin, tmp_path, dns):
 
     start.default_conf = lambda: default_conf(tmp_path, dns)
     yield start
-    errors = []
-    for v in started:
-        try:
-            if v.running():
-                v.stop()
-            else:
-                v.wait_exit()
-            v.check_clean()
-        except AssertionError as e:
-            errors.append(str(e))
-    if errors:
-        pytest.fail("\n".join(errors), pytrace=False)
+    stop_all(started)
 
 
 @pytest.fixture

@@ -89,22 +89,31 @@ def masque_conf(port, **kw):
     return {"masque": m}
 
 
-def open_udp(vd, host, port, early=b"", extra=b"", path=None):
-    c = vd.connect()
-    path = path or "/.well-known/masque/udp/%s/%d/" % (host, port)
-    c.send(b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: connect-udp\r\n"
-           b"Capsule-Protocol: ?1\r\n%s\r\n" % (path.encode(), vd.authority().encode(), extra)
-           + early)
+def send_capsule_upgrade(c, vd, token, path, early=b"", extra=b""):
+    """Sends the HTTP/1.1 Upgrade request of capsule protocol @token (RFC 9298 §3.2, RFC 9484
+    §4) for @path on client connection @c, then @early bytes (optimistic capsules)."""
+    c.send(b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n"
+           b"Capsule-Protocol: ?1\r\n%s\r\n" % (path.encode(), vd.authority().encode(),
+                                                token.encode(), extra) + early)
     return c
 
 
-def expect_101(c):
+def expect_capsule_101(c, token):
     resp = c.response()
     assert resp.status == 101, resp
-    assert resp.headers.get("upgrade") == "connect-udp"
+    assert resp.headers.get("upgrade") == token
     assert "upgrade" in resp.headers.tokens("connection")
     assert resp.headers.get("capsule-protocol") == "?1"
     return resp
+
+
+def open_udp(vd, host, port, early=b"", extra=b"", path=None):
+    path = path or "/.well-known/masque/udp/%s/%d/" % (host, port)
+    return send_capsule_upgrade(vd.connect(), vd, "connect-udp", path, early, extra)
+
+
+def expect_101(c):
+    return expect_capsule_101(c, "connect-udp")
 
 
 def test_datagrams_both_ways(viaduct, echo):

@@ -24,12 +24,13 @@ import time
 import pytest
 
 from conftest import default_conf
-from test_55_masque import capsule, datagram, read_capsule, varint
+from test_55_masque import (capsule, datagram, expect_capsule_101, read_capsule,
+                            send_capsule_upgrade, varint)
 from test_61_h2_extended import parse_capsules
 from vdtest import yamlconf
 from vdtest.dns import DNSServer
 from vdtest.h2client import ENABLE_CONNECT_PROTOCOL, H2Client
-from vdtest.proc import Viaduct, run_bin
+from vdtest.proc import Viaduct, run_bin, stop_all
 
 CLONE_NEWNET = 0x40000000
 POOL4, POOL6 = "198.18.0.0/24", "fd00:18::/120"
@@ -142,18 +143,7 @@ def vd_ns(viaduct_bin, tmp_path, net):
         return v
 
     yield start
-    errors = []
-    for v in started:
-        try:
-            if v.running():
-                v.stop()
-            else:
-                v.wait_exit()
-            v.check_clean()
-        except AssertionError as e:
-            errors.append(str(e))
-    if errors:
-        pytest.fail("\n".join(errors), pytrace=False)
+    stop_all(started)
 
 
 class _NoDns:
@@ -289,19 +279,11 @@ BOTH_ADDRS = assigned([(0, CLIENT4, 32), (0, CLIENT6, 128)])
 
 def open_ip(vd, net, target="*", proto="*", early=b"", extra=b""):
     c = in_netns(net.a, vd.connect)
-    path = TEMPLATE % (target, proto)
-    c.send(b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: connect-ip\r\n"
-           b"Capsule-Protocol: ?1\r\n%s\r\n" % (path.encode(), vd.authority().encode(), extra)
-           + early)
-    return c
+    return send_capsule_upgrade(c, vd, "connect-ip", TEMPLATE % (target, proto), early, extra)
 
 
 def expect_101(c):
-    resp = c.response()
-    assert resp.status == 101, resp
-    assert resp.headers.get("upgrade") == "connect-ip"
-    assert "upgrade" in resp.headers.tokens("connection")
-    assert resp.headers.get("capsule-protocol") == "?1"
+    expect_capsule_101(c, "connect-ip")
 
 
 def next_datagram(c):

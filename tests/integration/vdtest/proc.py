@@ -7,6 +7,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from . import yamlconf
 from .client import ClientConn
 from .httpmsg import DEFAULT_TIMEOUT
@@ -245,3 +247,20 @@ def connect_refused(addr, port, timeout=1.0):
         return False
     finally:
         s.close()
+
+
+def stop_all(started):
+    """Fixture teardown: stops every Viaduct in @started (or waits for one that already exited)
+    and checks it ended cleanly; fails the test once with every problem found."""
+    errors = []
+    for v in started:
+        try:
+            if v.running():
+                v.stop()
+            else:
+                v.wait_exit()
+            v.check_clean()
+        except AssertionError as e:
+            errors.append(str(e))
+    if errors:
+        pytest.fail("\n".join(errors), pytrace=False)
