@@ -74,8 +74,6 @@ bool vd__cache_bg_start(struct vd_txn *t, struct vd_cache_entry *e, const char *
 /* The stored response a background transaction @t revalidates (borrowed), NULL when @t has a
  * client. */
 struct vd_cache_entry *vd__cache_bg_entry(const struct vd_txn *t);
-/* Aborts the calling worker thread's background revalidations (the worker drains). */
-void vd__cache_bg_abort_all(void);
 
 /* ---- collapsed forwarding (src/proxy/cache_collapse.c) -------------------------------------- */
 
@@ -123,9 +121,23 @@ void vd__col_complete(struct vd__col *c);
 void vd__col_end(struct vd__col *c);
 /* See vd__cache_adopt. */
 struct vd_txn *vd__col_adopt(struct vd__col *c, struct vd_txn *t, char **host, char **sni);
-/* Aborts the calling worker's transfers that carry on for waiters after their client left (the
- * worker drains). */
-void vd__col_abort_all(void);
+
+/* A transaction that has no client (cache_bg.c's background revalidations, cache_collapse.c's
+ * orphaned leaders), embedded in its owner: its place in the worker thread's list of them, and
+ * how the owner is freed. */
+struct vd__detached {
+    struct vd_list link;
+    struct vd_txn *t;
+    void (*finish)(struct vd__detached *d); /* removes @d (vd__detached_remove) and frees */
+};
+
+/* Puts @d (t and finish set) in the calling worker thread's list. */
+void vd__detached_add(struct vd__detached *d);
+void vd__detached_remove(struct vd__detached *d);
+/* Aborts every client-less transaction of the calling worker thread (the worker drains):
+ * nothing waits for background revalidations, and collapsed requests whose leader left fail
+ * as they would have with the leader's client. */
+void vd__detached_abort_all(void);
 
 /* Front ops shared by the transactions that have no client (cache_bg.c's background
  * revalidations, cache_collapse.c's orphaned leaders): no 1xx, the head only records the status,

@@ -21,7 +21,7 @@
 struct bg {
     uint32_t magic;
     struct vd_txn t;
-    struct vd_list link;          /* in this worker thread's list */
+    struct vd__detached d;        /* in this worker thread's list of client-less ones */
     struct vd_cache_entry *e;     /* the stored response being revalidated (reference) */
     char *reg;                    /* registry key "key\nvary_key" (malloc) */
     struct sockaddr_storage peer; /* copy of the client's address (X-Forwarded-For) */
@@ -85,15 +85,36 @@ reg_release(const char *key)
 
 /* ---- the transactions of this worker thread ------------------------------------------------ */
 
-static _Thread_local struct vd_list bg_list;
+static _Thread_local struct vd_list detached;
 
-static struct vd_list *
-thread_list(void)
+void
+vd__detached_add(struct vd__detached *d)
 {
-    if (!bg_list.next) {
-        vd_list_init(&bg_list);
+    if (!detached.next) {
+        vd_list_init(&detached);
     }
-    return &bg_list;
+    vd_list_insert_head(&detached, &d->link);
+}
+
+void
+vd__detached_remove(struct vd__detached *d)
+{
+    vd_list_remove(&d->link);
+}
+
+void
+vd__detached_abort_all(void)
+{
+    while (detached.next && !vd_list_empty(&detached)) {
+        struct vd__detached *d = VD_CONTAINER_OF(detached.next, struct vd__detached, link);
+        struct vd_txn *t = d->t;
+        if (t->handler && t->handler->on_abort) {
+            const struct vd_handler_ops *h = t->handler;
+            t->handler = NULL;
+            h->on_abort(t);
+        }
+        d->finish(d);
+    }
 }
 
 static struct bg *
@@ -111,13 +132,19 @@ bg_finish(struct bg *b)
              b->t.status);
     reg_release(b->reg);
     free(b->reg);
-    vd_list_remove(&b->link);
+    vd__detached_remove(&b->d);
     vd_cache_entry_unref(b->e);
     struct vd_conf *conf = b->t.conf;
     vd_arena_free(&b->t.arena);
     b->magic = 0;
     free(b);
     vd_conf_unref(conf);
+}
+
+static void
+bg_detached_finish(struct vd__detached *d)
+{
+    bg_finish(VD_CONTAINER_OF(d, struct bg, d));
 }
 
 /* ---- the null front ------------------------------------------------------------------------ */
@@ -323,7 +350,8 @@ vd__cache_bg_start(struct vd_txn *src, struct vd_cache_entry *e, const char *hos
     t->client_tls = src->client_tls;
     t->mode = src->mode;
     t->stats.start_ns = uv_hrtime();
-    vd_list_insert_head(thread_list(), &b->link);
+    b->d = (struct vd__detached){.t = t, .finish = bg_detached_finish};
+    vd__detached_add(&b->d);
     vd_cache_entry_ref(e);
     b->e = e;
     char *h = vd_arena_dup(&t->arena, host, strlen(host));
@@ -346,20 +374,4 @@ vd__cache_bg_entry(const struct vd_txn *t)
     const struct bg *b = t->front_data;
     VD_BUG_ON(b->magic != BG_MAGIC);
     return b->e;
-}
-
-void
-vd__cache_bg_abort_all(void)
-{
-    struct vd_list *l = thread_list();
-    while (!vd_list_empty(l)) {
-        struct bg *b = VD_CONTAINER_OF(l->next, struct bg, link);
-        struct vd_txn *t = &b->t;
-        if (t->handler && t->handler->on_abort) {
-            const struct vd_handler_ops *h = t->handler;
-            t->handler = NULL;
-            h->on_abort(t);
-        }
-        bg_finish(b);
-    }
 }

@@ -889,21 +889,10 @@ vd__col_begin(struct vd_txn *t, const char *key, const char *fwd, const char *ho
 struct orphan {
     uint32_t magic;
     struct vd_txn t;
-    struct vd_list link; /* in this worker thread's list */
-    struct vd__col *c;   /* reference: the response it reads for the waiters */
+    struct vd__detached d; /* in this worker thread's list of client-less ones */
+    struct vd__col *c;     /* reference: the response it reads for the waiters */
     struct sockaddr_storage peer;
 };
-
-static _Thread_local struct vd_list orphans;
-
-static struct vd_list *
-orphan_list(void)
-{
-    if (!orphans.next) {
-        vd_list_init(&orphans);
-    }
-    return &orphans;
-}
 
 static struct orphan *
 orphan_of(struct vd_txn *t)
@@ -918,7 +907,7 @@ orphan_finish(struct orphan *o)
 {
     VD_TRACE(&o->t.log, VD_SUB_PROXY, "collapsed forwarding: transfer without a client ended (%d)",
              o->t.status);
-    vd_list_remove(&o->link);
+    vd__detached_remove(&o->d);
     pthread_mutex_lock(&col_mu);
     bool last = unref_locked(o->c);
     pthread_mutex_unlock(&col_mu);
@@ -930,6 +919,12 @@ orphan_finish(struct orphan *o)
     o->magic = 0;
     free(o);
     vd_conf_unref(conf);
+}
+
+static void
+orphan_detached_finish(struct vd__detached *d)
+{
+    orphan_finish(VD_CONTAINER_OF(d, struct orphan, d));
 }
 
 static ssize_t
@@ -1044,7 +1039,8 @@ vd__col_adopt(struct vd__col *c, struct vd_txn *src, char **host, char **sni)
     t->resp_started = src->resp_started;
     t->stats = src->stats;
     t->stats.cache = NULL;
-    vd_list_insert_head(orphan_list(), &o->link);
+    o->d = (struct vd__detached){.t = t, .finish = orphan_detached_finish};
+    vd__detached_add(&o->d);
     /* What the forward handler and the cache hooks still read: the request (method, fields for
      * Vary), the origin's name, the log context. */
     struct vd_arena *a = &t->arena;
@@ -1080,20 +1076,4 @@ vd__col_adopt(struct vd__col *c, struct vd_txn *src, char **host, char **sni)
              "collapsed forwarding: the client of %s left, the transfer goes on for the others",
              c->key);
     return t;
-}
-
-void
-vd__col_abort_all(void)
-{
-    struct vd_list *l = orphan_list();
-    while (!vd_list_empty(l)) {
-        struct orphan *o = VD_CONTAINER_OF(l->next, struct orphan, link);
-        struct vd_txn *t = &o->t;
-        if (t->handler && t->handler->on_abort) {
-            const struct vd_handler_ops *h = t->handler;
-            t->handler = NULL;
-            h->on_abort(t);
-        }
-        orphan_finish(o);
-    }
 }

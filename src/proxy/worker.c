@@ -164,8 +164,9 @@ on_async(uv_async_t *a)
     }
     if (cmd == VD_WCMD_DRAIN && !w->draining) {
         w->draining = true;
-        vd__cache_bg_abort_all(); /* nothing waits for them; none starts while draining */
-        vd__col_abort_all();      /* transfers for collapsed requests whose leader left */
+        /* Background revalidations (nothing waits for them; none starts while draining) and
+         * transfers for collapsed requests whose leader left. */
+        vd__detached_abort_all();
         close_listeners(w);
         w->drain_deadline = uv_now(&w->loop) + w->conf->timeouts.shutdown_grace;
         vd_front_h1_close(w, true);
