@@ -8,18 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "vd/buf.h"
 #include "vd/err.h"
 #include "vd/http.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 struct out {
     int rc; /* 0 done, VD_EAGAIN not done, else the error */

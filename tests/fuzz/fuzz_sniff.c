@@ -8,16 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "vd/sniff.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 /* vd_sniff_client or vd_sniff_server */
 #define SNIFF_FN(name) enum vd_sniff_state (*name)(const uint8_t *, size_t, struct vd_sniff *)
