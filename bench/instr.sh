@@ -4,10 +4,11 @@
 # does not move with the machine's load (CPU time per request does, by ±20 % here), for telling
 # whether a change to the request path made it cheaper. Kernel time is not counted.
 #
-#   bench/instr.sh [rev|fwd|h2] [SECONDS]     (default: rev 10)
+#   bench/instr.sh [rev|fwd|h2|hit|hit-disk] [SECONDS]     (default: rev 10)
 #
 # Starts an nginx origin serving a 1 KiB file, viaduct (build/viaduct, or $VIADUCT_BIN) under
-# callgrind with one worker and the cache off, warms up for 2 s, then counts for SECONDS (wrk
+# callgrind with one worker and the cache off (hit: on, memory tier; hit-disk: every hit read from
+# its file in the disk tier, as VIADUCT_CACHE=disk-only in the harness), warms up for 2 s, then counts for SECONDS (wrk
 # -c 50 for rev/fwd, h2load -c 10 -m 10 for h2 over TLS), and prints instructions per request
 # and the 15 costliest functions. Everything listens on
 # 127.0.0.1 and is stopped on exit. Needs valgrind, nginx, wrk, h2load (tools/install-deps.sh
@@ -51,7 +52,10 @@ http {
   fastcgi_temp_path $dir/tmp/fastcgi;
   uwsgi_temp_path $dir/tmp/uwsgi;
   scgi_temp_path $dir/tmp/scgi;
-  server { listen 127.0.0.1:$oport; root $dir/www; }
+  server {
+    listen 127.0.0.1:$oport; root $dir/www;
+    location /cache/ { alias $dir/www/; add_header Cache-Control "max-age=3600"; }
+  }
 }
 EOF
 nginx -p "$dir" -e "$dir/nginx-error.log" -c "$dir/nginx.conf" &
@@ -69,6 +73,19 @@ upstream:
 cache:
   memory: 0"
 case "$mode" in
+  hit|hit-disk)
+    common=${common%cache:*}
+    if [ "$mode" = hit ]; then
+      common+="cache:
+  memory: 64m"
+    else
+      common+="cache:
+  memory: 1
+  disk_path: $dir/cache"
+    fi
+    printf '%s\nlisteners:\n  - address: 127.0.0.1:%s\n    mode: reverse\nroutes:\n  - upstream: http://127.0.0.1:%s\n    forwarded: none\n' \
+      "$common" "$vport" "$oport" >"$dir/v.yaml"
+    url="http://127.0.0.1:$vport/cache/1k" ;;
   rev)
     printf '%s\nlisteners:\n  - address: 127.0.0.1:%s\n    mode: reverse\nroutes:\n  - upstream: http://127.0.0.1:%s\n    forwarded: none\n' \
       "$common" "$vport" "$oport" >"$dir/v.yaml"
@@ -82,7 +99,7 @@ case "$mode" in
     printf '%s\nlisteners:\n  - address: 127.0.0.1:%s\n    mode: reverse\n    tls:\n      certificates:\n        - cert: %s\n          key: %s\nroutes:\n  - upstream: http://127.0.0.1:%s\n    forwarded: none\n' \
       "$common" "$vport" "$dir/cert.pem" "$dir/key.pem" "$oport" >"$dir/v.yaml"
     url="https://127.0.0.1:$vport/1k" ;;
-  *) echo "usage: $0 [rev|fwd|h2] [REQUESTS]" >&2; exit 2 ;;
+  *) echo "usage: $0 [rev|fwd|h2|hit|hit-disk] [SECONDS]" >&2; exit 2 ;;
 esac
 
 valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" -c "$dir/v.yaml" \

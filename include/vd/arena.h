@@ -27,7 +27,7 @@ void *vd_arena_alloc(struct vd_arena *a, size_t n);
 char *vd_arena_dup(struct vd_arena *a, const void *p, size_t n);
 
 /* Frees all blocks; @a may be reused after vd_arena_init. A few first-size blocks are kept
- * for the calling thread's next arenas (bounded: 16 KiB). */
+ * for the calling thread's next arenas (bounded: 256 KiB). */
 void vd_arena_free(struct vd_arena *a);
 
 /* Frees the blocks the calling thread keeps; call before the thread exits. */

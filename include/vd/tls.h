@@ -13,6 +13,11 @@
 struct vd_tls_server;
 struct vd_tls_client;
 
+/* Routes OpenSSL's allocations through the per-thread block cache (vd/mcache.h): its record
+ * buffers are freed and allocated again around every write while idle buffers are released.
+ * Call first in main; OpenSSL refuses once it has allocated (then nothing changes). */
+void vd_tls_use_mcache(void);
+
 /* The "tls" transport that vd_tls_attach_server/client install in s->ops. Beyond vd_sock's
  * contract, its owner must:
  * - treat unsent bytes as committed: once writev has returned (VD_EAGAIN or a count short of what

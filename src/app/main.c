@@ -18,6 +18,7 @@
 #include "vd/conf.h"
 #include "vd/err.h"
 #include "vd/log.h"
+#include "vd/mcache.h"
 #include "vd/proxy.h"
 #include "vd/sock.h"
 #include "vd/tls.h"
@@ -208,6 +209,8 @@ main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    vd_mc_init();
+    vd_tls_use_mcache(); /* before anything makes OpenSSL allocate */
     struct app a = {0};
     bool test_only = false;
     const char *ready_file = NULL;

@@ -1275,7 +1275,9 @@ open_hit(const char *key, uint64_t pk, const struct cand *c, const struct vd_hdr
             vd_cache_entry_unref(f);
             return NULL;
         }
-        ssize_t n = pread_upto(f->body_fd, body, f->body_len + 1, (off_t)f->body_off);
+        /* Exactly the body: a truncated file reads short, a changed one fails the checksum
+         * (asking for one byte more would cost a second pread per hit to see end of file). */
+        ssize_t n = pread_upto(f->body_fd, body, f->body_len, (off_t)f->body_off);
         if (n != (ssize_t)f->body_len) {
             free(body);
             of_forget(c->id, f);

@@ -19,6 +19,7 @@
 #include "cache-int.h"
 #include "vd/conf.h"
 #include "vd/err.h"
+#include "vd/mcache.h"
 
 /* A memory hit records an access of the disk copy at most this often (s): enough for the disk
  * LRU, and one disk-mutex round trip per entry per minute at most on the hit path. */
@@ -50,7 +51,7 @@ entry_free(struct vd_cache_entry *e)
     if (e->parent) {
         vd_cache_entry_unref(e->parent);
         free(e->body);
-        free(e);
+        vd_mc_free(e);
         return;
     }
     if (e->body_fd >= 0) {
@@ -61,7 +62,7 @@ entry_free(struct vd_cache_entry *e)
     free(e->key);
     free(e->vary);
     free(e->vary_key);
-    free(e);
+    vd_mc_free(e);
 }
 
 void
@@ -93,7 +94,7 @@ entry_new(const char *key, const char *vary, const char *vary_key, int status,
           const struct vd_hdr *h, size_t n, uint8_t *body, size_t body_len, bool owned,
           const struct vd_cache_times *tm, int64_t lifetime)
 {
-    struct vd_cache_entry *e = calloc(1, sizeof(*e));
+    struct vd_cache_entry *e = vd_mc_calloc(1, sizeof(*e));
     if (!e) {
         if (owned) {
             free(body);
@@ -195,7 +196,7 @@ vd__cache_entry_new_file(const char *key, const char *vary, const char *vary_key
 struct vd_cache_entry *
 vd__cache_entry_new_view(struct vd_cache_entry *parent, uint8_t *body, size_t body_len)
 {
-    struct vd_cache_entry *e = calloc(1, sizeof(*e));
+    struct vd_cache_entry *e = vd_mc_calloc(1, sizeof(*e));
     if (!e) {
         free(body);
         return NULL;

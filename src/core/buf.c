@@ -11,6 +11,7 @@
 
 #include "vd/buf.h"
 #include "vd/err.h"
+#include "vd/mcache.h"
 
 #define POOL_KEEP 64 /* chunks cached per thread: 1 MiB */
 
@@ -137,7 +138,7 @@ vd_dbuf_init(struct vd_dbuf *d, size_t max)
 void
 vd_dbuf_free(struct vd_dbuf *d)
 {
-    free(d->p);
+    vd_mc_free(d->p);
     d->p = NULL;
     d->len = d->cap = 0;
 }
@@ -162,7 +163,7 @@ vd__dbuf_grow(struct vd_dbuf *d, size_t len)
         while (ncap < d->len + len + 1) {
             ncap *= 2;
         }
-        char *np = realloc(d->p, ncap);
+        char *np = vd_mc_realloc(d->p, ncap);
         if (!np) {
             return VD_ENOMEM;
         }

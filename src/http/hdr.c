@@ -90,6 +90,21 @@ vd__hdr_name_eq(struct vd_iov name, const char *lc, size_t n)
     return true;
 }
 
+void
+vd_hdr_lower(uint8_t *dst, const uint8_t *src, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t a;
+        memcpy(&a, src + i, 8);
+        a = lower8(a);
+        memcpy(dst + i, &a, 8);
+    }
+    for (; i < n; i++) {
+        dst[i] = lower(src[i]);
+    }
+}
+
 const struct vd_hdr *
 vd_hdr_find(const struct vd_hdr *h, size_t n, const char *lc)
 {

@@ -17,6 +17,7 @@
 
 #include "cache-int.h"
 #include "vd/err.h"
+#include "vd/mcache.h"
 
 #define HIT_MAGIC 0x48495431u
 
@@ -132,7 +133,7 @@ vd__cache_end(struct vd_cache_xfer *cx)
     free(cx->vary_key);
     free(cx->key);
     free(cx->origin);
-    free(cx);
+    vd_mc_free(cx);
 }
 
 static void
@@ -188,7 +189,7 @@ hit_free(struct hit *h)
     vd_dbuf_free(&h->text);
     vd_buf_release(&h->buf);
     h->magic = 0;
-    free(h);
+    vd_mc_free(h);
 }
 
 /* Sends from file segment @s at h->off: send_file when the front has it, else chunk by chunk
@@ -546,14 +547,14 @@ vd__cache_serve(struct vd_txn *t, struct vd_cache_entry *e, const char *status)
         nr = 0;
     }
     size_t maxseg = nr > 1 ? 2 * (size_t)nr + 1 : 1;
-    struct hit *h = calloc(1, sizeof(*h) + sizeof(h->seg[0]) * maxseg);
+    struct hit *h = vd_mc_calloc(1, sizeof(*h) + sizeof(h->seg[0]) * maxseg);
     struct vd_hdr *hd = vd_arena_alloc(&t->arena, sizeof(*hd) * (e->nhdrs + 4));
     char *agev = vd_arena_alloc(&t->arena, 24);
     char *extra = vd_arena_alloc(&t->arena, 96);
     int cl = 0;
     char *csv = status_value(t, e, status, age, &cl);
     if (!h || !hd || !agev || !extra || !csv) {
-        free(h);
+        vd_mc_free(h);
         vd_cache_entry_unref(e);
         vd_txn_respond_error(t, 503, "out of memory", true);
         return;
@@ -709,7 +710,7 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out, const char *host, 
     if (!get && !head && !unsafe) {
         return false;
     }
-    struct vd_cache_xfer *cx = calloc(1, sizeof(*cx));
+    struct vd_cache_xfer *cx = vd_mc_calloc(1, sizeof(*cx));
     if (!cx) {
         return false;
     }

@@ -20,6 +20,7 @@
 #include "vd/err.h"
 #include "vd/h1.h"
 #include "vd/ltimer.h"
+#include "vd/mcache.h"
 #include "vd/proxy.h"
 #include "vd/sock.h"
 #include "vd/tls.h"
@@ -442,7 +443,7 @@ fwd_free(struct fwd *f)
     vd_dbuf_free(&f->trailers);
     vd__cache_end(f->cx);
     f->magic = 0;
-    free(f);
+    vd_mc_free(f);
 }
 
 /* Resumes the client's request body, which can re-enter this handler (and even end the
@@ -1856,7 +1857,7 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
     if (!wants_upgrade(t) && vd__cache_begin(t, &cx, host, port, tls, route)) {
         return; /* answered from the cache */
     }
-    struct fwd *f = calloc(1, sizeof(*f));
+    struct fwd *f = vd_mc_calloc(1, sizeof(*f));
     if (!f) {
         vd__cache_end(cx);
         vd_txn_respond_error(t, 503, "out of memory", true);

@@ -20,6 +20,7 @@
 #include "vd/err.h"
 #include "vd/h1.h"
 #include "vd/ltimer.h"
+#include "vd/mcache.h"
 #include "vd/proxy.h"
 #include "vd/sock.h"
 #include "vd/tls.h"
@@ -369,7 +370,7 @@ txn_free(struct h1c *c)
     }
     c->txn = NULL;
     vd_arena_free(&t->arena);
-    free(t);
+    vd_mc_free(t);
 }
 
 static void
@@ -506,7 +507,7 @@ arm(struct h1c *c)
 static struct vd_txn *
 txn_new(struct h1c *c, size_t arena_max)
 {
-    struct vd_txn *t = calloc(1, sizeof(*t));
+    struct vd_txn *t = vd_mc_calloc(1, sizeof(*t));
     if (!t) {
         return NULL;
     }
@@ -606,7 +607,7 @@ txn_build(struct h1c *c, const struct vd_h1_req_head *h, size_t headlen)
     struct vd_hdr *hdrs = vd_arena_alloc(&t->arena, sizeof(*hdrs) * (h->nhdrs ? h->nhdrs : 1));
     if (!copy || !hdrs) {
         vd_arena_free(&t->arena);
-        free(t);
+        vd_mc_free(t);
         return VD_ENOMEM;
     }
     memcpy(copy, base, headlen);

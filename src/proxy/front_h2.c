@@ -22,11 +22,44 @@
 
 #include "front-int.h"
 #include "vd/err.h"
+#include "vd/mcache.h"
 
 #define H2_MAGIC    0x48325332u
 #define OUT_HIGH    (64 * 1024)  /* stop asking nghttp2 for frames past this much unsent */
 #define OUT_NOREAD  (256 * 1024) /* stop reading a client that does not read our output */
 #define READ_ROUNDS 8            /* reads per readiness event, for fairness between conns */
+
+/* nghttp2 allocates per stream (stream state, outbound items, header copies): from the
+ * per-thread block cache, which keeps enough blocks for 100 streams in flight. */
+static void *
+ng_malloc(size_t n, void *ud)
+{
+    (void)ud;
+    return vd_mc_alloc(n);
+}
+
+static void
+ng_free(void *p, void *ud)
+{
+    (void)ud;
+    vd_mc_free(p);
+}
+
+static void *
+ng_calloc(size_t nmemb, size_t n, void *ud)
+{
+    (void)ud;
+    return vd_mc_calloc(nmemb, n);
+}
+
+static void *
+ng_realloc(void *p, size_t n, void *ud)
+{
+    (void)ud;
+    return vd_mc_realloc(p, n);
+}
+
+static nghttp2_mem ng_mem = {NULL, ng_malloc, ng_free, ng_calloc, ng_realloc};
 
 /* A byte queue with consumption from the front and a cap. */
 struct bq {
@@ -126,7 +159,7 @@ bq_init(struct bq *q, size_t max)
 static void
 bq_free(struct bq *q)
 {
-    free(q->p);
+    vd_mc_free(q->p);
     q->p = NULL;
     q->off = q->len = q->cap = 0;
 }
@@ -157,7 +190,7 @@ bq_add(struct bq *q, const void *p, size_t n, bool force)
             while (nc < q->len + n) {
                 nc *= 2;
             }
-            uint8_t *np = realloc(q->p, nc);
+            uint8_t *np = vd_mc_realloc(q->p, nc);
             if (!np) {
                 return 0;
             }
@@ -219,7 +252,7 @@ txn_free(struct h2st *st)
     }
     st->t = NULL;
     vd_arena_free(&t->arena);
-    free(t);
+    vd_mc_free(t);
 }
 
 /* The exchange is over for the handler: log it and free it. */
@@ -260,8 +293,8 @@ st_free(struct h2st *st)
     bq_free(&st->rbody);
     bq_free(&st->obody);
     vd_dbuf_free(&st->trailers);
-    free(st->hv);
-    free(st);
+    vd_mc_free(st->hv);
+    vd_mc_free(st);
 }
 
 /* Frees @st once nghttp2 is done with it, no exchange holds it and no callback is running. */
@@ -385,7 +418,7 @@ cb_begin_headers(nghttp2_session *ng, const nghttp2_frame *fr, void *ud)
     if (fr->headers.cat != NGHTTP2_HCAT_REQUEST) {
         return 0;
     }
-    st = calloc(1, sizeof(*st));
+    st = vd_mc_calloc(1, sizeof(*st));
     if (!st) {
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
@@ -397,7 +430,7 @@ cb_begin_headers(nghttp2_session *ng, const nghttp2_frame *fr, void *ud)
     vd_dbuf_init(&st->trailers, h->conf->limits.trailer_block + 64);
     vd_list_insert_tail(&h->streams, &st->link);
     h->nstreams++;
-    struct vd_txn *t = calloc(1, sizeof(*t));
+    struct vd_txn *t = vd_mc_calloc(1, sizeof(*t));
     if (!t) {
         st->ng_closed = true; /* not attached: freed here */
         st_free(st);
@@ -477,7 +510,7 @@ cb_header(nghttp2_session *ng, const nghttp2_frame *fr, const uint8_t *name, siz
     }
     if (st->nh == st->caph) {
         size_t nc = st->caph ? st->caph * 2 : 16;
-        struct vd_hdr *nv = realloc(st->hv, nc * sizeof(*nv));
+        struct vd_hdr *nv = vd_mc_realloc(st->hv, nc * sizeof(*nv));
         if (!nv) {
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         }
@@ -578,7 +611,7 @@ build_request(struct h2st *st, bool end_stream, const char **why)
     }
     r->hdrs = hv;
     r->nhdrs = st->nh;
-    free(st->hv);
+    vd_mc_free(st->hv);
     st->hv = NULL;
     st->nh = st->caph = 0;
     r->method = st->pm;
@@ -973,10 +1006,7 @@ make_nv(struct vd_txn *t, int status, const struct vd_hdr *hd, size_t n, int64_t
         }
         uint8_t *name = lc;
         lc += hd[i].name.len;
-        for (size_t j = 0; j < hd[i].name.len; j++) {
-            uint8_t ch = hd[i].name.base[j];
-            name[j] = (ch >= 'A' && ch <= 'Z') ? (uint8_t)(ch | 0x20) : ch;
-        }
+        vd_hdr_lower(name, hd[i].name.base, hd[i].name.len);
         /* Copied by nghttp2 at submit: the values may live on the caller's stack. */
         nv[k++] = (nghttp2_nv){name, (uint8_t *)hd[i].value.base, hd[i].name.len, hd[i].value.len,
                                NGHTTP2_NV_FLAG_NONE};
@@ -1596,7 +1626,7 @@ vd_h2_start(const struct vd_h2_host *host)
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_send_header_block_length(opt, 256 * 1024);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
-    int r = nghttp2_session_server_new2(&h->ng, cbs, h, opt);
+    int r = nghttp2_session_server_new3(&h->ng, cbs, h, opt, &ng_mem);
     nghttp2_session_callbacks_del(cbs);
     nghttp2_option_del(opt);
     if (r != 0) {

@@ -15,6 +15,7 @@
 
 #include "cache-int.h"
 #include "vd/err.h"
+#include "vd/mcache.h"
 #include "vd/proxy.h"
 
 static void
@@ -263,6 +264,7 @@ vd_worker_run(void *arg)
     uv_run(&w->loop, UV_RUN_DEFAULT);
     vd_buf_thread_cleanup();
     vd_arena_thread_cleanup();
+    vd_mc_thread_cleanup();
 }
 
 void

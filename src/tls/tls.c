@@ -21,6 +21,7 @@
 
 #include "tls-int.h"
 #include "vd/err.h"
+#include "vd/mcache.h"
 #include "vd/tls.h"
 
 #define TLS_RECORD     16384 /* RFC 8446 §5.1: the largest plaintext of one record */
@@ -32,6 +33,36 @@
 /* ALPN wire format (RFC 7301 §3.1): length-prefixed names in preference order. */
 static const uint8_t alpn_http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
 static const uint8_t alpn_h2_http11[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+
+static void *
+ossl_malloc(size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    return vd_mc_alloc(n);
+}
+
+static void *
+ossl_realloc(void *p, size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    return vd_mc_realloc(p, n);
+}
+
+static void
+ossl_free(void *p, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    vd_mc_free(p);
+}
+
+void
+vd_tls_use_mcache(void)
+{
+    (void)CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free);
+}
 
 /* One server certificate: its context, and the names SNI selection matches against. */
 struct tls_cert {

@@ -2,12 +2,15 @@
 /* Unit tests for src/core: errors, escaping, arena, buffers, dbuf. */
 #include "vd/config.h"
 
+#include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "vd/arena.h"
 #include "vd/buf.h"
 #include "vd/err.h"
 #include "vd/log.h"
+#include "vd/mcache.h"
 #include "vd_test.h"
 
 static void
@@ -94,13 +97,89 @@ test_dbuf_cap(void **state)
     vd_dbuf_free(&d);
 }
 
+static void *
+mc_free_elsewhere(void *p)
+{
+    vd_mc_free(p); /* a block freed on another thread than its own */
+    vd_mc_thread_cleanup();
+    return NULL;
+}
+
+static void
+test_mcache(void **state)
+{
+    (void)state;
+    vd_mc_thread_cleanup();
+    /* calloc zeroes, also a block that was used before */
+    uint8_t *a = vd_mc_alloc(100);
+    assert_non_null(a);
+    memset(a, 0xab, 100);
+    vd_mc_free(a);
+    uint8_t *z = vd_mc_calloc(10, 10);
+    assert_non_null(z);
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(z[i], 0);
+    }
+    if (vd_mc_caching()) {
+        assert_ptr_equal(z, a); /* same class: the cached block came back */
+        assert_int_equal(vd_mc_thread_cached(), 0);
+    }
+    assert_int_equal((uintptr_t)z % 16, 0);
+    /* realloc keeps the contents across classes and to and from big blocks */
+    for (int i = 0; i < 100; i++) {
+        z[i] = (uint8_t)i;
+    }
+    uint8_t *r = vd_mc_realloc(z, 5000);
+    assert_non_null(r);
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(r[i], i);
+    }
+    r[4999] = 7;
+    r = vd_mc_realloc(r, 100000); /* over the largest class */
+    assert_non_null(r);
+    assert_int_equal(r[99], 99);
+    assert_int_equal(r[4999], 7);
+    r = vd_mc_realloc(r, 40);
+    assert_non_null(r);
+    assert_int_equal(r[39], 39);
+    vd_mc_free(r);
+    vd_mc_free(vd_mc_realloc(NULL, 0));
+    assert_null(vd_mc_calloc(SIZE_MAX / 2, 4)); /* overflow */
+    vd_mc_free(NULL);
+
+    /* the cache is bounded: many blocks of one class do not all stay */
+    enum { N = 3000 };
+
+    static void *many[N];
+    vd_mc_thread_cleanup();
+    for (int i = 0; i < N; i++) {
+        many[i] = vd_mc_alloc(24);
+        assert_non_null(many[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        vd_mc_free(many[i]);
+    }
+    assert_true(vd_mc_thread_cached() <= 1024);
+    if (vd_mc_caching()) {
+        assert_true(vd_mc_thread_cached() > 0);
+    }
+    /* a block may be freed on another thread */
+    void *x = vd_mc_alloc(3000);
+    assert_non_null(x);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, mc_free_elsewhere, x), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    vd_mc_thread_cleanup();
+    assert_int_equal(vd_mc_thread_cached(), 0);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_err_names), cmocka_unit_test(test_escape),
         cmocka_unit_test(test_arena),     cmocka_unit_test(test_buf_pool),
-        cmocka_unit_test(test_dbuf_cap),
+        cmocka_unit_test(test_dbuf_cap),  cmocka_unit_test(test_mcache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

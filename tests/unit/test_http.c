@@ -77,6 +77,35 @@ test_hdr_name_find(void **state)
     assert_null(vd_hdr_find(NULL, 0, "host"));
 }
 
+/* vd_hdr_lower: every byte value at every position of a 19-byte name, and each length. */
+static void
+test_hdr_lower_every_byte(void **state)
+{
+    (void)state;
+    uint8_t in[19], out[20];
+    for (int pos = 0; pos < 19; pos++) {
+        for (int c = 0; c < 256; c++) {
+            for (size_t i = 0; i < sizeof(in); i++) {
+                in[i] = (uint8_t)("Content-Type-AbcXYZ"[i]);
+            }
+            in[pos] = (uint8_t)c;
+            memset(out, 0xee, sizeof(out));
+            vd_hdr_lower(out, in, sizeof(in));
+            for (size_t i = 0; i < sizeof(in); i++) {
+                uint8_t b = in[i];
+                assert_int_equal(out[i], (b >= 'A' && b <= 'Z') ? (b | 0x20) : b);
+            }
+            assert_int_equal(out[19], 0xee); /* nothing past n */
+        }
+    }
+    for (size_t n = 0; n <= sizeof(in); n++) {
+        memset(out, 0xee, sizeof(out));
+        vd_hdr_lower(out, (const uint8_t *)"ABCDEFGHIJKLMNOPQRS", n);
+        assert_memory_equal(out, "abcdefghijklmnopqrs", n);
+        assert_int_equal(out[n], 0xee);
+    }
+}
+
 /* The compare folds eight bytes at a time: every byte value, at every position of a 17-byte
  * name (two words and a tail), against a byte-wise reference. */
 static void
@@ -915,6 +944,7 @@ main(void)
         cmocka_unit_test(test_ctype_table),
         cmocka_unit_test(test_hdr_name_find),
         cmocka_unit_test(test_hdr_name_eq_every_byte),
+        cmocka_unit_test(test_hdr_lower_every_byte),
         cmocka_unit_test(test_list_next),
         cmocka_unit_test(test_list_has_token),
         cmocka_unit_test(test_uri_absolute),
