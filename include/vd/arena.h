@@ -30,6 +30,10 @@ char *vd_arena_dup(struct vd_arena *a, const void *p, size_t n);
  * for the calling thread's next arenas (bounded: 256 KiB). */
 void vd_arena_free(struct vd_arena *a);
 
+/* Frees the spare blocks the calling thread kept unused since its previous call; returns the
+ * bytes freed (see vd_mc_thread_trim). */
+size_t vd_arena_thread_trim(void);
+
 /* Frees the blocks the calling thread keeps; call before the thread exits. */
 void vd_arena_thread_cleanup(void);
 

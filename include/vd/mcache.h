@@ -21,6 +21,11 @@ void vd_mc_free(void *p);
 /* Reads VD_MCACHE from the environment; call once before threads start. */
 void vd_mc_init(void);
 
+/* Frees the blocks the calling thread kept unused since its previous call (none was taken from
+ * a class while it held at least that many): a periodic call returns what a burst left behind
+ * within two periods. Returns the bytes freed. */
+size_t vd_mc_thread_trim(void);
+
 /* Frees the calling thread's cached blocks; call before the thread exits. */
 void vd_mc_thread_cleanup(void);
 

@@ -11,6 +11,7 @@
 #include "vd/conf.h"
 #include "vd/http.h"
 #include "vd/log.h"
+#include "vd/ltimer.h"
 #include "vd/resolve.h"
 #include "vd/tls.h"
 #include "vd/tunnel.h"
@@ -252,7 +253,9 @@ struct vd_worker {
     size_t hdr_scratch_cap;
     struct vd_dbuf alog; /* pending access log bytes */
     uv_timer_t alog_timer;
-    int alog_fd; /* -1 none */
+    uv_timer_t trim_timer; /* returns what a burst left in the thread's block caches */
+    struct vd_timerq tq;   /* connection timeouts (vd/ltimer.h) */
+    int alog_fd;           /* -1 none */
     bool alog_json;
     _Atomic int cmd;        /* VD_WCMD_* posted by the main thread */
     int splice_pipes[8][2]; /* front_h1.c: empty pipes kept for spliced response bodies */

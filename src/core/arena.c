@@ -20,6 +20,7 @@ struct vd_arena_blk {
 
 static _Thread_local struct vd_arena_blk *spare[SPARE_MAX];
 static _Thread_local unsigned nspare;
+static _Thread_local unsigned nspare_low; /* fewest spares held since the last trim */
 
 void
 vd_arena_init(struct vd_arena *a, size_t max)
@@ -57,6 +58,9 @@ vd_arena_alloc(struct vd_arena *a, size_t n)
         }
         struct vd_arena_blk *b =
             sz == BLK_FIRST && nspare ? spare[--nspare] : malloc(sizeof(*b) + sz);
+        if (nspare < nspare_low) {
+            nspare_low = nspare;
+        }
         if (!b) {
             return NULL;
         }
@@ -98,10 +102,23 @@ vd_arena_free(struct vd_arena *a)
     a->first_off = 0;
 }
 
+size_t
+vd_arena_thread_trim(void)
+{
+    size_t freed = 0;
+    for (; nspare_low && nspare; nspare_low--) {
+        free(spare[--nspare]);
+        freed += BLK_FIRST;
+    }
+    nspare_low = nspare;
+    return freed;
+}
+
 void
 vd_arena_thread_cleanup(void)
 {
     while (nspare) {
         free(spare[--nspare]);
     }
+    nspare_low = 0;
 }

@@ -44,6 +44,7 @@ struct hdr {
 struct freelist {
     struct hdr *head;
     uint32_t n;
+    uint32_t low; /* fewest blocks held since the last trim: those were not needed */
 };
 
 static _Thread_local struct freelist cache[NCLASS];
@@ -93,6 +94,9 @@ vd_mc_alloc(size_t n)
         if (h) {
             fl->head = h->u.next;
             fl->n--;
+            if (fl->n < fl->low) {
+                fl->low = fl->n;
+            }
             cached_bytes -= class_size(c);
         } else if (!(h = malloc(sizeof(*h) + class_size(c)))) {
             return NULL;
@@ -169,6 +173,25 @@ vd_mc_realloc(void *p, size_t n)
     return q;
 }
 
+size_t
+vd_mc_thread_trim(void)
+{
+    size_t freed = 0;
+    for (unsigned c = 0; c < NCLASS; c++) {
+        struct freelist *fl = &cache[c];
+        for (uint32_t k = fl->low; k && fl->head; k--) {
+            struct hdr *h = fl->head;
+            fl->head = h->u.next;
+            fl->n--;
+            free(h);
+            freed += class_size(c);
+        }
+        fl->low = fl->n;
+    }
+    cached_bytes -= freed;
+    return freed;
+}
+
 void
 vd_mc_thread_cleanup(void)
 {
@@ -178,7 +201,7 @@ vd_mc_thread_cleanup(void)
             cache[c].head = h->u.next;
             free(h);
         }
-        cache[c].n = 0;
+        cache[c].n = cache[c].low = 0;
     }
     cached_bytes = 0;
 }

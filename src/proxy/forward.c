@@ -569,12 +569,6 @@ upc_sock_closed(struct vd_sock *s)
     upc_closed_one(s->data);
 }
 
-static void
-upc_timer_closed(uv_handle_t *h)
-{
-    upc_closed_one(h->data);
-}
-
 static uint64_t
 pkey_hash(const char *k)
 {
@@ -639,14 +633,14 @@ upc_unidle(struct upc *u)
     }
 }
 
-static void upc_timeout(uv_timer_t *tm);
+static void upc_timeout(struct vd_ltimer *tm);
 
 /* Sets the connection's one timeout (connect, first byte, read stall, or idle in the pool) to
  * @ms from now, 0 for none; lazily, as the client side does (vd/ltimer.h). */
 static void
 upc_timer_set(struct upc *u, uint64_t ms)
 {
-    vd_ltimer_set(&u->timer, ms, upc_timeout);
+    vd_ltimer_set(&u->timer, ms);
 }
 
 static void
@@ -659,9 +653,8 @@ upc_close(struct upc *u)
         upc_unidle(u);
     }
     u->f = NULL;
-    u->pending_closes = 2;
-    uv_timer_stop(&u->timer.uv);
-    uv_close((uv_handle_t *)&u->timer.uv, upc_timer_closed);
+    u->pending_closes = 1; /* the socket's close callback frees @u */
+    vd_ltimer_release(&u->timer);
     vd_sock_close(&u->sock);
 }
 
@@ -751,12 +744,9 @@ upc_arm(struct upc *u)
 }
 
 static void
-upc_timeout(uv_timer_t *tm)
+upc_timeout(struct vd_ltimer *tm)
 {
-    struct upc *u = tm->data;
-    if (!vd_ltimer_due(&u->timer, upc_timeout)) {
-        return;
-    }
+    struct upc *u = VD_CONTAINER_OF(tm, struct upc, timer);
     struct fwd *f = u->f;
     if (!f) {
         upc_close(u);
@@ -1683,7 +1673,13 @@ fwd_connect_next(struct fwd *f)
         fwd_fail(f, 502, "out of memory for an upstream connection");
         return;
     }
-    int r = vd_sock_connect(&w->loop, &u->sock, (struct sockaddr *)&sa, sl);
+    int r = vd_ltimer_init(&u->timer, &w->tq, upc_timeout);
+    if (r == 0) {
+        r = vd_sock_connect(&w->loop, &u->sock, (struct sockaddr *)&sa, sl);
+        if (r < 0) {
+            vd_ltimer_release(&u->timer);
+        }
+    }
     if (r < 0) {
         vd_dbuf_free(&u->out);
         free(u);
@@ -1697,8 +1693,6 @@ fwd_connect_next(struct fwd *f)
     u->sock.data = u;
     u->sock.on_event = upc_event;
     u->sock.on_close = upc_sock_closed;
-    uv_timer_init(&w->loop, &u->timer.uv);
-    u->timer.uv.data = u;
     u->f = f;
     f->u = u;
     f->state = F_CONNECTING;

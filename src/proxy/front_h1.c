@@ -356,12 +356,6 @@ sock_closed(struct vd_sock *s)
 }
 
 static void
-timer_closed(uv_handle_t *h)
-{
-    close_cb_count(h->data);
-}
-
-static void
 txn_free(struct h1c *c)
 {
     struct vd_txn *t = c->txn;
@@ -401,19 +395,15 @@ conn_close(struct h1c *c)
     }
     vd_list_remove(&c->link);
     c->w->nconns--;
-    c->pending_closes = 2;
-    uv_timer_stop(&c->timer.uv);
-    uv_close((uv_handle_t *)&c->timer.uv, timer_closed);
+    c->pending_closes = 1; /* the socket's close callback frees @c */
+    vd_ltimer_release(&c->timer);
     vd_sock_close(&c->sock);
 }
 
 static void
-timeout_cb(uv_timer_t *tm)
+timeout_cb(struct vd_ltimer *tm)
 {
-    struct h1c *c = tm->data;
-    if (!vd_ltimer_due(&c->timer, timeout_cb)) {
-        return;
-    }
+    struct h1c *c = VD_CONTAINER_OF(tm, struct h1c, timer);
     switch (c->state) {
     case ST_IDLE:
         VD_TRACE(&c->log, VD_SUB_H1, "keep-alive timeout");
@@ -463,7 +453,7 @@ timeout_cb(uv_timer_t *tm)
 static void
 timer_set(struct h1c *c, uint64_t ms)
 {
-    vd_ltimer_set(&c->timer, ms, timeout_cb);
+    vd_ltimer_set(&c->timer, ms);
 }
 
 static void
@@ -1778,7 +1768,13 @@ vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener)
     vd_sockaddr_text(&c->peer.sa, true, c->peer_text, sizeof(c->peer_text));
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (vd_ltimer_init(&c->timer, &w->tq, timeout_cb) < 0) {
+        close(fd);
+        free(c);
+        return;
+    }
     if (vd_sock_init(&w->loop, &c->sock, fd) < 0) {
+        vd_ltimer_release(&c->timer);
         close(fd);
         free(c);
         return;
@@ -1786,8 +1782,6 @@ vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener)
     c->sock.data = c;
     c->sock.on_event = on_sock_event;
     c->sock.on_close = sock_closed;
-    uv_timer_init(&w->loop, &c->timer.uv);
-    c->timer.uv.data = c;
     c->w = w;
     c->conf = vd_conf_ref(w->conf);
     c->listener = listener;

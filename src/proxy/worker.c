@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,6 +90,22 @@ alog_tick(uv_timer_t *t)
     }
 }
 
+/* Every second: the per-thread block caches (arena spares, vd/mcache.h) give back what they
+ * kept unused for a whole period, and after a large give-back glibc returns free pages to the
+ * system, so a burst of connections does not leave its peak memory behind. */
+#define TRIM_PERIOD_MS   1000
+#define TRIM_RELEASE_MIN (256 * 1024)
+
+static void
+trim_tick(uv_timer_t *t)
+{
+    (void)t;
+    size_t freed = vd_mc_thread_trim() + vd_arena_thread_trim();
+    if (freed >= TRIM_RELEASE_MIN) {
+        (void)malloc_trim(0);
+    }
+}
+
 static void
 close_listeners(struct vd_worker *w)
 {
@@ -121,6 +138,8 @@ maybe_finish(struct vd_worker *w)
     vd_alog_flush(w);
     uv_timer_stop(&w->drain_timer);
     uv_timer_stop(&w->alog_timer);
+    uv_timer_stop(&w->trim_timer);
+    vd_timerq_close(&w->tq);
     if (w->resolver) {
         vd_resolver_free(w->resolver);
         w->resolver = NULL;
@@ -128,6 +147,7 @@ maybe_finish(struct vd_worker *w)
     uv_close((uv_handle_t *)&w->async, NULL);
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
     uv_close((uv_handle_t *)&w->alog_timer, NULL);
+    uv_close((uv_handle_t *)&w->trim_timer, NULL);
 }
 
 static void
@@ -199,6 +219,11 @@ vd_worker_init(struct vd_worker *w, unsigned id, struct vd_conf *conf,
     w->drain_timer.data = w;
     uv_timer_init(&w->loop, &w->alog_timer);
     w->alog_timer.data = w;
+    uv_timer_init(&w->loop, &w->trim_timer);
+    w->trim_timer.data = w;
+    uv_timer_start(&w->trim_timer, trim_tick, TRIM_PERIOD_MS, TRIM_PERIOD_MS);
+    uv_unref((uv_handle_t *)&w->trim_timer);
+    vd_timerq_init(&w->tq, &w->loop);
     r = vd_resolver_new(&w->loop, &conf->resolver, &w->resolver, err, errlen);
     if (r < 0) {
         return r;
@@ -262,6 +287,7 @@ vd_worker_run(void *arg)
     /* Anything left (should be nothing) is closed so the loop can be closed cleanly. */
     uv_walk(&w->loop, walk_close, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    vd_timerq_free(&w->tq);
     vd_buf_thread_cleanup();
     vd_arena_thread_cleanup();
     vd_mc_thread_cleanup();
