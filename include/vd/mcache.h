@@ -26,7 +26,8 @@ void vd_mc_init(void);
  * within two periods. Returns the bytes freed. */
 size_t vd_mc_thread_trim(void);
 
-/* Frees the calling thread's cached blocks; call before the thread exits. */
+/* Frees the calling thread's cached blocks and caches nothing more on it; call before the
+ * thread exits. */
 void vd_mc_thread_cleanup(void);
 
 /* Blocks the calling thread holds in its cache (tests, statistics). */

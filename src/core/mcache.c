@@ -49,6 +49,10 @@ struct freelist {
 
 static _Thread_local struct freelist cache[NCLASS];
 static _Thread_local size_t cached_bytes;
+/* Set by vd_mc_thread_cleanup: what is freed later on this thread (OpenSSL frees its per-thread
+ * state from a thread-exit handler, after the worker's cleanup) goes straight to libc, or the
+ * exiting thread would take it with it. */
+static _Thread_local bool thread_done;
 static bool mc_off = MC_NOCACHE;
 
 void
@@ -119,7 +123,7 @@ vd_mc_free(void *p)
     }
     struct hdr *h = (struct hdr *)p - 1;
     uint32_t c = h->u.cls;
-    if (c < NCLASS && !mc_off) {
+    if (c < NCLASS && !mc_off && !thread_done) {
         struct freelist *fl = &cache[c];
         if (fl->n < class_keep(c) && cached_bytes + class_size(c) <= THREAD_KEEP) {
             h->u.next = fl->head;
@@ -204,6 +208,7 @@ vd_mc_thread_cleanup(void)
         cache[c].n = cache[c].low = 0;
     }
     cached_bytes = 0;
+    thread_done = true;
 }
 
 size_t

@@ -105,11 +105,21 @@ mc_free_elsewhere(void *p)
     return NULL;
 }
 
+/* Empties the calling thread's cache and keeps it caching: two trims with nothing taken
+ * between them give back every block. */
+static void
+mc_drain(void)
+{
+    (void)vd_mc_thread_trim();
+    (void)vd_mc_thread_trim();
+}
+
 static void
 test_mcache(void **state)
 {
     (void)state;
-    vd_mc_thread_cleanup();
+    mc_drain();
+    assert_int_equal(vd_mc_thread_cached(), 0);
     /* calloc zeroes, also a block that was used before */
     uint8_t *a = vd_mc_alloc(100);
     assert_non_null(a);
@@ -151,7 +161,7 @@ test_mcache(void **state)
     enum { N = 3000 };
 
     static void *many[N];
-    vd_mc_thread_cleanup();
+    mc_drain();
     for (int i = 0; i < N; i++) {
         many[i] = vd_mc_alloc(24);
         assert_non_null(many[i]);
@@ -169,7 +179,24 @@ test_mcache(void **state)
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, mc_free_elsewhere, x), 0);
     assert_int_equal(pthread_join(th, NULL), 0);
+    /* a trim gives back only what stayed unused since the previous one */
+    mc_drain();
+    void *k1 = vd_mc_alloc(200), *k2 = vd_mc_alloc(200);
+    vd_mc_free(k1);
+    vd_mc_free(k2);
+    (void)vd_mc_thread_trim(); /* both were taken since the last trim: kept */
+    if (vd_mc_caching()) {
+        assert_int_equal(vd_mc_thread_cached(), 2);
+    }
+    vd_mc_free(vd_mc_alloc(200)); /* one taken and given back: one unused all along */
+    (void)vd_mc_thread_trim();
+    if (vd_mc_caching()) {
+        assert_int_equal(vd_mc_thread_cached(), 1);
+    }
+    /* after the thread's cleanup nothing is cached on it any more (thread-exit handlers) */
     vd_mc_thread_cleanup();
+    assert_int_equal(vd_mc_thread_cached(), 0);
+    vd_mc_free(vd_mc_alloc(64));
     assert_int_equal(vd_mc_thread_cached(), 0);
 }
 
