@@ -26,8 +26,13 @@ struct vd_req {
     struct vd_iov target;    /* as received (h1); for the access log */
     struct vd_iov scheme;    /* "http"/"https"; empty for origin-form h1 */
     struct vd_iov authority; /* from absolute-form, or the Host field */
-    struct vd_iov path;      /* origin-form path and query ("/" default); "*" for asterisk */
-    struct vd_iov protocol;  /* :protocol of an extended CONNECT (RFC 8441); empty otherwise */
+    /* The front's parse of authority (host without brackets, explicit port or 0), valid only
+     * while authority.base is auth_of: a request copied elsewhere parses its copy again. */
+    const uint8_t *auth_of;
+    struct vd_iov auth_host;
+    uint16_t auth_port;
+    struct vd_iov path;     /* origin-form path and query ("/" default); "*" for asterisk */
+    struct vd_iov protocol; /* :protocol of an extended CONNECT (RFC 8441); empty otherwise */
     enum vd_target_form form;
     uint8_t version;     /* 10, 11, 20, 30 */
     struct vd_hdr *hdrs; /* field lines, hop-by-hop ones included; the handler filters */

@@ -643,9 +643,9 @@ req_target(struct vd_txn *t, const char **why)
         *why = "missing Host field";
         return VD_EBADREQ;
     }
+    struct vd_iov hh = VD_IOV_NULL;
+    uint16_t hp = 0;
     if (host) {
-        struct vd_iov hh;
-        uint16_t hp;
         bool v6;
         if (vd_uri_parse_authority(host->value.base, host->value.len, &hh, &hp, &v6, why) < 0) {
             *why = "invalid Host field";
@@ -662,6 +662,9 @@ req_target(struct vd_txn *t, const char **why)
         r->scheme = u.scheme;
         /* RFC 9110 §7.2: the target URI's authority wins over Host. */
         r->authority = u.authority;
+        r->auth_of = u.authority.base;
+        r->auth_host = u.host;
+        r->auth_port = u.has_port ? u.port : 0;
         if (u.path.len && u.path.base[0] == '?') {
             /* Empty path with a query: origin-form gets "/" first (RFC 9112 §3.2.1). */
             char *p = vd_arena_alloc(&t->arena, u.path.len + 1);
@@ -680,6 +683,9 @@ req_target(struct vd_txn *t, const char **why)
         r->path = r->target;
         if (host) {
             r->authority = host->value;
+            r->auth_of = host->value.base;
+            r->auth_host = hh;
+            r->auth_port = hp;
         }
         break;
     case VD_TARGET_ASTERISK:
