@@ -26,15 +26,8 @@ void *vd_arena_alloc(struct vd_arena *a, size_t n);
 /* Copies @n bytes (and a NUL) into the arena; NULL on failure. */
 char *vd_arena_dup(struct vd_arena *a, const void *p, size_t n);
 
-/* Frees all blocks; @a may be reused after vd_arena_init. A few first-size blocks are kept
- * for the calling thread's next arenas (bounded: 256 KiB). */
+/* Frees all blocks (back to the calling thread's block cache, vd/mcache.h); @a may be reused
+ * after vd_arena_init. */
 void vd_arena_free(struct vd_arena *a);
-
-/* Frees the spare blocks the calling thread kept unused since its previous call; returns the
- * bytes freed (see vd_mc_thread_trim). */
-size_t vd_arena_thread_trim(void);
-
-/* Frees the blocks the calling thread keeps; call before the thread exits. */
-void vd_arena_thread_cleanup(void);
 
 #endif

@@ -47,10 +47,10 @@ vd_hdr_name_is(struct vd_iov name, const char *lower)
     return name.len == n && vd__hdr_name_eq(name, lower, n); /* most fields differ in length */
 }
 
-/* Returns the first field named @lower, or NULL. */
 /* ASCII lowercase copy of @n bytes (other bytes unchanged), eight at a time. */
 void vd_hdr_lower(uint8_t *dst, const uint8_t *src, size_t n);
 
+/* Returns the first field named @lower, or NULL. */
 const struct vd_hdr *vd_hdr_find(const struct vd_hdr *h, size_t n, const char *lower);
 
 /* Iterates a comma-separated list (RFC 9110 §5.6.1): stores the next non-empty element, OWS

@@ -27,8 +27,8 @@ struct vd_req {
     struct vd_iov scheme;    /* "http"/"https"; empty for origin-form h1 */
     struct vd_iov authority; /* from absolute-form, or the Host field */
     /* The front's parse of authority (host without brackets, explicit port or 0), valid only
-     * while authority.base is auth_of: a request copied elsewhere parses its copy again. */
-    const uint8_t *auth_of;
+     * while authority is still the bytes auth_of names: a copied request parses its copy. */
+    struct vd_iov auth_of;
     struct vd_iov auth_host;
     uint16_t auth_port;
     struct vd_iov path;     /* origin-form path and query ("/" default); "*" for asterisk */
@@ -258,7 +258,7 @@ struct vd_worker {
     size_t hdr_scratch_cap;
     struct vd_dbuf alog; /* pending access log bytes */
     uv_timer_t alog_timer;
-    uv_timer_t trim_timer; /* returns what a burst left in the thread's block caches */
+    uv_timer_t trim_timer; /* returns what a burst left in the thread's block cache */
     struct vd_timerq tq;   /* connection timeouts (vd/ltimer.h) */
     int alog_fd;           /* -1 none */
     bool alog_json;

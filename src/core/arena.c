@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
-/* Bump allocator: an inline first block, then malloc'd blocks of growing size up to the cap.
- * Each thread keeps a few freed first-size blocks for the next request (most requests that
- * outgrow the inline block need exactly one: a malloc and free of 4 KiB per request saved). */
+/* Bump allocator: an inline first block, then heap blocks of growing size up to the cap. The
+ * blocks come from the per-thread block cache (vd/mcache.h) and are sized to fill its classes
+ * exactly (4 KiB, 8 KiB, ...), so most requests that outgrow the inline block reuse a block a
+ * finished request gave back instead of a malloc and free of 4 KiB. */
 #include "vd/config.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #include "vd/arena.h"
+#include "vd/mcache.h"
 
 struct vd_arena_blk {
     struct vd_arena_blk *prev;
@@ -15,12 +16,7 @@ struct vd_arena_blk {
     _Alignas(16) uint8_t data[];
 };
 
-#define BLK_FIRST 4096 /* size of the first malloc'd block */
-#define SPARE_MAX 64   /* first-size blocks kept per thread: 256 KiB at most (100 streams) */
-
-static _Thread_local struct vd_arena_blk *spare[SPARE_MAX];
-static _Thread_local unsigned nspare;
-static _Thread_local unsigned nspare_low; /* fewest spares held since the last trim */
+#define BLK_FIRST 4096 /* the first heap block, header included */
 
 void
 vd_arena_init(struct vd_arena *a, size_t max)
@@ -52,20 +48,16 @@ vd_arena_alloc(struct vd_arena *a, size_t n)
         }
     }
     if (!a->blk || a->blk->off + n > a->blk->size) {
-        size_t sz = a->blk ? a->blk->size * 2 : BLK_FIRST;
-        while (sz < n) {
-            sz *= 2;
+        size_t total = a->blk ? (sizeof(struct vd_arena_blk) + a->blk->size) * 2 : BLK_FIRST;
+        while (total - sizeof(struct vd_arena_blk) < n) {
+            total *= 2;
         }
-        struct vd_arena_blk *b =
-            sz == BLK_FIRST && nspare ? spare[--nspare] : malloc(sizeof(*b) + sz);
-        if (nspare < nspare_low) {
-            nspare_low = nspare;
-        }
+        struct vd_arena_blk *b = vd_mc_alloc(total);
         if (!b) {
             return NULL;
         }
         b->prev = a->blk;
-        b->size = sz;
+        b->size = total - sizeof(*b);
         b->off = 0;
         a->blk = b;
     }
@@ -92,33 +84,8 @@ vd_arena_free(struct vd_arena *a)
     while (a->blk) {
         struct vd_arena_blk *b = a->blk;
         a->blk = b->prev;
-        if (b->size == BLK_FIRST && nspare < SPARE_MAX) {
-            spare[nspare++] = b;
-        } else {
-            free(b);
-        }
+        vd_mc_free(b);
     }
     a->used = 0;
     a->first_off = 0;
-}
-
-size_t
-vd_arena_thread_trim(void)
-{
-    size_t freed = 0;
-    for (; nspare_low && nspare; nspare_low--) {
-        free(spare[--nspare]);
-        freed += BLK_FIRST;
-    }
-    nspare_low = nspare;
-    return freed;
-}
-
-void
-vd_arena_thread_cleanup(void)
-{
-    while (nspare) {
-        free(spare[--nspare]);
-    }
-    nspare_low = 0;
 }

@@ -78,8 +78,6 @@ ends_in_number(const uint8_t *p, size_t n)
     return true;
 }
 
-/* host [":" port] per RFC 3986 §3.2.2-§3.2.3. @empty_port_ok allows "host:" (an absolute URI
- * may carry an empty port, RFC 3986 §6.2.3; authority-form and Host may not here). */
 /* True when @p is exactly four decimal parts 0-255 without leading zeros (what inet_pton
  * accepts for AF_INET, RFC 3986 §3.2.2 dec-octet), checked in place. */
 static bool
@@ -109,6 +107,8 @@ ipv4_dotted_quad(const uint8_t *p, size_t n)
     return i == n;
 }
 
+/* host [":" port] per RFC 3986 §3.2.2-§3.2.3. @empty_port_ok allows "host:" (an absolute URI
+ * may carry an empty port, RFC 3986 §6.2.3; authority-form and Host may not here). */
 static int
 parse_hostport(const uint8_t *p, size_t n, bool empty_port_ok, struct vd_iov *host, uint16_t *port,
                bool *has_port, bool *ipv6, const char **why)

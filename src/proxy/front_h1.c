@@ -662,7 +662,7 @@ req_target(struct vd_txn *t, const char **why)
         r->scheme = u.scheme;
         /* RFC 9110 §7.2: the target URI's authority wins over Host. */
         r->authority = u.authority;
-        r->auth_of = u.authority.base;
+        r->auth_of = u.authority;
         r->auth_host = u.host;
         r->auth_port = u.has_port ? u.port : 0;
         if (u.path.len && u.path.base[0] == '?') {
@@ -683,7 +683,7 @@ req_target(struct vd_txn *t, const char **why)
         r->path = r->target;
         if (host) {
             r->authority = host->value;
-            r->auth_of = host->value.base;
+            r->auth_of = host->value;
             r->auth_host = hh;
             r->auth_port = hp;
         }

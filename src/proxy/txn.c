@@ -166,8 +166,7 @@ split_authority(struct vd_txn *t, struct vd_iov auth, uint16_t dflt_port, char *
     uint16_t p = 0;
     bool v6 = false;
     const char *why = NULL;
-    if (auth.len && auth.base == t->req.auth_of && auth.base == t->req.authority.base &&
-        auth.len == t->req.authority.len) {
+    if (auth.len && auth.base == t->req.auth_of.base && auth.len == t->req.auth_of.len) {
         h = t->req.auth_host; /* the front parsed these very bytes */
         p = t->req.auth_port;
     } else if (auth.len == 0 ||

@@ -90,9 +90,9 @@ alog_tick(uv_timer_t *t)
     }
 }
 
-/* Every second: the per-thread block caches (arena spares, vd/mcache.h) give back what they
- * kept unused for a whole period, and after a large give-back glibc returns free pages to the
- * system, so a burst of connections does not leave its peak memory behind. */
+/* Every second: the thread's block cache (vd/mcache.h, which also holds arena blocks) gives
+ * back what it kept unused for a whole period, and after a large give-back glibc returns free pages
+ * to the system, so a burst of connections does not leave its peak memory behind. */
 #define TRIM_PERIOD_MS   1000
 #define TRIM_RELEASE_MIN (256 * 1024)
 
@@ -100,7 +100,7 @@ static void
 trim_tick(uv_timer_t *t)
 {
     (void)t;
-    size_t freed = vd_mc_thread_trim() + vd_arena_thread_trim();
+    size_t freed = vd_mc_thread_trim();
     if (freed >= TRIM_RELEASE_MIN) {
         (void)malloc_trim(0);
     }
@@ -289,7 +289,6 @@ vd_worker_run(void *arg)
     uv_run(&w->loop, UV_RUN_DEFAULT);
     vd_timerq_free(&w->tq);
     vd_buf_thread_cleanup();
-    vd_arena_thread_cleanup();
     vd_mc_thread_cleanup();
 }
 
