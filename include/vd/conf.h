@@ -32,6 +32,7 @@ struct vd_conf_listener {
     size_t ncerts;
     char *tls_min_version; /* "1.2" (default) or "1.3" */
     unsigned backlog;      /* listen(2) backlog, default 511 */
+    char *tcp_congestion;  /* TCP_CONGESTION for accepted connections; NULL: the system's */
 };
 
 enum vd_forwarded_mode {
@@ -83,6 +84,8 @@ struct vd_conf_upstream {
     bool verify;                /* default true; false only for testing, logged at warn */
     bool splice;                /* default true: large plain-TCP response bodies by splice(2) */
     uint64_t splice_min;        /* bytes of body still to come for splice, default 32768 */
+    char *tcp_congestion;       /* TCP_CONGESTION for origin and tunnel connections; NULL: the
+                                 * system's */
 };
 
 struct vd_conf_resolver {

@@ -80,9 +80,11 @@ vd_sock_writev(struct vd_sock *s, const struct iovec *iov, int iovcnt)
 void vd_sock_close(struct vd_sock *s);
 
 /* Starts a non-blocking connect to @sa; completion is signalled as VD_WANT_WRITE readiness; then
- * call vd_sock_connect_result(). Returns 0 or -errno. */
+ * call vd_sock_connect_result(). @cc names the TCP congestion control (NULL: the system's; one
+ * the kernel refuses is logged once and the connection goes on with the system's). Returns 0 or
+ * -errno. */
 VD_MUST_CHECK int vd_sock_connect(uv_loop_t *loop, struct vd_sock *s, const struct sockaddr *sa,
-                                  socklen_t salen);
+                                  socklen_t salen, const char *cc);
 
 /* After connect readiness: 0 when connected, else -errno (SO_ERROR). */
 int vd_sock_connect_result(struct vd_sock *s);

@@ -93,6 +93,12 @@ load(struct app *a, struct vd_conf **out, char *err, size_t errlen)
 }
 
 static bool
+same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+static bool
 same_listeners(const struct vd_conf *a, const struct vd_conf *b)
 {
     if (a->nlisteners != b->nlisteners) {
@@ -101,7 +107,8 @@ same_listeners(const struct vd_conf *a, const struct vd_conf *b)
     for (size_t i = 0; i < a->nlisteners; i++) {
         const struct vd_conf_listener *x = &a->listeners[i], *y = &b->listeners[i];
         if (x->addrlen != y->addrlen || memcmp(&x->addr, &y->addr, x->addrlen) != 0 ||
-            x->mode != y->mode || x->ncerts != y->ncerts) {
+            x->mode != y->mode || x->ncerts != y->ncerts ||
+            !same_str(x->tcp_congestion, y->tcp_congestion)) {
             return false;
         }
     }
@@ -125,8 +132,8 @@ on_hup(uv_signal_t *s, int sig)
     struct vd_conf *cur = vd_conf_current();
     if (!same_listeners(cur, next)) {
         vd_log(VD_LOG_ERR, NULL,
-               "reload refused: listener addresses, modes or certificates changed (restart to "
-               "change listeners)");
+               "reload refused: listener addresses, modes, certificates or tcp_congestion changed "
+               "(restart to change listeners)");
         vd_conf_unref(cur);
         vd_conf_unref(next);
         return;

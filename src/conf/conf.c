@@ -341,6 +341,7 @@ vd_conf_listeners_free(struct vd_conf *c)
         }
         free(l->certs);
         free(l->tls_min_version);
+        free(l->tcp_congestion);
     }
     free(c->listeners);
     c->listeners = NULL;
@@ -401,6 +402,7 @@ vd_conf_unref(struct vd_conf *c)
     free(c->via);
     free(c->server_name);
     free(c->upstream.ca_file);
+    free(c->upstream.tcp_congestion);
     free(c->upstream.ca_path);
     free(c->resolver.nameservers);
     free(c->log.error_log);

@@ -12,12 +12,15 @@
 #include <inttypes.h>
 #include <libfyaml.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -872,6 +875,55 @@ get_path(struct ld *ld, const struct ynode *n, const char *key, char **dst)
     return 0;
 }
 
+/* A TCP congestion control name (tcp(7) TCP_CONGESTION), tried on a scratch socket so that a
+ * name the kernel does not have, or one this user may not pick, fails here with the reason. */
+static int
+get_congestion(struct ld *ld, const struct ynode *n, const char *key, char **dst)
+{
+    char vb[SHOW_MAX + 8];
+    int rc = want_scalar(ld, n, key, "a congestion control name");
+    if (rc) {
+        return rc;
+    }
+    bool ok = n->len > 0 && n->len < 16; /* TCP_CA_NAME_MAX */
+    for (size_t i = 0; ok && i < n->len; i++) {
+        unsigned char ch = (unsigned char)n->text[i];
+        ok = islower(ch) || isdigit(ch) || ch == '_' || ch == '-';
+    }
+    if (!ok) {
+        return fail(ld, n, key,
+                    "bad congestion control name '%s': expected 1 to 15 of a-z, 0-9, '_', '-'",
+                    show(vb, sizeof(vb), n));
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (fd < 0) {
+        return fail(ld, n, key, "cannot check '%s': %s", n->text, vd_strerror(-errno));
+    }
+    int r = setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, n->text, (socklen_t)n->len);
+    int e = errno;
+    close(fd);
+    if (r < 0) {
+        char avail[256] = "";
+        int af = open(e == EPERM ? "/proc/sys/net/ipv4/tcp_allowed_congestion_control"
+                                 : "/proc/sys/net/ipv4/tcp_available_congestion_control",
+                      O_RDONLY | O_CLOEXEC);
+        if (af >= 0) {
+            ssize_t k = read(af, avail, sizeof(avail) - 1);
+            avail[k > 0 ? k : 0] = 0;
+            avail[strcspn(avail, "\n")] = 0;
+            close(af);
+        }
+        if (e == EPERM) {
+            return fail(ld, n, key,
+                        "congestion control '%s' is not allowed for this user (allowed: %s)",
+                        n->text, avail[0] ? avail : "unknown");
+        }
+        return fail(ld, n, key, "congestion control '%s' is not available (available: %s)", n->text,
+                    avail[0] ? avail : "unknown");
+    }
+    return set_str(ld, dst, n->text);
+}
+
 /* A file viaduct will read (certificate, key, CA bundle). */
 static int
 check_readable(struct ld *ld, const struct ynode *n, const char *key, const char *path)
@@ -1102,7 +1154,7 @@ same_addr(const struct vd_conf_listener *a, const struct vd_conf_listener *b)
 static int
 sec_listener(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_listener *l)
 {
-    static const char *const keys[] = {"address", "mode", "backlog", "tls"};
+    static const char *const keys[] = {"address", "mode", "backlog", "tcp_congestion", "tls"};
     static const char *const modes[] = {"forward", "reverse"};
     char sub[KEY_MAX], vb[SHOW_MAX + 8];
     const struct ynode *v;
@@ -1142,6 +1194,12 @@ sec_listener(struct ld *ld, const struct ynode *n, const char *key, struct vd_co
             return rc;
         }
         l->backlog = (unsigned)backlog;
+    }
+    if ((v = get(n, "tcp_congestion"))) {
+        key_join(sub, key, "tcp_congestion");
+        if ((rc = get_congestion(ld, v, sub, &l->tcp_congestion))) {
+            return rc;
+        }
     }
     if ((v = get(n, "tls"))) {
         key_join(sub, key, "tls");
@@ -1870,8 +1928,8 @@ static int
 sec_upstream(struct ld *ld, const struct ynode *n)
 {
     static const char *const keys[] = {
-        "pool_idle_max", "pool_idle_timeout", "ca_file", "ca_path", "verify",
-        "splice",        "splice_min"};
+        "pool_idle_max", "pool_idle_timeout", "ca_file",       "ca_path", "verify",
+        "splice",        "splice_min",        "tcp_congestion"};
     struct vd_conf_upstream *u = &ld->c->upstream;
     const struct ynode *v;
     int rc;
@@ -1903,6 +1961,10 @@ sec_upstream(struct ld *ld, const struct ynode *n)
     }
     if ((v = get(n, "splice_min")) &&
         (rc = get_size(ld, v, "upstream.splice_min", 0, UINT32_MAX, &u->splice_min))) {
+        return rc;
+    }
+    if ((v = get(n, "tcp_congestion")) &&
+        (rc = get_congestion(ld, v, "upstream.tcp_congestion", &u->tcp_congestion))) {
         return rc;
     }
     return 0;

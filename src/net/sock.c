@@ -9,11 +9,15 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "vd/err.h"
+#include "vd/log.h"
 #include "vd/sock.h"
 
 static ssize_t
@@ -185,14 +189,23 @@ vd_sock_close(struct vd_sock *s)
 }
 
 int
-vd_sock_connect(uv_loop_t *loop, struct vd_sock *s, const struct sockaddr *sa, socklen_t salen)
+vd_sock_connect(uv_loop_t *loop, struct vd_sock *s, const struct sockaddr *sa, socklen_t salen,
+                const char *cc)
 {
+    static atomic_bool cc_warned;
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
     if (fd < 0) {
         return -errno;
     }
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (cc && setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, (socklen_t)strlen(cc)) < 0 &&
+        !atomic_exchange(&cc_warned, true)) {
+        /* Checked when the configuration was loaded; a module unloaded since then lands here. */
+        vd_log(VD_LOG_WARN, NULL,
+               "upstream.tcp_congestion %s: %s (using the system's; logged once)", cc,
+               vd_strerror(-errno));
+    }
     if (connect(fd, sa, salen) < 0 && errno != EINPROGRESS) {
         int e = -errno;
         close(fd);

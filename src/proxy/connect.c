@@ -291,7 +291,9 @@ cnx_connect_next(struct cnx *x)
     }
     x->addrs.a[x->ai - 1] = sa;
     struct vd_sock *s = calloc(1, sizeof(*s));
-    int r = s ? vd_sock_connect(&t->w->loop, s, (struct sockaddr *)&sa, sl) : VD_ENOMEM;
+    int r = s ? vd_sock_connect(&t->w->loop, s, (struct sockaddr *)&sa, sl,
+                                t->w->conf->upstream.tcp_congestion)
+              : VD_ENOMEM;
     if (r < 0) {
         free(s);
         x->last_err = r;

@@ -1675,7 +1675,8 @@ fwd_connect_next(struct fwd *f)
     }
     int r = vd_ltimer_init(&u->timer, &w->tq, upc_timeout);
     if (r == 0) {
-        r = vd_sock_connect(&w->loop, &u->sock, (struct sockaddr *)&sa, sl);
+        r = vd_sock_connect(&w->loop, &u->sock, (struct sockaddr *)&sa, sl,
+                            w->conf->upstream.tcp_congestion);
         if (r < 0) {
             vd_ltimer_release(&u->timer);
         }

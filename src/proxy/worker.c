@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +67,10 @@ listen_socket(const struct vd_conf_listener *l, const struct sockaddr_storage *s
     if (ss->ss_family == AF_INET6) {
         (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     }
-    if (bind(fd, (const struct sockaddr *)ss, len) < 0 ||
+    /* Accepted connections inherit the listener's congestion control. */
+    if ((l->tcp_congestion && setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, l->tcp_congestion,
+                                         (socklen_t)strlen(l->tcp_congestion)) < 0) ||
+        bind(fd, (const struct sockaddr *)ss, len) < 0 ||
         listen(fd, (int)(l->backlog ? l->backlog : 511)) < 0) {
         int e = -errno;
         close(fd);

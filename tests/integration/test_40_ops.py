@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from vdtest.asserts import ISO_MS, assert_proxy_error
 from vdtest.httpmsg import build_response
 from vdtest.origins import Reply
 from vdtest.proc import connect_refused, run_bin
+from vdtest.tcp import TcpServer, echo
 
 
 def url(origin, path="/"):
@@ -143,6 +145,81 @@ def test_ready_file_format(viaduct):
         lines = f.read().splitlines()
     assert lines == ["127.0.0.1:%d" % vd.port(0), "127.0.0.1:%d" % vd.port(1)]
     assert all(p > 0 for _, p in vd.addrs)
+
+
+# ---------------------------------------------------------------- TCP congestion control
+
+def other_congestion_control():
+    """A congestion control the kernel offers that is not the system default (None if none)."""
+    with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
+        default = f.read().strip()
+    with open("/proc/sys/net/ipv4/tcp_available_congestion_control") as f:
+        avail = f.read().split()
+    others = [a for a in avail if a != default]
+    return default, ("reno" if "reno" in others else (others[0] if others else None))
+
+
+def socket_cc(local_port, peer_port):
+    """The congestion control ss(8) reports for the TCP socket 127.0.0.1:local -> :peer."""
+    out = subprocess.run(["ss", "-tinH", "state", "established", "( sport = :%d and dport = :%d )"
+                          % (local_port, peer_port)], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2, out.stdout
+    return lines[1].split()[0]
+
+
+def test_tcp_congestion_listener_and_upstream(viaduct, origin):
+    default, cc = other_congestion_control()
+    if cc is None:
+        pytest.skip("the kernel offers one congestion control only")
+    vd = viaduct({"listeners": [{"address": "127.0.0.1:0", "mode": "forward",
+                                 "tcp_congestion": cc}],
+                  "upstream": {"tcp_congestion": cc}})
+    plain = viaduct()
+    with vd.connect() as c, plain.connect() as p:
+        assert c.exchange("GET", url(origin, "/cc")).status == 200
+        assert p.exchange("GET", url(origin, "/plain")).status == 200
+        me = c.sock.getsockname()[1]
+        assert socket_cc(vd.port(), me) == cc  # accepted: inherited from the listener
+        assert socket_cc(me, vd.port()) == default  # the client's own socket: not ours
+        assert socket_cc(p.sock.getsockname()[1], plain.port()) == default
+        assert socket_cc(plain.port(), p.sock.getsockname()[1]) == default
+        ups = subprocess.run(["ss", "-tinH", "state", "established", "( dport = :%d )"
+                              % origin.port], capture_output=True, text=True, check=True)
+        ccs = sorted(ln.split()[0] for ln in ups.stdout.splitlines()[1::2])
+        assert ccs == sorted([cc, default]), ups.stdout  # one pooled origin connection each
+
+
+def test_tcp_congestion_connect_target(viaduct):
+    default, cc = other_congestion_control()
+    if cc is None:
+        pytest.skip("the kernel offers one congestion control only")
+    srv = TcpServer(echo)
+    try:
+        vd = viaduct({"connect": {"ports": ["1024-65535"]}, "upstream": {"tcp_congestion": cc}})
+        with vd.connect() as c:
+            auth = "127.0.0.1:%d" % srv.port
+            c.send(("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (auth, auth)).encode())
+            head = c.sock.recv(4096)
+            assert head == b"HTTP/1.1 200 Connection established\r\n\r\n"
+            c.send(b"ping")
+            assert c.sock.recv(16) == b"ping"
+            ups = subprocess.run(["ss", "-tinH", "state", "established", "( dport = :%d )"
+                                  % srv.port], capture_output=True, text=True, check=True)
+            lines = ups.stdout.splitlines()
+            assert len(lines) == 2 and lines[1].split()[0] == cc, ups.stdout
+    finally:
+        srv.stop()
+
+
+def test_tcp_congestion_unknown_is_a_config_error(viaduct_bin, tmp_path):
+    path = write(tmp_path, "bad.yaml",
+                 "listeners:\n  - address: 127.0.0.1:0\n    tcp_congestion: nosuchcc\n")
+    r = run_bin(viaduct_bin, ["-t", "-c", path])
+    assert r.returncode == 1
+    assert re.search(r"%s:3:21: listeners\[0\]\.tcp_congestion: congestion control 'nosuchcc' is "
+                     r"not available \(available: [a-z0-9 _-]+\)" % re.escape(path), r.stderr), \
+        r.stderr
 
 
 # ---------------------------------------------------------------- access log
@@ -329,6 +406,21 @@ def test_reload_with_broken_file_keeps_old_config(viaduct, origin):
     vd.write_conf(text=good + "\nbogus_key: 1\n")
     vd.reload()
     vd.wait_for_log(r"%s:%d:1: bogus_key" % (re.escape(vd.conf_path), line))
+    assert via_of(vd, origin) == ["1.1 old"]
+    assert vd.running()
+
+
+def test_reload_refuses_listener_congestion_change(viaduct, origin):
+    _, cc = other_congestion_control()
+    if cc is None:
+        pytest.skip("the kernel offers one congestion control only")
+    vd = viaduct({"via": "old"})
+    conf = yamlconf.merge(vd.conf, {"via": "new"})
+    conf["listeners"] = [dict(conf["listeners"][0], tcp_congestion=cc)]
+    vd.write_conf(conf)
+    vd.reload()
+    vd.wait_for_log(r"reload refused: listener addresses, modes, certificates or tcp_congestion "
+                    r"changed")
     assert via_of(vd, origin) == ["1.1 old"]
     assert vd.running()
 

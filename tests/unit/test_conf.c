@@ -154,6 +154,7 @@ static const char full_yaml[] = "# every key\n"
                                 "  - address: \"[::1]:8443\"\n"
                                 "    mode: reverse\n"
                                 "    backlog: 128\n"
+                                "    tcp_congestion: reno\n"
                                 "    tls:\n"
                                 "      certificates:\n"
                                 "        - cert: certs/a.pem\n"
@@ -198,6 +199,7 @@ static const char full_yaml[] = "# every key\n"
                                 "  ca_file: certs/ca.pem\n"
                                 "  ca_path: certs\n"
                                 "  verify: false\n"
+                                "  tcp_congestion: reno\n"
                                 "routes:\n"
                                 "  - host: Example.COM\n"
                                 "    path: /api/\n"
@@ -283,6 +285,7 @@ test_full(void **state)
     assert_int_equal(l->addrlen, sizeof(struct sockaddr_in6));
     assert_int_equal(l->mode, VD_MODE_REVERSE);
     assert_int_equal(l->backlog, 128);
+    assert_string_equal(l->tcp_congestion, "reno");
     assert_true(l->tls);
     assert_int_equal(l->ncerts, 2);
     snprintf(want, sizeof(want), "%s/certs/a.pem", t.dir);
@@ -361,6 +364,7 @@ test_full(void **state)
     snprintf(want, sizeof(want), "%s/certs", t.dir);
     assert_string_equal(c->upstream.ca_path, want);
     assert_false(c->upstream.verify);
+    assert_string_equal(c->upstream.tcp_congestion, "reno");
 
     assert_int_equal(c->nroutes, 4);
     const struct vd_conf_route *r = &c->routes[0];
@@ -432,6 +436,7 @@ test_defaults(void **state)
     assert_addr(&c->listeners[0].addr, AF_INET, "127.0.0.1", 3128);
     assert_int_equal(c->listeners[0].mode, VD_MODE_FORWARD);
     assert_int_equal(c->listeners[0].backlog, 511);
+    assert_null(c->listeners[0].tcp_congestion);
     assert_int_equal(c->nrules, 2);
     assert_string_equal(c->rules[0].name, "access[0]");
     assert_true(c->rules[0].allow);
@@ -460,6 +465,7 @@ test_defaults(void **state)
     assert_int_equal(c->upstream.pool_idle_timeout, d->upstream.pool_idle_timeout);
     assert_null(c->upstream.ca_file);
     assert_null(c->upstream.ca_path);
+    assert_null(c->upstream.tcp_congestion);
     assert_true(c->upstream.verify);
     assert_int_equal(c->nroutes, 0);
     assert_null(c->resolver.nameservers);
@@ -1018,8 +1024,10 @@ test_errors_listeners(void **state)
     expect_err("listeners: []\n", "1:12: listeners: at least one listener is required");
     expect_err("listeners:\n  - mode: forward\n",
                "2:5: listeners[0].address: required key is missing");
-    expect_err("listeners:\n  - address: 127.0.0.1:1\n    adress: x\n",
-               "3:5: listeners[0].adress: unknown key (expected address, mode, backlog or tls)");
+    expect_err(
+        "listeners:\n  - address: 127.0.0.1:1\n    adress: x\n",
+        "3:5: listeners[0].adress: unknown key (expected address, mode, backlog, tcp_congestion "
+        "or tls)");
     expect_err("listeners:\n  - address: localhost:99999\n",
                "2:14: listeners[0].address: bad address 'localhost:99999': expected IPV4:PORT, "
                "[IPV6]:PORT, :PORT or *:PORT with PORT from 0 to 65535");
@@ -1037,6 +1045,11 @@ test_errors_listeners(void **state)
                "reverse)");
     expect_err("listeners:\n  - address: 127.0.0.1:1\n    backlog: 0\n",
                "3:14: listeners[0].backlog: expected an integer from 1 to 65535, got '0'");
+    expect_err("listeners:\n  - address: 127.0.0.1:1\n    tcp_congestion: Reno\n",
+               "3:21: listeners[0].tcp_congestion: bad congestion control name 'Reno': expected 1 "
+               "to 15 of a-z, 0-9, '_', '-'");
+    expect_err("upstream:\n  tcp_congestion: [reno]\n",
+               "2:19: upstream.tcp_congestion: expected a congestion control name, got a sequence");
     expect_err("listeners:\n  - address: 127.0.0.1:1\n  - address: 127.0.0.1:2\n"
                "    mode: reverse\n",
                "4:11: listeners[1].mode: a reverse listener needs at least one entry in routes");
