@@ -79,10 +79,38 @@ listen_socket(const struct vd_conf_listener *l, const struct sockaddr_storage *s
     return fd;
 }
 
+/* SO_REUSEPORT lets every worker have its own socket on the address, but it would also let a
+ * second viaduct (or any program of the same user that sets it) share the address without an
+ * error, each getting part of the connections. A socket without the option binds first to
+ * make sure the address is free; port 0 always is. */
+static int
+address_free(const struct sockaddr_storage *ss, socklen_t len)
+{
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+    if ((ss->ss_family == AF_INET && s4->sin_port == 0) ||
+        (ss->ss_family == AF_INET6 && s6->sin6_port == 0)) {
+        return 0;
+    }
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -errno;
+    }
+    int one = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ss->ss_family == AF_INET6) {
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    }
+    int r = bind(fd, (const struct sockaddr *)ss, len) < 0 ? -errno : 0;
+    close(fd);
+    return r;
+}
+
 int
 vd_worker_listen_shared(const struct vd_conf_listener *l)
 {
-    return listen_socket(l, &l->addr, l->addrlen);
+    int r = address_free(&l->addr, l->addrlen);
+    return r < 0 ? r : listen_socket(l, &l->addr, l->addrlen);
 }
 
 static void

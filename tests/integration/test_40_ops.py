@@ -138,6 +138,18 @@ def test_workers_flag(viaduct, origin):
             assert c.exchange("GET", url(origin, "/%d" % i)).status == 200
 
 
+def test_address_in_use_is_refused(viaduct, viaduct_bin, origin):
+    # Listeners set SO_REUSEPORT (a socket per worker); a second viaduct on the same address
+    # must still fail instead of silently taking part of the connections.
+    vd = viaduct()
+    r = run_bin(viaduct_bin, ["-l", vd.authority()], timeout=10)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "cannot listen on %s: Address already in use" % vd.authority() in r.stderr, r.stderr
+    for i in range(3):
+        with vd.connect() as c:
+            assert c.exchange("GET", url(origin, "/still-%d" % i)).status == 200
+
+
 def test_ready_file_format(viaduct):
     vd = viaduct({"listeners": [{"address": "127.0.0.1:0", "mode": "forward"},
                                 {"address": "127.0.0.1:0", "mode": "forward"}]})
