@@ -196,6 +196,11 @@ struct vd_cache_entry {
      * copy replaces it by rename), so the descriptor always reads the body that was verified. */
     int body_fd;
     uint64_t body_off;
+    /* The same file mapped read-only (bytes 0 to body_off + body_len), or NULL when mmap failed.
+     * Only the kernel may read it (write(2) from it): a file cut short behind viaduct's back
+     * makes such a write fail with EFAULT, where a read in user space would raise SIGBUS. */
+    const uint8_t *body_map;
+    size_t map_len;
     struct vd_cache_times times;
     int64_t lifetime;      /* freshness lifetime, s */
     struct vd_cache_cc cc; /* the stored response's Cache-Control field alone; the proxy layer

@@ -187,6 +187,15 @@ struct vd_conf_h2 {
 };
 
 /* The shared HTTP cache (RFC 9111), memory and disk tiers; see docs/configuration.md, "cache". */
+/* cache.disk_send: sendfile(2), or write(2) from a read-only mapping of the file (one call
+ * for the whole body); auto picks the mapping when the client connection's congestion control
+ * paces every send itself (bbr), sendfile otherwise. */
+enum vd_disk_send {
+    VD_DISK_SEND_AUTO,
+    VD_DISK_SEND_SENDFILE,
+    VD_DISK_SEND_MAPPED,
+};
+
 struct vd_conf_cache {
     uint64_t memory;        /* bytes for the whole process, default 256 MiB; 0 disables caching */
     uint64_t max_object;    /* bytes of one stored body, default 8 MiB */
@@ -199,14 +208,15 @@ struct vd_conf_cache {
     char **targeted_fields;    /* RFC 9213 field names obeyed, lowercase, in order of precedence;
                                 * default {"cdn-cache-control"} */
     size_t ntargeted_fields;
-    char *disk_path;         /* directory of the disk tier; NULL (default): no disk tier */
-    uint64_t disk_size;      /* bytes of files, default 1 GiB */
-    uint64_t disk_objects;   /* files, default 1,000,000 */
-    uint64_t disk_queue;     /* bytes of responses waiting to be written, default 16 MiB */
-    bool disk_fsync;         /* default false */
-    uint64_t sendfile_min;   /* bytes: a disk hit this large is sent from its file, default
-                              * 64 KiB; 0: bodies are always read into memory */
-    uint64_t sendfile_files; /* files kept open for such hits, default 256 */
+    char *disk_path;             /* directory of the disk tier; NULL (default): no disk tier */
+    uint64_t disk_size;          /* bytes of files, default 1 GiB */
+    uint64_t disk_objects;       /* files, default 1,000,000 */
+    uint64_t disk_queue;         /* bytes of responses waiting to be written, default 16 MiB */
+    bool disk_fsync;             /* default false */
+    uint64_t sendfile_min;       /* bytes: a disk hit this large is sent from its file, default
+                                  * 64 KiB; 0: bodies are always read into memory */
+    uint64_t sendfile_files;     /* files kept open for such hits, default 256 */
+    enum vd_disk_send disk_send; /* how such a hit reaches a plain HTTP/1 client */
 };
 
 struct vd_auth; /* src/auth: users, verified-credential cache, failure throttle */

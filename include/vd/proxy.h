@@ -59,12 +59,14 @@ struct vd_front_ops {
     int (*send_head)(struct vd_txn *t, const struct vd_resp *resp);
     ssize_t (*send_body)(struct vd_txn *t, const uint8_t *p, size_t len);
     /* Optional (NULL when the front cannot: HTTP/2, TLS): sends @len body bytes of the file
-     * open at @fd from offset @off without copying them through user space (sendfile), with
-     * send_body's contract (bytes accepted, a short count means full and on_writable follows,
-     * or a negative error). @fd is borrowed for the call; the front keeps no reference to it.
-     * VD_ENOTIMPL when this response cannot take it (TLS, chunked framing): the caller sends the
-     * bytes with send_body instead, for the rest of the response. */
-    ssize_t (*send_file)(struct vd_txn *t, int fd, off_t off, size_t len);
+     * open at @fd from offset @off without copying them through user space, with send_body's
+     * contract (bytes accepted, a short count means full and on_writable follows, or a negative
+     * error). @map, when not NULL, is the same bytes mapped (map[0] is the byte at @off): the
+     * front may write(2) from it instead of sendfile (cache.disk_send), never read it itself.
+     * @fd and @map are borrowed for the call; the front keeps no reference to them. VD_ENOTIMPL
+     * when this response cannot take it (TLS, chunked framing): the caller sends the bytes with
+     * send_body instead, for the rest of the response. */
+    ssize_t (*send_file)(struct vd_txn *t, int fd, off_t off, size_t len, const uint8_t *map);
     /* Optional (NULL when the front cannot: HTTP/2): moves up to @len body bytes that arrive
      * on the plain TCP socket @fd (borrowed for the call) to the client without copying them
      * through user space (splice through a pipe). Returns the bytes taken from @fd (>= 0) or a

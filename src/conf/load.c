@@ -2776,6 +2776,7 @@ sec_cache(struct ld *ld, const struct ynode *n)
                                        "disk_fsync",
                                        "sendfile_min",
                                        "sendfile_files",
+                                       "disk_send",
                                        "collapse",
                                        "collapse_timeout"};
     struct vd_conf_cache *c = &ld->c->cache;
@@ -2824,6 +2825,17 @@ sec_cache(struct ld *ld, const struct ynode *n)
     if ((v = get(n, "sendfile_files")) &&
         (rc = get_uint(ld, v, "cache.sendfile_files", 0, 65536, &c->sendfile_files))) {
         return rc;
+    }
+    if ((v = get(n, "disk_send"))) {
+        static const char *const sends[] = {"auto", "sendfile", "mapped"};
+        size_t i = 0;
+        if ((rc =
+                 get_enum(ld, v, "cache.disk_send", "disk_send", sends, VD_ARRAY_LEN(sends), &i))) {
+            return rc;
+        }
+        c->disk_send = i == 1   ? VD_DISK_SEND_SENDFILE
+                       : i == 2 ? VD_DISK_SEND_MAPPED
+                                : VD_DISK_SEND_AUTO;
     }
     if ((v = get(n, "collapse")) && (rc = get_bool(ld, v, "cache.collapse", &c->collapse))) {
         return rc;

@@ -202,8 +202,9 @@ hit_send_file(struct hit *h, const struct seg *s)
     const struct vd_cache_entry *e = h->e;
     size_t left = s->len - h->off;
     if (!h->copy && t->front->send_file) {
-        ssize_t k =
-            t->front->send_file(t, e->body_fd, (off_t)(e->body_off + s->foff + h->off), left);
+        uint64_t at = e->body_off + s->foff + h->off;
+        ssize_t k = t->front->send_file(t, e->body_fd, (off_t)at, left,
+                                        e->body_map ? e->body_map + at : NULL);
         if (k != VD_ENOTIMPL) {
             h->by_file += k > 0 ? (uint64_t)k : 0;
             return k;
@@ -268,7 +269,7 @@ hit_pump(struct hit *h)
         }
     }
     if (h->by_file || h->by_copy) {
-        VD_TRACE(&t->log, VD_SUB_PROXY, "cache hit from file: %llu bytes by sendfile, %llu copied",
+        VD_TRACE(&t->log, VD_SUB_PROXY, "cache hit from file: %llu bytes by send_file, %llu copied",
                  (unsigned long long)h->by_file, (unsigned long long)h->by_copy);
     }
     t->handler = NULL;

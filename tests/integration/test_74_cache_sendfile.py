@@ -2,8 +2,10 @@
 """Shared cache, large hits from the disk tier (cache.sendfile_min): after a restart a 1 MiB
 response is served from its file without asking the origin, with sendfile on a plain HTTP/1.1
 connection and through a bounded copy on TLS (the fallback), whole or as one range. The
-`proxy` trace line "cache hit from file: N bytes by sendfile, M copied" says which path sent
-the body; the origin counts every request it sees."""
+`proxy` trace line "cache hit from file: N bytes by send_file, M copied" says which path sent
+the body, and the `h1` trace "file body by sendfile|write from the mapping" how send_file sent it
+(cache.disk_send); the origin counts every request it sees."""
+import os
 import re
 import socket
 import time
@@ -22,7 +24,11 @@ BIG = b"".join(b"%08d:" % i + bytes([(i * 7 + j) & 0xFF for j in range(7)])
                for i in range(MIB // 16))
 assert len(BIG) == MIB
 
-TRACE = r"cache hit from file: (\d+) bytes by sendfile, (\d+) copied"
+TRACE = r"cache hit from file: (\d+) bytes by send_file, (\d+) copied"
+HOW = r"file body by (sendfile|write from the mapping): \d+ bytes to send"
+WAYS = {"sendfile": "sendfile", "mapped": "write from the mapping"}
+FULL = {"sendfile": r"sendfile: socket full after \d+ of \d+ bytes",
+        "mapped": r"mapped write: socket full after \d+ of \d+ bytes"}
 
 
 @pytest.fixture
@@ -38,11 +44,14 @@ def sf_proxy(viaduct, pki, tmp_path):
     in one directory that every start shares (a second start is a restart)."""
     cache_dir = tmp_path / "cache"
 
-    def start(o, **cache):
+    def start(o, listener_cc=None, **cache):
         c = {"memory": "16m", "max_object": "8m", "disk_path": str(cache_dir)}
         c.update(cache)
         tls = {"certificates": [{"cert": pki.server.cert, "key": pki.server.key}]}
-        return viaduct({"listeners": [{"address": "127.0.0.1:0", "mode": "reverse"},
+        plain = {"address": "127.0.0.1:0", "mode": "reverse"}
+        if listener_cc:
+            plain["tcp_congestion"] = listener_cc
+        return viaduct({"listeners": [plain,
                                       {"address": "127.0.0.1:0", "mode": "reverse", "tls": tls}],
                         "routes": [{"upstream": "http://127.0.0.1:%d" % o.port}],
                         "cache": c, "log": {"trace": ["proxy", "h1"]}})
@@ -66,11 +75,15 @@ def wait_traces(p, n, timeout=5.0):
         time.sleep(0.02)
 
 
+def ways(p):
+    return re.findall(HOW, p.read_error_log())
+
+
 def tls_kw(pki):
     return {"tls": client_tls_context(pki.ca), "server_hostname": "localhost"}
 
 
-def restarted(sf_proxy, o, pki, body=BIG, **cache):
+def restarted(sf_proxy, o, pki, body=BIG, listener_cc=None, **cache):
     """Stores /big through a first start, over each listener (the scheme is part of the cache
     key: two stored responses), then returns a second start (memory empty)."""
     p = sf_proxy(o, **cache)
@@ -82,12 +95,13 @@ def restarted(sf_proxy, o, pki, body=BIG, **cache):
     assert p.stop() == 0  # the writer finishes what is queued before the process exits
     p.check_clean()
     assert count(o) == 2
-    return sf_proxy(o, **cache)
+    return sf_proxy(o, listener_cc=listener_cc, **cache)
 
 
-def test_big_hit_after_restart_plain_and_tls(sf_proxy, big_origin, pki):
+@pytest.mark.parametrize("send", ["sendfile", "mapped"])
+def test_big_hit_after_restart_plain_and_tls(sf_proxy, big_origin, pki, send):
     o = big_origin
-    p = restarted(sf_proxy, o, pki)
+    p = restarted(sf_proxy, o, pki, disk_send=send)
     with p.connect() as c:
         # Twice on one connection: the first hit opens and checks the file, the second finds
         # the file-backed entry in memory; the connection stays usable after each.
@@ -98,12 +112,14 @@ def test_big_hit_after_restart_plain_and_tls(sf_proxy, big_origin, pki):
             assert r.header("content-length") == str(MIB)
             assert r.header("etag") == '"big"'
     assert wait_traces(p, 2) == [(MIB, 0), (MIB, 0)]
+    assert ways(p) == [WAYS[send]] * 2
 
     with p.connect(1, **tls_kw(pki)) as c:
         r = c.exchange("GET", "/big", host="site.test")
         assert r.status == 200 and r.body == BIG
         assert r.header("cache-status").startswith("viaduct; hit")
     assert wait_traces(p, 3)[2] == (0, MIB)  # TLS: send_file refused, a bounded copy
+    assert ways(p) == [WAYS[send]] * 2
     assert count(o) == 2
     assert p.stop() == 0
     p.check_clean()
@@ -130,14 +146,15 @@ def test_range_over_big_hit(sf_proxy, big_origin, pki, tls):
     p.check_clean()
 
 
-def test_slow_reader_gets_every_byte(sf_proxy, make_origin, pki):
-    """A client that does not read fills the socket: sendfile comes back short and resumes
-    when the socket drains (the on_writable path), until the whole body is out. 6 MiB: more
-    than a client receive buffer of a few KiB and a send buffer (net.ipv4.tcp_wmem, at most
-    4 MiB by default) can hold."""
+@pytest.mark.parametrize("send", ["sendfile", "mapped"])
+def test_slow_reader_gets_every_byte(sf_proxy, make_origin, pki, send):
+    """A client that does not read fills the socket: sendfile (or the write from the mapping)
+    comes back short and resumes when the socket drains (the on_writable path), until the whole
+    body is out. 6 MiB: more than a client receive buffer of a few KiB and a send buffer
+    (net.ipv4.tcp_wmem, at most 4 MiB by default) can hold."""
     big6 = b"".join(b"%02d" % k + BIG[2:] for k in range(6))
     o = make_origin(build_response(200, big6, [("Cache-Control", "max-age=300")]))
-    p = restarted(sf_proxy, o, pki, body=big6)
+    p = restarted(sf_proxy, o, pki, body=big6, disk_send=send)
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.settimeout(10)
@@ -156,7 +173,8 @@ def test_slow_reader_gets_every_byte(sf_proxy, make_origin, pki):
     assert head.startswith(b"HTTP/1.1 200 ")
     assert body == big6
     assert wait_traces(p, 1) == [(6 * MIB, 0)]
-    assert re.search(r"sendfile: socket full after \d+ of \d+ bytes", p.read_error_log())
+    assert re.search(FULL[send], p.read_error_log())
+    assert set(ways(p)) == {WAYS[send]}
     assert count(o) == 2
     assert p.stop() == 0
     p.check_clean()
@@ -175,12 +193,13 @@ def test_sendfile_min_above_the_body_keeps_the_memory_path(sf_proxy, big_origin,
     assert traces(p) == []  # read into memory and sent with send_body, as before
 
 
-def test_clients_that_leave_mid_body_end_their_exchanges(sf_proxy, big_origin, pki):
-    """Clients that read a little of the body and close: sendfile fails (EPIPE) after partial
-    progress, and the exchange must end there (it once waited for a write event that never
-    came, and the connection stayed until the shutdown grace period)."""
+@pytest.mark.parametrize("send", ["sendfile", "mapped"])
+def test_clients_that_leave_mid_body_end_their_exchanges(sf_proxy, big_origin, pki, send):
+    """Clients that read a little of the body and close: sendfile (or the write) fails (EPIPE)
+    after partial progress, and the exchange must end there (it once waited for a write event
+    that never came, and the connection stayed until the shutdown grace period)."""
     o = big_origin
-    p = restarted(sf_proxy, o, pki)
+    p = restarted(sf_proxy, o, pki, disk_send=send)
     for _ in range(20):
         s = socket.create_connection((p.addr(0), p.port(0)))
         s.sendall(b"GET /big HTTP/1.1\r\nHost: site.test\r\n\r\n")
@@ -193,3 +212,27 @@ def test_clients_that_leave_mid_body_end_their_exchanges(sf_proxy, big_origin, p
     assert time.monotonic() - t0 < 5  # no connection left waiting for the grace period
     p.check_clean()
     assert count(o) == 2
+
+
+@pytest.mark.parametrize("cc,way", [("reno", "sendfile"), ("bbr", "write from the mapping")])
+def test_auto_follows_the_congestion_control(sf_proxy, big_origin, pki, cc, way):
+    """cache.disk_send auto (the default): a write from the mapping on a connection whose
+    congestion control paces each send itself (bbr), sendfile otherwise."""
+    lists = ["available"] if os.geteuid() == 0 else ["available", "allowed"]
+    for which in lists:
+        with open("/proc/sys/net/ipv4/tcp_%s_congestion_control" % which) as f:
+            if cc not in f.read().split():
+                pytest.skip("congestion control %s not %s" % (cc, which))
+    o = big_origin
+    p = restarted(sf_proxy, o, pki, listener_cc=cc)
+    with p.connect() as c:
+        for _ in range(2):
+            r = c.exchange("GET", "/big", host="site.test")
+            assert r.status == 200 and r.body == BIG
+            assert r.header("cache-status").startswith("viaduct; hit")
+    assert wait_traces(p, 2) == [(MIB, 0), (MIB, 0)]
+    assert ways(p) == [way] * 2
+    p.wait_for_log(r"congestion control %s: file bodies by %s" % (cc, re.escape(way)))
+    assert count(o) == 2
+    assert p.stop() == 0
+    p.check_clean()
