@@ -21,4 +21,9 @@ if [ ${#args[@]} -eq 0 ]; then
   args=(--products viaduct,haproxy,nginx,trafficserver,squid,tinyproxy --scenarios a,b,e
         --label viaduct-vs --out "$root/bench/results/latest")
 fi
+# The kernel's TCP settings move every bulk figure by up to 2x (docs/performance.md, "Congestion
+# control"): say which ones this run had, on stderr so the harness's tables stay as they are.
+cc=$(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo unknown)
+qdisc=$(cat /proc/sys/net/core/default_qdisc 2>/dev/null || echo unknown)
+echo "bench: kernel $(uname -r), tcp_congestion_control=$cc, default_qdisc=$qdisc" >&2
 exec "$harness/run.sh" "${args[@]}"
