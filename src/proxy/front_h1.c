@@ -1495,12 +1495,17 @@ fo_send_body(struct vd_txn *t, const uint8_t *p, size_t len)
     return k;
 }
 
-/* sendfile(2) from @fd straight to the client socket: plain TCP and Content-Length framing
- * only (TLS would need the bytes in user space to encrypt them; chunked framing would need
- * chunk headers between file pieces). Queued head or body bytes go first; while they are still
- * pending nothing is taken and on_writable follows once they drain. */
+/* The file's bytes straight to the client socket: sendfile(2) from @fd, or, with @map (the same
+ * bytes mapped), write(2) from the mapping, the whole rest of the body in one call where
+ * sendfile hands TCP at most 64 KiB per call. Only the kernel reads the mapping (a file cut
+ * short behind viaduct's back fails that write with EFAULT instead of raising SIGBUS), so
+ * nothing of it is queued in user space: a short count waits for write readiness. Plain TCP
+ * and Content-Length framing only (TLS would need the bytes in user space to encrypt them;
+ * chunked framing would need chunk headers between file pieces). Queued head or body bytes go
+ * first; while they are still pending nothing is taken and on_writable follows once they
+ * drain. */
 static ssize_t
-send_file_corked(struct h1c *c, struct vd_txn *t, int fd, off_t off, size_t len)
+send_file_corked(struct h1c *c, struct vd_txn *t, int fd, off_t off, const uint8_t *map, size_t len)
 {
     if (out_pending(c)) {
         int r = out_flush(c);
@@ -1515,8 +1520,13 @@ send_file_corked(struct h1c *c, struct vd_txn *t, int fd, off_t off, size_t len)
     }
     size_t done = 0;
     while (done < len) {
-        off_t o = off + (off_t)done;
-        ssize_t k = sendfile(c->sock.fd, fd, &o, len - done);
+        ssize_t k;
+        if (map) {
+            k = send(c->sock.fd, map + done, len - done, MSG_NOSIGNAL);
+        } else {
+            off_t o = off + (off_t)done;
+            k = sendfile(c->sock.fd, fd, &o, len - done);
+        }
         if (k < 0 && errno == EINTR) {
             continue;
         }
@@ -1526,7 +1536,7 @@ send_file_corked(struct h1c *c, struct vd_txn *t, int fd, off_t off, size_t len)
         /* An error ends the response even after some progress: a short count would mean
          * "full" and wait for a write event that a broken connection may never deliver. */
         if (k < 0) {
-            return -errno;
+            return map && errno == EFAULT ? -EIO : -errno;
         }
         if (k == 0) {
             return -EIO; /* the file ends before @len: cut short behind viaduct's back */
@@ -1535,49 +1545,8 @@ send_file_corked(struct h1c *c, struct vd_txn *t, int fd, off_t off, size_t len)
         t->stats.bytes_out += (uint64_t)k;
     }
     if (done < len) {
-        VD_TRACE(&c->log, VD_SUB_H1, "sendfile: socket full after %zu of %zu bytes", done, len);
-        c->handler_waits = true;
-        c->file_waits = true;
-    }
-    arm(c);
-    return (ssize_t)done;
-}
-
-/* send_file_corked with write(2) from @map, the file's bytes mapped: the whole rest of the body
- * in one call where sendfile hands TCP at most 64 KiB per call. The bytes are never read here
- * (a file cut short behind viaduct's back fails the write with EFAULT instead of raising
- * SIGBUS), so nothing is queued in user space: a short write waits for write readiness. */
-static ssize_t
-send_mapped_corked(struct h1c *c, struct vd_txn *t, const uint8_t *map, size_t len)
-{
-    if (out_pending(c)) {
-        int r = out_flush(c);
-        if (r < 0) {
-            return r;
-        }
-        if (out_pending(c)) {
-            c->handler_waits = true;
-            arm(c);
-            return 0;
-        }
-    }
-    size_t done = 0;
-    while (done < len) {
-        ssize_t k = send(c->sock.fd, map + done, len - done, MSG_NOSIGNAL);
-        if (k < 0 && errno == EINTR) {
-            continue;
-        }
-        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            break;
-        }
-        if (k < 0) {
-            return errno == EFAULT ? -EIO : -errno; /* EFAULT: the file ends before @len */
-        }
-        done += (size_t)k;
-        t->stats.bytes_out += (uint64_t)k;
-    }
-    if (done < len) {
-        VD_TRACE(&c->log, VD_SUB_H1, "mapped write: socket full after %zu of %zu bytes", done, len);
+        VD_TRACE(&c->log, VD_SUB_H1, "%s: socket full after %zu of %zu bytes",
+                 map ? "mapped write" : "sendfile", done, len);
         c->handler_waits = true;
         c->file_waits = true;
     }
@@ -1621,8 +1590,7 @@ fo_send_file(struct vd_txn *t, int fd, off_t off, size_t len, const uint8_t *map
      * segment of its own (the receiver pays per segment; measured: +10-50% hits/s). */
     int one = 1, zero = 0;
     (void)setsockopt(c->sock.fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one));
-    ssize_t ret =
-        mapped ? send_mapped_corked(c, t, map, len) : send_file_corked(c, t, fd, off, len);
+    ssize_t ret = send_file_corked(c, t, fd, off, mapped ? map : NULL, len);
     (void)setsockopt(c->sock.fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
     return ret;
 }
