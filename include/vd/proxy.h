@@ -288,6 +288,12 @@ VD_MUST_CHECK int vd_worker_init(struct vd_worker *w, unsigned id, struct vd_con
  * of it, the others bind their own to the same address). Returns the fd or -errno. */
 int vd_worker_listen_shared(const struct vd_conf_listener *l);
 
+/* 0 when nothing listens on @l's address yet (port 0 always), else -errno (-EADDRINUSE): the
+ * check that SO_REUSEPORT would otherwise skip. Call for every listener before the first
+ * vd_worker_listen_shared, so that viaduct's own sockets (0.0.0.0:P next to 127.0.0.1:P) do
+ * not count. */
+int vd_worker_address_free(const struct vd_conf_listener *l);
+
 /* Sets the access log of @w: @fd (not owned; -1 for none), text or JSON lines, flushed from the
  * worker's buffer every second and at 16 KiB. Call before the worker thread starts. */
 void vd_worker_set_access_log(struct vd_worker *w, int fd, bool json);

@@ -338,6 +338,14 @@ main(int argc, char **argv)
         sh.listen_fds[i] = -1;
     }
     for (size_t i = 0; i < conf->nlisteners; i++) {
+        int r = vd_worker_address_free(&conf->listeners[i]);
+        if (r < 0) {
+            fprintf(stderr, "viaduct: cannot listen on %s: %s\n", conf->listeners[i].addr_text,
+                    vd_strerror(r));
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < conf->nlisteners; i++) {
         const struct vd_conf_listener *l = &conf->listeners[i];
         if (l->ncerts && vd_tls_server_new(l, &sh.tls_servers[i], err, sizeof(err)) < 0) {
             fprintf(stderr, "viaduct: listener %s: %s\n", l->addr_text, err);

@@ -83,9 +83,11 @@ listen_socket(const struct vd_conf_listener *l, const struct sockaddr_storage *s
  * second viaduct (or any program of the same user that sets it) share the address without an
  * error, each getting part of the connections. A socket without the option binds first to
  * make sure the address is free; port 0 always is. */
-static int
-address_free(const struct sockaddr_storage *ss, socklen_t len)
+int
+vd_worker_address_free(const struct vd_conf_listener *l)
 {
+    const struct sockaddr_storage *ss = &l->addr;
+    socklen_t len = l->addrlen;
     const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
     const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
     if ((ss->ss_family == AF_INET && s4->sin_port == 0) ||
@@ -109,8 +111,7 @@ address_free(const struct sockaddr_storage *ss, socklen_t len)
 int
 vd_worker_listen_shared(const struct vd_conf_listener *l)
 {
-    int r = address_free(&l->addr, l->addrlen);
-    return r < 0 ? r : listen_socket(l, &l->addr, l->addrlen);
+    return listen_socket(l, &l->addr, l->addrlen);
 }
 
 static void
