@@ -16,11 +16,12 @@ struct vd_cache_entry *vd__cache_entry_new_owned(const char *key, const char *va
 
 /* A file-backed entry (vd_cache_entry_in_file): the body is the @body_len bytes at @body_off in
  * @fd, which the entry takes over (closed with it, or at once when it cannot be built: then
- * NULL). Only the fields and bookkeeping are charged to the memory tier. */
+ * NULL). Only the fields and bookkeeping are charged to the memory tier. @map: also map the file
+ * (body_map), for a body that hits will send from the file rather than read. */
 struct vd_cache_entry *vd__cache_entry_new_file(const char *key, const char *vary,
                                                 const char *vary_key, int status,
                                                 const struct vd_hdr *h, size_t n, int fd,
-                                                uint64_t body_off, size_t body_len,
+                                                uint64_t body_off, size_t body_len, bool map,
                                                 const struct vd_cache_times *tm, int64_t lifetime);
 
 /* A view of @parent (a file-backed entry, which it references): @parent's key, Vary and fields

@@ -1146,7 +1146,7 @@ read_entry(int fd, const struct stat *st, uint64_t id, const char *key, const st
             goto out;
         }
         *out = vd__cache_entry_new_file(k, vary, vkey, status, hd, nf, dfd,
-                                        HDR_LEN + (uint64_t)meta_len, body_len, &tm,
+                                        HDR_LEN + (uint64_t)meta_len, body_len, true, &tm,
                                         (int64_t)get64(h + 72));
         rr = *out ? RD_OK : RD_OTHER;
         if (*out && keep) {
@@ -1169,7 +1169,7 @@ read_entry(int fd, const struct stat *st, uint64_t id, const char *key, const st
     int kfd = keep ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
     if (kfd >= 0) {
         *keep = vd__cache_entry_new_file(k, vary, vkey, status, hd, nf, kfd,
-                                         HDR_LEN + (uint64_t)meta_len, body_len, &tm,
+                                         HDR_LEN + (uint64_t)meta_len, body_len, false, &tm,
                                          (int64_t)get64(h + 72));
         *bcrc_out = bcrc;
     }

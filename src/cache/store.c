@@ -181,7 +181,8 @@ vd__cache_entry_new_owned(const char *key, const char *vary, const char *vary_ke
 struct vd_cache_entry *
 vd__cache_entry_new_file(const char *key, const char *vary, const char *vary_key, int status,
                          const struct vd_hdr *h, size_t n, int fd, uint64_t body_off,
-                         size_t body_len, const struct vd_cache_times *tm, int64_t lifetime)
+                         size_t body_len, bool map, const struct vd_cache_times *tm,
+                         int64_t lifetime)
 {
     struct vd_cache_entry *e =
         entry_new(key, vary, vary_key, status, h, n, NULL, 0, false, tm, lifetime);
@@ -197,7 +198,7 @@ vd__cache_entry_new_file(const char *key, const char *vary, const char *vary_key
     /* For fronts that send file bodies with write(2) rather than sendfile (see
      * vd_front_ops.send_file); a failed mapping only leaves sendfile. */
     size_t mlen = (size_t)body_off + body_len;
-    void *m = mlen ? mmap(NULL, mlen, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+    void *m = map && mlen ? mmap(NULL, mlen, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
     if (m != MAP_FAILED) {
         e->body_map = m;
         e->map_len = mlen;
