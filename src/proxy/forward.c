@@ -53,7 +53,7 @@ struct upc {
     struct vd_worker *w;
     struct fwd *f; /* current user, NULL while idle */
     char key[320]; /* host:port:tls:sni */
-    int pending_closes;
+    bool closing;  /* upc_close ran: the socket's close callback frees @u */
     bool tls;
     bool connected;
     bool handshaken;
@@ -552,21 +552,13 @@ fwd_fail_err(struct fwd *f, int err, const char *what)
 /* ---- upstream connections ------------------------------------------------------------------ */
 
 static void
-upc_closed_one(struct upc *u)
+upc_sock_closed(struct vd_sock *s)
 {
-    if (--u->pending_closes > 0) {
-        return;
-    }
+    struct upc *u = s->data;
     vd_buf_release(&u->in);
     vd_dbuf_free(&u->out);
     u->magic = 0xdeadbeef;
     free(u);
-}
-
-static void
-upc_sock_closed(struct vd_sock *s)
-{
-    upc_closed_one(s->data);
 }
 
 static uint64_t
@@ -646,14 +638,14 @@ upc_timer_set(struct upc *u, uint64_t ms)
 static void
 upc_close(struct upc *u)
 {
-    if (u->pending_closes) {
+    if (u->closing) {
         return;
     }
     if (u->idle) {
         upc_unidle(u);
     }
     u->f = NULL;
-    u->pending_closes = 1; /* the socket's close callback frees @u */
+    u->closing = true;
     vd_ltimer_release(&u->timer);
     vd_sock_close(&u->sock);
 }

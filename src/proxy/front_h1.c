@@ -49,7 +49,6 @@ struct h1c {
     struct vd_conf *conf; /* reference; refreshed between exchanges after a reload */
     size_t listener;
     uint64_t id;
-    int pending_closes; /* handles still closing; freed at 0 */
     enum h1c_state state;
 
     union {
@@ -336,11 +335,9 @@ hout_head(struct h1c *c, int status, const char *reason, const struct vd_hdr *h,
 }
 
 static void
-close_cb_count(struct h1c *c)
+sock_closed(struct vd_sock *s)
 {
-    if (--c->pending_closes > 0) {
-        return;
-    }
+    struct h1c *c = s->data;
     vd_buf_release(&c->in);
     vd_buf_release(&c->out);
     vd_dbuf_free(&c->hout);
@@ -349,12 +346,6 @@ close_cb_count(struct h1c *c)
     vd_conf_unref(c->conf);
     c->magic = 0xdeadbeef;
     free(c);
-}
-
-static void
-sock_closed(struct vd_sock *s)
-{
-    close_cb_count(s->data);
 }
 
 static void
@@ -372,7 +363,7 @@ txn_free(struct h1c *c)
 static void
 conn_close(struct h1c *c)
 {
-    if (c->state == ST_CLOSING && c->pending_closes) {
+    if (c->state == ST_CLOSING) { /* the socket's close callback frees @c */
         return;
     }
     c->state = ST_CLOSING;
@@ -397,7 +388,6 @@ conn_close(struct h1c *c)
     }
     vd_list_remove(&c->link);
     c->w->nconns--;
-    c->pending_closes = 1; /* the socket's close callback frees @c */
     vd_ltimer_release(&c->timer);
     vd_sock_close(&c->sock);
 }

@@ -54,8 +54,10 @@ on_accept(uv_poll_t *h, int status, int events)
     }
 }
 
+/* A TCP socket bound to @ss (SO_REUSEADDR, IPv6 only for IPv6; SO_REUSEPORT with @reuseport),
+ * or -errno. */
 static int
-listen_socket(const struct vd_conf_listener *l, const struct sockaddr_storage *ss, socklen_t len)
+bound_socket(const struct sockaddr_storage *ss, socklen_t len, bool reuseport)
 {
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -63,14 +65,30 @@ listen_socket(const struct vd_conf_listener *l, const struct sockaddr_storage *s
     }
     int one = 1;
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (reuseport) {
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    }
     if (ss->ss_family == AF_INET6) {
         (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    }
+    if (bind(fd, (const struct sockaddr *)ss, len) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    return fd;
+}
+
+static int
+listen_socket(const struct vd_conf_listener *l, const struct sockaddr_storage *ss, socklen_t len)
+{
+    int fd = bound_socket(ss, len, true);
+    if (fd < 0) {
+        return fd;
     }
     /* Accepted connections inherit the listener's congestion control. */
     if ((l->tcp_congestion && setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, l->tcp_congestion,
                                          (socklen_t)strlen(l->tcp_congestion)) < 0) ||
-        bind(fd, (const struct sockaddr *)ss, len) < 0 ||
         listen(fd, (int)(l->backlog ? l->backlog : 511)) < 0) {
         int e = -errno;
         close(fd);
@@ -86,26 +104,18 @@ listen_socket(const struct vd_conf_listener *l, const struct sockaddr_storage *s
 int
 vd_worker_address_free(const struct vd_conf_listener *l)
 {
-    const struct sockaddr_storage *ss = &l->addr;
-    socklen_t len = l->addrlen;
-    const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
-    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
-    if ((ss->ss_family == AF_INET && s4->sin_port == 0) ||
-        (ss->ss_family == AF_INET6 && s6->sin6_port == 0)) {
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)&l->addr;
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&l->addr;
+    if ((l->addr.ss_family == AF_INET && s4->sin_port == 0) ||
+        (l->addr.ss_family == AF_INET6 && s6->sin6_port == 0)) {
         return 0;
     }
-    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = bound_socket(&l->addr, l->addrlen, false);
     if (fd < 0) {
-        return -errno;
+        return fd;
     }
-    int one = 1;
-    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (ss->ss_family == AF_INET6) {
-        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    }
-    int r = bind(fd, (const struct sockaddr *)ss, len) < 0 ? -errno : 0;
     close(fd);
-    return r;
+    return 0;
 }
 
 int
