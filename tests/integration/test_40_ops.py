@@ -16,7 +16,7 @@ from vdtest.asserts import ISO_MS, assert_proxy_error
 from vdtest.httpmsg import build_response
 from vdtest.origins import Reply
 from vdtest.proc import connect_refused, run_bin
-from vdtest.tcp import TcpServer, echo
+from vdtest.tcp import TcpServer, congestion_controls, echo
 
 
 def url(origin, path="/"):
@@ -162,12 +162,9 @@ def test_ready_file_format(viaduct):
 # ---------------------------------------------------------------- TCP congestion control
 
 def other_congestion_control():
-    """A congestion control the kernel offers that is not the system default (None if none)."""
-    with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
-        default = f.read().strip()
-    with open("/proc/sys/net/ipv4/tcp_available_congestion_control") as f:
-        avail = f.read().split()
-    others = [a for a in avail if a != default]
+    """A congestion control viaduct may set that is not the system default (None if none)."""
+    default, usable = congestion_controls()
+    others = [a for a in usable if a != default]
     return default, ("reno" if "reno" in others else (others[0] if others else None))
 
 

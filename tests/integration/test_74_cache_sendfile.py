@@ -5,7 +5,6 @@ connection and through a bounded copy on TLS (the fallback), whole or as one ran
 `proxy` trace line "cache hit from file: N bytes by send_file, M copied" says which path sent
 the body, and the `h1` trace "file body by sendfile|write from the mapping" how send_file sent it
 (cache.disk_send); the origin counts every request it sees."""
-import os
 import re
 import socket
 import time
@@ -15,6 +14,7 @@ import pytest
 from vdtest.client import client_tls_context
 from vdtest.cache import count
 from vdtest.httpmsg import build_response
+from vdtest.tcp import congestion_controls
 
 pytestmark = pytest.mark.feature("tls")
 
@@ -222,11 +222,8 @@ def test_clients_that_leave_mid_body_end_their_exchanges(sf_proxy, big_origin, p
 def test_auto_follows_the_congestion_control(sf_proxy, big_origin, pki, cc, way):
     """cache.disk_send auto (the default): a write from the mapping on a connection whose
     congestion control paces each send itself (bbr), sendfile otherwise."""
-    lists = ["available"] if os.geteuid() == 0 else ["available", "allowed"]
-    for which in lists:
-        with open("/proc/sys/net/ipv4/tcp_%s_congestion_control" % which) as f:
-            if cc not in f.read().split():
-                pytest.skip("congestion control %s not %s" % (cc, which))
+    if cc not in congestion_controls()[1]:
+        pytest.skip("congestion control %s cannot be set here" % cc)
     o = big_origin
     p = restarted(sf_proxy, o, pki, listener_cc=cc)
     two_hits(p)

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Plain TCP peers for tunnel tests: a listener that runs a handler per connection in a thread
 and records what each connection received, plus small helpers for exact socket behaviour."""
+import os
 import socket
 import struct
 import threading
@@ -166,3 +167,16 @@ def blackhole_port():
         keep.append(s)
     time.sleep(0.1)
     return port, keep
+
+
+def congestion_controls():
+    """(the system's default TCP congestion control, the names a socket of this process may be
+    given with TCP_CONGESTION: available ones, and for a non-root process only allowed ones)."""
+    def names(which):
+        with open("/proc/sys/net/ipv4/tcp_%scongestion_control" % which) as f:
+            return f.read().split()
+    usable = names("available_")
+    if os.geteuid() != 0:
+        allowed = names("allowed_")
+        usable = [a for a in usable if a in allowed]
+    return names("")[0], usable
