@@ -15,6 +15,7 @@
 enum vd_listen_mode {
     VD_MODE_FORWARD, /* absolute-form requests to any origin (explicit proxy) */
     VD_MODE_REVERSE, /* origin-form requests routed by Host and path to configured upstreams */
+    VD_MODE_ADMIN,   /* /metrics (Prometheus) and /healthz, nothing proxied */
 };
 
 struct vd_conf_cert {

@@ -12,6 +12,7 @@
 #include "vd/http.h"
 #include "vd/log.h"
 #include "vd/ltimer.h"
+#include "vd/metrics.h"
 #include "vd/resolve.h"
 #include "vd/tls.h"
 #include "vd/tunnel.h"
@@ -270,6 +271,7 @@ struct vd_worker {
     bool draining;
     uv_timer_t drain_timer;
     uint64_t drain_deadline;
+    struct vd_wmetrics metrics; /* this worker's counters (vd/metrics.h) */
 };
 
 enum {

@@ -37,8 +37,8 @@ struct app {
     bool stopping;
 };
 
-static const char *const features[] = {"http1",      "tls",    "forward", "reverse",
-                                       "access-log", "reload", "pool",    "dns-cache"};
+static const char *const features[] = {"http1",  "tls",  "forward",   "reverse", "access-log",
+                                       "reload", "pool", "dns-cache", "metrics"};
 
 static void
 usage(FILE *f)
@@ -127,6 +127,7 @@ on_hup(uv_signal_t *s, int sig)
     }
     if (load(a, &next, err, sizeof(err)) < 0) {
         vd_log(VD_LOG_ERR, NULL, "reload refused, keeping the running configuration: %s", err);
+        vd_metrics_reload(false);
         return;
     }
     struct vd_conf *cur = vd_conf_current();
@@ -136,6 +137,7 @@ on_hup(uv_signal_t *s, int sig)
                "(restart to change listeners)");
         vd_conf_unref(cur);
         vd_conf_unref(next);
+        vd_metrics_reload(false);
         return;
     }
     vd_conf_unref(cur);
@@ -150,6 +152,7 @@ on_hup(uv_signal_t *s, int sig)
     for (unsigned i = 0; i < a->nworkers; i++) {
         vd_worker_post(&a->workers[i], VD_WCMD_RELOAD);
     }
+    vd_metrics_reload(true);
     vd_log(VD_LOG_NOTICE, NULL, "configuration reloaded from %s",
            a->conf_path ? a->conf_path : "(defaults)");
 }
@@ -404,7 +407,9 @@ main(int argc, char **argv)
     }
     for (size_t i = 0; i < conf->nlisteners; i++) {
         vd_log(VD_LOG_NOTICE, NULL, "listening on %s (%s%s)", conf->listeners[i].addr_text,
-               conf->listeners[i].mode == VD_MODE_FORWARD ? "forward proxy" : "reverse proxy",
+               conf->listeners[i].mode == VD_MODE_FORWARD   ? "forward proxy"
+               : conf->listeners[i].mode == VD_MODE_REVERSE ? "reverse proxy"
+                                                            : "admin: /metrics, /healthz",
                conf->listeners[i].ncerts ? ", TLS" : "");
     }
     vd_log(VD_LOG_NOTICE, NULL, "viaduct %s started with %u worker%s", VD_VERSION, n,

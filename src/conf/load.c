@@ -1155,7 +1155,7 @@ static int
 sec_listener(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_listener *l)
 {
     static const char *const keys[] = {"address", "mode", "backlog", "tcp_congestion", "tls"};
-    static const char *const modes[] = {"forward", "reverse"};
+    static const char *const modes[] = {"forward", "reverse", "admin"};
     char sub[KEY_MAX], vb[SHOW_MAX + 8];
     const struct ynode *v;
     size_t mode = 0;
@@ -1186,7 +1186,7 @@ sec_listener(struct ld *ld, const struct ynode *n, const char *key, struct vd_co
         if ((rc = get_enum(ld, v, sub, "mode", modes, VD_ARRAY_LEN(modes), &mode))) {
             return rc;
         }
-        l->mode = mode == 0 ? VD_MODE_FORWARD : VD_MODE_REVERSE;
+        l->mode = mode == 0 ? VD_MODE_FORWARD : mode == 1 ? VD_MODE_REVERSE : VD_MODE_ADMIN;
     }
     if ((v = get(n, "backlog"))) {
         key_join(sub, key, "backlog");

@@ -388,6 +388,7 @@ conn_close(struct h1c *c)
     }
     vd_list_remove(&c->link);
     c->w->nconns--;
+    vd_metric_set(&c->w->metrics.conns_open, c->w->nconns);
     vd_ltimer_release(&c->timer);
     vd_sock_close(&c->sock);
 }
@@ -1824,6 +1825,7 @@ vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener)
     vd_dbuf_init(&c->tail, c->conf->limits.trailer_block + 64);
     vd_list_insert_tail(&w->conns, &c->link);
     w->nconns++;
+    vd_metric_set(&w->metrics.conns_open, w->nconns);
     c->state = ST_IDLE;
     struct vd_tls_server *ts = w->shared->tls_servers ? w->shared->tls_servers[listener] : NULL;
     if (ts) {

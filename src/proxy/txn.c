@@ -505,6 +505,10 @@ vd_txn_start(struct vd_txn *t)
         vd_txn_deny(t, rule);
         return;
     }
+    if (t->mode == VD_MODE_ADMIN) {
+        vd_admin_start(t);
+        return;
+    }
     if (t->mode == VD_MODE_FORWARD && t->conf->auth.db) {
         vd_txn_auth(t, txn_route);
         return;
@@ -611,6 +615,8 @@ void
 vd_txn_log(struct vd_txn *t)
 {
     struct vd_worker *w = t->w;
+    uint64_t dur = uv_hrtime() - t->stats.start_ns;
+    vd_metrics_exchange(&w->metrics, t, dur);
     if (w->alog_fd < 0) {
         return;
     }
@@ -618,7 +624,7 @@ vd_txn_log(struct vd_txn *t)
     fmt_time(tm, sizeof(tm));
     vd_log_escape_as(method, sizeof(method), t->req.method.base, t->req.method.len, w->alog_json);
     vd_log_escape_as(target, sizeof(target), t->req.target.base, t->req.target.len, w->alog_json);
-    double total = (double)(uv_hrtime() - t->stats.start_ns) / 1e6;
+    double total = (double)dur / 1e6;
     const char *reuse = !t->stats.upstream_used ? "-" : t->stats.upstream_reused ? "reused" : "new";
     if (t->stats.upstream_used) {
         snprintf(up, sizeof(up), "%.3f", (double)t->stats.upstream_ns / 1e6);

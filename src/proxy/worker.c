@@ -41,15 +41,19 @@ on_accept(uv_poll_t *h, int status, int events)
         }
         if (w->nconns >= w->conf->limits.max_connections) {
             /* Over the limit: refuse at once rather than queueing work we cannot do. */
+#define REFUSAL "503 Service Unavailable: too many connections\n"
+            _Static_assert(sizeof(REFUSAL) - 1 == 46, "the Content-Length below");
             static const char msg[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
-                                      "text/plain; charset=utf-8\r\nContent-Length: 52\r\n"
-                                      "Connection: close\r\n\r\n503 Service Unavailable: too many "
-                                      "connections\n";
+                                      "text/plain; charset=utf-8\r\nContent-Length: 46\r\n"
+                                      "Connection: close\r\n\r\n" REFUSAL;
+#undef REFUSAL
             ssize_t n = write(fd, msg, sizeof(msg) - 1);
             (void)n;
             close(fd);
+            vd_metric_add(&w->metrics.refused, 1);
             continue;
         }
+        vd_metric_add(&w->metrics.accepted[li], 1);
         vd_front_h1_accept(w, fd, li);
     }
 }
@@ -251,7 +255,12 @@ vd_worker_init(struct vd_worker *w, unsigned id, struct vd_conf *conf,
     vd_list_init(&w->conns);
     vd_list_init(&w->idle_upstreams);
     vd_dbuf_init(&w->alog, 1 << 20);
-    int r = uv_loop_init(&w->loop);
+    int r = vd_metrics_register(&w->metrics, conf->nlisteners);
+    if (r < 0) {
+        snprintf(err, errlen, "metrics: %s", vd_strerror(r));
+        return r;
+    }
+    r = uv_loop_init(&w->loop);
     if (r < 0) {
         snprintf(err, errlen, "uv_loop_init: %s", uv_strerror(r));
         return r;
@@ -352,5 +361,6 @@ vd_worker_destroy(struct vd_worker *w)
     free(w->listen_polls);
     free(w->hdr_scratch);
     vd_dbuf_free(&w->alog);
+    vd_metrics_unregister(&w->metrics);
     vd_conf_unref(w->conf);
 }

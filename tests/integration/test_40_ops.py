@@ -15,7 +15,7 @@ from vdtest import yamlconf
 from vdtest.asserts import ISO_MS, assert_proxy_error
 from vdtest.httpmsg import build_response
 from vdtest.origins import Reply
-from vdtest.proc import connect_refused, run_bin
+from vdtest.proc import connect_refused, poll, run_bin
 from vdtest.tcp import TcpServer, congestion_controls, echo
 
 
@@ -381,15 +381,6 @@ def via_of(vd, origin):
         r = c.exchange("GET", url(origin, "/via"))
     assert r.status == 200
     return r.headers.list("via")
-
-
-def poll(fn, timeout=5.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(step)
 
 
 def test_reload_applies_new_config(viaduct, origin):

@@ -166,6 +166,7 @@ static const char full_yaml[] = "# every key\n"
                                 "    tls:\n"
                                 "      certificates: [{cert: certs/a.pem, key: certs/a.key}]\n"
                                 "  - address: '*:8081'\n"
+                                "    mode: admin\n"
                                 "access:\n"
                                 "  - allow: 127.0.0.0/8\n"
                                 "  - allow: ::1\n"
@@ -307,6 +308,7 @@ test_full(void **state)
     assert_string_equal(l->addr_text, "*:8081");
     assert_addr(&l->addr, AF_INET, "0.0.0.0", 8081);
     assert_false(l->tls);
+    assert_int_equal(l->mode, VD_MODE_ADMIN);
 
     assert_int_equal(c->nrules, 6);
     const struct vd_conf_rule *ru = &c->rules[0];
@@ -1050,8 +1052,8 @@ test_errors_listeners(void **state)
                "4:14: listeners[2].address: duplicate listener address 127.0.0.1:3128 "
                "(listeners[0] at line 2, column 14 has the same)");
     expect_err("listeners:\n  - address: 127.0.0.1:1\n    mode: transparent\n",
-               "3:11: listeners[0].mode: unknown mode 'transparent' (expected forward or "
-               "reverse)");
+               "3:11: listeners[0].mode: unknown mode 'transparent' (expected forward, "
+               "reverse or admin)");
     expect_err("listeners:\n  - address: 127.0.0.1:1\n    backlog: 0\n",
                "3:14: listeners[0].backlog: expected an integer from 1 to 65535, got '0'");
     expect_err("listeners:\n  - address: 127.0.0.1:1\n    tcp_congestion: Reno\n",

@@ -234,6 +234,16 @@ class Viaduct:
                                  (", ".join(problems), text[-6000:]))
 
 
+def poll(fn, timeout=5.0, step=0.05):
+    """Calls @fn until it returns something true or @timeout passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(step)
+
+
 def connect_refused(addr, port, timeout=1.0):
     """True when a TCP connect to addr:port is refused."""
     s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
