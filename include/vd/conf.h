@@ -43,15 +43,48 @@ enum vd_forwarded_mode {
     VD_FWD_BOTH,
 };
 
+/* One server of a route's upstream group. */
+struct vd_conf_server {
+    char *url;  /* as written: "http://127.0.0.1:8080" or "https://origin:443" */
+    bool tls;   /* https */
+    char *host; /* lowercase; IPv6 without brackets */
+    uint16_t port;
+};
+
+enum vd_balance {
+    VD_BALANCE_ROUND_ROBIN, /* the next server in turn */
+    VD_BALANCE_LEAST_CONN,  /* the one with the fewest exchanges in progress */
+    VD_BALANCE_CLIENT_HASH, /* the same server for the same client address */
+};
+
+/* Balancing state of a route with several servers: the one mutable part of a snapshot, shared
+ * by the workers (relaxed atomics; src/proxy/balance.c). A reload starts it afresh. */
+struct vd_lb_server {
+    _Atomic uint64_t down_until; /* ns (uv_hrtime): skipped until then after a failure */
+    _Atomic uint32_t active;     /* exchanges in progress */
+};
+
+struct vd_lb {
+    _Atomic uint32_t next; /* round-robin turn */
+    struct vd_lb_server srv[];
+};
+
+#define VD_ROUTE_SERVERS_MAX 64
+
 struct vd_conf_route {
     char *host;        /* NULL matches any host; else exact, lowercase; "*.example.com" suffix */
     char *path_prefix; /* "/" matches everything */
-    char *upstream;    /* as written: "http://127.0.0.1:8080" or "https://origin:443" */
-    bool up_tls;       /* https upstream */
-    char *up_host;     /* host part of @upstream */
+    char *upstream;    /* the first server as written (servers[0].url) */
+    bool up_tls;       /* the first server: https */
+    char *up_host;     /* the first server's host */
     uint16_t up_port;
-    char *host_header; /* NULL: pass the client's Host; else send this one */
-    char *sni;         /* NULL: @up_host when it is a name */
+    struct vd_conf_server *servers; /* every server, in order; at least one */
+    size_t nservers;
+    enum vd_balance balance; /* with several servers; default round robin */
+    uint64_t fail_timeout;   /* ms a server whose connection failed is skipped; default 10000 */
+    struct vd_lb *lb;        /* NULL with one server */
+    char *host_header;       /* NULL: pass the client's Host; else send this one */
+    char *sni;               /* NULL: the server's host when it is a name */
     enum vd_forwarded_mode forwarded;
 };
 

@@ -178,6 +178,18 @@ void vd_txn_req_body_resume(struct vd_txn *t);
  * access log line. */
 void vd_txn_log(struct vd_txn *t);
 
+/* Upstream groups (balance.c), for routes with several servers; a route with one has no state
+ * and always gets server 0. vd_lb_pick returns the index of the server for an exchange from
+ * @client, skipping those in the bit mask @tried and those marked down; when every server is
+ * marked down, the first pick (@tried 0) still returns one, a later pick -1. -1 also when every
+ * server was tried. begin/end count exchanges in progress (least_conn); failed marks a server
+ * down for the route's fail_timeout; ok clears the mark. */
+int vd_lb_pick(const struct vd_conf_route *r, const struct sockaddr *client, uint64_t tried);
+void vd_lb_begin(const struct vd_conf_route *r, int i);
+void vd_lb_end(const struct vd_conf_route *r, int i);
+void vd_lb_failed(const struct vd_conf_route *r, int i);
+void vd_lb_ok(const struct vd_conf_route *r, int i);
+
 /* Handlers. */
 void vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
                       const struct vd_conf_route *route);

@@ -395,6 +395,12 @@ vd_conf_unref(struct vd_conf *c)
         free(r->path_prefix);
         free(r->upstream);
         free(r->up_host);
+        for (size_t k = 0; k < r->nservers; k++) {
+            free(r->servers[k].url);
+            free(r->servers[k].host);
+        }
+        free(r->servers);
+        free(r->lb);
         free(r->host_header);
         free(r->sni);
     }

@@ -1973,7 +1973,7 @@ sec_upstream(struct ld *ld, const struct ynode *n)
 /* "http://host[:port]" or "https://host[:port]"; host is a DNS name, an IPv4 address or an
  * [IPv6] literal (RFC 3986 §3.2.2). No user info, path, query or fragment. */
 static int
-parse_upstream(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_route *r)
+parse_upstream(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_server *r)
 {
     char vb[SHOW_MAX + 8];
     const char *s = n->text, *host, *hend, *port = NULL;
@@ -1982,10 +1982,10 @@ parse_upstream(struct ld *ld, const struct ynode *n, const char *key, struct vd_
     show(vb, sizeof(vb), n);
     /* RFC 3986 §3.1: schemes are case-insensitive. */
     if (strncasecmp(s, "http://", 7) == 0) {
-        r->up_tls = false;
+        r->tls = false;
         s += 7;
     } else if (strncasecmp(s, "https://", 8) == 0) {
-        r->up_tls = true;
+        r->tls = true;
         s += 8;
     } else {
         return fail(ld, n, key, "bad upstream '%s': the scheme must be http:// or https://", vb);
@@ -1995,7 +1995,7 @@ parse_upstream(struct ld *ld, const struct ynode *n, const char *key, struct vd_
         return fail(ld, n, key,
                     "bad upstream '%s': no path, query or fragment allowed; write "
                     "%s://HOST[:PORT]",
-                    vb, r->up_tls ? "https" : "http");
+                    vb, r->tls ? "https" : "http");
     }
     if (memchr(s, '@', alen)) {
         return fail(ld, n, key, "bad upstream '%s': user information is not allowed", vb);
@@ -2029,22 +2029,81 @@ parse_upstream(struct ld *ld, const struct ynode *n, const char *key, struct vd_
     if (port && (!parse_u64(port, &pv) || pv < 1 || pv > 65535)) {
         return fail(ld, n, key, "bad upstream '%s': the port must be a number from 1 to 65535", vb);
     }
-    r->up_port = port ? (uint16_t)pv : (r->up_tls ? 443 : 80);
-    free(r->up_host);
-    r->up_host = strndup(host, (size_t)(hend - host));
-    if (!r->up_host) {
+    r->port = port ? (uint16_t)pv : (r->tls ? 443 : 80);
+    free(r->host);
+    r->host = strndup(host, (size_t)(hend - host));
+    if (!r->host) {
         return oom(ld);
     }
     /* RFC 3986 §3.2.2: the host is case-insensitive. */
-    lowercase(r->up_host);
-    return set_str(ld, &r->upstream, n->text);
+    lowercase(r->host);
+    return set_str(ld, &r->url, n->text);
+}
+
+/* routes[].upstream: one URL, or a sequence of them (a balanced group). The first server is
+ * also kept in the route's up_* fields. */
+static int
+sec_route_servers(struct ld *ld, const struct ynode *v, const char *key, struct vd_conf_route *r)
+{
+    char sub[KEY_MAX];
+    int rc;
+    size_t n = v->kind == Y_SEQ ? v->nkid : 1;
+    if (v->kind == Y_SEQ) {
+        if ((rc = want_seq(ld, v, key, "upstream URLs"))) {
+            return rc;
+        }
+        if (n == 0) {
+            return fail(ld, v, key, "at least one upstream URL is required");
+        }
+        if (n > VD_ROUTE_SERVERS_MAX) {
+            return fail(ld, v, key, "more than %d upstream servers", VD_ROUTE_SERVERS_MAX);
+        }
+    }
+    r->servers = calloc(n, sizeof(*r->servers));
+    if (!r->servers) {
+        return oom(ld);
+    }
+    r->nservers = n;
+    for (size_t i = 0; i < n; i++) {
+        const struct ynode *s = v->kind == Y_SEQ ? v->kid[i] : v;
+        if (v->kind == Y_SEQ) {
+            key_index(sub, key, i);
+        } else {
+            snprintf(sub, sizeof(sub), "%s", key);
+        }
+        if ((rc = want_scalar(ld, s, sub, "an upstream URL")) ||
+            (rc = parse_upstream(ld, s, sub, &r->servers[i]))) {
+            return rc;
+        }
+        for (size_t k = 0; k < i; k++) {
+            const struct vd_conf_server *o = &r->servers[k];
+            if (o->tls == r->servers[i].tls && o->port == r->servers[i].port &&
+                strcmp(o->host, r->servers[i].host) == 0) {
+                return fail(ld, s, sub, "the same server as %s[%zu]", key, k);
+            }
+        }
+    }
+    r->up_tls = r->servers[0].tls;
+    r->up_port = r->servers[0].port;
+    if ((rc = set_str(ld, &r->upstream, r->servers[0].url)) ||
+        (rc = set_str(ld, &r->up_host, r->servers[0].host))) {
+        return rc;
+    }
+    if (n > 1) {
+        r->lb = calloc(1, sizeof(*r->lb) + n * sizeof(r->lb->srv[0]));
+        if (!r->lb) {
+            return oom(ld);
+        }
+    }
+    return 0;
 }
 
 static int
 sec_route(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_route *r)
 {
-    static const char *const keys[] = {"host",        "path", "upstream",
-                                       "host_header", "sni",  "forwarded"};
+    static const char *const keys[] = {"host",         "path",        "upstream", "balance",
+                                       "fail_timeout", "host_header", "sni",      "forwarded"};
+    static const char *const bal[] = {"round_robin", "least_conn", "client_hash"};
     static const char *const fwd[] = {"none", "x-forwarded", "rfc7239", "both"};
 
     static const enum vd_forwarded_mode fwd_mode[] = {VD_FWD_NONE, VD_FWD_XFF, VD_FWD_RFC7239,
@@ -2062,8 +2121,23 @@ sec_route(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_
         return missing(ld, n, key, "upstream");
     }
     key_join(sub, key, "upstream");
-    if ((rc = want_scalar(ld, v, sub, "an upstream URL")) || (rc = parse_upstream(ld, v, sub, r))) {
+    if ((rc = sec_route_servers(ld, v, sub, r))) {
         return rc;
+    }
+    r->balance = VD_BALANCE_ROUND_ROBIN;
+    if ((v = get(n, "balance"))) {
+        key_join(sub, key, "balance");
+        if ((rc = get_enum(ld, v, sub, "balance", bal, VD_ARRAY_LEN(bal), &idx))) {
+            return rc;
+        }
+        r->balance = (enum vd_balance)idx;
+    }
+    r->fail_timeout = 10000;
+    if ((v = get(n, "fail_timeout"))) {
+        key_join(sub, key, "fail_timeout");
+        if ((rc = get_duration(ld, v, sub, true, &r->fail_timeout))) {
+            return rc;
+        }
     }
     if ((v = get(n, "host"))) {
         key_join(sub, key, "host");

@@ -79,7 +79,10 @@ struct fwd {
     struct vd_txn *t;
     struct upc *u;
     const struct vd_conf_route *route;
-    char *host; /* arena */
+    int srv;               /* server of a route with several (vd_lb_*), -1 otherwise */
+    uint64_t tried;        /* servers of the group that failed to connect */
+    struct vd_conf *lbref; /* keeps route->lb alive with @srv set */
+    char *host;            /* arena, or the configuration's (a group's server) */
     uint16_t port;
     bool tls;
     char *sni;
@@ -442,6 +445,10 @@ fwd_free(struct fwd *f)
     vd_dbuf_free(&f->head);
     vd_dbuf_free(&f->trailers);
     vd__cache_end(f->cx);
+    if (f->srv >= 0) {
+        vd_lb_end(f->route, f->srv);
+        vd_conf_unref(f->lbref);
+    }
     f->magic = 0;
     vd_mc_free(f);
 }
@@ -496,10 +503,44 @@ fwd_adopt(struct fwd *f)
 
 /* Fails the exchange: an error response when nothing was sent yet, else an abort. Releases the
  * upstream connection (closed) and the forward state. */
+static void fwd_use_server(struct fwd *f, int i);
+static bool fwd_use_pooled(struct fwd *f);
+
+/* A server of a group could not be reached (nothing was sent to it): marks it down and starts
+ * over with another server. Returns false when every server has been tried. */
+static bool
+fwd_next_server(struct fwd *f, const char *detail)
+{
+    vd_lb_failed(f->route, f->srv);
+    f->tried |= 1ull << f->srv;
+    int i = vd_lb_pick(f->route, f->t->client, f->tried);
+    if (i < 0) {
+        return false;
+    }
+    vd_log(VD_LOG_WARN, &f->t->log, "%s [upstream %s:%u]; trying %s", detail, f->host, f->port,
+           f->route->servers[i].url);
+    if (f->u) {
+        struct upc *u = f->u;
+        f->u = NULL;
+        u->f = NULL;
+        upc_release(u, false);
+    }
+    vd_lb_end(f->route, f->srv);
+    fwd_use_server(f, i);
+    if (!f->t->access_pending && fwd_use_pooled(f)) {
+        return true;
+    }
+    fwd_resolve(f);
+    return true;
+}
+
 static void
 fwd_fail(struct fwd *f, int status, const char *detail)
 {
     struct vd_txn *t = f->t;
+    if (f->srv >= 0 && f->state < F_SENDING && status != 499 && fwd_next_server(f, detail)) {
+        return;
+    }
     if (status == 499 && fwd_adopt(f)) {
         t->front->abort(t);
         fo_writable(f->t); /* may complete and free @f */
@@ -1519,6 +1560,9 @@ fwd_start_request(struct fwd *f)
     struct vd_txn *t = f->t;
     f->state = F_SENDING;
     f->t0 = uv_hrtime();
+    if (f->srv >= 0) {
+        vd_lb_ok(f->route, f->srv);
+    }
     t->stats.upstream_used = true;
     t->stats.upstream_reused = u->used_before;
     vd_dbuf_reset(&u->out);
@@ -1836,6 +1880,38 @@ static const struct vd_handler_ops fwd_ops = {
     .on_abort = fo_abort_h,
 };
 
+/* The TLS server name for f->host: the route's sni, or the host when it is a name (RFC 6066
+ * §3: no SNI for IP literals). */
+static void
+fwd_set_sni(struct fwd *f)
+{
+    f->sni = NULL;
+    if (!f->tls) {
+        return;
+    }
+    const char *sni = f->route && f->route->sni ? f->route->sni : f->host;
+    struct in6_addr tmp;
+    if (inet_pton(AF_INET, sni, &tmp) == 1 || inet_pton(AF_INET6, sni, &tmp) == 1) {
+        return;
+    }
+    f->sni = vd_arena_dup(&f->t->arena, sni, strlen(sni));
+}
+
+/* Points @f at server @i of its route's group (counted as in progress there). */
+static void
+fwd_use_server(struct fwd *f, int i)
+{
+    const struct vd_conf_server *s = &f->route->servers[i];
+    f->srv = i;
+    f->host = s->host;
+    f->port = s->port;
+    f->tls = s->tls;
+    f->ai = 0;
+    fwd_set_sni(f);
+    pool_key_format(f->key, sizeof(f->key), f->host, f->port, f->tls, f->sni);
+    vd_lb_begin(f->route, i);
+}
+
 void
 vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
                  const struct vd_conf_route *route)
@@ -1853,24 +1929,17 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
     f->magic = FWD_MAGIC;
     f->t = t;
     f->route = route;
+    f->srv = -1;
     f->host = (char *)host;
     f->port = port;
     f->tls = tls;
     f->head_method = t->req.method.len == 4 && memcmp(t->req.method.base, "HEAD", 4) == 0;
-    if (tls) {
-        const char *sni = route && route->sni ? route->sni : host;
-        struct in6_addr tmp;
-        /* RFC 6066 §3: no SNI for IP literals. */
-        if (inet_pton(AF_INET, sni, &tmp) == 1 || inet_pton(AF_INET6, sni, &tmp) == 1) {
-            sni = NULL;
-        }
-        f->sni = sni ? vd_arena_dup(&t->arena, sni, strlen(sni)) : NULL;
-    }
+    fwd_set_sni(f);
     f->upgrade = wants_upgrade(t);
     f->ws_h2 =
         f->upgrade && t->req.version >= 20 && t->declared && strcmp(t->declared, "websocket") == 0;
     if (f->ws_h2 && ws_new_key(f) < 0) {
-        free(f);
+        vd_mc_free(f);
         vd__cache_end(cx);
         vd_txn_respond_error(t, 503, "no random bytes for a WebSocket key", false);
         return;
@@ -1885,7 +1954,12 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
         vd_txn_respond_error(t, 431, "request head too large to forward", true);
         return;
     }
-    pool_key_format(f->key, sizeof(f->key), f->host, f->port, f->tls, f->sni);
+    if (route && route->lb) {
+        f->lbref = vd_conf_ref(t->conf);
+        fwd_use_server(f, vd_lb_pick(route, t->client, 0));
+    } else {
+        pool_key_format(f->key, sizeof(f->key), f->host, f->port, f->tls, f->sni);
+    }
     /* A pooled connection needs no DNS (unless rules test the address). */
     if (!t->access_pending && fwd_use_pooled(f)) {
         return;

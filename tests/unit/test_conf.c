@@ -1233,6 +1233,60 @@ test_errors_tunnel(void **state)
 }
 
 static void
+test_route_groups(void **state)
+{
+    (void)state;
+    char path[64], err[512];
+    struct vd_conf *c = NULL;
+    assert_int_equal(load_str("routes:\n"
+                              "  - upstream: [http://A.test:81, 'https://[::1]:8443', http://b]\n"
+                              "    balance: least_conn\n"
+                              "    fail_timeout: 2500ms\n"
+                              "  - upstream: http://one\n",
+                              &c, err, sizeof(err), path),
+                     0);
+    const struct vd_conf_route *r = &c->routes[0];
+    assert_int_equal(r->nservers, 3);
+    assert_string_equal(r->servers[0].url, "http://A.test:81");
+    assert_string_equal(r->servers[0].host, "a.test");
+    assert_int_equal(r->servers[0].port, 81);
+    assert_false(r->servers[0].tls);
+    assert_string_equal(r->servers[1].host, "::1");
+    assert_int_equal(r->servers[1].port, 8443);
+    assert_true(r->servers[1].tls);
+    assert_int_equal(r->servers[2].port, 80);
+    /* The first server is also the route's up_* fields. */
+    assert_string_equal(r->upstream, "http://A.test:81");
+    assert_string_equal(r->up_host, "a.test");
+    assert_int_equal(r->up_port, 81);
+    assert_int_equal(r->balance, VD_BALANCE_LEAST_CONN);
+    assert_int_equal(r->fail_timeout, 2500);
+    assert_non_null(r->lb);
+    r = &c->routes[1];
+    assert_int_equal(r->nservers, 1);
+    assert_null(r->lb);
+    assert_int_equal(r->balance, VD_BALANCE_ROUND_ROBIN);
+    assert_int_equal(r->fail_timeout, 10000);
+    vd_conf_unref(c);
+
+    expect_err("routes:\n  - upstream: []\n",
+               "2:15: routes[0].upstream: at least one upstream URL is required");
+    expect_err("routes:\n  - upstream: [http://a, ftp://b]\n",
+               "2:26: routes[0].upstream[1]: bad upstream 'ftp://b': the scheme must be http:// "
+               "or https://");
+    expect_err("routes:\n  - upstream: [http://a, 'http://A:80']\n",
+               "2:26: routes[0].upstream[1]: the same server as routes[0].upstream[0]");
+    expect_err("routes:\n  - upstream: [{x: 1}]\n",
+               "2:16: routes[0].upstream[0]: expected an upstream URL, got a mapping");
+    expect_err("routes:\n  - upstream: [http://a, http://b]\n    balance: random\n",
+               "3:14: routes[0].balance: unknown balance 'random' (expected round_robin, "
+               "least_conn or client_hash)");
+    expect_err("routes:\n  - upstream: http://a\n    fail_timeout: soon\n",
+               "3:19: routes[0].fail_timeout: bad duration 'soon': expected a whole number with an "
+               "optional unit ms, s, m, h or d (no unit: seconds)");
+}
+
+static void
 test_errors_routes(void **state)
 {
     (void)state;
@@ -1279,8 +1333,8 @@ test_errors_routes(void **state)
                "3:16: routes[0].forwarded: unknown forwarded mode 'xff' (expected none, "
                "x-forwarded, rfc7239 or both)");
     expect_err("routes:\n  - upstream: http://a\n    timeout: 5s\n",
-               "3:5: routes[0].timeout: unknown key (expected host, path, upstream, host_header, "
-               "sni or forwarded)");
+               "3:5: routes[0].timeout: unknown key (expected host, path, upstream, balance, "
+               "fail_timeout, host_header, sni or forwarded)");
 }
 
 /* Aliases cannot multiply a small file into a huge snapshot. */
@@ -1600,6 +1654,7 @@ main(void)
         cmocka_unit_test(test_errors_rules),
         cmocka_unit_test(test_errors_tunnel),
         cmocka_unit_test(test_errors_routes),
+        cmocka_unit_test(test_route_groups),
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_quiet),
         cmocka_unit_test(test_examples),
