@@ -18,6 +18,11 @@ enum vd_listen_mode {
     VD_MODE_ADMIN,   /* /metrics (Prometheus) and /healthz, nothing proxied */
 };
 
+struct vd_conf_cidr {
+    struct sockaddr_storage net;
+    unsigned prefix;
+};
+
 struct vd_conf_cert {
     char *cert_file; /* PEM chain */
     char *key_file;  /* PEM key */
@@ -34,6 +39,9 @@ struct vd_conf_listener {
     char *tls_min_version; /* "1.2" (default) or "1.3" */
     unsigned backlog;      /* listen(2) backlog, default 511 */
     char *tcp_congestion;  /* TCP_CONGESTION for accepted connections; NULL: the system's */
+    bool proxy_protocol;   /* every connection starts with a PROXY v1/v2 header */
+    struct vd_conf_cidr *proxy_from; /* peers that may send it (default loopback) */
+    size_t nproxy_from;
 };
 
 enum vd_forwarded_mode {
@@ -133,10 +141,6 @@ struct vd_conf_resolver {
 
 /* An address range: family AF_INET or AF_INET6; AF_UNSPEC means every address. IPv4 ranges
  * also match IPv4-mapped IPv6 addresses. */
-struct vd_conf_cidr {
-    struct sockaddr_storage net;
-    unsigned prefix;
-};
 
 struct vd_conf_port_range {
     uint16_t lo, hi; /* inclusive */

@@ -342,6 +342,7 @@ vd_conf_listeners_free(struct vd_conf *c)
         free(l->certs);
         free(l->tls_min_version);
         free(l->tcp_congestion);
+        free(l->proxy_from);
     }
     free(c->listeners);
     c->listeners = NULL;

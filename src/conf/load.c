@@ -1151,10 +1151,15 @@ same_addr(const struct vd_conf_listener *a, const struct vd_conf_listener *b)
            memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
 }
 
+static int get_cidr_list(struct ld *ld, const struct ynode *v, const char *key, bool pool,
+                         struct vd_conf_cidr **out, size_t *n);
+
 static int
 sec_listener(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_listener *l)
 {
-    static const char *const keys[] = {"address", "mode", "backlog", "tcp_congestion", "tls"};
+    static const char *const keys[] = {
+        "address", "mode", "backlog", "tcp_congestion", "proxy_protocol", "proxy_protocol_from",
+        "tls"};
     static const char *const modes[] = {"forward", "reverse", "admin"};
     char sub[KEY_MAX], vb[SHOW_MAX + 8];
     const struct ynode *v;
@@ -1200,6 +1205,40 @@ sec_listener(struct ld *ld, const struct ynode *n, const char *key, struct vd_co
         if ((rc = get_congestion(ld, v, sub, &l->tcp_congestion))) {
             return rc;
         }
+    }
+    if ((v = get(n, "proxy_protocol"))) {
+        key_join(sub, key, "proxy_protocol");
+        if ((rc = get_bool(ld, v, sub, &l->proxy_protocol))) {
+            return rc;
+        }
+    }
+    if ((v = get(n, "proxy_protocol_from"))) {
+        key_join(sub, key, "proxy_protocol_from");
+        if ((rc = get_cidr_list(ld, v, sub, false, &l->proxy_from, &l->nproxy_from))) {
+            return rc;
+        }
+        if (!l->proxy_protocol) {
+            return fail(ld, v, sub, "set proxy_protocol: true to use it");
+        }
+    } else if (l->proxy_protocol) {
+        /* Only a load balancer on this machine may vouch for client addresses by default. */
+        l->proxy_from = calloc(2, sizeof(*l->proxy_from));
+        if (!l->proxy_from) {
+            return oom(ld);
+        }
+        for (size_t i = 0; i < 2; i++) {
+            struct sockaddr_storage *ss = &l->proxy_from[i].net;
+            if (i == 0) {
+                ss->ss_family = AF_INET;
+                inet_pton(AF_INET, "127.0.0.0", &((struct sockaddr_in *)ss)->sin_addr);
+                l->proxy_from[i].prefix = 8;
+            } else {
+                ss->ss_family = AF_INET6;
+                inet_pton(AF_INET6, "::1", &((struct sockaddr_in6 *)ss)->sin6_addr);
+                l->proxy_from[i].prefix = 128;
+            }
+        }
+        l->nproxy_from = 2;
     }
     if ((v = get(n, "tls"))) {
         key_join(sub, key, "tls");

@@ -89,8 +89,8 @@ void
 vd_lb_failed(const struct vd_conf_route *r, int i)
 {
     if (r->lb && r->fail_timeout) {
-        atomic_store_explicit(&r->lb->srv[i].down_until,
-                              uv_hrtime() + r->fail_timeout * 1000000ull, memory_order_relaxed);
+        atomic_store_explicit(&r->lb->srv[i].down_until, uv_hrtime() + r->fail_timeout * 1000000ull,
+                              memory_order_relaxed);
     }
 }
 

@@ -17,11 +17,13 @@
 #include <unistd.h>
 
 #include "front-int.h"
+#include "vd/access.h"
 #include "vd/err.h"
 #include "vd/h1.h"
 #include "vd/ltimer.h"
 #include "vd/mcache.h"
 #include "vd/proxy.h"
+#include "vd/proxyproto.h"
 #include "vd/sock.h"
 #include "vd/tls.h"
 
@@ -61,6 +63,8 @@ struct h1c {
     struct vd_log_ctx log; /* conn id and peer for the error log */
     bool tls;
     bool handshaken;
+    uint8_t *pp_buf; /* listeners[].proxy_protocol: the PROXY header so far, until it is read */
+    size_t pp_len;
 
     struct vd_buf in;    /* client bytes; released while idle */
     struct vd_dbuf hout; /* serialized heads and chunk framing waiting to be written */
@@ -343,9 +347,64 @@ sock_closed(struct vd_sock *s)
     vd_dbuf_free(&c->hout);
     vd_dbuf_free(&c->tail);
     vd_dbuf_free(&c->req_trailers);
+    free(c->pp_buf);
     vd_conf_unref(c->conf);
     c->magic = 0xdeadbeef;
     free(c);
+}
+
+/* Reads the PROXY protocol header that starts the connection, and nothing after it: the
+ * bytes are peeked first, and only those that belong to the header are taken (an incomplete
+ * header's bytes all do), so the TLS or HTTP bytes behind it stay in the socket. Returns 0 once
+ * the header was read (the peer address is then the client the header names), VD_EAGAIN, or an
+ * error (logged). */
+static int
+read_proxy_header(struct h1c *c)
+{
+    ssize_t n;
+    do {
+        n = recv(c->sock.fd, c->pp_buf + c->pp_len, VD_PROXYPROTO_MAX - c->pp_len, MSG_PEEK);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return errno == EAGAIN || errno == EWOULDBLOCK ? VD_EAGAIN : -errno;
+    }
+    if (n == 0) {
+        vd_log(VD_LOG_INFO, &c->log, "closed before its PROXY protocol header was complete");
+        return VD_ECLOSED;
+    }
+    struct vd_proxy_hdr h;
+    const char *why;
+    int len = vd_proxyproto_parse(c->pp_buf, c->pp_len + (size_t)n, &h, &why);
+    if (len < 0 && len != VD_EAGAIN) {
+        vd_log(VD_LOG_INFO, &c->log, "bad PROXY protocol header: %s", why);
+        return len;
+    }
+    size_t take = len == VD_EAGAIN ? (size_t)n : (size_t)len - c->pp_len;
+    ssize_t k;
+    do {
+        k = recv(c->sock.fd, c->pp_buf + c->pp_len, take, 0);
+    } while (k < 0 && errno == EINTR);
+    if (k != (ssize_t)take) {
+        return k < 0 ? -errno : VD_ECLOSED;
+    }
+    c->pp_len += take;
+    if (len == VD_EAGAIN) {
+        return VD_EAGAIN;
+    }
+    if (h.has_addr) {
+        char real[VD_SOCKADDR_TEXT];
+        memcpy(real, c->peer_text, sizeof(real));
+        if (h.src.ss_family == AF_INET) {
+            memcpy(&c->peer.sin, &h.src, sizeof(c->peer.sin));
+        } else {
+            memcpy(&c->peer.sin6, &h.src, sizeof(c->peer.sin6));
+        }
+        vd_sockaddr_text(&c->peer.sa, true, c->peer_text, sizeof(c->peer_text));
+        vd_log(VD_LOG_DEBUG, &c->log, "PROXY v%u header from %s", h.version, real);
+    }
+    free(c->pp_buf);
+    c->pp_buf = NULL;
+    return 0;
 }
 
 static void
@@ -1128,6 +1187,21 @@ on_sock_event(struct vd_sock *s, int ev)
         vd_h2_event(c->h2, ev);
         return;
     }
+    if (c->pp_buf) {
+        int r = read_proxy_header(c);
+        if (r == VD_EAGAIN) {
+            arm(c);
+            return;
+        }
+        struct vd_tls_server *ts =
+            c->w->shared->tls_servers ? c->w->shared->tls_servers[c->listener] : NULL;
+        if (r < 0 || (ts && vd_tls_attach_server(&c->sock, ts) < 0)) {
+            conn_close(c);
+            return;
+        }
+        c->tls = ts != NULL;
+        ev |= VD_WANT_READ; /* what followed the header may be waiting already */
+    }
     if (c->tls && !c->handshaken) {
         int r = vd_tls_handshake(&c->sock);
         if (r == VD_EAGAIN) {
@@ -1827,6 +1901,26 @@ vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener)
     w->nconns++;
     vd_metric_set(&w->metrics.conns_open, w->nconns);
     c->state = ST_IDLE;
+    const struct vd_conf_listener *lc =
+        listener < c->conf->nlisteners ? &c->conf->listeners[listener] : NULL;
+    if (lc && lc->proxy_protocol) {
+        /* The header comes before TLS: the handshake starts once it has been read. */
+        bool trusted = false;
+        for (size_t i = 0; i < lc->nproxy_from && !trusted; i++) {
+            trusted = vd_cidr_match(&lc->proxy_from[i], &c->peer.sa);
+        }
+        if (!trusted || !(c->pp_buf = malloc(VD_PROXYPROTO_MAX))) {
+            vd_log(VD_LOG_INFO, &c->log, "%s",
+                   trusted ? "out of memory for a PROXY header"
+                           : "PROXY protocol header not accepted from this address "
+                             "(listeners[].proxy_protocol_from)");
+            conn_close(c);
+            return;
+        }
+        timer_set(c, c->conf->timeouts.client_header);
+        arm(c);
+        return;
+    }
     struct vd_tls_server *ts = w->shared->tls_servers ? w->shared->tls_servers[listener] : NULL;
     if (ts) {
         c->tls = true;

@@ -163,6 +163,7 @@ static const char full_yaml[] = "# every key\n"
                                 "          key: ./certs/b.key\n"
                                 "      min_version: \"1.3\"\n"
                                 "  - address: :8080\n"
+                                "    proxy_protocol: true\n"
                                 "    tls:\n"
                                 "      certificates: [{cert: certs/a.pem, key: certs/a.key}]\n"
                                 "  - address: '*:8081'\n"
@@ -300,6 +301,14 @@ test_full(void **state)
     assert_string_equal(l->tls_min_version, "1.3");
     l = &c->listeners[2];
     assert_string_equal(l->addr_text, ":8080");
+    /* proxy_protocol without proxy_protocol_from: loopback senders only. */
+    assert_true(l->proxy_protocol);
+    assert_int_equal(l->nproxy_from, 2);
+    assert_int_equal(l->proxy_from[0].net.ss_family, AF_INET);
+    assert_int_equal(l->proxy_from[0].prefix, 8);
+    assert_int_equal(l->proxy_from[1].net.ss_family, AF_INET6);
+    assert_int_equal(l->proxy_from[1].prefix, 128);
+    assert_false(c->listeners[0].proxy_protocol);
     assert_addr(&l->addr, AF_INET, "0.0.0.0", 8080);
     assert_true(l->tls);
     assert_int_equal(l->ncerts, 1);
@@ -1037,8 +1046,15 @@ test_errors_listeners(void **state)
                "2:5: listeners[0].address: required key is missing");
     expect_err(
         "listeners:\n  - address: 127.0.0.1:1\n    adress: x\n",
-        "3:5: listeners[0].adress: unknown key (expected address, mode, backlog, tcp_congestion "
-        "or tls)");
+        "3:5: listeners[0].adress: unknown key (expected address, mode, backlog, tcp_congestion, "
+        "proxy_protocol, proxy_protocol_from or tls)");
+    expect_err("listeners:\n  - address: 127.0.0.1:1\n    proxy_protocol_from: [10.0.0.0/8]\n",
+               "3:26: listeners[0].proxy_protocol_from: set proxy_protocol: true to use it");
+    expect_err(
+        "listeners:\n  - address: 127.0.0.1:1\n    proxy_protocol: true\n"
+        "    proxy_protocol_from: [10.0.0.0/33]\n",
+        "4:27: listeners[0].proxy_protocol_from[0]: bad CIDR '10.0.0.0/33': prefix length 33 "
+        "is longer than 32");
     expect_err("listeners:\n  - address: localhost:99999\n",
                "2:14: listeners[0].address: bad address 'localhost:99999': expected IPV4:PORT, "
                "[IPV6]:PORT, :PORT or *:PORT with PORT from 0 to 65535");
