@@ -153,7 +153,8 @@ parse_v2(const uint8_t *p, size_t n, struct vd_proxy_hdr *out, const char **why)
         if (alen < 12) {
             return bad(why, "PROXY v2 too short for IPv4 addresses");
         }
-        struct sockaddr_in *s = (struct sockaddr_in *)&out->src, *d = (struct sockaddr_in *)&out->dst;
+        struct sockaddr_in *s = (struct sockaddr_in *)&out->src,
+                           *d = (struct sockaddr_in *)&out->dst;
         s->sin_family = d->sin_family = AF_INET;
         memcpy(&s->sin_addr, a, 4);
         memcpy(&d->sin_addr, a + 4, 4);

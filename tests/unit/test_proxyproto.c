@@ -98,22 +98,22 @@ test_v1_malformed(void **state)
     (void)state;
     struct vd_proxy_hdr h;
     static const char *const bad[] = {
-        "PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\n",    /* LF without CR */
-        "PROXY TCP4  192.168.0.1 192.168.0.11 56324 443\r\n", /* two spaces */
-        "PROXY TCP4 192.168.0.1 192.168.0.11 56324\r\n",      /* three fields */
+        "PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\n",     /* LF without CR */
+        "PROXY TCP4  192.168.0.1 192.168.0.11 56324 443\r\n",  /* two spaces */
+        "PROXY TCP4 192.168.0.1 192.168.0.11 56324\r\n",       /* three fields */
         "PROXY TCP4 192.168.0.1 192.168.0.11 56324 443 9\r\n", /* five */
-        "PROXY TCP4 192.168.0.1 192.168.0.11 056324 443\r\n", /* leading zero */
-        "PROXY TCP4 192.168.0.1 192.168.0.11 65536 443\r\n",  /* port range */
+        "PROXY TCP4 192.168.0.1 192.168.0.11 056324 443\r\n",  /* leading zero */
+        "PROXY TCP4 192.168.0.1 192.168.0.11 65536 443\r\n",   /* port range */
         "PROXY TCP4 192.168.0.1 192.168.0.11 -1 443\r\n",
-        "PROXY TCP4 ::1 ::1 1 2\r\n",                     /* family mismatch */
+        "PROXY TCP4 ::1 ::1 1 2\r\n", /* family mismatch */
         "PROXY TCP6 192.168.0.1 192.168.0.11 1 2\r\n",
         "PROXY TCP4 192.168.0.256 192.168.0.11 1 2\r\n",
         "PROXY UDP4 192.168.0.1 192.168.0.11 1 2\r\n",
         "PROXY UNKNOWNX\r\n",
         "PROXY \r\n",
-        "proxy TCP4 192.168.0.1 192.168.0.11 1 2\r\n",   /* case */
-        "GET / HTTP/1.1\r\n",                             /* no header at all */
-        "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",   /* a TLS ClientHello */
+        "proxy TCP4 192.168.0.1 192.168.0.11 1 2\r\n",  /* case */
+        "GET / HTTP/1.1\r\n",                           /* no header at all */
+        "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", /* a TLS ClientHello */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (parse(bad[i], strlen(bad[i]), &h) != VD_EPROTO) {
@@ -159,8 +159,8 @@ test_v2(void **state)
     assert_in4(&h.dst, "10.0.0.1", 443);
     assert_prefixes_incomplete(b, n);
 
-    uint8_t a6[36] = {0x20, 0x01, 0x0d, 0xb8, [15] = 9, [31] = 1, [32] = 0xc3, [33] = 0x50,
-                      [34] = 0, [35] = 80};
+    uint8_t a6[36] = {
+        0x20, 0x01, 0x0d, 0xb8, [15] = 9, [31] = 1, [32] = 0xc3, [33] = 0x50, [34] = 0, [35] = 80};
     n = v2(b, 0x21, 0x21, a6, sizeof(a6), 300); /* with TLVs (SSL, unique ID...) */
     assert_int_equal(parse(b, n, &h), (int)n);
     assert_in6(&h.src, "2001:db8::9", 50000);
