@@ -70,6 +70,8 @@ enum vd_balance {
 struct vd_lb_server {
     _Atomic uint64_t down_until; /* ns (uv_hrtime): skipped until then after a failure */
     _Atomic uint32_t active;     /* exchanges in progress */
+    _Atomic uint64_t sent;       /* requests sent to it (metrics) */
+    _Atomic uint64_t failures;   /* connections to it that failed (metrics) */
 };
 
 struct vd_lb {

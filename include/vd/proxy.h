@@ -183,7 +183,8 @@ void vd_txn_log(struct vd_txn *t);
  * @client, skipping those in the bit mask @tried and those marked down; when every server is
  * marked down, the first pick (@tried 0) still returns one, a later pick -1. -1 also when every
  * server was tried. begin/end count exchanges in progress (least_conn); failed marks a server
- * down for the route's fail_timeout; ok clears the mark. */
+ * down for the route's fail_timeout; ok (a request is being sent to it) clears the mark. Each
+ * server counts requests sent and failures for the metrics. */
 int vd_lb_pick(const struct vd_conf_route *r, const struct sockaddr *client, uint64_t tried);
 void vd_lb_begin(const struct vd_conf_route *r, int i);
 void vd_lb_end(const struct vd_conf_route *r, int i);

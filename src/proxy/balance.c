@@ -88,7 +88,11 @@ vd_lb_end(const struct vd_conf_route *r, int i)
 void
 vd_lb_failed(const struct vd_conf_route *r, int i)
 {
-    if (r->lb && r->fail_timeout) {
+    if (!r->lb) {
+        return;
+    }
+    atomic_fetch_add_explicit(&r->lb->srv[i].failures, 1, memory_order_relaxed);
+    if (r->fail_timeout) {
         atomic_store_explicit(&r->lb->srv[i].down_until, uv_hrtime() + r->fail_timeout * 1000000ull,
                               memory_order_relaxed);
     }
@@ -97,7 +101,11 @@ vd_lb_failed(const struct vd_conf_route *r, int i)
 void
 vd_lb_ok(const struct vd_conf_route *r, int i)
 {
-    if (r->lb && atomic_load_explicit(&r->lb->srv[i].down_until, memory_order_relaxed)) {
+    if (!r->lb) {
+        return;
+    }
+    atomic_fetch_add_explicit(&r->lb->srv[i].sent, 1, memory_order_relaxed);
+    if (atomic_load_explicit(&r->lb->srv[i].down_until, memory_order_relaxed)) {
         atomic_store_explicit(&r->lb->srv[i].down_until, 0, memory_order_relaxed);
     }
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <uv.h>
 
 #include "vd/cache.h"
 #include "vd/err.h"
@@ -401,6 +402,52 @@ render_cache(struct vd_dbuf *d, const struct vd_conf *conf)
     return r;
 }
 
+/* Servers of upstream groups (routes with several): requests, failures, state. */
+static int
+render_groups(struct vd_dbuf *d, const struct vd_conf *conf)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"viaduct_upstream_server_requests_total", "counter",
+         "Requests sent to a server of an upstream group (since the last reload)."},
+        {"viaduct_upstream_server_failures_total", "counter",
+         "Connections to a server of an upstream group that failed (since the last reload)."},
+        {"viaduct_upstream_server_active", "gauge",
+         "Exchanges in progress on a server of an upstream group."},
+        {"viaduct_upstream_server_up", "gauge",
+         "1 unless a failure marked the server down for fail_timeout."},
+    };
+
+    bool any = false;
+    for (size_t i = 0; i < conf->nroutes && !any; i++) {
+        any = conf->routes[i].lb != NULL;
+    }
+    if (!any) {
+        return 0;
+    }
+    uint64_t now = uv_hrtime();
+    int r = 0;
+    for (size_t f = 0; f < VD_ARRAY_LEN(fam) && r == 0; f++) {
+        r = family(d, fam[f].name, fam[f].type, fam[f].help);
+        for (size_t i = 0; i < conf->nroutes && r == 0; i++) {
+            const struct vd_conf_route *rt = &conf->routes[i];
+            for (size_t k = 0; rt->lb && k < rt->nservers && r == 0; k++) {
+                const struct vd_lb_server *s = &rt->lb->srv[k];
+                uint64_t v = f == 0   ? rd(&s->sent)
+                             : f == 1 ? rd(&s->failures)
+                             : f == 2 ? atomic_load_explicit(&s->active, memory_order_relaxed)
+                                      : rd(&s->down_until) <= now;
+                char esc[600], lab[700];
+                label_escape(esc, sizeof(esc), rt->servers[k].url);
+                snprintf(lab, sizeof(lab), "route=\"%zu\",server=\"%s\"", i, esc);
+                r = sample(d, fam[f].name, lab, v);
+            }
+        }
+    }
+    return r;
+}
+
 int
 vd_metrics_render(struct vd_dbuf *d, const struct vd_conf *conf, const int *listen_fds)
 {
@@ -425,7 +472,7 @@ vd_metrics_render(struct vd_dbuf *d, const struct vd_conf *conf, const int *list
     r = r ? r : render_http(d);
     r = r ? r : render_tunnels(d);
     r = r ? r : render_cache(d, conf);
-    return r;
+    return r ? r : render_groups(d, conf);
 }
 
 /* ---- the admin handler --------------------------------------------------------------------- */

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from vdtest.httpmsg import build_response
+from vdtest.metrics import scrape, val
 from vdtest.origins import Blackhole, Reply, closed_port
 
 
@@ -163,3 +164,26 @@ def test_client_hash_moves_on_when_its_server_is_down(viaduct, make_origin):
     vd = group(viaduct, [url(dead), url(live)], balance="client_hash")
     for src in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"):
         assert get(vd, source=src).body == b"live"
+
+
+def test_group_servers_in_metrics(viaduct, make_origin):
+    dead = closed_port()
+    live = make_origin(named("live"))
+    vd = viaduct({"listeners": [{"address": "127.0.0.1:0", "mode": "reverse"},
+                                {"address": "127.0.0.1:0", "mode": "admin"}],
+                  "routes": [{"path": "/solo/", "upstream": url(live)},
+                             {"upstream": [url(dead), url(live)], "fail_timeout": "60s"}]})
+    for _ in range(3):
+        assert get(vd).body == b"live"
+    assert get(vd, "/solo/x").body == b"live"  # single-server routes have no series
+    m = scrape(vd)
+    d, lv = {"route": "1", "server": url(dead)}, {"route": "1", "server": url(live)}
+    assert val(m, "viaduct_upstream_server_requests_total", **lv) == 3
+    assert val(m, "viaduct_upstream_server_requests_total", **d) == 0
+    assert val(m, "viaduct_upstream_server_failures_total", **d) == 1
+    assert val(m, "viaduct_upstream_server_failures_total", **lv) == 0
+    assert val(m, "viaduct_upstream_server_up", **d) == 0
+    assert val(m, "viaduct_upstream_server_up", **lv) == 1
+    assert val(m, "viaduct_upstream_server_active", **lv) == 0
+    assert not [k for k in m if k[0].startswith("viaduct_upstream_server") and
+                ("route", "0") in k[1]]

@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from vdtest import yamlconf
 from vdtest.httpmsg import build_response
+from vdtest.metrics import SCRAPE_REQ, parse, scrape, scrape_raw, val
 from vdtest.proc import poll
 from vdtest.tcp import TcpServer, echo, recv_exact
 
@@ -22,35 +23,6 @@ def with_admin(viaduct, extra=None, listeners=None):
     if extra:
         conf = yamlconf.merge(conf, extra)
     return viaduct(conf)
-
-
-SCRAPE_REQ = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-
-
-def scrape_raw(vd, i=1):
-    c = vd.connect(i)
-    c.send(SCRAPE_REQ)
-    r = c.response()
-    c.close()
-    return r
-
-
-def scrape(vd, i=1):
-    """{(name, ((label, value), ...)): value} of every sample, parsed by prometheus_client."""
-    return parse(scrape_raw(vd, i))
-
-
-def parse(r):
-    assert r.status == 200, r.raw
-    out = {}
-    for fam in text_string_to_metric_families(r.body.decode()):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def val(m, name, **labels):
-    return m[(name, tuple(sorted(labels.items())))]
 
 
 def url(origin, path="/"):
