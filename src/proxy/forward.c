@@ -501,8 +501,6 @@ fwd_adopt(struct fwd *f)
     return true;
 }
 
-/* Fails the exchange: an error response when nothing was sent yet, else an abort. Releases the
- * upstream connection (closed) and the forward state. */
 static void fwd_use_server(struct fwd *f, int i);
 static bool fwd_use_pooled(struct fwd *f);
 
@@ -534,6 +532,9 @@ fwd_next_server(struct fwd *f, const char *detail)
     return true;
 }
 
+/* Fails the exchange: an error response when nothing was sent yet, else an abort. Releases the
+ * upstream connection (closed) and the forward state. A server of a group that could not be
+ * reached hands the exchange to another server instead. */
 static void
 fwd_fail(struct fwd *f, int status, const char *detail)
 {

@@ -138,7 +138,9 @@ v2(uint8_t *out, uint8_t vc, uint8_t ft, const void *addr, size_t alen, size_t t
     out[13] = ft;
     out[14] = (uint8_t)((alen + tlv) >> 8);
     out[15] = (uint8_t)(alen + tlv);
-    memcpy(out + 16, addr, alen);
+    if (alen) {
+        memcpy(out + 16, addr, alen);
+    }
     memset(out + 16 + alen, 0x20, tlv); /* TLV bytes: skipped whatever they hold */
     return 16 + alen + tlv;
 }
