@@ -8,7 +8,7 @@ build=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libssl-dev libc-are
        libcrypt-dev libnghttp2-dev)
 testp=(clang libclang-rt-14-dev llvm libcmocka-dev python3 python3-pytest python3-websockets curl
        openssl apache2-utils clang-format python3-h2 nghttp2-client chromium iproute2 nodejs
-       python3-prometheus-client haproxy)
+       python3-prometheus-client haproxy tinyproxy)
 bench=(wrk nginx-light)
 pkgs=("${build[@]}")
 case "$what" in

@@ -130,6 +130,15 @@ struct vd_conf_upstream {
     uint64_t splice_min;        /* bytes of body still to come for splice, default 32768 */
     char *tcp_congestion;       /* TCP_CONGESTION for origin and tunnel connections; NULL: the
                                  * system's */
+    /* Parent proxy for forward-proxy traffic (http:// requests and CONNECT); NULL: direct. */
+    char *parent;      /* as written: "http://proxy.example:3128" */
+    char *parent_host; /* lowercase */
+    uint16_t parent_port;
+    char *parent_auth;   /* "Basic ..." for Proxy-Authorization, from parent_credentials */
+    char **bypass_names; /* parent_bypass host names: "example.com", ".example.com" (lowercase) */
+    size_t nbypass_names;
+    struct vd_conf_cidr *bypass_nets; /* parent_bypass addresses (IP-literal targets) */
+    size_t nbypass_nets;
 };
 
 struct vd_conf_resolver {

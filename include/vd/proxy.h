@@ -191,6 +191,10 @@ void vd_lb_end(const struct vd_conf_route *r, int i);
 void vd_lb_failed(const struct vd_conf_route *r, int i);
 void vd_lb_ok(const struct vd_conf_route *r, int i);
 
+/* Whether forward-proxy traffic to @host goes through upstream.parent (set, and @host not in
+ * parent_bypass). */
+bool vd_parent_applies(const struct vd_conf *conf, const char *host);
+
 /* Handlers. */
 void vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
                       const struct vd_conf_route *route);

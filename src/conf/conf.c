@@ -411,6 +411,14 @@ vd_conf_unref(struct vd_conf *c)
     free(c->upstream.ca_file);
     free(c->upstream.tcp_congestion);
     free(c->upstream.ca_path);
+    free(c->upstream.parent);
+    free(c->upstream.parent_host);
+    free(c->upstream.parent_auth);
+    for (size_t i = 0; i < c->upstream.nbypass_names; i++) {
+        free(c->upstream.bypass_names[i]);
+    }
+    free(c->upstream.bypass_names);
+    free(c->upstream.bypass_nets);
     free(c->resolver.nameservers);
     free(c->log.error_log);
     free(c->log.access_log);

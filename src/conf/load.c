@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -1963,12 +1964,136 @@ sec_timeouts(struct ld *ld, const struct ynode *n)
     return 0;
 }
 
+static int parse_upstream(struct ld *ld, const struct ynode *n, const char *key,
+                          struct vd_conf_server *r);
+static int parse_cidr(struct ld *ld, const struct ynode *n, const char *key,
+                      struct vd_conf_cidr *a);
+
+/* upstream.parent_credentials: a file whose first line is "user:password" (RFC 7617), turned
+ * into the Proxy-Authorization value sent to the parent. */
+static int
+read_parent_credentials(struct ld *ld, const struct ynode *v, const char *key, const char *path,
+                        char **out)
+{
+    char line[1024];
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        return fail(ld, v, key, "cannot read %s: %s", path, vd_strerror(-errno));
+    }
+    bool got = fgets(line, sizeof(line), f) != NULL;
+    fclose(f);
+    size_t n = got ? strcspn(line, "\r\n") : 0;
+    line[n] = '\0';
+    if (!got || !memchr(line, ':', n) || line[0] == ':') {
+        return fail(ld, v, key, "%s: the first line must be user:password", path);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f) {
+            return fail(ld, v, key, "%s: control characters in the credentials", path);
+        }
+    }
+    size_t cap = 6 + 4 * ((n + 2) / 3) + 1;
+    char *s = malloc(cap);
+    if (!s) {
+        return oom(ld);
+    }
+    memcpy(s, "Basic ", 6);
+    EVP_EncodeBlock((unsigned char *)s + 6, (const unsigned char *)line, (int)n);
+    explicit_bzero(line, sizeof(line));
+    free(*out);
+    *out = s;
+    return 0;
+}
+
+static int
+sec_parent(struct ld *ld, const struct ynode *n, struct vd_conf_upstream *u)
+{
+    char sub[KEY_MAX], vb[SHOW_MAX + 8];
+    const struct ynode *v;
+    int rc;
+    if ((v = get(n, "parent"))) {
+        struct vd_conf_server s = {0};
+        if ((rc = want_scalar(ld, v, "upstream.parent", "a proxy URL")) ||
+            (rc = parse_upstream(ld, v, "upstream.parent", &s))) {
+            free(s.url);
+            free(s.host);
+            return rc;
+        }
+        if (s.tls) {
+            free(s.url);
+            free(s.host);
+            return fail(ld, v, "upstream.parent",
+                        "bad parent '%s': a parent proxy is reached over http:// (TLS to the "
+                        "proxy is not supported)",
+                        show(vb, sizeof(vb), v));
+        }
+        free(u->parent);
+        free(u->parent_host);
+        u->parent = s.url;
+        u->parent_host = s.host;
+        u->parent_port = s.port;
+    }
+    if ((v = get(n, "parent_credentials"))) {
+        char *path = NULL;
+        if ((rc = get_path(ld, v, "upstream.parent_credentials", &path)) ||
+            (rc = read_parent_credentials(ld, v, "upstream.parent_credentials", path,
+                                          &u->parent_auth))) {
+            free(path);
+            return rc;
+        }
+        free(path);
+    }
+    if ((v = get(n, "parent_bypass"))) {
+        if ((rc = want_seq(ld, v, "upstream.parent_bypass", "host names or addresses"))) {
+            return rc;
+        }
+        u->bypass_names = calloc(v->nkid + 1, sizeof(*u->bypass_names));
+        u->bypass_nets = calloc(v->nkid + 1, sizeof(*u->bypass_nets));
+        if (!u->bypass_names || !u->bypass_nets) {
+            return oom(ld);
+        }
+        for (size_t i = 0; i < v->nkid; i++) {
+            const struct ynode *it = v->kid[i];
+            key_index(sub, "upstream.parent_bypass", i);
+            if ((rc = want_scalar(ld, it, sub, "a host name or an address"))) {
+                return rc;
+            }
+            if (strcmp(it->text, "all") == 0) {
+                return fail(ld, it, sub, "bad entry 'all': leave upstream.parent out to go direct");
+            }
+            const char *h = it->text[0] == '.' ? it->text + 1 : it->text;
+            if (is_dns_name(h, strlen(h)) && strspn(h, "0123456789.") != strlen(h)) {
+                char *name = strdup(it->text);
+                if (!name) {
+                    return oom(ld);
+                }
+                lowercase(name);
+                u->bypass_names[u->nbypass_names++] = name;
+                continue;
+            }
+            if ((rc = parse_cidr(ld, it, sub, &u->bypass_nets[u->nbypass_nets]))) {
+                return rc;
+            }
+            u->nbypass_nets++;
+        }
+    }
+    if ((get(n, "parent_credentials") || get(n, "parent_bypass")) && !u->parent) {
+        v = get(n, "parent_credentials") ? get(n, "parent_credentials") : get(n, "parent_bypass");
+        return fail(ld, v,
+                    get(n, "parent_credentials") ? "upstream.parent_credentials"
+                                                 : "upstream.parent_bypass",
+                    "set upstream.parent to use it");
+    }
+    return 0;
+}
+
 static int
 sec_upstream(struct ld *ld, const struct ynode *n)
 {
     static const char *const keys[] = {
-        "pool_idle_max", "pool_idle_timeout", "ca_file",       "ca_path", "verify",
-        "splice",        "splice_min",        "tcp_congestion"};
+        "pool_idle_max", "pool_idle_timeout", "ca_file",        "ca_path", "verify",
+        "splice",        "splice_min",        "tcp_congestion", "parent",  "parent_credentials",
+        "parent_bypass"};
     struct vd_conf_upstream *u = &ld->c->upstream;
     const struct ynode *v;
     int rc;
@@ -2006,7 +2131,7 @@ sec_upstream(struct ld *ld, const struct ynode *n)
         (rc = get_congestion(ld, v, "upstream.tcp_congestion", &u->tcp_congestion))) {
         return rc;
     }
-    return 0;
+    return sec_parent(ld, n, u);
 }
 
 /* "http://host[:port]" or "https://host[:port]"; host is a DNS name, an IPv4 address or an

@@ -13,6 +13,7 @@
 
 #include "vd/access.h"
 #include "vd/err.h"
+#include "vd/h1.h"
 #include "vd/proxy.h"
 #include "vd/sock.h"
 #include "vd/tunnel.h"
@@ -35,7 +36,17 @@ struct cnx {
     int closes; /* handles still closing */
     struct vd_tunnel *tn;
     const struct vd_conf_rule *denied_by; /* a rule that refused an address or the tunnel */
+    /* upstream.parent: the tunnel is asked of the parent with a CONNECT of its own */
+    bool via_parent;
+    bool parent_later; /* the target is resolved first (address rules), then the parent */
+    bool addrs_checked;
+    const char *chost; /* where the connection goes: the target, or the parent */
+    uint16_t cport;
+    uint8_t *presp; /* the parent's answer so far (PARENT_RESP_MAX) */
+    size_t npresp;
 };
+
+#define PARENT_RESP_MAX 16384
 
 static void cnx_connect_next(struct cnx *x);
 
@@ -79,6 +90,8 @@ cnx_free(struct cnx *x)
         x->q = NULL;
     }
     x->t = NULL;
+    free(x->presp);
+    x->presp = NULL;
     x->closes = 1 + (x->sock ? 1 : 0);
     uv_timer_stop(&x->timer);
     uv_close((uv_handle_t *)&x->timer, cnx_timer_closed);
@@ -214,8 +227,13 @@ cnx_established(struct cnx *x)
         .on_sniffed = cnx_sniffed,
     };
     struct vd_tunnel_end server = {.sock = x->sock};
+    if (x->presp) {
+        server.early = (struct vd_iov){x->presp, x->npresp}; /* bytes after the parent's 200 */
+    }
     x->tn = vd_tunnel_start(&t->w->loop, &client, &server, &o, &cbs, x);
     t->front->tunnel(t, NULL);
+    free(x->presp); /* copied by vd_tunnel_start */
+    x->presp = NULL;
     if (!x->tn) {
         vd_log(VD_LOG_ERR, &t->log, "out of memory for a tunnel");
         t->handler = NULL;
@@ -238,15 +256,116 @@ cnx_connect_failed(struct cnx *x, int err)
     cnx_connect_next(x);
 }
 
+static void cnx_parent_timeout(uv_timer_t *tm);
+
+/* Connected to the parent: asks it for the tunnel (RFC 9110 §9.3.6), with viaduct's own
+ * credentials when configured. */
+static void
+cnx_parent_ask(struct cnx *x)
+{
+    const struct vd_conf_upstream *u = &x->t->conf->upstream;
+    char req[1400];
+    bool v6 = strchr(x->host, ':') != NULL;
+    int n =
+        snprintf(req, sizeof(req), "CONNECT %s%s%s:%u HTTP/1.1\r\nHost: %s%s%s:%u\r\n%s%s%s\r\n",
+                 v6 ? "[" : "", x->host, v6 ? "]" : "", x->port, v6 ? "[" : "", x->host,
+                 v6 ? "]" : "", x->port, u->parent_auth ? "Proxy-Authorization: " : "",
+                 u->parent_auth ? u->parent_auth : "", u->parent_auth ? "\r\n" : "");
+    struct iovec iov = {req, (size_t)n};
+    x->presp = malloc(PARENT_RESP_MAX);
+    if (n <= 0 || (size_t)n >= sizeof(req) || !x->presp ||
+        vd_sock_writev(x->sock, &iov, 1) != (ssize_t)n) {
+        /* A fresh connection takes a few hundred bytes at once. */
+        cnx_fail(x, 502, "could not send the CONNECT request to the parent proxy");
+        return;
+    }
+    x->npresp = 0;
+    uv_timer_start(&x->timer, cnx_parent_timeout, x->t->conf->timeouts.upstream_first_byte, 0);
+    vd_sock_arm(x->sock, VD_WANT_READ);
+}
+
+/* Reads the parent's answer to CONNECT: 2xx starts the tunnel (bytes after the head belong to
+ * it), anything else is a 502 that names the parent's status. */
+static void
+cnx_parent_read(struct cnx *x)
+{
+    char detail[300];
+    bool eof = false;
+    while (x->npresp < PARENT_RESP_MAX) {
+        ssize_t n = vd_sock_read(x->sock, x->presp + x->npresp, PARENT_RESP_MAX - x->npresp);
+        if (n == VD_EAGAIN) {
+            break;
+        }
+        if (n <= 0) {
+            eof = true; /* an answer may still be complete (a refusal, then close) */
+            break;
+        }
+        x->npresp += (size_t)n;
+    }
+    struct vd_hdr hdrs[64];
+    struct vd_h1_resp_head h = {.hdrs = hdrs};
+    struct vd_h1_limits lim = {
+        .max_request_line = 8192, .max_head = PARENT_RESP_MAX, .max_headers = 64};
+    const char *why = NULL;
+    int r = vd_h1_parse_response(x->presp, x->npresp, &lim, &h, &why);
+    if (r == VD_EAGAIN && (eof || x->npresp == PARENT_RESP_MAX)) {
+        cnx_fail(x, 502,
+                 eof ? "the parent proxy closed the connection before answering CONNECT"
+                     : "the parent proxy's answer to CONNECT is too large");
+        return;
+    }
+    if (r == VD_EAGAIN) {
+        vd_sock_arm(x->sock, VD_WANT_READ);
+        return;
+    }
+    if (r < 0) {
+        snprintf(detail, sizeof(detail), "malformed answer from the parent proxy: %s",
+                 why ? why : vd_strerror(r));
+        cnx_fail(x, 502, detail);
+        return;
+    }
+    if (h.status / 100 != 2) {
+        if (h.status == 407) {
+            snprintf(detail, sizeof(detail), "the parent proxy %s credentials (407)",
+                     x->t->conf->upstream.parent_auth ? "refused viaduct's" : "wants");
+        } else {
+            snprintf(detail, sizeof(detail), "the parent proxy answered CONNECT with %d %.*s",
+                     h.status, (int)VD_MIN(h.reason.len, (size_t)100), (const char *)h.reason.base);
+        }
+        cnx_fail(x, h.status == 504 ? 504 : 502, detail);
+        return;
+    }
+    /* What followed the head is the target's first bytes (a server greeting). */
+    memmove(x->presp, x->presp + r, x->npresp - (size_t)r);
+    x->npresp -= (size_t)r;
+    cnx_established(x);
+}
+
+static void
+cnx_parent_timeout(uv_timer_t *tm)
+{
+    struct cnx *x = tm->data;
+    cnx_fail(x, 504, "the parent proxy did not answer CONNECT in time");
+}
+
 static void
 cnx_sock_event(struct vd_sock *s, int ev)
 {
     struct cnx *x = s->data;
     VD_BUG_ON(x->magic != CNX_MAGIC);
     (void)ev;
+    if (x->presp) {
+        cnx_parent_read(x);
+        return;
+    }
     int r = vd_sock_connect_result(s);
     if (r < 0) {
         cnx_connect_failed(x, r);
+        return;
+    }
+    if (x->via_parent) {
+        uv_timer_stop(&x->timer);
+        cnx_parent_ask(x);
         return;
     }
     cnx_established(x);
@@ -266,16 +385,18 @@ cnx_connect_next(struct cnx *x)
     char detail[300];
     if (x->ai >= x->addrs.n) {
         int e = x->last_err;
+        const char *what = x->via_parent ? "the parent proxy " : "";
         if (e == VD_ETIMEDOUT || e == -ETIMEDOUT) {
-            snprintf(detail, sizeof(detail), "connecting to %s port %u timed out", x->host,
-                     x->port);
+            snprintf(detail, sizeof(detail), "connecting to %s%s port %u timed out", what, x->chost,
+                     x->cport);
             cnx_fail(x, 504, detail);
         } else if (e == -ECONNREFUSED) {
-            snprintf(detail, sizeof(detail), "connection to %s port %u refused", x->host, x->port);
+            snprintf(detail, sizeof(detail), "connection to %s%s port %u refused", what, x->chost,
+                     x->cport);
             cnx_fail(x, 502, detail);
         } else {
-            snprintf(detail, sizeof(detail), "connection to %s port %u failed: %s", x->host,
-                     x->port, vd_strerror(e));
+            snprintf(detail, sizeof(detail), "connection to %s%s port %u failed: %s", what,
+                     x->chost, x->cport, vd_strerror(e));
             cnx_fail(x, 502, detail);
         }
         return;
@@ -283,10 +404,10 @@ cnx_connect_next(struct cnx *x)
     struct sockaddr_storage sa = x->addrs.a[x->ai++];
     socklen_t sl;
     if (sa.ss_family == AF_INET) {
-        ((struct sockaddr_in *)&sa)->sin_port = htons(x->port);
+        ((struct sockaddr_in *)&sa)->sin_port = htons(x->cport);
         sl = sizeof(struct sockaddr_in);
     } else {
-        ((struct sockaddr_in6 *)&sa)->sin6_port = htons(x->port);
+        ((struct sockaddr_in6 *)&sa)->sin6_port = htons(x->cport);
         sl = sizeof(struct sockaddr_in6);
     }
     x->addrs.a[x->ai - 1] = sa;
@@ -316,12 +437,13 @@ cnx_resolved(void *arg, int status, const struct vd_addrs *addrs)
     x->q = NULL;
     char detail[300];
     if (status < 0) {
-        int code = vd_txn_dns_failure(detail, sizeof(detail), x->host, status);
+        int code = vd_txn_dns_failure(detail, sizeof(detail), x->chost, status);
         cnx_fail(x, code, detail);
         return;
     }
     x->addrs = *addrs;
-    if (x->hold) {
+    if (x->hold && !x->addrs_checked) {
+        x->addrs_checked = true; /* the target's, not the parent's */
         /* Rules that test the destination address are decided now; denied addresses are
          * skipped, and the tunnel holds its first bytes only when a rule still needs them. */
         int v = vd_txn_check_addrs(x->t, x->host, x->port, true, &x->addrs, &x->denied_by);
@@ -336,6 +458,17 @@ cnx_resolved(void *arg, int status, const struct vd_addrs *addrs)
         }
         x->hold = v == VD_ACCESS_PENDING;
         x->denied_by = NULL;
+    }
+    if (x->parent_later) {
+        /* The rules saw the target's addresses; the connection goes to the parent. */
+        x->parent_later = false;
+        x->chost = x->t->conf->upstream.parent_host;
+        x->cport = x->t->conf->upstream.parent_port;
+        int r = vd_resolve(x->t->w->resolver, x->chost, &x->addrs, cnx_resolved, x, &x->q);
+        if (r != VD_EAGAIN) {
+            cnx_resolved(x, r, &x->addrs);
+        }
+        return;
     }
     x->ai = 0;
     cnx_connect_next(x);
@@ -393,13 +526,21 @@ vd_connect_start(struct vd_txn *t, const char *host, uint16_t port, int verdict)
     x->host = (char *)host;
     x->port = port;
     x->hold = verdict == VD_ACCESS_PENDING;
+    x->chost = host;
+    x->cport = port;
+    x->via_parent = vd_parent_applies(t->conf, host);
+    if (x->via_parent && !x->hold) {
+        x->chost = t->conf->upstream.parent_host;
+        x->cport = t->conf->upstream.parent_port;
+    }
+    x->parent_later = x->via_parent && x->hold;
     uv_timer_init(&t->w->loop, &x->timer);
     x->timer.data = x;
     t->handler = &cnx_ops;
     t->handler_data = x;
     t->stats.upstream_used = true;
     x->t0 = uv_hrtime();
-    int r = vd_resolve(t->w->resolver, host, &x->addrs, cnx_resolved, x, &x->q);
+    int r = vd_resolve(t->w->resolver, x->chost, &x->addrs, cnx_resolved, x, &x->q);
     if (r != VD_EAGAIN) {
         cnx_resolved(x, r, &x->addrs);
     }

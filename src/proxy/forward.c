@@ -82,7 +82,9 @@ struct fwd {
     int srv;               /* server of a route with several (vd_lb_*), -1 otherwise */
     uint64_t tried;        /* servers of the group that failed to connect */
     struct vd_conf *lbref; /* keeps route->lb alive with @srv set */
-    char *host;            /* arena, or the configuration's (a group's server) */
+    char *host;            /* arena, or the configuration's (a group's server, the parent) */
+    bool via_parent;       /* upstream.parent: the request goes to it in absolute form */
+    bool parent_later;     /* resolve the origin first (address rules), then the parent */
     uint16_t port;
     bool tls;
     char *sni;
@@ -310,6 +312,11 @@ build_request_head(struct fwd *f)
     /* RFC 8441 §5: an extended CONNECT for websocket is an HTTP/1.1 GET with Upgrade. */
     int r = f->ws_h2 ? vd_dbuf_add(d, "GET", 3) : vd_dbuf_add(d, req->method.base, req->method.len);
     r = r ? r : vd_dbuf_add(d, " ", 1);
+    if (f->via_parent) {
+        /* RFC 9112 §3.2.2: absolute-form towards a proxy. */
+        r = r ? r : vd_dbuf_add(d, "http://", 7);
+        r = r ? r : vd_dbuf_add(d, req->authority.base, req->authority.len);
+    }
     r = r ? r : vd_dbuf_add(d, req->path.base, req->path.len);
     r = r ? r : vd_dbuf_add(d, " HTTP/1.1\r\nHost: ", 17);
     if (f->route && f->route->host_header) {
@@ -318,6 +325,12 @@ build_request_head(struct fwd *f)
         r = r ? r : vd_dbuf_add(d, req->authority.base, req->authority.len);
     }
     r = r ? r : vd_dbuf_add(d, "\r\n", 2);
+    if (f->via_parent && conf->upstream.parent_auth) {
+        /* viaduct's own credentials for the parent; the client's never travel (§11.7.2). */
+        r = r ? r : vd_dbuf_add(d, "Proxy-Authorization: ", 21);
+        r = r ? r : vd_dbuf_add(d, conf->upstream.parent_auth, strlen(conf->upstream.parent_auth));
+        r = r ? r : vd_dbuf_add(d, "\r\n", 2);
+    }
     /* Fields named by Connection are hop-by-hop too. */
     struct conn_names cn;
     conn_names_init(&cn, req->hdrs, req->nhdrs);
@@ -502,6 +515,7 @@ fwd_adopt(struct fwd *f)
 }
 
 static void fwd_use_server(struct fwd *f, int i);
+static void fwd_use_parent(struct fwd *f);
 static bool fwd_use_pooled(struct fwd *f);
 
 /* A server of a group could not be reached (nothing was sent to it): marks it down and starts
@@ -1196,6 +1210,14 @@ fwd_parse_head(struct fwd *f)
             }
             continue;
         }
+        if (f->via_parent && h.status == 407) {
+            fwd_fail(f, 502,
+                     t->conf->upstream.parent_auth
+                         ? "the parent proxy refused viaduct's credentials (407)"
+                         : "the parent proxy wants credentials (407): set "
+                           "upstream.parent_credentials");
+            return -1;
+        }
         t->stats.upstream_ns = uv_hrtime() - f->t0;
         struct vd_framing rf;
         if (vd_http_resp_framing(h.hdrs, h.nhdrs, h.status, f->head_method, false, &rf, &why) < 0) {
@@ -1767,6 +1789,13 @@ resolved(void *arg, int status, const struct vd_addrs *addrs)
             return;
         }
     }
+    if (f->parent_later) {
+        /* The rules saw the origin's addresses; the connection goes to the parent. */
+        f->parent_later = false;
+        fwd_use_parent(f);
+        fwd_resolve(f);
+        return;
+    }
     fwd_connect_next(f);
 }
 
@@ -1898,6 +1927,55 @@ fwd_set_sni(struct fwd *f)
     f->sni = vd_arena_dup(&f->t->arena, sni, strlen(sni));
 }
 
+/* Whether forward-proxy traffic to @host goes through upstream.parent (not in parent_bypass:
+ * ".example.com" matches it and its subdomains, other names exactly, addresses and prefixes
+ * match IP-literal targets). */
+bool
+vd_parent_applies(const struct vd_conf *conf, const char *host)
+{
+    const struct vd_conf_upstream *u = &conf->upstream;
+    if (!u->parent_host) {
+        return false;
+    }
+    size_t hl = strlen(host);
+    for (size_t i = 0; i < u->nbypass_names; i++) {
+        const char *b = u->bypass_names[i];
+        size_t bl = strlen(b);
+        if (b[0] == '.' ? (hl == bl - 1 && strcmp(host, b + 1) == 0) ||
+                              (hl > bl && strcmp(host + hl - bl, b) == 0)
+                        : strcmp(host, b) == 0) {
+            return false;
+        }
+    }
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (u->nbypass_nets &&
+        (inet_pton(AF_INET, host, &((struct sockaddr_in *)&ss)->sin_addr) == 1
+             ? (ss.ss_family = AF_INET)
+         : inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1
+             ? (ss.ss_family = AF_INET6)
+             : 0)) {
+        for (size_t i = 0; i < u->nbypass_nets; i++) {
+            if (vd_cidr_match(&u->bypass_nets[i], (const struct sockaddr *)&ss)) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* Points @f's connection at the parent proxy; its connections are pooled apart from direct
+ * ones to the same address and shared by every origin. */
+static void
+fwd_use_parent(struct fwd *f)
+{
+    const struct vd_conf_upstream *u = &f->t->conf->upstream;
+    f->host = u->parent_host;
+    f->port = u->parent_port;
+    f->ai = 0;
+    snprintf(f->key, sizeof(f->key), "parent|%s:%u", f->host, f->port);
+}
+
 /* Points @f at server @i of its route's group (counted as in progress there). */
 static void
 fwd_use_server(struct fwd *f, int i)
@@ -1950,6 +2028,15 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
     t->handler = &fwd_ops;
     t->handler_data = f;
     f->cx = cx;
+    f->via_parent = !route && t->mode == VD_MODE_FORWARD && vd_parent_applies(t->conf, host);
+    if (f->via_parent && tls) {
+        fwd_detach(f);
+        vd_txn_respond_error(t, 502,
+                             "https:// in absolute form does not go through upstream.parent; "
+                             "a client reaches https:// URLs with CONNECT",
+                             false);
+        return;
+    }
     if (build_request_head(f) < 0) {
         fwd_detach(f);
         vd_txn_respond_error(t, 431, "request head too large to forward", true);
@@ -1958,7 +2045,11 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
     if (route && route->lb) {
         f->lbref = vd_conf_ref(t->conf);
         fwd_use_server(f, vd_lb_pick(route, t->client, 0));
+    } else if (f->via_parent && !t->access_pending) {
+        fwd_use_parent(f);
     } else {
+        /* With address rules, the origin is resolved for them first (parent_later). */
+        f->parent_later = f->via_parent;
         pool_key_format(f->key, sizeof(f->key), f->host, f->port, f->tls, f->sni);
     }
     /* A pooled connection needs no DNS (unless rules test the address). */

@@ -14,6 +14,8 @@ import pytest
 
 from vdtest.httpmsg import build_response
 from vdtest.proc import poll
+from vdtest.origins import closed_port
+from vdtest.tcp import listening
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -158,10 +160,7 @@ def test_proxy_protocol_then_tls(viaduct, make_origin, pki):
 # ---- a real sender: HAProxy ------------------------------------------------------------------
 
 def haproxy_in_front(tmp_path, vport, option):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = closed_port()
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text("""global
   maxconn 100
@@ -178,14 +177,7 @@ backend b
 """ % (port, vport, option))
     p = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
-
-    def up():
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-    if not poll(up, timeout=10):
+    if not listening(port):
         p.kill()
         raise AssertionError("haproxy did not start: %r" % p.stderr.read())
     return p, port

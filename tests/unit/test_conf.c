@@ -18,6 +18,7 @@
 #include "vd/conf.h"
 #include "vd/err.h"
 #include "vd/log.h"
+#include "vd/proxy.h"
 #include "vd_test.h"
 
 /* A temporary directory with files in it; everything is removed by tmp_done(). */
@@ -1303,6 +1304,74 @@ test_route_groups(void **state)
 }
 
 static void
+test_parent(void **state)
+{
+    (void)state;
+    char path[64], err[512], yaml[512], creds[] = "/tmp/vdcreds-XXXXXX";
+    int fd = mkstemp(creds);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "user:pa:ss\n", 11), 11);
+    close(fd);
+    struct vd_conf *c = NULL;
+    snprintf(yaml, sizeof(yaml),
+             "upstream:\n  parent: http://Proxy.Example:3128\n  parent_credentials: %s\n"
+             "  parent_bypass: [.Internal.example, localhost, 10.0.0.0/8, '::1']\n",
+             creds);
+    assert_int_equal(load_str(yaml, &c, err, sizeof(err), path), 0);
+    const struct vd_conf_upstream *u = &c->upstream;
+    assert_string_equal(u->parent, "http://Proxy.Example:3128");
+    assert_string_equal(u->parent_host, "proxy.example");
+    assert_int_equal(u->parent_port, 3128);
+    assert_string_equal(u->parent_auth, "Basic dXNlcjpwYTpzcw=="); /* user:pa:ss */
+    assert_int_equal(u->nbypass_names, 2);
+    assert_string_equal(u->bypass_names[0], ".internal.example");
+    assert_string_equal(u->bypass_names[1], "localhost");
+    assert_int_equal(u->nbypass_nets, 2);
+    assert_int_equal(u->bypass_nets[0].prefix, 8);
+    assert_int_equal(u->bypass_nets[1].net.ss_family, AF_INET6);
+    /* Which destinations go through it. */
+    assert_true(vd_parent_applies(c, "example.com"));
+    assert_false(vd_parent_applies(c, "internal.example"));
+    assert_false(vd_parent_applies(c, "a.b.internal.example"));
+    assert_true(vd_parent_applies(c, "xinternal.example"));
+    assert_false(vd_parent_applies(c, "localhost"));
+    assert_true(vd_parent_applies(c, "localhost.example"));
+    assert_false(vd_parent_applies(c, "10.1.2.3"));
+    assert_true(vd_parent_applies(c, "11.1.2.3"));
+    assert_false(vd_parent_applies(c, "::1"));
+    assert_true(vd_parent_applies(c, "::2"));
+    vd_conf_unref(c);
+    c = vd_conf_default();
+    assert_false(vd_parent_applies(c, "example.com"));
+    vd_conf_unref(c);
+
+    expect_err("upstream:\n  parent: https://p:3128\n",
+               "2:11: upstream.parent: bad parent 'https://p:3128': a parent proxy is reached over "
+               "http:// (TLS to the proxy is not supported)");
+    expect_err(
+        "upstream:\n  parent: p:3128\n",
+        "2:11: upstream.parent: bad upstream 'p:3128': the scheme must be http:// or https://");
+    expect_err("upstream:\n  parent_bypass: [a.example]\n",
+               "2:18: upstream.parent_bypass: set upstream.parent to use it");
+    expect_err("upstream:\n  parent: http://p\n  parent_bypass: [all]\n",
+               "3:19: upstream.parent_bypass[0]: bad entry 'all': leave upstream.parent out to go "
+               "direct");
+    expect_err("upstream:\n  parent: http://p\n  parent_credentials: /nonexistent/creds\n",
+               "3:23: upstream.parent_credentials: cannot read /nonexistent/creds: No such file or "
+               "directory");
+    fd = open(creds, O_WRONLY | O_TRUNC);
+    assert_int_equal(write(fd, "nocolon\n", 8), 8);
+    close(fd);
+    snprintf(yaml, sizeof(yaml), "upstream:\n  parent: http://p\n  parent_credentials: %s\n",
+             creds);
+    char want[300];
+    snprintf(want, sizeof(want),
+             "3:23: upstream.parent_credentials: %s: the first line must be user:password", creds);
+    expect_err(yaml, want);
+    unlink(creds);
+}
+
+static void
 test_errors_routes(void **state)
 {
     (void)state;
@@ -1671,6 +1740,7 @@ main(void)
         cmocka_unit_test(test_errors_tunnel),
         cmocka_unit_test(test_errors_routes),
         cmocka_unit_test(test_route_groups),
+        cmocka_unit_test(test_parent),
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_quiet),
         cmocka_unit_test(test_examples),

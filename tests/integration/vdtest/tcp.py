@@ -180,3 +180,15 @@ def congestion_controls():
         allowed = names("allowed_")
         usable = [a for a in usable if a in allowed]
     return names("")[0], usable
+
+
+def listening(port, timeout=10.0):
+    """Waits until 127.0.0.1:@port accepts connections; returns whether it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False

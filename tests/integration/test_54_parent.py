@@ -1,0 +1,257 @@
+# SPDX-License-Identifier: MIT
+"""A parent proxy for forward-proxy traffic (upstream.parent): http:// requests go to it in
+absolute form with viaduct's own credentials (never the client's), connections to it are pooled
+across origins, CONNECT tunnels are asked of it with a CONNECT of their own, parent_bypass goes
+direct, and a parent that refuses says so in a 502. tinyproxy (with Basic authentication) and a
+second viaduct are the real parents; a recording origin shows the exact bytes."""
+import os
+import subprocess
+
+import pytest
+
+from vdtest.httpmsg import build_response
+from vdtest.origins import closed_port
+from vdtest.tcp import TcpServer, echo, greeting, listening, recv_exact
+
+CREDS = "vdchild:s3cret-pass"
+CREDS_B64 = "dmRjaGlsZDpzM2NyZXQtcGFzcw=="  # base64 of CREDS
+
+
+def child(viaduct, tmp_path, parent_port, **extra):
+    up = {"parent": "http://127.0.0.1:%d" % parent_port}
+    if extra.pop("creds", False):
+        p = tmp_path / "parent.creds"
+        p.write_text(CREDS + "\n")
+        up["parent_credentials"] = str(p)
+    up.update(extra.pop("upstream", {}))
+    conf = {"upstream": up, "connect": {"ports": ["1-65535"]}}
+    conf.update(extra)
+    return viaduct(conf)
+
+
+def test_request_goes_to_the_parent_in_absolute_form(viaduct, make_origin, tmp_path):
+    parent = make_origin(build_response(200, b"from parent"))  # records what a parent receives
+    vd = child(viaduct, tmp_path, parent.port, creds=True)
+    c = vd.connect()
+    r = c.exchange("GET", "http://origin.test:8080/a/b?c=1",
+                   headers=[("Proxy-Authorization", "Basic Y2xpZW50OnNlY3JldA=="),
+                            ("Proxy-Connection", "keep-alive")])
+    assert (r.status, r.body) == (200, b"from parent")
+    (req,) = parent.wait_requests(1)
+    assert req.request_line == b"GET http://origin.test:8080/a/b?c=1 HTTP/1.1"
+    assert req.headers.all("host") == ["origin.test:8080"]
+    # viaduct's credentials for the parent, never the client's.
+    assert req.headers.all("proxy-authorization") == ["Basic " + CREDS_B64]
+    assert req.headers.all("proxy-connection") == []
+    assert req.headers.all("via") == ["1.1 viaduct"]
+
+
+def test_connections_to_the_parent_are_shared_by_origins(viaduct, make_origin, tmp_path):
+    parent = make_origin(build_response(200, b"ok"))
+    vd = child(viaduct, tmp_path, parent.port)
+    for target in ("http://a.test/1", "http://b.test/2", "http://a.test/3"):
+        c = vd.connect()
+        assert c.exchange("GET", target).status == 200
+        c.close()
+    reqs = parent.wait_requests(3)
+    assert [r.request_line for r in reqs] == [b"GET http://a.test/1 HTTP/1.1",
+                                              b"GET http://b.test/2 HTTP/1.1",
+                                              b"GET http://a.test/3 HTTP/1.1"]
+    assert {r.conn for r in reqs} == {0}  # one connection to the parent
+    assert "proxy-authorization" not in reqs[0].headers.names()
+
+
+@pytest.mark.parametrize("bypass", [[".test"], ["origin.test"], ["127.0.0.0/8"]])
+def test_bypass_goes_direct(viaduct, make_origin, tmp_path, bypass):
+    parent = make_origin(build_response(200, b"parent"))
+    o = make_origin(build_response(200, b"direct"))
+    vd = child(viaduct, tmp_path, parent.port, upstream={"parent_bypass": bypass})
+    host = "127.0.0.1" if bypass == ["127.0.0.0/8"] else "origin.test"
+    c = vd.connect()
+    r = c.exchange("GET", "http://%s:%d/d" % (host, o.port))
+    assert (r.status, r.body) == (200, b"direct")
+    assert o.wait_requests(1)[0].request_line == b"GET /d HTTP/1.1"
+    # Not bypassed: other names still go through the parent.
+    r = c.exchange("GET", "http://other.example/p")
+    assert (r.status, r.body) == (200, b"parent")
+    assert [q.request_line for q in parent.requests] == [b"GET http://other.example/p HTTP/1.1"]
+
+
+def test_parent_refusing_credentials_is_502(viaduct, make_origin, tmp_path):
+    parent = make_origin(build_response(407, b"no", headers=[
+        ("Proxy-Authenticate", 'Basic realm="parent"')]))
+    vd = child(viaduct, tmp_path, parent.port, creds=True)
+    c = vd.connect()
+    r = c.exchange("GET", "http://origin.test/x")
+    assert r.status == 502
+    assert r.body == b"502 Bad Gateway: the parent proxy refused viaduct's credentials (407)\n"
+    assert r.headers.all("proxy-authenticate") == []
+
+
+def test_parent_down_is_502(viaduct, tmp_path):
+    vd = child(viaduct, tmp_path, closed_port())
+    c = vd.connect()
+    assert c.exchange("GET", "http://origin.test/x").status == 502
+    c.send(b"CONNECT origin.test:443 HTTP/1.1\r\nHost: origin.test:443\r\n\r\n")
+    r = c.response(method="CONNECT")
+    assert r.status == 502
+    assert r.body.startswith(b"502 Bad Gateway: connection to the parent proxy 127.0.0.1 port ")
+
+
+def test_https_in_absolute_form_is_not_sent_to_the_parent(viaduct, make_origin, tmp_path):
+    parent = make_origin(build_response(200, b"parent"))
+    vd = child(viaduct, tmp_path, parent.port)
+    c = vd.connect()
+    r = c.exchange("GET", "https://origin.test/x")
+    assert r.status == 502
+    assert b"does not go through upstream.parent" in r.body
+    assert parent.requests == []
+
+
+# ---- CONNECT through the parent ---------------------------------------------------------------
+
+def connect(vd, target):
+    c = vd.connect()
+    c.send(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target.encode(), target.encode()))
+    return c, c.response(method="CONNECT")
+
+
+def scripted_parent(answer, then=None):
+    """A parent that records the CONNECT head, sends @answer, then runs @then (or closes)."""
+    def h(c):
+        c.sock.settimeout(10)
+        while b"\r\n\r\n" not in c.received:
+            b = c.sock.recv(4096)
+            if not b:
+                return
+            c.received += b
+        c.sock.sendall(answer)
+        if then:
+            then(c)
+    return TcpServer(h)
+
+
+def test_connect_asks_the_parent(viaduct, tmp_path):
+    def relay_echo(c):
+        echo(c)
+    parent = scripted_parent(b"HTTP/1.1 200 Connection established\r\n\r\n", relay_echo)
+    try:
+        vd = child(viaduct, tmp_path, parent.port, creds=True)
+        c, r = connect(vd, "origin.test:993")
+        assert r.status == 200
+        c.sock.sendall(b"ping")
+        assert recv_exact(c.sock, 4) == b"ping"
+        head = bytes(parent.wait_conns(1).received).split(b"\r\n\r\n")[0]
+        assert head.split(b"\r\n") == [b"CONNECT origin.test:993 HTTP/1.1",
+                                       b"Host: origin.test:993",
+                                       b"Proxy-Authorization: Basic " + CREDS_B64.encode()]
+    finally:
+        parent.stop()
+
+
+def test_connect_keeps_bytes_that_follow_the_parents_200(viaduct, tmp_path):
+    parent = scripted_parent(b"HTTP/1.1 200 OK\r\nX-Parent: 1\r\n\r\n* OK IMAP ready\r\n",
+                             lambda c: c.sock.recv(10))
+    try:
+        vd = child(viaduct, tmp_path, parent.port)
+        c, r = connect(vd, "mail.test:143")
+        assert r.status == 200
+        assert r.raw == b"HTTP/1.1 200 Connection established\r\n\r\n"
+        got = c.reader.take(len(c.reader.buf))  # what the response reader read past the head
+        assert got + recv_exact(c.sock, 17 - len(got)) == b"* OK IMAP ready\r\n"
+    finally:
+        parent.stop()
+
+
+@pytest.mark.parametrize("answer,status,detail", [
+    (b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", 502,
+     b"the parent proxy answered CONNECT with 403 Forbidden"),
+    (b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n", 502,
+     b"the parent proxy wants credentials (407)"),
+    (b"HTTP/1.1 504 Gateway Timeout\r\nContent-Length: 0\r\n\r\n", 504,
+     b"the parent proxy answered CONNECT with 504 Gateway Timeout"),
+    (b"HTTP/1.1 200\nbroken\r\n\r\n", 502, b"malformed answer from the parent proxy"),
+])
+def test_connect_refused_by_the_parent(viaduct, tmp_path, answer, status, detail):
+    parent = scripted_parent(answer)
+    try:
+        vd = child(viaduct, tmp_path, parent.port)
+        _, r = connect(vd, "origin.test:443")
+        assert r.status == status
+        assert detail in r.body, r.body
+    finally:
+        parent.stop()
+
+
+def test_connect_bypass_goes_direct(viaduct, tmp_path):
+    target = TcpServer(greeting(b"hello\r\n"))
+    parent = scripted_parent(b"HTTP/1.1 500 no\r\n\r\n")
+    try:
+        vd = child(viaduct, tmp_path, parent.port, upstream={"parent_bypass": ["127.0.0.1"]})
+        c, r = connect(vd, "127.0.0.1:%d" % target.port)
+        assert r.status == 200
+        got = c.reader.take(len(c.reader.buf))
+        assert got + recv_exact(c.sock, 7 - len(got)) == b"hello\r\n"
+        parent.assert_untouched(grace=0.1)
+    finally:
+        target.stop()
+        parent.stop()
+
+
+# ---- real parents -----------------------------------------------------------------------------
+
+@pytest.fixture
+def tinyproxy(tmp_path):
+    if not os.path.exists("/usr/bin/tinyproxy"):
+        pytest.fail("tinyproxy is missing: tools/install-deps.sh test installs it")
+    port = closed_port()
+    user, pw = CREDS.split(":")
+    cfg = tmp_path / "tinyproxy.conf"
+    cfg.write_text("Port %d\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nMaxClients 20\n"
+                   "BasicAuth %s %s\nLogLevel Warning\nLogFile \"%s\"\n"
+                   % (port, user, pw, tmp_path / "tinyproxy.log"))
+    p = subprocess.Popen(["tinyproxy", "-d", "-c", str(cfg)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    assert listening(port), "tinyproxy did not start"
+    yield port
+    p.terminate()
+    p.wait(timeout=10)
+
+
+def test_tinyproxy_as_parent(viaduct, make_origin, tmp_path, tinyproxy):
+    o = make_origin(build_response(200, b"through tinyproxy"))
+    vd = child(viaduct, tmp_path, tinyproxy, creds=True)
+    c = vd.connect()
+    r = c.exchange("GET", "http://127.0.0.1:%d/t" % o.port)
+    assert (r.status, r.body) == (200, b"through tinyproxy")
+    (req,) = o.wait_requests(1)
+    assert req.request_line == b"GET /t HTTP/1.1"
+    assert req.headers.all("proxy-authorization") == []  # tinyproxy consumed ours
+    # CONNECT through tinyproxy to an echo server.
+    srv = TcpServer(echo)
+    try:
+        c2, r = connect(vd, "127.0.0.1:%d" % srv.port)
+        assert r.status == 200
+        c2.sock.sendall(b"x" * 100000)
+        assert recv_exact(c2.sock, 100000) == b"x" * 100000
+    finally:
+        srv.stop()
+
+
+def test_tinyproxy_refuses_without_credentials(viaduct, tmp_path, tinyproxy):
+    vd = child(viaduct, tmp_path, tinyproxy)
+    c = vd.connect()
+    r = c.exchange("GET", "http://127.0.0.1:9/t")
+    assert r.status == 502
+    assert b"the parent proxy wants credentials (407)" in r.body
+
+
+def test_viaduct_as_parent(viaduct, make_origin, tmp_path):
+    o = make_origin(build_response(200, b"two hops"))
+    parent = viaduct({"connect": {"ports": ["1-65535"]}})
+    vd = child(viaduct, tmp_path, parent.port(0))
+    c = vd.connect()
+    r = c.exchange("GET", "http://origin.test:%d/two" % o.port)
+    assert (r.status, r.body) == (200, b"two hops")
+    assert o.wait_requests(1)[0].headers.all("via") == ["1.1 viaduct, 1.1 viaduct"] or \
+        o.requests[0].headers.all("via") == ["1.1 viaduct", "1.1 viaduct"]
