@@ -195,6 +195,13 @@ void vd_lb_ok(const struct vd_conf_route *r, int i);
  * parent_bypass). */
 bool vd_parent_applies(const struct vd_conf *conf, const char *host);
 
+struct vd_h1_resp_head;
+/* The parent's answer to a CONNECT of viaduct's (@r and @h from vd_h1_parse_response, @why its
+ * reason): 0 for 2xx, else the status for the client (502, or 504 for the parent's 504) with
+ * @detail saying what the parent did. */
+int vd_parent_refusal(const struct vd_conf *conf, int r, const struct vd_h1_resp_head *h,
+                      const char *why, char *detail, size_t cap);
+
 /* Handlers. */
 void vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
                       const struct vd_conf_route *route);

@@ -318,21 +318,9 @@ cnx_parent_read(struct cnx *x)
         vd_sock_arm(x->sock, VD_WANT_READ);
         return;
     }
-    if (r < 0) {
-        snprintf(detail, sizeof(detail), "malformed answer from the parent proxy: %s",
-                 why ? why : vd_strerror(r));
-        cnx_fail(x, 502, detail);
-        return;
-    }
-    if (h.status / 100 != 2) {
-        if (h.status == 407) {
-            snprintf(detail, sizeof(detail), "the parent proxy %s credentials (407)",
-                     x->t->conf->upstream.parent_auth ? "refused viaduct's" : "wants");
-        } else {
-            snprintf(detail, sizeof(detail), "the parent proxy answered CONNECT with %d %.*s",
-                     h.status, (int)VD_MIN(h.reason.len, (size_t)100), (const char *)h.reason.base);
-        }
-        cnx_fail(x, h.status == 504 ? 504 : 502, detail);
+    int st = vd_parent_refusal(x->t->conf, r, &h, why, detail, sizeof(detail));
+    if (st) {
+        cnx_fail(x, st, detail);
         return;
     }
     /* What followed the head is the target's first bytes (a server greeting). */

@@ -67,6 +67,7 @@ struct upc {
 enum fwd_state {
     F_RESOLVING,
     F_CONNECTING,
+    F_PARENT, /* https:// through upstream.parent: its answer to our CONNECT is awaited */
     F_HANDSHAKE,
     F_SENDING, /* head (and body) being sent; response may already arrive */
     F_BODY,    /* response body streaming */
@@ -84,6 +85,9 @@ struct fwd {
     struct vd_conf *lbref; /* keeps route->lb alive with @srv set */
     char *host;            /* arena, or the configuration's (a group's server, the parent) */
     bool via_parent;       /* upstream.parent: the request goes to it in absolute form */
+    bool parent_tunnel;    /* https:// through the parent: CONNECT, then TLS to the origin */
+    const char *tls_name;  /* the origin's name for certificate checks when f->host is not it */
+    uint16_t tport;        /* the origin's port (parent_tunnel) */
     bool parent_later;     /* resolve the origin first (address rules), then the parent */
     uint16_t port;
     bool tls;
@@ -516,6 +520,9 @@ fwd_adopt(struct fwd *f)
 
 static void fwd_use_server(struct fwd *f, int i);
 static void fwd_use_parent(struct fwd *f);
+static int fwd_tls_start(struct fwd *f);
+static void fwd_parent_ask(struct fwd *f);
+static int fwd_parent_read(struct fwd *f);
 static bool fwd_use_pooled(struct fwd *f);
 
 /* A server of a group could not be reached (nothing was sent to it): marks it down and starts
@@ -775,6 +782,8 @@ upc_arm(struct upc *u)
     }
     if (!u->connected) {
         ev = VD_WANT_WRITE;
+    } else if (f->state == F_PARENT) {
+        ev = VD_WANT_READ;
     } else if (u->tls && !u->handshaken) {
         ev = u->sock.want ? u->sock.want : VD_WANT_WRITE;
     } else {
@@ -801,7 +810,9 @@ upc_timeout(struct vd_ltimer *tm)
         return;
     }
     char detail[160];
-    if (f->state == F_CONNECTING || f->state == F_HANDSHAKE) {
+    if (f->state == F_PARENT) {
+        fwd_fail(f, 504, "the parent proxy did not answer CONNECT in time");
+    } else if (f->state == F_CONNECTING || f->state == F_HANDSHAKE) {
         snprintf(detail, sizeof(detail), "upstream connect to %s port %u timed out", f->host,
                  f->port);
         fwd_fail(f, 504, detail);
@@ -1627,17 +1638,24 @@ upc_event(struct vd_sock *s, int ev)
             return;
         }
         u->connected = true;
+        if (f->parent_tunnel) {
+            fwd_parent_ask(f);
+            return;
+        }
         if (u->tls) {
-            f->state = F_HANDSHAKE;
-            const char *sni = f->sni;
-            if (vd_tls_attach_client(&u->sock, f->t->w->shared->tls_client, sni, f->host) < 0) {
-                fwd_fail(f, 502, "cannot start TLS to upstream");
+            if (fwd_tls_start(f) < 0) {
                 return;
             }
         } else {
             fwd_start_request(f);
             return;
         }
+    }
+    if (f->state == F_PARENT) {
+        if (fwd_parent_read(f) == 0 && fwd_tls_start(f) == 0) {
+            upc_event(s, VD_WANT_WRITE); /* the ClientHello goes now */
+        }
+        return;
     }
     if (u->tls && !u->handshaken) {
         int r = vd_tls_handshake(&u->sock);
@@ -1647,13 +1665,14 @@ upc_event(struct vd_sock *s, int ev)
         }
         if (r < 0) {
             char detail[256];
+            const char *name = f->tls_name ? f->tls_name : f->host;
             if (r == VD_ETLSVERIFY) {
                 snprintf(detail, sizeof(detail),
-                         "upstream certificate verification failed for %s: %s", f->host,
+                         "upstream certificate verification failed for %s: %s", name,
                          vd_tls_error_detail(&u->sock));
             } else {
-                snprintf(detail, sizeof(detail), "TLS handshake with upstream %s failed: %s",
-                         f->host, vd_tls_error_detail(&u->sock));
+                snprintf(detail, sizeof(detail), "TLS handshake with upstream %s failed: %s", name,
+                         vd_tls_error_detail(&u->sock));
             }
             fwd_fail(f, 502, detail);
             return;
@@ -1673,6 +1692,99 @@ upc_event(struct vd_sock *s, int ev)
         return;
     }
     upc_arm(u);
+}
+
+/* Attaches TLS to the origin (directly, or inside the parent's tunnel). 0, or -1 when @f
+ * failed. */
+static int
+fwd_tls_start(struct fwd *f)
+{
+    f->state = F_HANDSHAKE;
+    const char *name = f->tls_name ? f->tls_name : f->host;
+    if (vd_tls_attach_client(&f->u->sock, f->t->w->shared->tls_client, f->sni, name) < 0) {
+        fwd_fail(f, 502, "cannot start TLS to upstream");
+        return -1;
+    }
+    return 0;
+}
+
+/* https:// through the parent: asks it for a tunnel to the origin (RFC 9110 §9.3.6). */
+static void
+fwd_parent_ask(struct fwd *f)
+{
+    struct upc *u = f->u;
+    const struct vd_conf_upstream *c = &f->t->conf->upstream;
+    const char *h = f->tls_name;
+    bool v6 = strchr(h, ':') != NULL;
+    vd_dbuf_reset(&u->out);
+    u->out_off = 0;
+    int r =
+        vd_dbuf_addf(&u->out, "CONNECT %s%s%s:%u HTTP/1.1\r\nHost: %s%s%s:%u\r\n", v6 ? "[" : "", h,
+                     v6 ? "]" : "", f->tport, v6 ? "[" : "", h, v6 ? "]" : "", f->tport);
+    if (r == 0 && c->parent_auth) {
+        r = vd_dbuf_addf(&u->out, "Proxy-Authorization: %s\r\n", c->parent_auth);
+    }
+    r = r ? r : vd_dbuf_add(&u->out, "\r\n", 2);
+    if (r < 0 || upc_flush(u) < 0 || u->out.len > u->out_off) {
+        /* A fresh connection takes a few hundred bytes at once. */
+        fwd_fail(f, 502, "could not send the CONNECT request to the parent proxy");
+        return;
+    }
+    f->state = F_PARENT;
+    upc_timer_set(u, f->t->conf->timeouts.upstream_first_byte);
+    upc_arm(u);
+}
+
+/* Reads the parent's answer to fwd_parent_ask: 0 on 2xx (the tunnel to the origin is open),
+ * VD_EAGAIN, or -1 when @f failed. */
+static int
+fwd_parent_read(struct fwd *f)
+{
+    struct upc *u = f->u;
+    char detail[300];
+    if (!u->in.base && vd_buf_acquire(&u->in) < 0) {
+        fwd_fail(f, 502, "out of memory for the parent proxy's answer");
+        return -1;
+    }
+    bool eof = false;
+    while (vd_buf_room(&u->in)) {
+        ssize_t n = vd_sock_read(&u->sock, vd_buf_tail(&u->in), vd_buf_room(&u->in));
+        if (n == VD_EAGAIN) {
+            break;
+        }
+        if (n <= 0) {
+            eof = true; /* a refusal may be complete, then the close */
+            break;
+        }
+        u->in.len += (uint32_t)n;
+    }
+    struct vd_hdr hdrs[64];
+    struct vd_h1_resp_head h = {.hdrs = hdrs};
+    struct vd_h1_limits lim = {.max_request_line = 8192, .max_head = 16384, .max_headers = 64};
+    const char *why = NULL;
+    int r = vd_h1_parse_response(vd_buf_data(&u->in), u->in.len, &lim, &h, &why);
+    if (r == VD_EAGAIN && (eof || vd_buf_room(&u->in) == 0)) {
+        fwd_fail(f, 502,
+                 eof ? "the parent proxy closed the connection before answering CONNECT"
+                     : "the parent proxy's answer to CONNECT is too large");
+        return -1;
+    }
+    if (r == VD_EAGAIN) {
+        upc_arm(u);
+        return VD_EAGAIN;
+    }
+    int st = vd_parent_refusal(f->t->conf, r, &h, why, detail, sizeof(detail));
+    if (st == 0 && (size_t)r != u->in.len) {
+        st = 502;
+        snprintf(detail, sizeof(detail), "the parent proxy sent bytes before the TLS handshake");
+    }
+    if (st) {
+        fwd_fail(f, st, detail);
+        return -1;
+    }
+    vd_buf_release(&u->in);
+    upc_timer_set(u, f->t->conf->timeouts.upstream_connect);
+    return 0;
 }
 
 static struct upc *
@@ -1964,16 +2076,46 @@ vd_parent_applies(const struct vd_conf *conf, const char *host)
     return true;
 }
 
+int
+vd_parent_refusal(const struct vd_conf *conf, int r, const struct vd_h1_resp_head *h,
+                  const char *why, char *detail, size_t cap)
+{
+    if (r < 0) {
+        snprintf(detail, cap, "malformed answer from the parent proxy: %s",
+                 why ? why : vd_strerror(r));
+        return 502;
+    }
+    if (h->status / 100 == 2) {
+        return 0;
+    }
+    if (h->status == 407) {
+        snprintf(detail, cap, "the parent proxy %s credentials (407)",
+                 conf->upstream.parent_auth ? "refused viaduct's" : "wants");
+    } else {
+        snprintf(detail, cap, "the parent proxy answered CONNECT with %d %.*s", h->status,
+                 (int)VD_MIN(h->reason.len, (size_t)100), (const char *)h->reason.base);
+    }
+    return h->status == 504 ? 504 : 502;
+}
+
 /* Points @f's connection at the parent proxy; its connections are pooled apart from direct
  * ones to the same address and shared by every origin. */
 static void
 fwd_use_parent(struct fwd *f)
 {
     const struct vd_conf_upstream *u = &f->t->conf->upstream;
+    if (f->parent_tunnel) {
+        /* A TLS connection to one origin through the parent: pooled for that origin only. */
+        char okey[300];
+        pool_key_format(okey, sizeof(okey), f->host, f->port, f->tls, f->sni);
+        snprintf(f->key, sizeof(f->key), "parent|%s:%u|%s", u->parent_host, u->parent_port, okey);
+        f->tport = f->port;
+    } else {
+        snprintf(f->key, sizeof(f->key), "parent|%s:%u", u->parent_host, u->parent_port);
+    }
     f->host = u->parent_host;
     f->port = u->parent_port;
     f->ai = 0;
-    snprintf(f->key, sizeof(f->key), "parent|%s:%u", f->host, f->port);
 }
 
 /* Points @f at server @i of its route's group (counted as in progress there). */
@@ -2030,12 +2172,11 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
     f->cx = cx;
     f->via_parent = !route && t->mode == VD_MODE_FORWARD && vd_parent_applies(t->conf, host);
     if (f->via_parent && tls) {
-        fwd_detach(f);
-        vd_txn_respond_error(t, 502,
-                             "https:// in absolute form does not go through upstream.parent; "
-                             "a client reaches https:// URLs with CONNECT",
-                             false);
-        return;
+        /* The gateway reaches an https:// origin through the parent with CONNECT, then TLS to
+         * the origin inside the tunnel; the request itself is an ordinary origin-form one. */
+        f->via_parent = false;
+        f->parent_tunnel = true;
+        f->tls_name = host;
     }
     if (build_request_head(f) < 0) {
         fwd_detach(f);
@@ -2045,11 +2186,11 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
     if (route && route->lb) {
         f->lbref = vd_conf_ref(t->conf);
         fwd_use_server(f, vd_lb_pick(route, t->client, 0));
-    } else if (f->via_parent && !t->access_pending) {
+    } else if ((f->via_parent || f->parent_tunnel) && !t->access_pending) {
         fwd_use_parent(f);
     } else {
         /* With address rules, the origin is resolved for them first (parent_later). */
-        f->parent_later = f->via_parent;
+        f->parent_later = f->via_parent || f->parent_tunnel;
         pool_key_format(f->key, sizeof(f->key), f->host, f->port, f->tls, f->sni);
     }
     /* A pooled connection needs no DNS (unless rules test the address). */

@@ -98,14 +98,48 @@ def test_parent_down_is_502(viaduct, tmp_path):
     assert r.body.startswith(b"502 Bad Gateway: connection to the parent proxy 127.0.0.1 port ")
 
 
-def test_https_in_absolute_form_is_not_sent_to_the_parent(viaduct, make_origin, tmp_path):
-    parent = make_origin(build_response(200, b"parent"))
-    vd = child(viaduct, tmp_path, parent.port)
+def test_https_gateway_through_the_parent(viaduct, make_origin, tmp_path, pki):
+    """GET https://... from a plain-HTTP client: CONNECT through the parent, then TLS to the
+    origin inside it, verified against the origin's name (not the parent's)."""
+    o = make_origin(build_response(200, b"over tls via parent"), tls="server")
+    parent = viaduct({"connect": {"ports": ["1-65535"]}})
+    vd = child(viaduct, tmp_path, parent.port(0), upstream={"ca_file": pki.ca})
     c = vd.connect()
-    r = c.exchange("GET", "https://origin.test/x")
+    for i in range(2):
+        r = c.exchange("GET", "https://origin.test:%d/g%d" % (o.port, i))
+        assert (r.status, r.body) == (200, b"over tls via parent")
+    reqs = o.wait_requests(2)
+    assert [q.request_line for q in reqs] == [b"GET /g0 HTTP/1.1", b"GET /g1 HTTP/1.1"]
+    assert reqs[0].sni == "origin.test"
+    assert reqs[0].conn == reqs[1].conn  # the tunnelled TLS connection is pooled
+
+
+def test_https_gateway_checks_the_origins_certificate(viaduct, make_origin, tmp_path, pki):
+    o = make_origin(build_response(200, b"x"), tls="wrongname")
+    parent = viaduct({"connect": {"ports": ["1-65535"]}})
+    vd = child(viaduct, tmp_path, parent.port(0), upstream={"ca_file": pki.ca})
+    c = vd.connect()
+    r = c.exchange("GET", "https://origin.test:%d/" % o.port)
     assert r.status == 502
-    assert b"does not go through upstream.parent" in r.body
-    assert parent.requests == []
+    assert r.body == b"502 Bad Gateway: upstream certificate verification failed for origin.test: " \
+        b"hostname mismatch\n"
+    assert o.requests == []
+
+
+def test_https_gateway_refused_by_the_parent(viaduct, tmp_path):
+    parent = scripted_parent(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    try:
+        vd = child(viaduct, tmp_path, parent.port, creds=True)
+        c = vd.connect()
+        r = c.exchange("GET", "https://origin.test/")
+        assert r.status == 502
+        assert r.body == b"502 Bad Gateway: the parent proxy answered CONNECT with 403 Forbidden\n"
+        head = bytes(parent.wait_conns(1).received).split(b"\r\n\r\n")[0]
+        assert head.split(b"\r\n") == [b"CONNECT origin.test:443 HTTP/1.1",
+                                       b"Host: origin.test:443",
+                                       b"Proxy-Authorization: Basic " + CREDS_B64.encode()]
+    finally:
+        parent.stop()
 
 
 # ---- CONNECT through the parent ---------------------------------------------------------------
@@ -218,15 +252,19 @@ def tinyproxy(tmp_path):
     p.wait(timeout=10)
 
 
-def test_tinyproxy_as_parent(viaduct, make_origin, tmp_path, tinyproxy):
+def test_tinyproxy_as_parent(viaduct, make_origin, tmp_path, tinyproxy, pki):
     o = make_origin(build_response(200, b"through tinyproxy"))
-    vd = child(viaduct, tmp_path, tinyproxy, creds=True)
+    vd = child(viaduct, tmp_path, tinyproxy, creds=True, upstream={"ca_file": pki.ca})
     c = vd.connect()
     r = c.exchange("GET", "http://127.0.0.1:%d/t" % o.port)
     assert (r.status, r.body) == (200, b"through tinyproxy")
     (req,) = o.wait_requests(1)
     assert req.request_line == b"GET /t HTTP/1.1"
     assert req.headers.all("proxy-authorization") == []  # tinyproxy consumed ours
+    # The HTTP-to-HTTPS gateway through tinyproxy.
+    t = make_origin(build_response(200, b"tls through tinyproxy"), tls="server")
+    r = c.exchange("GET", "https://localhost:%d/s" % t.port)
+    assert (r.status, r.body) == (200, b"tls through tinyproxy")
     # CONNECT through tinyproxy to an echo server.
     srv = TcpServer(echo)
     try:
