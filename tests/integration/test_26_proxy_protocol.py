@@ -98,6 +98,23 @@ def test_header_in_pieces(viaduct, make_origin):
     assert o.wait_requests(1)[0].headers.all("x-forwarded-for") == ["198.51.100.3"]
 
 
+def test_header_then_http2_prior_knowledge(viaduct, make_origin):
+    o = make_origin(build_response(200, b"h2 ok"))
+    vd = reverse(viaduct, o, access=ANY)
+    s = raw(vd, v2("203.0.113.30", 4444, "10.0.0.1", 80), read=False)
+    # The HTTP/2 connection preface, SETTINGS, and a HEADERS frame for GET / (HPACK: static
+    # table indexes for :method GET, :scheme http, :path /, and :authority literal).
+    auth = b"app.test"
+    block = b"\x82\x86\x84\x41" + bytes([len(auth)]) + auth
+    frames = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00" +
+              len(block).to_bytes(3, "big") + b"\x01\x05\x00\x00\x00\x01" + block)
+    s.sendall(frames)
+    (req,) = o.wait_requests(1)
+    assert req.headers.all("x-forwarded-for") == ["203.0.113.30"]
+    assert req.headers.all("via") == ["2 viaduct"]
+    s.close()
+
+
 def test_access_rules_see_the_passed_address(viaduct, make_origin):
     o = make_origin(build_response(200, b"ok"))
     vd = reverse(viaduct, o, access=[{"deny": "203.0.113.0/24"}, {"allow": "0.0.0.0/0"}])

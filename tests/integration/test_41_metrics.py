@@ -225,8 +225,12 @@ def test_metrics_refused_connections(viaduct):
     assert val(m, "viaduct_connections_refused_total") == 1 + refused
 
 
-def test_metrics_count_reloads(viaduct):
-    vd = with_admin(viaduct, {"via": "one"})
+def test_metrics_count_reloads(viaduct, make_origin):
+    o = make_origin(by_path)
+    vd = with_admin(viaduct, {"via": "one", "cache": {"memory": 0}})
+    c = vd.connect(0)
+    assert c.exchange("GET", url(o, "/before")).status == 200
+    c.close()
     vd.write_conf(yamlconf.merge(vd.conf, {"via": "two"}))
     vd.reload()
     vd.wait_for_log(r"configuration reloaded")
@@ -236,6 +240,9 @@ def test_metrics_count_reloads(viaduct):
     m = scrape(vd)
     assert val(m, "viaduct_config_reloads_total", result="applied") == 1
     assert val(m, "viaduct_config_reloads_total", result="refused") == 1
+    # Counters survive a reload: the exchange before it is still counted.
+    assert val(m, "viaduct_upstream_requests_total", connection="new") == 1
+    assert val(m, "viaduct_http_responses_total", code="2xx") == 1
 
 
 # ---- the admin listener -----------------------------------------------------------------------

@@ -77,6 +77,16 @@ def test_bypass_goes_direct(viaduct, make_origin, tmp_path, bypass):
     assert [q.request_line for q in parent.requests] == [b"GET http://other.example/p HTTP/1.1"]
 
 
+def test_cache_hits_do_not_reach_the_parent(viaduct, make_origin, tmp_path):
+    parent = make_origin(build_response(200, b"cacheable", headers=[
+        ("Cache-Control", "max-age=60")]))
+    vd = child(viaduct, tmp_path, parent.port, cache={"memory": "8m"})
+    c = vd.connect()
+    for _ in range(3):
+        assert c.exchange("GET", "http://origin.test/c").body == b"cacheable"
+    assert len(parent.requests) == 1
+
+
 def test_parent_refusing_credentials_is_502(viaduct, make_origin, tmp_path):
     parent = make_origin(build_response(407, b"no", headers=[
         ("Proxy-Authenticate", 'Basic realm="parent"')]))
