@@ -42,11 +42,9 @@ struct cnx {
     bool addrs_checked;
     const char *chost; /* where the connection goes: the target, or the parent */
     uint16_t cport;
-    uint8_t *presp; /* the parent's answer so far (PARENT_RESP_MAX) */
-    size_t npresp;
+    uint8_t *presp; /* the parent's answer so far (limits.header_block bytes at most) */
+    size_t npresp, presp_cap;
 };
-
-#define PARENT_RESP_MAX 16384
 
 static void cnx_connect_next(struct cnx *x);
 
@@ -272,7 +270,8 @@ cnx_parent_ask(struct cnx *x)
                  v6 ? "]" : "", x->port, u->parent_auth ? "Proxy-Authorization: " : "",
                  u->parent_auth ? u->parent_auth : "", u->parent_auth ? "\r\n" : "");
     struct iovec iov = {req, (size_t)n};
-    x->presp = malloc(PARENT_RESP_MAX);
+    x->presp_cap = x->t->conf->limits.header_block; /* the bound of any response head */
+    x->presp = malloc(x->presp_cap);
     if (n <= 0 || (size_t)n >= sizeof(req) || !x->presp ||
         vd_sock_writev(x->sock, &iov, 1) != (ssize_t)n) {
         /* A fresh connection takes a few hundred bytes at once. */
@@ -291,8 +290,8 @@ cnx_parent_read(struct cnx *x)
 {
     char detail[300];
     bool eof = false;
-    while (x->npresp < PARENT_RESP_MAX) {
-        ssize_t n = vd_sock_read(x->sock, x->presp + x->npresp, PARENT_RESP_MAX - x->npresp);
+    while (x->npresp < x->presp_cap) {
+        ssize_t n = vd_sock_read(x->sock, x->presp + x->npresp, x->presp_cap - x->npresp);
         if (n == VD_EAGAIN) {
             break;
         }
@@ -304,11 +303,12 @@ cnx_parent_read(struct cnx *x)
     }
     struct vd_hdr hdrs[64];
     struct vd_h1_resp_head h = {.hdrs = hdrs};
-    struct vd_h1_limits lim = {
-        .max_request_line = 8192, .max_head = PARENT_RESP_MAX, .max_headers = 64};
+    struct vd_h1_limits lim = {.max_request_line = x->t->conf->limits.request_line,
+                               .max_head = x->presp_cap,
+                               .max_headers = 64};
     const char *why = NULL;
     int r = vd_h1_parse_response(x->presp, x->npresp, &lim, &h, &why);
-    if (r == VD_EAGAIN && (eof || x->npresp == PARENT_RESP_MAX)) {
+    if (r == VD_EAGAIN && (eof || x->npresp == x->presp_cap)) {
         cnx_fail(x, 502,
                  eof ? "the parent proxy closed the connection before answering CONNECT"
                      : "the parent proxy's answer to CONNECT is too large");

@@ -1746,6 +1746,11 @@ fwd_parent_read(struct fwd *f)
         fwd_fail(f, 502, "out of memory for the parent proxy's answer");
         return -1;
     }
+    size_t max = f->t->conf->limits.header_block; /* the bound of any response head */
+    if (u->in.cap < max + 1024 && vd_buf_grow(&u->in, (uint32_t)max + 1024) < 0) {
+        fwd_fail(f, 502, "out of memory for the parent proxy's answer");
+        return -1;
+    }
     bool eof = false;
     while (vd_buf_room(&u->in)) {
         ssize_t n = vd_sock_read(&u->sock, vd_buf_tail(&u->in), vd_buf_room(&u->in));
@@ -1760,7 +1765,8 @@ fwd_parent_read(struct fwd *f)
     }
     struct vd_hdr hdrs[64];
     struct vd_h1_resp_head h = {.hdrs = hdrs};
-    struct vd_h1_limits lim = {.max_request_line = 8192, .max_head = 16384, .max_headers = 64};
+    struct vd_h1_limits lim = {
+        .max_request_line = f->t->conf->limits.request_line, .max_head = max, .max_headers = 64};
     const char *why = NULL;
     int r = vd_h1_parse_response(vd_buf_data(&u->in), u->in.len, &lim, &h, &why);
     if (r == VD_EAGAIN && (eof || vd_buf_room(&u->in) == 0)) {
