@@ -84,11 +84,7 @@ struct vd_lb {
 struct vd_conf_route {
     char *host;        /* NULL matches any host; else exact, lowercase; "*.example.com" suffix */
     char *path_prefix; /* "/" matches everything */
-    char *upstream;    /* the first server as written (servers[0].url) */
-    bool up_tls;       /* the first server: https */
-    char *up_host;     /* the first server's host */
-    uint16_t up_port;
-    struct vd_conf_server *servers; /* every server, in order; at least one */
+    struct vd_conf_server *servers; /* every upstream server, in order; at least one */
     size_t nservers;
     enum vd_balance balance; /* with several servers; default round robin */
     uint64_t fail_timeout;   /* ms a server whose connection failed is skipped; default 10000 */

@@ -394,8 +394,6 @@ vd_conf_unref(struct vd_conf *c)
         struct vd_conf_route *r = &c->routes[i];
         free(r->host);
         free(r->path_prefix);
-        free(r->upstream);
-        free(r->up_host);
         for (size_t k = 0; k < r->nservers; k++) {
             free(r->servers[k].url);
             free(r->servers[k].host);

@@ -2204,8 +2204,7 @@ parse_upstream(struct ld *ld, const struct ynode *n, const char *key, struct vd_
     return set_str(ld, &r->url, n->text);
 }
 
-/* routes[].upstream: one URL, or a sequence of them (a balanced group). The first server is
- * also kept in the route's up_* fields. */
+/* routes[].upstream: one URL, or a sequence of them (a balanced group). */
 static int
 sec_route_servers(struct ld *ld, const struct ynode *v, const char *key, struct vd_conf_route *r)
 {
@@ -2246,12 +2245,6 @@ sec_route_servers(struct ld *ld, const struct ynode *v, const char *key, struct 
                 return fail(ld, s, sub, "the same server as %s[%zu]", key, k);
             }
         }
-    }
-    r->up_tls = r->servers[0].tls;
-    r->up_port = r->servers[0].port;
-    if ((rc = set_str(ld, &r->upstream, r->servers[0].url)) ||
-        (rc = set_str(ld, &r->up_host, r->servers[0].host))) {
-        return rc;
     }
     if (n > 1) {
         r->lb = calloc(1, sizeof(*r->lb) + n * sizeof(r->lb->srv[0]));

@@ -489,7 +489,8 @@ txn_route(struct vd_txn *t)
     }
     t->access_pending = v == VD_ACCESS_PENDING;
     if (route) {
-        vd_forward_start(t, route->up_host, route->up_port, route->up_tls, route);
+        const struct vd_conf_server *s = &route->servers[0]; /* a group picks its own later */
+        vd_forward_start(t, s->host, s->port, s->tls, route);
     } else {
         vd_forward_start(t, host, port, https, NULL);
     }

@@ -382,32 +382,32 @@ test_full(void **state)
     const struct vd_conf_route *r = &c->routes[0];
     assert_string_equal(r->host, "example.com");
     assert_string_equal(r->path_prefix, "/api/");
-    assert_string_equal(r->upstream, "https://127.0.0.1:8443");
-    assert_true(r->up_tls);
-    assert_string_equal(r->up_host, "127.0.0.1");
-    assert_int_equal(r->up_port, 8443);
+    assert_string_equal(r->servers[0].url, "https://127.0.0.1:8443");
+    assert_true(r->servers[0].tls);
+    assert_string_equal(r->servers[0].host, "127.0.0.1");
+    assert_int_equal(r->servers[0].port, 8443);
     assert_string_equal(r->host_header, "origin.example:8443");
     assert_string_equal(r->sni, "origin.example");
     assert_int_equal(r->forwarded, VD_FWD_RFC7239);
     r = &c->routes[1];
     assert_string_equal(r->host, "*.example.org");
     assert_string_equal(r->path_prefix, "/");
-    assert_false(r->up_tls);
-    assert_string_equal(r->up_host, "::1");
-    assert_int_equal(r->up_port, 8080);
+    assert_false(r->servers[0].tls);
+    assert_string_equal(r->servers[0].host, "::1");
+    assert_int_equal(r->servers[0].port, 8080);
     assert_null(r->host_header);
     assert_null(r->sni);
     assert_int_equal(r->forwarded, VD_FWD_BOTH);
     r = &c->routes[2];
     assert_null(r->host);
-    assert_string_equal(r->upstream, "HTTP://Backend.Local");
-    assert_false(r->up_tls);
-    assert_string_equal(r->up_host, "backend.local");
-    assert_int_equal(r->up_port, 80);
+    assert_string_equal(r->servers[0].url, "HTTP://Backend.Local");
+    assert_false(r->servers[0].tls);
+    assert_string_equal(r->servers[0].host, "backend.local");
+    assert_int_equal(r->servers[0].port, 80);
     assert_int_equal(r->forwarded, VD_FWD_NONE);
     r = &c->routes[3];
-    assert_true(r->up_tls);
-    assert_int_equal(r->up_port, 443);
+    assert_true(r->servers[0].tls);
+    assert_int_equal(r->servers[0].port, 443);
     assert_int_equal(r->forwarded, VD_FWD_XFF);
 
     assert_string_equal(c->resolver.nameservers, "127.0.0.1:5353,[::1]:53,10.0.0.53");
@@ -804,8 +804,8 @@ test_yaml_features(void **state)
     assert_true(c->via_enabled);
     assert_string_equal(c->via, "false");
     assert_int_equal(c->nroutes, 2);
-    assert_string_equal(c->routes[1].up_host, "a");
-    assert_int_equal(c->routes[1].up_port, 1);
+    assert_string_equal(c->routes[1].servers[0].host, "a");
+    assert_int_equal(c->routes[1].servers[0].port, 1);
     vd_conf_unref(c);
 }
 
@@ -1272,10 +1272,6 @@ test_route_groups(void **state)
     assert_int_equal(r->servers[1].port, 8443);
     assert_true(r->servers[1].tls);
     assert_int_equal(r->servers[2].port, 80);
-    /* The first server is also the route's up_* fields. */
-    assert_string_equal(r->upstream, "http://A.test:81");
-    assert_string_equal(r->up_host, "a.test");
-    assert_int_equal(r->up_port, 81);
     assert_int_equal(r->balance, VD_BALANCE_LEAST_CONN);
     assert_int_equal(r->fail_timeout, 2500);
     assert_non_null(r->lb);
@@ -1571,7 +1567,7 @@ test_examples(void **state)
             assert_int_equal(c->listeners[0].mode, VD_MODE_REVERSE);
             assert_true(c->listeners[0].tls);
             assert_int_equal(c->nroutes, 2);
-            assert_true(c->routes[0].up_tls || c->routes[1].up_tls);
+            assert_true(c->routes[0].servers[0].tls || c->routes[1].servers[0].tls);
         }
         vd_conf_unref(c);
         loaded++;
