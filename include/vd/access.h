@@ -51,6 +51,9 @@ enum vd_access_verdict vd_access_eval(const struct vd_conf *c, const struct vd_a
  * see an IPv4 address as ::ffff:a.b.c.d. A NULL @ip matches nothing. */
 bool vd_cidr_match(const struct vd_conf_cidr *r, const struct sockaddr *ip);
 
+/* Whether @host (no brackets) is an IPv4 or IPv6 address; fills @out (port 0) when it is. */
+bool vd_ip_literal(const char *host, struct sockaddr_storage *out);
+
 /* True when @host matches @pattern: exact, or "*.suffix" for names strictly longer than
  * ".suffix" that end with it ("*.example.com" matches a.example.com, not example.com). Case is
  * ignored, and so is one trailing dot on @host; an IPv6 literal pattern is compared by value. */

@@ -195,6 +195,11 @@ void vd_lb_ok(const struct vd_conf_route *r, int i);
  * parent_bypass). */
 bool vd_parent_applies(const struct vd_conf *conf, const char *host);
 
+/* Appends viaduct's CONNECT request for @host:@port to the parent (with its credentials when
+ * configured) to @d. Returns 0 or the dbuf's error. */
+int vd_parent_connect_head(struct vd_dbuf *d, const struct vd_conf *conf, const char *host,
+                           uint16_t port);
+
 struct vd_h1_resp_head;
 /* The parent's answer to a CONNECT of viaduct's (@r and @h from vd_h1_parse_response, @why its
  * reason): 0 for 2xx, else the status for the client (502, or 504 for the parent's 504) with

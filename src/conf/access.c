@@ -131,6 +131,21 @@ same_name(const char *a, const char *b)
     return al == bl && strncasecmp(a, b, al) == 0;
 }
 
+bool
+vd_ip_literal(const char *host, struct sockaddr_storage *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (inet_pton(AF_INET, host, &((struct sockaddr_in *)out)->sin_addr) == 1) {
+        out->ss_family = AF_INET;
+        return true;
+    }
+    if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)out)->sin6_addr) == 1) {
+        out->ss_family = AF_INET6;
+        return true;
+    }
+    return false;
+}
+
 /* The destination address: known after DNS, or right away when the host is an IP literal. */
 static const struct sockaddr *
 dest_addr(const struct vd_access_facts *f, struct sockaddr_storage *lit)
@@ -138,16 +153,7 @@ dest_addr(const struct vd_access_facts *f, struct sockaddr_storage *lit)
     if (f->known & VD_FACT_ADDR) {
         return f->dest_addr;
     }
-    memset(lit, 0, sizeof(*lit));
-    if (inet_pton(AF_INET, f->dest_host, &((struct sockaddr_in *)lit)->sin_addr) == 1) {
-        lit->ss_family = AF_INET;
-        return (const struct sockaddr *)lit;
-    }
-    if (inet_pton(AF_INET6, f->dest_host, &((struct sockaddr_in6 *)lit)->sin6_addr) == 1) {
-        lit->ss_family = AF_INET6;
-        return (const struct sockaddr *)lit;
-    }
-    return NULL;
+    return vd_ip_literal(f->dest_host, lit) ? (const struct sockaddr *)lit : NULL;
 }
 
 /* Conditions on the request head: all facts known from the start. */

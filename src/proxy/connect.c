@@ -261,19 +261,15 @@ static void cnx_parent_timeout(uv_timer_t *tm);
 static void
 cnx_parent_ask(struct cnx *x)
 {
-    const struct vd_conf_upstream *u = &x->t->conf->upstream;
-    char req[1400];
-    bool v6 = strchr(x->host, ':') != NULL;
-    int n =
-        snprintf(req, sizeof(req), "CONNECT %s%s%s:%u HTTP/1.1\r\nHost: %s%s%s:%u\r\n%s%s%s\r\n",
-                 v6 ? "[" : "", x->host, v6 ? "]" : "", x->port, v6 ? "[" : "", x->host,
-                 v6 ? "]" : "", x->port, u->parent_auth ? "Proxy-Authorization: " : "",
-                 u->parent_auth ? u->parent_auth : "", u->parent_auth ? "\r\n" : "");
-    struct iovec iov = {req, (size_t)n};
+    struct vd_dbuf req;
+    vd_dbuf_init(&req, 2048);
+    int r = vd_parent_connect_head(&req, x->t->conf, x->host, x->port);
+    struct iovec iov = {req.p, req.len};
     x->presp_cap = x->t->conf->limits.header_block; /* the bound of any response head */
     x->presp = malloc(x->presp_cap);
-    if (n <= 0 || (size_t)n >= sizeof(req) || !x->presp ||
-        vd_sock_writev(x->sock, &iov, 1) != (ssize_t)n) {
+    bool sent = r == 0 && x->presp && vd_sock_writev(x->sock, &iov, 1) == (ssize_t)req.len;
+    vd_dbuf_free(&req);
+    if (!sent) {
         /* A fresh connection takes a few hundred bytes at once. */
         cnx_fail(x, 502, "could not send the CONNECT request to the parent proxy");
         return;

@@ -1713,18 +1713,9 @@ static void
 fwd_parent_ask(struct fwd *f)
 {
     struct upc *u = f->u;
-    const struct vd_conf_upstream *c = &f->t->conf->upstream;
-    const char *h = f->tls_name;
-    bool v6 = strchr(h, ':') != NULL;
     vd_dbuf_reset(&u->out);
     u->out_off = 0;
-    int r =
-        vd_dbuf_addf(&u->out, "CONNECT %s%s%s:%u HTTP/1.1\r\nHost: %s%s%s:%u\r\n", v6 ? "[" : "", h,
-                     v6 ? "]" : "", f->tport, v6 ? "[" : "", h, v6 ? "]" : "", f->tport);
-    if (r == 0 && c->parent_auth) {
-        r = vd_dbuf_addf(&u->out, "Proxy-Authorization: %s\r\n", c->parent_auth);
-    }
-    r = r ? r : vd_dbuf_add(&u->out, "\r\n", 2);
+    int r = vd_parent_connect_head(&u->out, f->t->conf, f->tls_name, f->tport);
     if (r < 0 || upc_flush(u) < 0 || u->out.len > u->out_off) {
         /* A fresh connection takes a few hundred bytes at once. */
         fwd_fail(f, 502, "could not send the CONNECT request to the parent proxy");
@@ -2066,13 +2057,7 @@ vd_parent_applies(const struct vd_conf *conf, const char *host)
         }
     }
     struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    if (u->nbypass_nets &&
-        (inet_pton(AF_INET, host, &((struct sockaddr_in *)&ss)->sin_addr) == 1
-             ? (ss.ss_family = AF_INET)
-         : inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1
-             ? (ss.ss_family = AF_INET6)
-             : 0)) {
+    if (u->nbypass_nets && vd_ip_literal(host, &ss)) {
         for (size_t i = 0; i < u->nbypass_nets; i++) {
             if (vd_cidr_match(&u->bypass_nets[i], (const struct sockaddr *)&ss)) {
                 return false;
@@ -2080,6 +2065,20 @@ vd_parent_applies(const struct vd_conf *conf, const char *host)
         }
     }
     return true;
+}
+
+int
+vd_parent_connect_head(struct vd_dbuf *d, const struct vd_conf *conf, const char *host,
+                       uint16_t port)
+{
+    bool v6 = strchr(host, ':') != NULL;
+    const char *o = v6 ? "[" : "", *c = v6 ? "]" : "";
+    int r = vd_dbuf_addf(d, "CONNECT %s%s%s:%u HTTP/1.1\r\nHost: %s%s%s:%u\r\n", o, host, c, port,
+                         o, host, c, port);
+    if (r == 0 && conf->upstream.parent_auth) {
+        r = vd_dbuf_addf(d, "Proxy-Authorization: %s\r\n", conf->upstream.parent_auth);
+    }
+    return r ? r : vd_dbuf_add(d, "\r\n", 2);
 }
 
 int
