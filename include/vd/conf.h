@@ -117,7 +117,7 @@ struct vd_conf_timeouts {         /* all in ms */
 };
 
 struct vd_conf_upstream {
-    uint32_t pool_idle_max;     /* idle connections kept per origin per worker, default 32 */
+    uint32_t pool_idle_max;     /* idle connections kept per origin per worker, default 1024 */
     uint64_t pool_idle_timeout; /* ms, default 60000 */
     char *ca_file;              /* NULL: system store */
     char *ca_path;              /* NULL: system default */

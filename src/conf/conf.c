@@ -254,7 +254,7 @@ vd_conf_default(void)
         .shutdown_grace = 30000,
     };
     c->upstream = (struct vd_conf_upstream){
-        .pool_idle_max = 32,
+        .pool_idle_max = 1024,
         .pool_idle_timeout = 60000,
         .verify = true,
         .splice = true,

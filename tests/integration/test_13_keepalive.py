@@ -2,6 +2,7 @@
 """Persistent connections on both sides (RFC 9112 §9): no blind-relay hang, pipelining,
 upstream pooling, and retry rules for stale pooled connections (RFC 9112 §9.3.1.1)."""
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -135,6 +136,27 @@ def test_pool_disabled_with_zero_idle(viaduct, origin):
         with vd.connect() as c:
             assert c.exchange("GET", url(origin, "/%d" % i)).status == 200
     assert origin.conn_count == 2
+
+
+@pytest.mark.parametrize("idle_max,expect_conns", [(None, 40), (2, 78)])
+def test_pool_keeps_a_burst_up_to_idle_max(viaduct, make_origin, idle_max, expect_conns):
+    """Forty requests at once need forty upstream connections. After the burst the pool keeps
+    all of them by default (sized for real concurrency: a pool smaller than the load opens a
+    connection for every request beyond it; the default was 32), so a second burst reuses
+    them; with pool_idle_max 2 only two are kept and the second burst opens 38 new ones."""
+    burst = 40
+    o = make_origin(lambda req: Reply(build_response(200, b"x"), delay=0.5))
+    vd = viaduct({"upstream": {"pool_idle_max": idle_max}} if idle_max else None)
+
+    def one(i):
+        with vd.connect() as c:
+            return c.exchange("GET", url(o, "/%d" % i)).status
+
+    with ThreadPoolExecutor(burst) as ex:
+        assert list(ex.map(one, range(burst))) == [200] * burst
+        assert o.conn_count == burst
+        assert list(ex.map(one, range(burst, 2 * burst))) == [200] * burst
+    assert o.conn_count == expect_conns
 
 
 def test_pool_idle_timeout(viaduct, origin):
