@@ -145,25 +145,25 @@ parse_hostport(const uint8_t *p, size_t n, bool empty_port_ok, struct vd_iov *ho
     } else {
         size_t i = 0;
         bool dotted = true; /* only digits and dots so far */
-        while (i < n && p[i] != ':') {
+        while (i < n) {
             uint8_t c = p[i];
-            if (c == '%') {
-                /* pct-encoded = "%" HEXDIG HEXDIG */
-                if (n - i < 3 || !(vd_http_ctype[p[i + 1]] & VD_CT_HEX) ||
-                    !(vd_http_ctype[p[i + 2]] & VD_CT_HEX)) {
-                    return bad(why, "invalid character in host");
-                }
-                dotted = false;
-                i += 3;
+            uint8_t ct = vd_http_ctype[c];
+            if (ct & VD_CT_REGNAME) {
+                /* ':' and '%' are not reg-name bytes: one lookup for the common case */
+                dotted = dotted && (c == '.' || (ct & VD_CT_DIGIT));
+                i++;
                 continue;
             }
-            if (!(vd_http_ctype[c] & VD_CT_REGNAME)) {
+            if (c == ':') {
+                break;
+            }
+            /* pct-encoded = "%" HEXDIG HEXDIG */
+            if (c != '%' || n - i < 3 || !(vd_http_ctype[p[i + 1]] & VD_CT_HEX) ||
+                !(vd_http_ctype[p[i + 2]] & VD_CT_HEX)) {
                 return bad(why, "invalid character in host");
             }
-            if (c != '.' && !(vd_http_ctype[c] & VD_CT_DIGIT)) {
-                dotted = false;
-            }
-            i++;
+            dotted = false;
+            i += 3;
         }
         hl = i;
         if (hl == 0) {

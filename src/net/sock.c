@@ -24,7 +24,7 @@ static ssize_t
 tcp_read(struct vd_sock *s, uint8_t *buf, size_t len)
 {
     for (;;) {
-        ssize_t n = read(s->fd, buf, len);
+        ssize_t n = recv(s->fd, buf, len, 0);
         if (n >= 0) {
             return n;
         }
@@ -43,7 +43,13 @@ static ssize_t
 tcp_writev(struct vd_sock *s, const struct iovec *iov, int iovcnt)
 {
     for (;;) {
-        ssize_t n = writev(s->fd, iov, iovcnt);
+        ssize_t n;
+        if (iovcnt == 1) {
+            n = send(s->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+        } else {
+            struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+            n = sendmsg(s->fd, &m, MSG_NOSIGNAL);
+        }
         if (n >= 0) {
             return n;
         }

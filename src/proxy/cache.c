@@ -73,30 +73,41 @@ i64_dec(char *out, int64_t v)
     return vd_u64_dec(out, (uint64_t)v);
 }
 
-/* "scheme://authority" with the authority lowercased and a default port left out. */
-static char *
-origin_of(struct vd_txn *t)
+/* The primary key "scheme://authority/path?query" of @t at @out (@cap bytes, NUL-terminated),
+ * with the authority lowercased and a default port left out. Returns the length of its origin
+ * part ("scheme://authority") and sets *@klen; 0 when @cap is too small (key_cap says how much
+ * it takes). */
+static size_t
+key_cap(const struct vd_txn *t)
+{
+    return 9 + t->req.authority.len + t->req.path.len;
+}
+
+static size_t
+key_into(const struct vd_txn *t, char *out, size_t cap, size_t *klen)
 {
     bool https = t->req.form == VD_TARGET_ABSOLUTE ? t->req.scheme.len == 5 : t->client_tls;
-    struct vd_iov a = t->req.authority;
-    char buf[512];
+    struct vd_iov a = t->req.authority, path = t->req.path;
     size_t sl = https ? 8 : 7; /* "https://" or "http://" */
-    if (sl + a.len >= sizeof(buf)) {
-        return NULL;
+    if (cap < key_cap(t)) {
+        return 0;
     }
-    memcpy(buf, https ? "https://" : "http://", sl);
-    memcpy(buf + sl, a.base, a.len);
+    memcpy(out, https ? "https://" : "http://", sl);
+    for (size_t i = 0; i < a.len; i++) {
+        uint8_t c = a.base[i];
+        out[sl + i] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
+    }
     size_t n = sl + a.len;
-    buf[n] = '\0';
-    for (char *p = buf; *p; p++) {
-        *p = (*p >= 'A' && *p <= 'Z') ? (char)(*p | 0x20) : *p;
+    size_t dl = https ? 4 : 3;
+    if (n > sl + dl && memcmp(out + n - dl, https ? ":443" : ":80", dl) == 0) {
+        n -= dl;
     }
-    const char *dflt = https ? ":443" : ":80";
-    size_t dl = strlen(dflt);
-    if ((size_t)n > dl && strcmp(buf + n - dl, dflt) == 0) {
-        buf[n - dl] = '\0';
+    if (path.len) {
+        memcpy(out + n, path.base, path.len);
     }
-    return strdup(buf);
+    *klen = n + path.len;
+    out[*klen] = '\0';
+    return n;
 }
 
 static char *
@@ -652,14 +663,17 @@ invalidating(const struct vd_txn *t)
 static void
 purge(struct vd_txn *t)
 {
-    char *origin = origin_of(t);
-    char *key = origin ? join(origin, t->req.path.base, t->req.path.len) : NULL;
+    size_t klen;
+    char *key = malloc(key_cap(t));
+    if (key && key_into(t, key, key_cap(t), &klen) == 0) {
+        free(key);
+        key = NULL;
+    }
     size_t n = key ? vd_cache_invalidate(key) : 0;
     char detail[96];
     snprintf(detail, sizeof(detail), "%zu stored response%s removed", n, n == 1 ? "" : "s");
     vd_log(VD_LOG_INFO, &t->log, "PURGE %s: %s", key ? key : "?", detail);
     free(key);
-    free(origin);
     if (n) {
         vd_txn_respond_error(t, 200, detail, false);
     } else {
@@ -690,6 +704,71 @@ collapsible(const struct vd_txn *t, const struct vd_cache_xfer *cx)
     return true;
 }
 
+/* The exchange's state for a miss, a revalidation or an invalidation: what the lookup found
+ * out, with its own copies of the key and origin. NULL when out of memory. */
+static struct vd_cache_xfer *
+xfer_new(const struct vd_txn *t, const char *key, size_t klen, size_t olen, bool unsafe,
+         const struct vd_cache_cc *req_cc, bool req_auth, time_t request_time)
+{
+    const struct vd_conf *conf = t->conf;
+    struct vd_cache_xfer *cx = vd_mc_calloc(1, sizeof(*cx));
+    if (!cx) {
+        return NULL;
+    }
+    cx->key = strndup(key, klen);
+    cx->origin = strndup(key, olen);
+    if (!cx->key || !cx->origin) {
+        vd__cache_end(cx);
+        return NULL;
+    }
+    cx->unsafe = unsafe;
+    cx->request_time = request_time;
+    cx->heuristic_max = (int64_t)(conf->cache.heuristic_max / 1000);
+    cx->targeted = conf->cache.targeted_fields;
+    cx->ntargeted = conf->cache.ntargeted_fields;
+    cx->max_object = conf->cache.max_object;
+    cx->req_cc = *req_cc;
+    cx->req_auth = req_auth;
+    return cx;
+}
+
+/* The directives of stored entry @e (see resp_cc): its Cache-Control was parsed when the entry
+ * was made, so only a targeted field is parsed here. */
+static void
+entry_cc(const struct vd_conf *conf, const struct vd_cache_entry *e, struct vd_cache_cc *cc)
+{
+    for (size_t i = 0; i < conf->cache.ntargeted_fields; i++) {
+        if (vd_cache_targeted_parse(e->hdrs, e->nhdrs, conf->cache.targeted_fields[i], cc) == 0) {
+            return;
+        }
+    }
+    *cc = e->cc;
+}
+
+/* Request fields the lookup looks at, found in one pass. */
+struct req_facts {
+    bool auth;         /* Authorization (§3.5) */
+    bool origin_preco; /* If-Match or If-Unmodified-Since: only the origin evaluates them */
+};
+
+static void
+req_facts(const struct vd_txn *t, struct req_facts *f)
+{
+    *f = (struct req_facts){0};
+    for (size_t i = 0; i < t->req.nhdrs; i++) {
+        struct vd_iov n = t->req.hdrs[i].name;
+        if ((n.len == 13 && vd_hdr_name_is(n, "authorization"))) {
+            f->auth = true;
+        } else if ((n.len == 8 && vd_hdr_name_is(n, "if-match")) ||
+                   (n.len == 19 && vd_hdr_name_is(n, "if-unmodified-since"))) {
+            f->origin_preco = true;
+        }
+    }
+}
+
+/* Looks @t up. A fresh hit (and a stale one within stale-while-revalidate) is answered here
+ * without allocating the transfer state, which only misses, revalidations and invalidations
+ * need. */
 bool
 vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out, const char *host, uint16_t port,
                 bool tls, const struct vd_conf_route *route)
@@ -711,80 +790,72 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out, const char *host, 
     if (!get && !head && !unsafe) {
         return false;
     }
-    struct vd_cache_xfer *cx = vd_mc_calloc(1, sizeof(*cx));
-    if (!cx) {
+    char kstack[1024];
+    size_t cap = key_cap(t);
+    char *key = cap <= sizeof(kstack) ? kstack : malloc(cap);
+    if (!key) {
         return false;
     }
-    cx->origin = origin_of(t);
-    cx->key = cx->origin ? join(cx->origin, t->req.path.base, t->req.path.len) : NULL;
-    if (!cx->key) {
-        vd__cache_end(cx);
-        return false;
-    }
-    cx->unsafe = unsafe;
-    cx->request_time = time(NULL);
-    cx->heuristic_max = (int64_t)(conf->cache.heuristic_max / 1000);
-    cx->targeted = conf->cache.targeted_fields;
-    cx->ntargeted = conf->cache.ntargeted_fields;
-    cx->max_object = conf->cache.max_object;
-    vd_cache_req_cc(t->req.hdrs, t->req.nhdrs, &cx->req_cc);
-    cx->req_auth = vd_hdr_find(t->req.hdrs, t->req.nhdrs, "authorization") != NULL;
+    size_t klen, olen = key_into(t, key, cap, &klen);
+    time_t request_time = time(NULL);
+    struct vd_cache_cc req_cc;
+    vd_cache_req_cc(t->req.hdrs, t->req.nhdrs, &req_cc);
+    struct req_facts rf;
+    req_facts(t, &rf);
+    bool answered = false;
+    struct vd_cache_xfer *cx = NULL;
+    struct vd_cache_entry *e = NULL;
+    const char *fwd = NULL;
     if (unsafe || t->req.framing.kind != VD_BODY_NONE) {
-        *out = cx;
-        return false;
+        *out = xfer_new(t, key, klen, olen, unsafe, &req_cc, rf.auth, request_time);
+        goto done;
     }
-    cx->lookup = true;
-    cx->gave_up = gave_up;
     struct vd_cache_entry *bge = vd__cache_bg_entry(t);
     if (bge) {
         /* A background revalidation: the conditional request for the entry it was started for,
          * whatever the store holds now. */
-        vd_cache_entry_ref(bge);
-        cx->stored = bge;
-        cx->fwd = "stale";
-        *out = cx;
-        return false;
+        e = bge;
+        vd_cache_entry_ref(e);
+        fwd = "stale";
+        goto forward;
     }
     bool vary_miss = false;
-    struct vd_cache_entry *e = vd_cache_lookup(cx->key, t->req.hdrs, t->req.nhdrs, &vary_miss);
-    cx->fwd = vary_miss ? "vary-miss" : "uri-miss";
-    if (e && (vd_hdr_find(t->req.hdrs, t->req.nhdrs, "if-match") ||
-              vd_hdr_find(t->req.hdrs, t->req.nhdrs, "if-unmodified-since"))) {
+    e = vd_cache_lookup(key, t->req.hdrs, t->req.nhdrs, &vary_miss);
+    fwd = vary_miss ? "vary-miss" : "uri-miss";
+    if (e && rf.origin_preco) {
         /* Preconditions only the origin evaluates (RFC 9111 §4.3.2): forward as received. */
         vd_cache_entry_unref(e);
         e = NULL;
-        cx->fwd = "request";
+        fwd = "request";
     }
     if (e) {
-        int64_t age = vd_cache_current_age(&e->times, cx->request_time);
+        int64_t age = vd_cache_current_age(&e->times, request_time);
         struct vd_cache_cc ecc;
-        resp_cc(cx, e->hdrs, e->nhdrs, &ecc);
-        if (vd_cache_usable(&cx->req_cc, &ecc, e->lifetime, age) == VD_CACHE_USE_FRESH) {
-            vd__cache_end(cx);
+        entry_cc(conf, e, &ecc);
+        if (vd_cache_usable(&req_cc, &ecc, e->lifetime, age) == VD_CACHE_USE_FRESH) {
             vd__cache_serve(t, e, "hit");
-            return true;
+            answered = true;
+            goto done;
         }
         /* RFC 5861 §3: within the window, the stale response answers now and one background
          * request revalidates it (RFC 9211: a hit with a negative ttl). */
-        if (vd_cache_stale_while_revalidate(&cx->req_cc, &ecc, e->lifetime, age) &&
+        if (vd_cache_stale_while_revalidate(&req_cc, &ecc, e->lifetime, age) &&
             vd__cache_bg_start(t, e, host, port, tls, route)) {
             char st[96];
             snprintf(st, sizeof(st), "hit; ttl=%lld; detail=stale-while-revalidate",
                      (long long)(e->lifetime - age));
-            vd__cache_end(cx);
             vd__cache_serve(t, e, st);
-            return true;
+            answered = true;
+            goto done;
         }
         /* RFC 9211 §2.2: "request" when only the request's directives forced it. */
         struct vd_cache_cc none;
         vd_cache_cc_parse(NULL, 0, &none);
-        cx->fwd = vd_cache_usable(&none, &ecc, e->lifetime, age) == VD_CACHE_USE_FRESH ? "request"
-                                                                                       : "stale";
-        cx->stored = e;
+        fwd = vd_cache_usable(&none, &ecc, e->lifetime, age) == VD_CACHE_USE_FRESH ? "request"
+                                                                                   : "stale";
     }
-    if (cx->req_cc.only_if_cached) {
+    if (req_cc.only_if_cached) {
         /* RFC 9111 §5.2.1.7 */
-        vd__cache_end(cx);
         char *csv = vd_arena_alloc(&t->arena, 64);
         struct vd_hdr extra = {VD_IOV_LIT("Cache-Status"), VD_IOV_LIT("viaduct; fwd=miss")};
         if (csv) {
@@ -792,16 +863,33 @@ vd__cache_begin(struct vd_txn *t, struct vd_cache_xfer **out, const char *host, 
             extra.value = (struct vd_iov){(const uint8_t *)csv, (size_t)l};
             t->stats.cache = csv + 9;
         }
+        vd_cache_entry_unref(e);
         vd_txn_respond_with(t, 504, &extra, 1, "only-if-cached and no stored response", false);
-        return true;
+        answered = true;
+        goto done;
     }
-    if (!cx->stored && !gave_up && collapsible(t, cx) &&
+forward:
+    cx = xfer_new(t, key, klen, olen, false, &req_cc, rf.auth, request_time);
+    if (!cx) {
+        vd_cache_entry_unref(e);
+        goto done;
+    }
+    cx->lookup = true;
+    cx->gave_up = gave_up;
+    cx->stored = e;
+    cx->fwd = fwd;
+    if (!bge && !cx->stored && !gave_up && collapsible(t, cx) &&
         vd__col_begin(t, cx->key, cx->fwd, host, port, tls, route, &cx->col) == 1) {
         vd__cache_end(cx); /* @t waits for another request's response */
-        return true;
+        answered = true;
+        goto done;
     }
     *out = cx;
-    return false;
+done:
+    if (key != kstack) {
+        free(key);
+    }
+    return answered;
 }
 
 /* ---- the upstream request ------------------------------------------------------------------ */

@@ -319,23 +319,52 @@ hout_add(struct h1c *c, const void *p, size_t n)
 
 /* ---- timers and lifecycle ------------------------------------------------------------------ */
 
-/* Queues a status line and @n field lines (not the empty line that ends the head). */
+/* Queues a status line and @n field lines (not the empty line that ends the head). The size is
+ * counted first, so the buffer grows at most once (it starts empty after every idle spell) and
+ * the pieces are copied without a bounds check each. */
 static int
 hout_head(struct h1c *c, int status, const char *reason, const struct vd_hdr *h, size_t n)
 {
-    char line[32] = "HTTP/1.1 ";
-    size_t l = 9 + vd_u64_dec(line + 9, (uint64_t)status);
-    line[l++] = ' ';
-    int r = hout_add(c, line, l);
-    r = r ? r : hout_add(c, reason, strlen(reason));
-    r = r ? r : hout_add(c, "\r\n", 2);
-    for (size_t i = 0; i < n && r == 0; i++) {
-        r = hout_add(c, h[i].name.base, h[i].name.len);
-        r = r ? r : hout_add(c, ": ", 2);
-        r = r ? r : hout_add(c, h[i].value.base, h[i].value.len);
-        r = r ? r : hout_add(c, "\r\n", 2);
+    struct vd_dbuf *d = &c->hout;
+    size_t rl = strlen(reason);
+    size_t need = 9 + 20 + 1 + rl + 2;
+    for (size_t i = 0; i < n; i++) {
+        need += h[i].name.len + h[i].value.len + 4;
     }
-    return r;
+    if (need > d->max - d->len) {
+        return VD_ETOOBIG;
+    }
+    if (d->len + need + 1 > d->cap) {
+        /* Room for the framing fields and the empty line the callers add next, too. */
+        int r = vd__dbuf_grow(d, VD_MIN(need + 64, d->max - d->len));
+        if (r < 0) {
+            return r;
+        }
+    }
+    char *p = d->p + d->len;
+    memcpy(p, "HTTP/1.1 ", 9);
+    p += 9;
+    p += vd_u64_dec(p, (uint64_t)status);
+    *p++ = ' ';
+    memcpy(p, reason, rl);
+    p += rl;
+    *p++ = '\r';
+    *p++ = '\n';
+    for (size_t i = 0; i < n; i++) {
+        memcpy(p, h[i].name.base, h[i].name.len);
+        p += h[i].name.len;
+        *p++ = ':';
+        *p++ = ' ';
+        if (h[i].value.len) {
+            memcpy(p, h[i].value.base, h[i].value.len);
+            p += h[i].value.len;
+        }
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    d->len = (size_t)(p - d->p);
+    *p = '\0';
+    return 0;
 }
 
 static void
