@@ -103,6 +103,8 @@ struct vd_conf_limits {
     uint32_t trailer_block;   /* bytes, default 8192 */
     uint32_t max_connections; /* client connections per worker, default 10000 */
     uint32_t request_arena;   /* bytes of per-exchange metadata, default 65536 */
+    uint32_t via_loop;        /* Via members naming this proxy that make a loop, default 8 -> 508;
+                               * 0: no check */
 };
 
 struct vd_conf_timeouts {         /* all in ms */

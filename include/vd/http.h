@@ -61,6 +61,11 @@ bool vd_list_next(struct vd_iov *rest, struct vd_iov *item);
 /* True when the list value @v contains the token @lower (case-insensitive). */
 bool vd_list_has(struct vd_iov v, const char *lower);
 
+/* How many members of the Via fields among @h name @received_by (case-insensitive) as the
+ * intermediary that received the message (RFC 9110 §7.6.3: received-protocol RWS received-by
+ * [RWS comment]). A proxy finds itself there when a request loops back to it. */
+size_t vd_via_count(const struct vd_hdr *h, size_t n, const char *received_by);
+
 /* True when every byte is a tchar (RFC 9110 §5.6.2) and @v is not empty. */
 bool vd_is_token(struct vd_iov v);
 

@@ -195,9 +195,11 @@ void vd_lb_ok(const struct vd_conf_route *r, int i);
  * parent_bypass). */
 bool vd_parent_applies(const struct vd_conf *conf, const char *host);
 
-/* Appends viaduct's CONNECT request for @host:@port to the parent (with its credentials when
- * configured) to @d. Returns 0 or the dbuf's error. */
-int vd_parent_connect_head(struct vd_dbuf *d, const struct vd_conf *conf, const char *host,
+/* Appends viaduct's CONNECT request for @host:@port to the parent on behalf of @t (with
+ * viaduct's credentials when configured, and the Via members of @t's request followed by
+ * viaduct's own, so that a loop through the parent is seen) to @d. Returns 0 or the dbuf's
+ * error. */
+int vd_parent_connect_head(struct vd_dbuf *d, const struct vd_txn *t, const char *host,
                            uint16_t port);
 
 struct vd_h1_resp_head;

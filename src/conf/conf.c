@@ -242,6 +242,7 @@ vd_conf_default(void)
         .trailer_block = 8192,
         .max_connections = 10000,
         .request_arena = 65536,
+        .via_loop = 8,
     };
     c->timeouts = (struct vd_conf_timeouts){
         .client_header = 30000,

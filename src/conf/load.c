@@ -1899,12 +1899,19 @@ static int
 sec_limits(struct ld *ld, const struct ynode *n)
 {
     static const char *const keys[] = {
-        "request_line", "header_block",  "header_count",    "body",
-        "chunk_line",   "trailer_block", "max_connections", "request_arena",
+        "request_line",  "header_block",    "header_count",  "body",     "chunk_line",
+        "trailer_block", "max_connections", "request_arena", "via_loop",
     };
     struct vd_conf_limits *l = &ld->c->limits;
-    uint32_t *size32[] = {&l->request_line, &l->header_block,  NULL, NULL,
-                          &l->chunk_line,   &l->trailer_block, NULL, &l->request_arena};
+    uint32_t *size32[] = {&l->request_line,
+                          &l->header_block,
+                          NULL,
+                          NULL,
+                          &l->chunk_line,
+                          &l->trailer_block,
+                          NULL,
+                          &l->request_arena,
+                          NULL};
     char sub[KEY_MAX];
     const struct ynode *v;
     int rc;
@@ -1923,6 +1930,8 @@ sec_limits(struct ld *ld, const struct ynode *n)
             rc = get_size(ld, v, sub, 0, UINT64_MAX, &l->body);
         } else if (strcmp(keys[i], "header_count") == 0) {
             rc = get_u32(ld, v, sub, 1, &l->header_count);
+        } else if (strcmp(keys[i], "via_loop") == 0) {
+            rc = get_u32(ld, v, sub, 0, &l->via_loop);
         } else {
             rc = get_u32(ld, v, sub, 1, &l->max_connections);
         }

@@ -5,6 +5,7 @@
 #include "vd/config.h"
 
 #include <string.h>
+#include <strings.h>
 
 #include "vd/http.h"
 
@@ -190,4 +191,35 @@ vd_is_token(struct vd_iov v)
         }
     }
     return true;
+}
+
+size_t
+vd_via_count(const struct vd_hdr *h, size_t n, const char *received_by)
+{
+    size_t want = strlen(received_by), count = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (h[i].name.len != 3 || !vd_hdr_name_is(h[i].name, "via")) {
+            continue;
+        }
+        struct vd_iov rest = h[i].value, m;
+        while (vd_list_next(&rest, &m)) {
+            /* Skip received-protocol and the whitespace after it; received-by ends at the next
+             * whitespace (a comment may follow). */
+            const uint8_t *p = m.base, *e = m.base + m.len;
+            while (p < e && *p != ' ' && *p != '\t') {
+                p++;
+            }
+            while (p < e && (*p == ' ' || *p == '\t')) {
+                p++;
+            }
+            const uint8_t *s = p;
+            while (p < e && *p != ' ' && *p != '\t') {
+                p++;
+            }
+            if ((size_t)(p - s) == want && strncasecmp((const char *)s, received_by, want) == 0) {
+                count++;
+            }
+        }
+    }
+    return count;
 }

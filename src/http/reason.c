@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Reason phrases for status codes: every code RFC 9110 §15 defines, plus 103 (RFC 8297),
- * 428/429/431/511 (RFC 6585) and 451 (RFC 7725). The phrase is advisory (RFC 9112 §4): peers
- * must not depend on it, so unknown codes get "Unknown". */
+ * 428/429/431/511 (RFC 6585), 451 (RFC 7725) and 508 (RFC 5842, a forwarding loop). The phrase is
+ * advisory (RFC 9112 §4): peers must not depend on it, so unknown codes get "Unknown". */
 #include "vd/config.h"
 
 #include "vd/http.h"
@@ -59,6 +59,7 @@
     X(503, "Service Unavailable")             /* RFC 9110 §15.6.4 */                              \
     X(504, "Gateway Timeout")                 /* RFC 9110 §15.6.5 */                              \
     X(505, "HTTP Version Not Supported")      /* RFC 9110 §15.6.6 */                              \
+    X(508, "Loop Detected")                   /* RFC 5842 §7.2 */                                 \
     X(511, "Network Authentication Required") /* RFC 6585 §6 */
 
 const char *

@@ -696,6 +696,12 @@ collapsible(const struct vd_txn *t, const struct vd_cache_xfer *cx)
         cx->req_cc.no_store || cx->req_cc.max_age == 0) {
         return false;
     }
+    /* A request that already passed a proxy of this name may be one this proxy forwarded and is
+     * waiting for (a loop through a parent or a route): waiting for it in turn would deadlock. */
+    if (t->conf->via_enabled && t->conf->via &&
+        vd_via_count(t->req.hdrs, t->req.nhdrs, t->conf->via) > 0) {
+        return false;
+    }
     for (size_t i = 0; i < VD_ARRAY_LEN(conditional); i++) {
         if (vd_hdr_find(t->req.hdrs, t->req.nhdrs, conditional[i])) {
             return false;

@@ -263,7 +263,7 @@ cnx_parent_ask(struct cnx *x)
 {
     struct vd_dbuf req;
     vd_dbuf_init(&req, 2048);
-    int r = vd_parent_connect_head(&req, x->t->conf, x->host, x->port);
+    int r = vd_parent_connect_head(&req, x->t, x->host, x->port);
     struct iovec iov = {req.p, req.len};
     x->presp_cap = x->t->conf->limits.header_block; /* the bound of any response head */
     x->presp = malloc(x->presp_cap);

@@ -1715,7 +1715,7 @@ fwd_parent_ask(struct fwd *f)
     struct upc *u = f->u;
     vd_dbuf_reset(&u->out);
     u->out_off = 0;
-    int r = vd_parent_connect_head(&u->out, f->t->conf, f->tls_name, f->tport);
+    int r = vd_parent_connect_head(&u->out, f->t, f->tls_name, f->tport);
     if (r < 0 || upc_flush(u) < 0 || u->out.len > u->out_off) {
         /* A fresh connection takes a few hundred bytes at once. */
         fwd_fail(f, 502, "could not send the CONNECT request to the parent proxy");
@@ -2068,15 +2068,25 @@ vd_parent_applies(const struct vd_conf *conf, const char *host)
 }
 
 int
-vd_parent_connect_head(struct vd_dbuf *d, const struct vd_conf *conf, const char *host,
-                       uint16_t port)
+vd_parent_connect_head(struct vd_dbuf *d, const struct vd_txn *t, const char *host, uint16_t port)
 {
+    const struct vd_conf *conf = t->conf;
     bool v6 = strchr(host, ':') != NULL;
     const char *o = v6 ? "[" : "", *c = v6 ? "]" : "";
     int r = vd_dbuf_addf(d, "CONNECT %s%s%s:%u HTTP/1.1\r\nHost: %s%s%s:%u\r\n", o, host, c, port,
                          o, host, c, port);
     if (r == 0 && conf->upstream.parent_auth) {
         r = vd_dbuf_addf(d, "Proxy-Authorization: %s\r\n", conf->upstream.parent_auth);
+    }
+    if (r == 0 && conf->via_enabled && conf->via) {
+        for (size_t i = 0; r == 0 && i < t->req.nhdrs; i++) {
+            if (vd_hdr_name_is(t->req.hdrs[i].name, "via")) {
+                r = add_field(d, t->req.hdrs[i].name, t->req.hdrs[i].value);
+            }
+        }
+        char ver[3];
+        size_t vl = via_version(ver, t->req.version);
+        r = r ? r : vd_dbuf_addf(d, "Via: %.*s %s\r\n", (int)vl, ver, conf->via);
     }
     return r ? r : vd_dbuf_add(d, "\r\n", 2);
 }

@@ -425,10 +425,37 @@ route_extended(struct vd_txn *t)
     return true;
 }
 
+/* RFC 9110 §7.6.3: a request whose Via already names this proxy limits.via_loop times went round
+ * a loop (a parent or a route that leads back here): 508 (RFC 5842), never forwarded again. Each
+ * pass adds one member, so a loop ends after that many passes instead of when every hop's
+ * connections or the header block run out. */
+static bool
+forwarding_loop(struct vd_txn *t)
+{
+    const struct vd_conf *c = t->conf;
+    if (!c->limits.via_loop || !c->via_enabled || !c->via) {
+        return false;
+    }
+    size_t k = vd_via_count(t->req.hdrs, t->req.nhdrs, c->via);
+    if (k < c->limits.via_loop) {
+        return false;
+    }
+    char detail[160];
+    snprintf(detail, sizeof(detail),
+             "forwarding loop: the request already passed a proxy named %s %zu times (Via)", c->via,
+             k);
+    vd_log(VD_LOG_INFO, &t->log, "%s", detail);
+    vd_txn_respond_error(t, 508, detail, false);
+    return true;
+}
+
 static void
 txn_route(struct vd_txn *t)
 {
     t->declared = declared_protocol(t);
+    if (forwarding_loop(t)) {
+        return;
+    }
     if (method_is(t, "CONNECT") && t->req.protocol.len) {
         if (route_extended(t)) {
             return;

@@ -147,7 +147,8 @@ def test_https_gateway_refused_by_the_parent(viaduct, tmp_path):
         head = bytes(parent.wait_conns(1).received).split(b"\r\n\r\n")[0]
         assert head.split(b"\r\n") == [b"CONNECT origin.test:443 HTTP/1.1",
                                        b"Host: origin.test:443",
-                                       b"Proxy-Authorization: Basic " + CREDS_B64.encode()]
+                                       b"Proxy-Authorization: Basic " + CREDS_B64.encode(),
+                                       b"Via: 1.1 viaduct"]
     finally:
         parent.stop()
 
@@ -188,7 +189,8 @@ def test_connect_asks_the_parent(viaduct, tmp_path):
         head = bytes(parent.wait_conns(1).received).split(b"\r\n\r\n")[0]
         assert head.split(b"\r\n") == [b"CONNECT origin.test:993 HTTP/1.1",
                                        b"Host: origin.test:993",
-                                       b"Proxy-Authorization: Basic " + CREDS_B64.encode()]
+                                       b"Proxy-Authorization: Basic " + CREDS_B64.encode(),
+                                       b"Via: 1.1 viaduct"]
     finally:
         parent.stop()
 
@@ -303,3 +305,73 @@ def test_viaduct_as_parent(viaduct, make_origin, tmp_path):
     assert (r.status, r.body) == (200, b"two hops")
     assert o.wait_requests(1)[0].headers.all("via") == ["1.1 viaduct, 1.1 viaduct"] or \
         o.requests[0].headers.all("via") == ["1.1 viaduct", "1.1 viaduct"]
+
+
+# ---- forwarding loops (RFC 9110 §7.6.3 Via, RFC 5842 508) --------------------------------------
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def looping(viaduct, tmp_path, **limits):
+    """A viaduct whose parent is itself: every request it forwards comes back to it."""
+    port = free_port()
+    conf = {"listeners": [{"address": "127.0.0.1:%d" % port, "mode": "forward"}],
+            "upstream": {"parent": "http://127.0.0.1:%d" % port},
+            "connect": {"ports": ["1-65535"]}}
+    if limits:
+        conf["limits"] = limits
+    return viaduct(conf)
+
+
+def test_request_looping_through_the_parent_is_508(viaduct, make_origin, tmp_path):
+    o = make_origin(build_response(200, b"never"))
+    vd = looping(viaduct, tmp_path, via_loop=3)
+    c = vd.connect()
+    r = c.exchange("GET", "http://127.0.0.1:%d/loop" % o.port)
+    # The fourth pass sees three Via members naming viaduct and answers; the passes before it
+    # relay that answer back.
+    assert r.status == 508
+    assert r.body == b"508 Loop Detected: forwarding loop: the request already passed a proxy " \
+        b"named viaduct 3 times (Via)\n"
+    assert o.requests == []
+    vd.wait_for_log("forwarding loop")
+
+
+def test_connect_looping_through_the_parent_ends(viaduct, tmp_path):
+    """A CONNECT carries Via to the parent too, so a loop through it ends: the innermost pass
+    answers 508, every pass outside it reports the parent's refusal as 502."""
+    vd = looping(viaduct, tmp_path, via_loop=2)
+    c = vd.connect()
+    c.send(b"CONNECT origin.test:443 HTTP/1.1\r\nHost: origin.test:443\r\n\r\n")
+    r = c.response(method="CONNECT", timeout=10)
+    assert r.status == 502
+    assert r.body == b"502 Bad Gateway: the parent proxy answered CONNECT with 502 Bad Gateway\n"
+    vd.wait_for_log("the request already passed a proxy named viaduct 2 times")
+
+
+def test_via_members_of_other_proxies_do_not_count(viaduct, make_origin):
+    o = make_origin(build_response(200, b"ok"))
+    vd = viaduct({"limits": {"via_loop": 2}})
+    c = vd.connect()
+    hops = [("Via", "1.1 viaduct, 1.0 squid (squid/5.7)"), ("Via", "1.1 viaduct-edge, 2 lb")]
+    r = c.exchange("GET", "http://127.0.0.1:%d/" % o.port, headers=hops)
+    assert r.status == 200  # one member names viaduct: under the limit
+    assert o.wait_requests(1)[0].headers.all("via")[-1].endswith("1.1 viaduct")
+    r = c.exchange("GET", "http://127.0.0.1:%d/" % o.port,
+                   headers=[("Via", "1.1 viaduct (comment), HTTP/1.1 VIADUCT")])
+    assert r.status == 508  # names compare case-insensitively, comments and protocol names aside
+
+
+def test_loop_check_off_with_zero(viaduct, make_origin):
+    o = make_origin(build_response(200, b"ok"))
+    vd = viaduct({"limits": {"via_loop": 0}})
+    c = vd.connect()
+    r = c.exchange("GET", "http://127.0.0.1:%d/" % o.port,
+                   headers=[("Via", ", ".join(["1.1 viaduct"] * 20))])
+    assert r.status == 200

@@ -187,6 +187,7 @@ static const char full_yaml[] = "# every key\n"
                                 "  trailer_block: 2KiB\n"
                                 "  max_connections: 500\n"
                                 "  request_arena: 128KiB\n"
+                                "  via_loop: 3\n"
                                 "timeouts:\n"
                                 "  client_header: 5s\n"
                                 "  keepalive: 2m\n"
@@ -359,6 +360,7 @@ test_full(void **state)
     assert_int_equal(c->limits.trailer_block, 2048);
     assert_int_equal(c->limits.max_connections, 500);
     assert_int_equal(c->limits.request_arena, 131072);
+    assert_int_equal(c->limits.via_loop, 3);
 
     assert_int_equal(c->timeouts.client_header, 5000);
     assert_int_equal(c->timeouts.keepalive, 120000);

@@ -916,14 +916,33 @@ test_chunked_runs(void **state)
     assert_false(c.done);
 }
 
+/* RFC 9110 §7.6.3: received-protocol RWS received-by [RWS comment], in any number of fields. */
+static void
+test_via_count(void **state)
+{
+    (void)state;
+    struct vd_hdr h[] = {
+        {VD_IOV_LIT("Via"), VD_IOV_LIT("1.1 viaduct, 1.0 squid (squid/5.7), 2 VIADUCT")},
+        {VD_IOV_LIT("Host"), VD_IOV_LIT("viaduct")},
+        {VD_IOV_LIT("VIA"), VD_IOV_LIT("HTTP/1.1 viaduct (comment, \"with\" a comma)")},
+        {VD_IOV_LIT("via"), VD_IOV_LIT("1.1 viaduct-edge,1.1 viaduct.example, 1.1\tviaduct")},
+        {VD_IOV_LIT("Via"), VD_IOV_LIT(",, viaduct,1.1")},
+    };
+    assert_int_equal(vd_via_count(h, VD_ARRAY_LEN(h), "viaduct"), 4);
+    assert_int_equal(vd_via_count(h, VD_ARRAY_LEN(h), "squid"), 1);
+    assert_int_equal(vd_via_count(h, VD_ARRAY_LEN(h), "viaduct-edge"), 1);
+    assert_int_equal(vd_via_count(h, VD_ARRAY_LEN(h), "via"), 0);
+    assert_int_equal(vd_via_count(h, 0, "viaduct"), 0);
+}
+
 static void
 test_reason(void **state)
 {
     (void)state;
-    static const int codes[] = {100, 101, 103, 200, 201, 202, 203, 204, 205, 206, 300, 301, 302,
-                                303, 304, 305, 306, 307, 308, 400, 401, 402, 403, 404, 405, 406,
-                                407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 418, 421,
-                                422, 426, 428, 429, 431, 451, 500, 501, 502, 503, 504, 505, 511};
+    static const int codes[] = {
+        100, 101, 103, 200, 201, 202, 203, 204, 205, 206, 300, 301, 302, 303, 304, 305, 306, 307,
+        308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416,
+        417, 418, 421, 422, 426, 428, 429, 431, 451, 500, 501, 502, 503, 504, 505, 508, 511};
     for (size_t i = 0; i < VD_ARRAY_LEN(codes); i++) {
         assert_string_not_equal(vd_http_reason(codes[i]), "Unknown");
     }
@@ -932,6 +951,7 @@ test_reason(void **state)
     assert_string_equal(vd_http_reason(422), "Unprocessable Content");
     assert_string_equal(vd_http_reason(431), "Request Header Fields Too Large");
     assert_string_equal(vd_http_reason(511), "Network Authentication Required");
+    assert_string_equal(vd_http_reason(508), "Loop Detected");
     assert_string_equal(vd_http_reason(299), "Unknown");
     assert_string_equal(vd_http_reason(0), "Unknown");
     assert_string_equal(vd_http_reason(-1), "Unknown");
@@ -957,6 +977,7 @@ main(void)
         cmocka_unit_test(test_chunked_nul),
         cmocka_unit_test(test_chunked_limits),
         cmocka_unit_test(test_chunked_runs),
+        cmocka_unit_test(test_via_count),
         cmocka_unit_test(test_reason),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
