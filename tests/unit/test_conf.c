@@ -1685,6 +1685,9 @@ test_examples(void **state)
             assert_true(c->listeners[0].tls);
             assert_int_equal(c->nroutes, 2);
             assert_true(c->routes[0].servers[0].tls || c->routes[1].servers[0].tls);
+            assert_null(c->routes[0].health.path);
+            assert_string_equal(c->routes[1].health.path, "/healthz");
+            assert_int_equal(c->routes[1].health.interval, 2000);
         }
         vd_conf_unref(c);
         loaded++;
