@@ -65,13 +65,18 @@ enum vd_balance {
     VD_BALANCE_CLIENT_HASH, /* the same server for the same client address */
 };
 
-/* Balancing state of a route with several servers: the one mutable part of a snapshot, shared
- * by the workers (relaxed atomics; src/proxy/balance.c). A reload starts it afresh. */
+/* Balancing state of a route with several servers (or with health checks): the one mutable
+ * part of a snapshot, shared by the workers (relaxed atomics; src/proxy/balance.c). Active
+ * health checks (src/proxy/health.c) write hc_down and the check counters from one loop. A
+ * reload starts it afresh. */
 struct vd_lb_server {
-    _Atomic uint64_t down_until; /* ns (uv_hrtime): skipped until then after a failure */
-    _Atomic uint32_t active;     /* exchanges in progress */
-    _Atomic uint64_t sent;       /* requests sent to it (metrics) */
-    _Atomic uint64_t failures;   /* connections to it that failed (metrics) */
+    _Atomic uint64_t down_until;  /* ns (uv_hrtime): skipped until then after a failure */
+    _Atomic uint32_t active;      /* exchanges in progress */
+    _Atomic uint32_t hc_down;     /* 1 after `fall` failed health checks until `rise` passed */
+    _Atomic uint64_t sent;        /* requests sent to it (metrics) */
+    _Atomic uint64_t failures;    /* connections to it that failed (metrics) */
+    _Atomic uint64_t checks_ok;   /* health checks that passed (metrics) */
+    _Atomic uint64_t checks_fail; /* health checks that failed (metrics) */
 };
 
 struct vd_lb {
@@ -80,6 +85,20 @@ struct vd_lb {
 };
 
 #define VD_ROUTE_SERVERS_MAX 64
+#define VD_HEALTH_PATH_MAX   1024 /* bytes of routes[].health_check.path */
+
+/* Active health checks of a route's servers (routes[].health_check): a GET of @path to each
+ * server every @interval from one event loop; see docs/configuration.md. */
+struct vd_conf_health {
+    char *path;         /* origin-form target; NULL: no active checks */
+    char *host;         /* Host sent; NULL: the server's host[:port] */
+    uint64_t interval;  /* ms from the start of one check of a server to the next, default 5000 */
+    uint64_t timeout;   /* ms for connect, TLS, request and status line, default 2000 */
+    uint32_t rise;      /* checks passed in a row that mark a down server up, default 2 */
+    uint32_t fall;      /* checks failed in a row that mark an up server down, default 3 */
+    uint16_t expect_lo; /* status codes that pass, inclusive: default 200 ... */
+    uint16_t expect_hi; /* ... to 399 */
+};
 
 struct vd_conf_route {
     char *host;        /* NULL matches any host; else exact, lowercase; "*.example.com" suffix */
@@ -88,9 +107,10 @@ struct vd_conf_route {
     size_t nservers;
     enum vd_balance balance; /* with several servers; default round robin */
     uint64_t fail_timeout;   /* ms a server whose connection failed is skipped; default 10000 */
-    struct vd_lb *lb;        /* NULL with one server */
-    char *host_header;       /* NULL: pass the client's Host; else send this one */
-    char *sni;               /* NULL: the server's host when it is a name */
+    struct vd_lb *lb;        /* NULL with one server and no health checks */
+    struct vd_conf_health health;
+    char *host_header; /* NULL: pass the client's Host; else send this one */
+    char *sni;         /* NULL: the server's host when it is a name */
     enum vd_forwarded_mode forwarded;
 };
 

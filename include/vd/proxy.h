@@ -178,11 +178,12 @@ void vd_txn_req_body_resume(struct vd_txn *t);
  * access log line. */
 void vd_txn_log(struct vd_txn *t);
 
-/* Upstream groups (balance.c), for routes with several servers; a route with one has no state
- * and always gets server 0. vd_lb_pick returns the index of the server for an exchange from
- * @client, skipping those in the bit mask @tried and those marked down; when every server is
- * marked down, the first pick (@tried 0) still returns one, a later pick -1. -1 also when every
- * server was tried. begin/end count exchanges in progress (least_conn); failed marks a server
+/* Upstream groups (balance.c), for routes with several servers (or health checks); a route with
+ * one server and no checks has no state and always gets server 0. vd_lb_pick returns the index
+ * of the server for an exchange from @client, skipping those in the bit mask @tried and those
+ * marked down (by a failure within fail_timeout, or by active health checks); when every server
+ * is marked down, the first pick (@tried 0) still returns one, a later pick -1. -1 also when
+ * every server was tried. begin/end count exchanges in progress (least_conn); failed marks a server
  * down for the route's fail_timeout; ok (a request is being sent to it) clears the mark. Each
  * server counts requests sent and failures for the metrics. */
 int vd_lb_pick(const struct vd_conf_route *r, const struct sockaddr *client, uint64_t tried);
@@ -190,6 +191,24 @@ void vd_lb_begin(const struct vd_conf_route *r, int i);
 void vd_lb_end(const struct vd_conf_route *r, int i);
 void vd_lb_failed(const struct vd_conf_route *r, int i);
 void vd_lb_ok(const struct vd_conf_route *r, int i);
+
+/* Active health checks (health.c) of every route of @conf with routes[].health_check, run on
+ * @w's loop with its resolver and the shared TLS client context: one loop checks for the whole
+ * process. Takes a new reference to @conf; the verdicts go into its routes' balancing state.
+ * The first checks start from the loop (never before this returns). Returns NULL when no route
+ * has checks (or, logged, when out of memory). Call on @w's thread, or before it runs. */
+struct vd_health;
+struct vd_health *vd_health_start(struct vd_worker *w, struct vd_conf *conf);
+
+/* Stops @hc's checks (a check in progress is dropped, its verdict not counted). The memory and
+ * the reference to the snapshot go once the last libuv close callback has run, so run the loop
+ * afterwards; the worker's resolver must outlive this call. @hc may be NULL. */
+void vd_health_stop(struct vd_health *hc);
+
+/* Reads an HTTP/1 status line (RFC 9112 §4) at the start of @p: returns the status code (100 to
+ * 599) once its line end is there, VD_EAGAIN when the bytes so far may still become one, or
+ * VD_EPROTO when they cannot (not HTTP/1.x, a bad code, control bytes in the reason). */
+int vd_health_status(const uint8_t *p, size_t len);
 
 /* Whether forward-proxy traffic to @host goes through upstream.parent (set, and @host not in
  * parent_bypass). */
@@ -303,6 +322,7 @@ struct vd_worker {
     uv_timer_t drain_timer;
     uint64_t drain_deadline;
     struct vd_wmetrics metrics; /* this worker's counters (vd/metrics.h) */
+    struct vd_health *health;   /* worker 0: the process's active health checks; else NULL */
 };
 
 enum {

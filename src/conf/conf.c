@@ -401,6 +401,8 @@ vd_conf_unref(struct vd_conf *c)
         }
         free(r->servers);
         free(r->lb);
+        free(r->health.path);
+        free(r->health.host);
         free(r->host_header);
         free(r->sni);
     }

@@ -2255,10 +2255,139 @@ sec_route_servers(struct ld *ld, const struct ynode *v, const char *key, struct 
             }
         }
     }
-    if (n > 1) {
-        r->lb = calloc(1, sizeof(*r->lb) + n * sizeof(r->lb->srv[0]));
-        if (!r->lb) {
-            return oom(ld);
+    return 0;
+}
+
+/* RFC 9110 §7.2: Host = uri-host [ ":" port ]; no spaces, controls or delimiters. */
+static bool
+is_host_value(const char *s, size_t len)
+{
+    bool ok = len > 0;
+    for (size_t i = 0; ok && i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        ok = ch > 0x20 && ch < 0x7f && !strchr("/?#@\"\\", ch);
+    }
+    return ok;
+}
+
+/* "200" or "200-399": status codes from 100 to 599. */
+static bool
+parse_status_range(const char *s, uint16_t *lo, uint16_t *hi)
+{
+    char a[4] = "", b[4] = "";
+    uint64_t x, y;
+    size_t la = strspn(s, "0123456789");
+    if (la != 3) {
+        return false;
+    }
+    memcpy(a, s, 3);
+    if (s[3] == '\0') {
+        memcpy(b, a, sizeof(b));
+    } else if (s[3] == '-' && strspn(s + 4, "0123456789") == 3 && s[7] == '\0') {
+        memcpy(b, s + 4, 3);
+    } else {
+        return false;
+    }
+    if (!parse_u64(a, &x) || !parse_u64(b, &y) || x < 100 || y > 599 || x > y) {
+        return false;
+    }
+    *lo = (uint16_t)x;
+    *hi = (uint16_t)y;
+    return true;
+}
+
+/* routes[].health_check: active checks of the route's servers (src/proxy/health.c). */
+static int
+sec_health_check(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_health *h)
+{
+    static const char *const keys[] = {"path", "interval", "timeout", "rise",
+                                       "fall", "expect",   "host"};
+    char sub[KEY_MAX], vb[SHOW_MAX + 8];
+    const struct ynode *v;
+    uint64_t u = 0;
+    int rc;
+
+    if ((rc = check_map(ld, n, key, keys, VD_ARRAY_LEN(keys)))) {
+        return rc;
+    }
+    if (!(v = get(n, "path"))) {
+        return missing(ld, n, key, "path");
+    }
+    key_join(sub, key, "path");
+    if ((rc = want_scalar(ld, v, sub, "a path"))) {
+        return rc;
+    }
+    /* Sent as the request target: origin-form (RFC 9112 §3.2.1), so '/', then visible ASCII
+     * without '#' (a fragment is never sent). */
+    bool ok = v->text[0] == '/' && v->len <= VD_HEALTH_PATH_MAX;
+    for (size_t i = 0; ok && i < v->len; i++) {
+        unsigned char ch = (unsigned char)v->text[i];
+        ok = ch > 0x20 && ch < 0x7f && ch != '#';
+    }
+    if (!ok) {
+        return fail(ld, v, sub,
+                    "bad path '%s': expected an origin-form path starting with '/' (at most %d "
+                    "bytes, no spaces, control characters or '#')",
+                    show(vb, sizeof(vb), v), VD_HEALTH_PATH_MAX);
+    }
+    if ((rc = set_str(ld, &h->path, v->text))) {
+        return rc;
+    }
+    h->interval = 5000;
+    if ((v = get(n, "interval"))) {
+        key_join(sub, key, "interval");
+        if ((rc = get_duration(ld, v, sub, false, &h->interval))) {
+            return rc;
+        }
+    }
+    h->timeout = 2000;
+    if ((v = get(n, "timeout"))) {
+        key_join(sub, key, "timeout");
+        if ((rc = get_duration(ld, v, sub, false, &h->timeout))) {
+            return rc;
+        }
+    }
+    h->rise = 2;
+    if ((v = get(n, "rise"))) {
+        key_join(sub, key, "rise");
+        if ((rc = get_uint(ld, v, sub, 1, 1000, &u))) {
+            return rc;
+        }
+        h->rise = (uint32_t)u;
+    }
+    h->fall = 3;
+    if ((v = get(n, "fall"))) {
+        key_join(sub, key, "fall");
+        if ((rc = get_uint(ld, v, sub, 1, 1000, &u))) {
+            return rc;
+        }
+        h->fall = (uint32_t)u;
+    }
+    h->expect_lo = 200;
+    h->expect_hi = 399;
+    if ((v = get(n, "expect"))) {
+        key_join(sub, key, "expect");
+        if ((rc = want_scalar(ld, v, sub, "a status range"))) {
+            return rc;
+        }
+        if (!parse_status_range(v->text, &h->expect_lo, &h->expect_hi)) {
+            return fail(ld, v, sub,
+                        "bad status range '%s': expected a status code from 100 to 599 or a "
+                        "range LOW-HIGH of them such as 200-399",
+                        show(vb, sizeof(vb), v));
+        }
+    }
+    if ((v = get(n, "host"))) {
+        key_join(sub, key, "host");
+        if ((rc = want_scalar(ld, v, sub, "a Host header value"))) {
+            return rc;
+        }
+        if (!is_host_value(v->text, v->len)) {
+            return fail(ld, v, sub, "bad Host value '%s': expected HOST or HOST:PORT",
+                        show(vb, sizeof(vb), v));
+        }
+        if ((rc = set_str(ld, &h->host, v->text))) {
+            return rc;
         }
     }
     return 0;
@@ -2267,8 +2396,9 @@ sec_route_servers(struct ld *ld, const struct ynode *v, const char *key, struct 
 static int
 sec_route(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_route *r)
 {
-    static const char *const keys[] = {"host",         "path",        "upstream", "balance",
-                                       "fail_timeout", "host_header", "sni",      "forwarded"};
+    static const char *const keys[] = {"host",        "path",         "upstream",
+                                       "balance",     "fail_timeout", "health_check",
+                                       "host_header", "sni",          "forwarded"};
     static const char *const bal[] = {"round_robin", "least_conn", "client_hash"};
     static const char *const fwd[] = {"none", "x-forwarded", "rfc7239", "both"};
 
@@ -2303,6 +2433,20 @@ sec_route(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_
         key_join(sub, key, "fail_timeout");
         if ((rc = get_duration(ld, v, sub, true, &r->fail_timeout))) {
             return rc;
+        }
+    }
+    if ((v = get(n, "health_check"))) {
+        key_join(sub, key, "health_check");
+        if ((rc = sec_health_check(ld, v, sub, &r->health))) {
+            return rc;
+        }
+    }
+    /* A group, or a server with health checks, has balancing state: the checks' verdicts live
+     * there and vd_lb_pick reads them. */
+    if (r->nservers > 1 || r->health.path) {
+        r->lb = calloc(1, sizeof(*r->lb) + r->nservers * sizeof(r->lb->srv[0]));
+        if (!r->lb) {
+            return oom(ld);
         }
     }
     if ((v = get(n, "host"))) {
@@ -2360,13 +2504,7 @@ sec_route(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_
         if ((rc = want_scalar(ld, v, sub, "a Host header value"))) {
             return rc;
         }
-        /* RFC 9110 §7.2: Host = uri-host [ ":" port ]; no spaces, controls or delimiters. */
-        bool ok = v->len > 0;
-        for (size_t i = 0; ok && i < v->len; i++) {
-            unsigned char ch = (unsigned char)v->text[i];
-            ok = ch > 0x20 && ch < 0x7f && !strchr("/?#@\"\\", ch);
-        }
-        if (!ok) {
+        if (!is_host_value(v->text, v->len)) {
             return fail(ld, v, sub, "bad Host value '%s': expected HOST or HOST:PORT",
                         show(vb, sizeof(vb), v));
         }

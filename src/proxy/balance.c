@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Upstream groups: which server of a route with several serves an exchange (round robin, least
  * connections, client address hash), and passive health: a server whose connection failed is
- * skipped for the route's fail_timeout while another is left. The state lives in the route's
+ * skipped for the route's fail_timeout while another is left. A server that active health
+ * checks (health.c) hold down is skipped the same way. The state lives in the route's
  * configuration snapshot and is shared by the workers through relaxed atomics. */
 #include "vd/config.h"
 
@@ -51,7 +52,8 @@ vd_lb_pick(const struct vd_conf_route *r, const struct sockaddr *client, uint64_
         if (fallback < 0) {
             fallback = (int)i;
         }
-        if (atomic_load_explicit(&lb->srv[i].down_until, memory_order_relaxed) > now) {
+        if (atomic_load_explicit(&lb->srv[i].down_until, memory_order_relaxed) > now ||
+            atomic_load_explicit(&lb->srv[i].hc_down, memory_order_relaxed)) {
             continue;
         }
         if (r->balance != VD_BALANCE_LEAST_CONN) {
@@ -63,9 +65,10 @@ vd_lb_pick(const struct vd_conf_route *r, const struct sockaddr *client, uint64_
             best_active = a;
         }
     }
-    /* Every server is marked down: the exchange tries one anyway rather than fail outright (a
-     * server may be back before its fail_timeout ends), but a failover never picks a marked one,
-     * so an exchange waits for at most one server that is down. */
+    /* Every server is marked down (by a failure or by health checks): the exchange tries one
+     * anyway rather than fail outright (a server may be back before its fail_timeout ends or
+     * before its next check), but a failover never picks a marked one, so an exchange waits for
+     * at most one server that is down. */
     return best >= 0 ? best : tried == 0 ? fallback : -1;
 }
 

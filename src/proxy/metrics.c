@@ -402,7 +402,8 @@ render_cache(struct vd_dbuf *d, const struct vd_conf *conf)
     return r;
 }
 
-/* Servers of upstream groups (routes with several): requests, failures, state. */
+/* Servers of upstream groups (routes with several, or with health checks): requests, failures,
+ * state, and the active health checks. */
 static int
 render_groups(struct vd_dbuf *d, const struct vd_conf *conf)
 {
@@ -416,8 +417,11 @@ render_groups(struct vd_dbuf *d, const struct vd_conf *conf)
         {"viaduct_upstream_server_active", "gauge",
          "Exchanges in progress on a server of an upstream group."},
         {"viaduct_upstream_server_up", "gauge",
-         "1 unless a failure marked the server down for fail_timeout."},
+         "0 while a failure marks the server down for fail_timeout or health checks hold it "
+         "down, else 1."},
     };
+
+    static const char hc_name[] = "viaduct_upstream_health_checks_total";
 
     bool any = false;
     for (size_t i = 0; i < conf->nroutes && !any; i++) {
@@ -436,13 +440,36 @@ render_groups(struct vd_dbuf *d, const struct vd_conf *conf)
                 const struct vd_lb_server *s = &rt->lb->srv[k];
                 uint64_t v = f == 0   ? rd(&s->sent)
                              : f == 1 ? rd(&s->failures)
-                             : f == 2 ? atomic_load_explicit(&s->active, memory_order_relaxed)
-                                      : rd(&s->down_until) <= now;
+                             : f == 2
+                                 ? atomic_load_explicit(&s->active, memory_order_relaxed)
+                                 : rd(&s->down_until) <= now &&
+                                       !atomic_load_explicit(&s->hc_down, memory_order_relaxed);
                 char esc[600], lab[700];
                 label_escape(esc, sizeof(esc), rt->servers[k].url);
                 snprintf(lab, sizeof(lab), "route=\"%zu\",server=\"%s\"", i, esc);
                 r = sample(d, fam[f].name, lab, v);
             }
+        }
+    }
+    bool checks = false;
+    for (size_t i = 0; i < conf->nroutes && !checks; i++) {
+        checks = conf->routes[i].health.path != NULL;
+    }
+    if (r == 0 && checks) {
+        r = family(d, hc_name, "counter",
+                   "Active health checks of a server of a route, passed or failed (since the "
+                   "last reload).");
+    }
+    for (size_t i = 0; i < conf->nroutes && checks && r == 0; i++) {
+        const struct vd_conf_route *rt = &conf->routes[i];
+        for (size_t k = 0; rt->health.path && k < rt->nservers && r == 0; k++) {
+            const struct vd_lb_server *s = &rt->lb->srv[k];
+            char esc[600], lab[720];
+            label_escape(esc, sizeof(esc), rt->servers[k].url);
+            snprintf(lab, sizeof(lab), "route=\"%zu\",server=\"%s\",result=\"ok\"", i, esc);
+            r = sample(d, hc_name, lab, rd(&s->checks_ok));
+            snprintf(lab, sizeof(lab), "route=\"%zu\",server=\"%s\",result=\"fail\"", i, esc);
+            r = r ? r : sample(d, hc_name, lab, rd(&s->checks_fail));
         }
     }
     return r;

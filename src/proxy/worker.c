@@ -229,9 +229,18 @@ on_async(uv_async_t *a)
         /* HTTP/2 sessions keep their configuration for their life: GOAWAY makes their clients
          * come back on new connections, which take the new one. */
         vd_front_h2_goaway_all(w);
+        if (w->id == 0 && !w->draining) {
+            /* The new snapshot's servers start up with fresh state; its checks replace the old
+             * snapshot's, whose verdicts stay as they were for exchanges still using it. */
+            vd_health_stop(w->health);
+            w->health = vd_health_start(w, w->conf);
+        }
     }
     if (cmd == VD_WCMD_DRAIN && !w->draining) {
         w->draining = true;
+        /* Before the resolver goes (maybe_finish), and so that the loop can end. */
+        vd_health_stop(w->health);
+        w->health = NULL;
         /* Background revalidations (nothing waits for them; none starts while draining) and
          * transfers for collapsed requests whose leader left. */
         vd__detached_abort_all();
@@ -279,6 +288,10 @@ vd_worker_init(struct vd_worker *w, unsigned id, struct vd_conf *conf,
     r = vd_resolver_new(&w->loop, &conf->resolver, &w->resolver, err, errlen);
     if (r < 0) {
         return r;
+    }
+    if (id == 0) {
+        /* One loop probes for the whole process, so the workers do not multiply the checks. */
+        w->health = vd_health_start(w, conf);
     }
     w->nlisteners = sh->nlisteners;
     w->listen_fds = calloc(sh->nlisteners ? sh->nlisteners : 1, sizeof(int));

@@ -1302,6 +1302,123 @@ test_route_groups(void **state)
 }
 
 static void
+test_route_health(void **state)
+{
+    (void)state;
+    char path[64], err[512];
+    struct vd_conf *c = NULL;
+    assert_int_equal(load_str("routes:\n"
+                              "  - upstream: [http://a, http://b]\n"
+                              "    health_check: {path: /healthz}\n"
+                              "  - upstream: https://one\n"
+                              "    health_check:\n"
+                              "      path: '/status?full=1&x=%41'\n"
+                              "      interval: 250ms\n"
+                              "      timeout: 1s\n"
+                              "      rise: 1\n"
+                              "      fall: 1000\n"
+                              "      expect: 204\n"
+                              "      host: health.example:8080\n"
+                              "  - upstream: [http://a, http://b]\n",
+                              &c, err, sizeof(err), path),
+                     0);
+    /* Defaults. */
+    const struct vd_conf_health *h = &c->routes[0].health;
+    assert_string_equal(h->path, "/healthz");
+    assert_null(h->host);
+    assert_int_equal(h->interval, 5000);
+    assert_int_equal(h->timeout, 2000);
+    assert_int_equal(h->rise, 2);
+    assert_int_equal(h->fall, 3);
+    assert_int_equal(h->expect_lo, 200);
+    assert_int_equal(h->expect_hi, 399);
+    assert_non_null(c->routes[0].lb);
+    /* Every key; a single server with checks gets balancing state for their verdict. */
+    h = &c->routes[1].health;
+    assert_string_equal(h->path, "/status?full=1&x=%41");
+    assert_string_equal(h->host, "health.example:8080");
+    assert_int_equal(h->interval, 250);
+    assert_int_equal(h->timeout, 1000);
+    assert_int_equal(h->rise, 1);
+    assert_int_equal(h->fall, 1000);
+    assert_int_equal(h->expect_lo, 204);
+    assert_int_equal(h->expect_hi, 204);
+    assert_int_equal(c->routes[1].nservers, 1);
+    assert_non_null(c->routes[1].lb);
+    /* No checks. */
+    assert_null(c->routes[2].health.path);
+    assert_non_null(c->routes[2].lb);
+    vd_conf_unref(c);
+
+#define HC_ROUTE "routes:\n  - upstream: [http://a, http://b]\n    health_check: "
+    expect_err(HC_ROUTE "{path: /h, intervall: 1s}\n",
+               "3:30: routes[0].health_check.intervall: unknown key (expected path, interval, "
+               "timeout, rise, fall, expect or host)");
+    expect_err(HC_ROUTE "{interval: 1s}\n",
+               "3:19: routes[0].health_check.path: required key is missing");
+    expect_err(HC_ROUTE "/healthz\n",
+               "3:19: routes[0].health_check: expected a mapping, got a scalar");
+    expect_err(HC_ROUTE "{path: [/h]}\n",
+               "3:26: routes[0].health_check.path: expected a path, got a sequence");
+    expect_err(HC_ROUTE "{path: healthz}\n",
+               "3:26: routes[0].health_check.path: bad path 'healthz': expected an origin-form "
+               "path starting with '/' (at most 1024 bytes, no spaces, control characters or "
+               "'#')");
+    expect_err(HC_ROUTE "{path: '/a b'}\n",
+               "3:26: routes[0].health_check.path: bad path '/a b': expected an origin-form "
+               "path starting with '/' (at most 1024 bytes, no spaces, control characters or "
+               "'#')");
+    expect_err(HC_ROUTE "{path: '/a#top'}\n",
+               "3:26: routes[0].health_check.path: bad path '/a#top': expected an origin-form "
+               "path starting with '/' (at most 1024 bytes, no spaces, control characters or "
+               "'#')");
+    expect_err(HC_ROUTE "{path: /h, interval: 0}\n",
+               "3:40: routes[0].health_check.interval: duration must be greater than 0");
+    expect_err(HC_ROUTE "{path: /h, timeout: soon}\n",
+               "3:39: routes[0].health_check.timeout: bad duration 'soon': expected a whole "
+               "number with an optional unit ms, s, m, h or d (no unit: seconds)");
+    expect_err(HC_ROUTE "{path: /h, rise: 0}\n",
+               "3:36: routes[0].health_check.rise: expected an integer from 1 to 1000, got '0'");
+    expect_err(HC_ROUTE "{path: /h, fall: 1001}\n",
+               "3:36: routes[0].health_check.fall: expected an integer from 1 to 1000, got "
+               "'1001'");
+    static const char *const bad_ranges[] = {"200-99", "99",   "600",       "200-600", "2xx",
+                                             "200-",   "-399", "200 - 399", "0200"};
+    for (size_t i = 0; i < VD_ARRAY_LEN(bad_ranges); i++) {
+        char yaml[200], want[300];
+        snprintf(yaml, sizeof(yaml), HC_ROUTE "{path: /h, expect: '%s'}\n", bad_ranges[i]);
+        snprintf(want, sizeof(want),
+                 "3:38: routes[0].health_check.expect: bad status range '%s': expected a status "
+                 "code from 100 to 599 or a range LOW-HIGH of them such as 200-399",
+                 bad_ranges[i]);
+        expect_err(yaml, want);
+    }
+    expect_err(HC_ROUTE "{path: /h, host: 'a b'}\n",
+               "3:36: routes[0].health_check.host: bad Host value 'a b': expected HOST or "
+               "HOST:PORT");
+    expect_err(HC_ROUTE "{path: /h, host: a/b}\n",
+               "3:36: routes[0].health_check.host: bad Host value 'a/b': expected HOST or "
+               "HOST:PORT");
+    /* The longest path allowed, and one byte more. */
+    char yaml[VD_HEALTH_PATH_MAX + 200], want[VD_HEALTH_PATH_MAX + 400];
+    char longp[VD_HEALTH_PATH_MAX + 2];
+    memset(longp, 'a', sizeof(longp) - 1);
+    longp[0] = '/';
+    longp[VD_HEALTH_PATH_MAX] = '\0';
+    snprintf(yaml, sizeof(yaml), HC_ROUTE "{path: %s}\n", longp);
+    assert_int_equal(load_str(yaml, &c, err, sizeof(err), path), 0);
+    assert_int_equal(strlen(c->routes[0].health.path), VD_HEALTH_PATH_MAX);
+    vd_conf_unref(c);
+    longp[VD_HEALTH_PATH_MAX] = 'a';
+    longp[VD_HEALTH_PATH_MAX + 1] = '\0';
+    snprintf(yaml, sizeof(yaml), HC_ROUTE "{path: %s}\n", longp);
+    assert_int_equal(load_str(yaml, &c, err, sizeof(err), path), VD_ECONF);
+    snprintf(want, sizeof(want), "%s:3:26: routes[0].health_check.path: bad path", path);
+    assert_memory_equal(err, want, strlen(want));
+#undef HC_ROUTE
+}
+
+static void
 test_parent(void **state)
 {
     (void)state;
@@ -1417,7 +1534,7 @@ test_errors_routes(void **state)
                "x-forwarded, rfc7239 or both)");
     expect_err("routes:\n  - upstream: http://a\n    timeout: 5s\n",
                "3:5: routes[0].timeout: unknown key (expected host, path, upstream, balance, "
-               "fail_timeout, host_header, sni or forwarded)");
+               "fail_timeout, health_check, host_header, sni or forwarded)");
 }
 
 /* Aliases cannot multiply a small file into a huge snapshot. */
@@ -1570,6 +1687,9 @@ test_examples(void **state)
             assert_true(c->listeners[0].tls);
             assert_int_equal(c->nroutes, 2);
             assert_true(c->routes[0].servers[0].tls || c->routes[1].servers[0].tls);
+            assert_null(c->routes[0].health.path);
+            assert_string_equal(c->routes[1].health.path, "/healthz");
+            assert_int_equal(c->routes[1].health.interval, 2000);
         }
         vd_conf_unref(c);
         loaded++;
@@ -1738,6 +1858,7 @@ main(void)
         cmocka_unit_test(test_errors_tunnel),
         cmocka_unit_test(test_errors_routes),
         cmocka_unit_test(test_route_groups),
+        cmocka_unit_test(test_route_health),
         cmocka_unit_test(test_parent),
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_quiet),
