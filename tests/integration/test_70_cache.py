@@ -35,6 +35,22 @@ def test_second_get_is_a_hit(cproxy, make_origin):
     assert r2.header("content-length") == "12"
 
 
+def test_long_target_is_cached_and_purged(cproxy, make_origin):
+    """A key longer than the lookup's stack buffer (1 KiB) takes the allocated path: stored,
+    hit, and removed by PURGE like any other."""
+    o = make_origin(build_response(200, b"long", [("Cache-Control", "max-age=100")]))
+    path = "/" + "p" * 3000 + "?q=" + "v" * 1000
+    assert get(cproxy, url(o, path)).header("cache-status") == "viaduct; fwd=uri-miss; stored"
+    r = get(cproxy, url(o, path))
+    assert (r.body, count(o)) == (b"long", 1)
+    assert r.header("cache-status").startswith("viaduct; hit; ttl=")
+    assert get(cproxy, url(o, path[:-1])).header("cache-status") == \
+        "viaduct; fwd=uri-miss; stored"  # a different key
+    assert get(cproxy, url(o, path), method="PURGE").status == 200
+    assert get(cproxy, url(o, path)).header("cache-status") == "viaduct; fwd=uri-miss; stored"
+    assert count(o) == 3
+
+
 def test_age_from_origin_counts(cproxy, make_origin):
     o = make_origin(build_response(200, b"x", [("Cache-Control", "max-age=100"), ("Age", "30")]))
     get(cproxy, url(o))
