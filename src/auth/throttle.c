@@ -9,8 +9,10 @@
 
 #include "auth-int.h"
 
-/* The client's address as 16 bytes; IPv4 and IPv4-mapped IPv6 give the same key. Returns false
- * for other families (not counted). */
+/* The client's address as 16 bytes; IPv4 and IPv4-mapped IPv6 give the same key. An IPv6
+ * client counts by its /64: one host is usually given a whole /64 (RFC 7421), so counting single
+ * addresses would let it take a fresh one for every few guesses. Returns false for other
+ * families (not counted). */
 static bool
 addr_key(const struct sockaddr *sa, uint8_t key[16])
 {
@@ -24,6 +26,9 @@ addr_key(const struct sockaddr *sa, uint8_t key[16])
     if (sa && sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
         memcpy(key, &s6->sin6_addr, 16);
+        if (!IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+            memset(key + 8, 0, 8);
+        }
         return true;
     }
     return false;

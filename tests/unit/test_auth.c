@@ -435,6 +435,12 @@ test_throttle(void **state)
     assert_true(vd_auth_throttled(a, SA(&c6), 5000, &retry));
     assert_int_equal(retry, 1000);
     assert_false(vd_auth_throttled(a, SA(&c2), 5000, &retry));
+    /* ... by their /64: another address of the same /64 is the same client, another /64 not. */
+    struct sockaddr_storage c6same, c6other;
+    sa6(&c6same, "2001:db8::ffff:1234:5678:9abc", 2);
+    sa6(&c6other, "2001:db8:0:1::1", 3);
+    assert_true(vd_auth_throttled(a, SA(&c6same), 5000, &retry));
+    assert_false(vd_auth_throttled(a, SA(&c6other), 5000, &retry));
     /* Non-IP addresses are not counted. */
     struct sockaddr_storage un = {.ss_family = AF_UNIX};
     for (int i = 0; i < 5; i++) {
