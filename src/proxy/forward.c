@@ -718,7 +718,9 @@ upc_release(struct upc *u, bool reusable)
 {
     struct vd_worker *w = u->w;
     u->f = NULL;
-    if (!reusable || w->draining || u->in.len || u->out.len > u->out_off) {
+    /* Bytes left inside TLS are bytes the origin sent past the response, as u->in.len. */
+    if (!reusable || w->draining || u->in.len || u->out.len > u->out_off ||
+        vd_sock_pending(&u->sock)) {
         upc_close(u);
         return;
     }
@@ -906,8 +908,8 @@ fwd_splice_ok(struct fwd *f)
         return true;
     }
     const struct vd_conf_upstream *uc = &f->t->conf->upstream;
-    if (f->no_splice || !uc->splice || !f->t->front->send_splice || f->u->tls ||
-        f->u->sock.ops != &vd_xport_tcp || vd__cache_wants_body(f->cx)) {
+    if (f->no_splice || !uc->splice || !f->t->front->send_splice ||
+        !vd_sock_is_plain(&f->u->sock) || vd__cache_wants_body(f->cx)) {
         return false;
     }
     if (f->rf.kind == VD_BODY_LENGTH ? f->remain < uc->splice_min : f->rf.kind != VD_BODY_CLOSE) {
@@ -1493,12 +1495,14 @@ fwd_retry_or_fail(struct fwd *f, int err)
 
 /* Reads from the origin and pushes what arrived. While the client takes everything and the
  * origin fills the whole buffer, it reads again at once instead of going back to epoll: a
- * 64 KiB body then costs four read/writev pairs and one wake-up, not four wake-ups. */
+ * 64 KiB body then costs four read/writev pairs and one wake-up, not four wake-ups. Over TLS
+ * it reads on until VD_EAGAIN, and past the round limit while a layer still holds bytes: epoll
+ * cannot report those (an outer TLS layer holding the next records of the origin's TLS). */
 static void
 fwd_read(struct fwd *f)
 {
     struct upc *u = f->u;
-    for (int round = 0; round < 16; round++) {
+    for (int round = 0; round < 16 || vd_sock_pending(&u->sock); round++) {
         if (f->pend_n || f->paused_by_front) {
             return;
         }
@@ -1549,19 +1553,23 @@ fwd_read(struct fwd *f)
             if (hr < 0) {
                 return;
             }
-            if (hr == 0) {
+            if (hr == 0 && vd_sock_is_plain(&u->sock)) {
                 upc_arm(u);
                 return;
+            }
+            if (hr == 0) {
+                continue; /* the rest of the head may be inside TLS already */
             }
         }
         upc_timer_set(u, f->t->conf->timeouts.upstream_read);
         if (!fwd_pump_body(f)) {
             return;
         }
-        if ((size_t)n < room && !u->tls) {
+        if ((size_t)n < room && vd_sock_is_plain(&u->sock)) {
             return; /* the socket is drained: wait for epoll (TLS may hold more: read on) */
         }
     }
+    upc_arm(u);
 }
 
 /* ---- request sending ----------------------------------------------------------------------- */
@@ -1977,7 +1985,8 @@ fo_writable(struct vd_txn *t)
             upc_timer_set(f->u, t->conf->timeouts.upstream_read);
         }
         /* TLS may hold decrypted bytes that poll cannot see: read at once after a pause. */
-        if (fwd_pump_body(f) && f->u && f->u->tls && !f->paused_by_front && !f->pend_n) {
+        if (fwd_pump_body(f) && f->u && !vd_sock_is_plain(&f->u->sock) && !f->paused_by_front &&
+            !f->pend_n) {
             fwd_read(f);
         }
     }
