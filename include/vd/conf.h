@@ -152,6 +152,7 @@ struct vd_conf_upstream {
     char *parent;      /* as written: "http://proxy.example:3128" */
     char *parent_host; /* lowercase */
     uint16_t parent_port;
+    bool parent_tls;     /* https://: TLS to the parent, verified like https origins */
     char *parent_auth;   /* "Basic ..." for Proxy-Authorization, from parent_credentials */
     char **bypass_names; /* parent_bypass host names: "example.com", ".example.com" (lowercase) */
     size_t nbypass_names;

@@ -34,6 +34,9 @@ struct vd_xport_ops {
      * the loop later. */
     void (*arm)(struct vd_sock *s, int events);
     void (*close)(struct vd_sock *s);
+    /* Whether a read would make progress that the fd's readiness does not announce: bytes a
+     * layer holds, decrypted or not yet (TLS, and TLS inside TLS). NULL: never (TCP). */
+    bool (*pending)(struct vd_sock *s);
 };
 
 typedef void (*vd_sock_cb)(struct vd_sock *s, int events);
@@ -60,6 +63,24 @@ VD_MUST_CHECK int vd_sock_init(uv_loop_t *loop, struct vd_sock *s, int fd);
 /* Sets up @s as a virtual socket (fd -1) driven by @ops (which has arm and close) with
  * transport state @xp. */
 void vd_sock_init_virtual(struct vd_sock *s, const struct vd_xport_ops *ops, void *xp);
+
+/* True when @s is plain TCP: a short read means the socket is drained, and the fd carries the
+ * stream's own bytes (splice may move them). False for TLS (at any depth), whose layers may hold
+ * bytes poll cannot see: its owner reads until VD_EAGAIN. */
+static inline bool
+vd_sock_is_plain(const struct vd_sock *s)
+{
+    return s->ops == &vd_xport_tcp;
+}
+
+/* True when reading @s now would return bytes (or an end) that poll will not report because a
+ * transport layer already holds them. An owner that stops reading before VD_EAGAIN and waits for
+ * readiness must check this first. */
+static inline bool
+vd_sock_pending(struct vd_sock *s)
+{
+    return s->ops->pending != NULL && s->ops->pending(s);
+}
 
 /* Arms readiness interest (VD_WANT_* bits); 0 disarms. Cheap when unchanged. */
 void vd_sock_arm(struct vd_sock *s, int events);

@@ -18,8 +18,9 @@ struct vd_tls_client;
  * Call first in main; OpenSSL refuses once it has allocated (then nothing changes). */
 void vd_tls_use_mcache(void);
 
-/* The "tls" transport that vd_tls_attach_server/client install in s->ops. Beyond vd_sock's
- * contract, its owner must:
+/* The "tls" transport that vd_tls_attach_server/client install in s->ops. It may sit on another
+ * "tls" layer (TLS inside TLS); the contract below holds for the whole stack, and s->want after
+ * VD_EAGAIN is what the socket itself must become. Beyond vd_sock's contract, its owner must:
  * - treat unsent bytes as committed: once writev has returned (VD_EAGAIN or a count short of what
  *   was offered), every later writev must start with the bytes not yet reported written, unchanged
  *   (they may move in memory and more may follow). OpenSSL has already sealed them into a record.
@@ -27,6 +28,8 @@ void vd_tls_use_mcache(void);
  *   then be called again when writable.
  * - when resuming reads it had stopped before VD_EAGAIN (back-pressure), call read at once rather
  *   than wait for readiness: decrypted bytes can sit inside OpenSSL where poll cannot see them.
+ *   With TLS inside TLS a short read does not mean the socket is drained either (the outer layer
+ *   may hold the next inner records): only VD_EAGAIN does, or vd_sock_pending saying false.
  * - arm what s->want says after VD_EAGAIN: a read may need the socket writable and vice versa.
  * read returns 0 at close_notify; a server also returns 0 when the client closes without one
  * (many do). A client gets VD_ECLOSED then, so a close-delimited body can tell truncation. */
@@ -51,14 +54,17 @@ VD_MUST_CHECK int vd_tls_client_new(const struct vd_conf_upstream *u, struct vd_
                                     char *err, size_t errlen);
 void vd_tls_client_free(struct vd_tls_client *t);
 
-/* Switches @s (already connected TCP) to TLS as the server side; the handshake runs inside the
- * first reads/writes. Returns 0 or VD_ENOMEM. */
+/* Switches @s to TLS as the server side; the handshake runs inside the first reads/writes. @s is
+ * connected TCP, or already TLS (a finished handshake): the new layer then runs inside the one
+ * there, which moves beneath it and is destroyed with it. Not for virtual socks. Returns 0 or
+ * VD_ENOMEM (@s unchanged). */
 VD_MUST_CHECK int vd_tls_attach_server(struct vd_sock *s, struct vd_tls_server *t);
 
 /* Switches @s to TLS as the client: sends SNI @sni (NULL or an IP literal: none) and checks the
  * certificate against @verify_host (a DNS name or IP literal; NULL: @sni; both NULL: the chain
- * only). Resumes a cached session for @sni/@verify_host when there is one. Returns 0 or
- * VD_ENOMEM. Both strings are copied. */
+ * only). Resumes a cached session for @sni/@verify_host when there is one. @s is connected TCP,
+ * or already TLS as for vd_tls_attach_server (TLS to an origin inside a TLS connection to a
+ * proxy). Returns 0 or VD_ENOMEM (@s unchanged). Both strings are copied. */
 VD_MUST_CHECK int vd_tls_attach_client(struct vd_sock *s, struct vd_tls_client *t, const char *sni,
                                        const char *verify_host);
 

@@ -2017,7 +2017,7 @@ read_parent_credentials(struct ld *ld, const struct ynode *v, const char *key, c
 static int
 sec_parent(struct ld *ld, const struct ynode *n, struct vd_conf_upstream *u)
 {
-    char sub[KEY_MAX], vb[SHOW_MAX + 8];
+    char sub[KEY_MAX];
     const struct ynode *v;
     int rc;
     if ((v = get(n, "parent"))) {
@@ -2028,19 +2028,12 @@ sec_parent(struct ld *ld, const struct ynode *n, struct vd_conf_upstream *u)
             free(s.host);
             return rc;
         }
-        if (s.tls) {
-            free(s.url);
-            free(s.host);
-            return fail(ld, v, "upstream.parent",
-                        "bad parent '%s': a parent proxy is reached over http:// (TLS to the "
-                        "proxy is not supported)",
-                        show(vb, sizeof(vb), v));
-        }
         free(u->parent);
         free(u->parent_host);
         u->parent = s.url;
         u->parent_host = s.host;
-        u->parent_port = s.port;
+        u->parent_port = s.port; /* 80 or 443 when not written */
+        u->parent_tls = s.tls;
     }
     if ((v = get(n, "parent_credentials"))) {
         char *path = NULL;

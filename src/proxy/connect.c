@@ -16,6 +16,7 @@
 #include "vd/h1.h"
 #include "vd/proxy.h"
 #include "vd/sock.h"
+#include "vd/tls.h"
 #include "vd/tunnel.h"
 
 #define CNX_MAGIC 0x434e5831u
@@ -38,6 +39,8 @@ struct cnx {
     const struct vd_conf_rule *denied_by; /* a rule that refused an address or the tunnel */
     /* upstream.parent: the tunnel is asked of the parent with a CONNECT of its own */
     bool via_parent;
+    bool parent_tls;   /* the parent is https://: TLS to it before the CONNECT */
+    bool handshaking;  /* that TLS handshake is under way */
     bool parent_later; /* the target is resolved first (address rules), then the parent */
     bool addrs_checked;
     const char *chost; /* where the connection goes: the target, or the parent */
@@ -256,8 +259,8 @@ cnx_connect_failed(struct cnx *x, int err)
 
 static void cnx_parent_timeout(uv_timer_t *tm);
 
-/* Connected to the parent: asks it for the tunnel (RFC 9110 §9.3.6), with viaduct's own
- * credentials when configured. */
+/* Connected to the parent (and TLS to it done): asks it for the tunnel (RFC 9110 §9.3.6), with
+ * viaduct's own credentials when configured. */
 static void
 cnx_parent_ask(struct cnx *x)
 {
@@ -311,7 +314,8 @@ cnx_parent_read(struct cnx *x)
         return;
     }
     if (r == VD_EAGAIN) {
-        vd_sock_arm(x->sock, VD_WANT_READ);
+        /* A TLS parent may want the socket writable to go on reading. */
+        vd_sock_arm(x->sock, x->sock->want ? x->sock->want : VD_WANT_READ);
         return;
     }
     int st = vd_parent_refusal(x->t->conf, r, &h, why, detail, sizeof(detail));
@@ -333,6 +337,42 @@ cnx_parent_timeout(uv_timer_t *tm)
 }
 
 static void
+cnx_handshake_timeout(uv_timer_t *tm)
+{
+    struct cnx *x = tm->data;
+    char detail[300];
+    snprintf(detail, sizeof(detail), "TLS handshake with the parent proxy %s port %u timed out",
+             x->chost, x->cport);
+    cnx_fail(x, 504, detail);
+}
+
+/* An https:// parent: the TLS handshake with it (SNI and the certificate check name it, as for
+ * an https origin), then the CONNECT goes over that connection, and the relay after it. */
+static void
+cnx_parent_handshake(struct cnx *x)
+{
+    char detail[300];
+    int r = vd_tls_handshake(x->sock);
+    if (r == VD_EAGAIN) {
+        vd_sock_arm(x->sock, x->sock->want);
+        return;
+    }
+    if (r < 0) {
+        snprintf(detail, sizeof(detail),
+                 r == VD_ETLSVERIFY
+                     ? "the parent proxy's certificate failed verification for %s: %s"
+                     : "TLS handshake with the parent proxy %s failed: %s",
+                 x->chost, vd_tls_error_detail(x->sock));
+        cnx_fail(x, 502, detail);
+        return;
+    }
+    x->handshaking = false;
+    x->sock->want = 0;
+    uv_timer_stop(&x->timer);
+    cnx_parent_ask(x);
+}
+
+static void
 cnx_sock_event(struct vd_sock *s, int ev)
 {
     struct cnx *x = s->data;
@@ -342,9 +382,26 @@ cnx_sock_event(struct vd_sock *s, int ev)
         cnx_parent_read(x);
         return;
     }
+    if (x->handshaking) {
+        cnx_parent_handshake(x);
+        return;
+    }
     int r = vd_sock_connect_result(s);
     if (r < 0) {
         cnx_connect_failed(x, r);
+        return;
+    }
+    if (x->via_parent && x->parent_tls) {
+        if (vd_tls_attach_client(s, x->t->w->shared->tls_client, x->chost, x->chost) < 0) {
+            cnx_fail(x, 502, "cannot start TLS to the parent proxy");
+            return;
+        }
+        /* TCP and TLS share timeouts.upstream_connect, as towards https origins; a handshake
+         * that does not finish ends the request rather than trying the next address. */
+        uint64_t left = uv_timer_get_due_in(&x->timer);
+        uv_timer_start(&x->timer, cnx_handshake_timeout, left ? left : 1, 0);
+        x->handshaking = true;
+        cnx_parent_handshake(x);
         return;
     }
     if (x->via_parent) {
@@ -513,6 +570,7 @@ vd_connect_start(struct vd_txn *t, const char *host, uint16_t port, int verdict)
     x->chost = host;
     x->cport = port;
     x->via_parent = vd_parent_applies(t->conf, host);
+    x->parent_tls = x->via_parent && t->conf->upstream.parent_tls;
     if (x->via_parent && !x->hold) {
         x->chost = t->conf->upstream.parent_host;
         x->cport = t->conf->upstream.parent_port;

@@ -54,9 +54,7 @@ struct upc {
     struct fwd *f; /* current user, NULL while idle */
     char key[320]; /* host:port:tls:sni */
     bool closing;  /* upc_close ran: the socket's close callback frees @u */
-    bool tls;
     bool connected;
-    bool handshaken;
     bool used_before; /* served a request already: a failure may be a stale keep-alive */
     bool idle;
     struct vd_buf in;
@@ -67,11 +65,12 @@ struct upc {
 enum fwd_state {
     F_RESOLVING,
     F_CONNECTING,
-    F_PARENT, /* https:// through upstream.parent: its answer to our CONNECT is awaited */
-    F_HANDSHAKE,
-    F_SENDING, /* head (and body) being sent; response may already arrive */
-    F_BODY,    /* response body streaming */
-    F_TUNNEL,  /* 101: both connections belong to a tunnel */
+    F_PHANDSHAKE, /* TLS handshake with an https:// upstream.parent */
+    F_PARENT,     /* https:// through upstream.parent: its answer to our CONNECT is awaited */
+    F_HANDSHAKE,  /* TLS handshake with the origin (inside the parent's tunnel, if any) */
+    F_SENDING,    /* head (and body) being sent; response may already arrive */
+    F_BODY,       /* response body streaming */
+    F_TUNNEL,     /* 101: both connections belong to a tunnel */
     F_DONE,
 };
 
@@ -86,6 +85,7 @@ struct fwd {
     char *host;            /* arena, or the configuration's (a group's server, the parent) */
     bool via_parent;       /* upstream.parent: the request goes to it in absolute form */
     bool parent_tunnel;    /* https:// through the parent: CONNECT, then TLS to the origin */
+    bool parent_tls;       /* the parent is https://: TLS to it first (fwd_use_parent) */
     const char *tls_name;  /* the origin's name for certificate checks when f->host is not it */
     uint16_t tport;        /* the origin's port (parent_tunnel) */
     bool parent_later;     /* resolve the origin first (address rules), then the parent */
@@ -520,7 +520,8 @@ fwd_adopt(struct fwd *f)
 
 static void fwd_use_server(struct fwd *f, int i);
 static void fwd_use_parent(struct fwd *f);
-static int fwd_tls_start(struct fwd *f);
+static int fwd_tls_start(struct fwd *f, bool to_parent);
+static void fwd_setup(struct fwd *f);
 static void fwd_parent_ask(struct fwd *f);
 static int fwd_parent_read(struct fwd *f);
 static bool fwd_use_pooled(struct fwd *f);
@@ -718,7 +719,9 @@ upc_release(struct upc *u, bool reusable)
 {
     struct vd_worker *w = u->w;
     u->f = NULL;
-    if (!reusable || w->draining || u->in.len || u->out.len > u->out_off) {
+    /* Bytes left inside TLS are bytes the origin sent past the response, as u->in.len. */
+    if (!reusable || w->draining || u->in.len || u->out.len > u->out_off ||
+        vd_sock_pending(&u->sock)) {
         upc_close(u);
         return;
     }
@@ -783,8 +786,9 @@ upc_arm(struct upc *u)
     if (!u->connected) {
         ev = VD_WANT_WRITE;
     } else if (f->state == F_PARENT) {
-        ev = VD_WANT_READ;
-    } else if (u->tls && !u->handshaken) {
+        /* A TLS parent may want the socket writable to go on reading (s->want). */
+        ev = u->sock.want ? u->sock.want : VD_WANT_READ;
+    } else if (f->state == F_PHANDSHAKE || f->state == F_HANDSHAKE) {
         ev = u->sock.want ? u->sock.want : VD_WANT_WRITE;
     } else {
         if (u->out.len > u->out_off) {
@@ -812,6 +816,10 @@ upc_timeout(struct vd_ltimer *tm)
     char detail[160];
     if (f->state == F_PARENT) {
         fwd_fail(f, 504, "the parent proxy did not answer CONNECT in time");
+    } else if (f->state == F_PHANDSHAKE) {
+        snprintf(detail, sizeof(detail), "TLS handshake with the parent proxy %s port %u timed out",
+                 f->host, f->port);
+        fwd_fail(f, 504, detail);
     } else if (f->state == F_CONNECTING || f->state == F_HANDSHAKE) {
         snprintf(detail, sizeof(detail), "upstream connect to %s port %u timed out", f->host,
                  f->port);
@@ -906,8 +914,8 @@ fwd_splice_ok(struct fwd *f)
         return true;
     }
     const struct vd_conf_upstream *uc = &f->t->conf->upstream;
-    if (f->no_splice || !uc->splice || !f->t->front->send_splice || f->u->tls ||
-        f->u->sock.ops != &vd_xport_tcp || vd__cache_wants_body(f->cx)) {
+    if (f->no_splice || !uc->splice || !f->t->front->send_splice ||
+        !vd_sock_is_plain(&f->u->sock) || vd__cache_wants_body(f->cx)) {
         return false;
     }
     if (f->rf.kind == VD_BODY_LENGTH ? f->remain < uc->splice_min : f->rf.kind != VD_BODY_CLOSE) {
@@ -1493,12 +1501,14 @@ fwd_retry_or_fail(struct fwd *f, int err)
 
 /* Reads from the origin and pushes what arrived. While the client takes everything and the
  * origin fills the whole buffer, it reads again at once instead of going back to epoll: a
- * 64 KiB body then costs four read/writev pairs and one wake-up, not four wake-ups. */
+ * 64 KiB body then costs four read/writev pairs and one wake-up, not four wake-ups. Over TLS
+ * it reads on until VD_EAGAIN, and past the round limit while a layer still holds bytes: epoll
+ * cannot report those (an outer TLS layer holding the next records of the origin's TLS). */
 static void
 fwd_read(struct fwd *f)
 {
     struct upc *u = f->u;
-    for (int round = 0; round < 16; round++) {
+    for (int round = 0; round < 16 || vd_sock_pending(&u->sock); round++) {
         if (f->pend_n || f->paused_by_front) {
             return;
         }
@@ -1549,19 +1559,23 @@ fwd_read(struct fwd *f)
             if (hr < 0) {
                 return;
             }
-            if (hr == 0) {
+            if (hr == 0 && vd_sock_is_plain(&u->sock)) {
                 upc_arm(u);
                 return;
+            }
+            if (hr == 0) {
+                continue; /* the rest of the head may be inside TLS already */
             }
         }
         upc_timer_set(u, f->t->conf->timeouts.upstream_read);
         if (!fwd_pump_body(f)) {
             return;
         }
-        if ((size_t)n < room && !u->tls) {
+        if ((size_t)n < room && vd_sock_is_plain(&u->sock)) {
             return; /* the socket is drained: wait for epoll (TLS may hold more: read on) */
         }
     }
+    upc_arm(u);
 }
 
 /* ---- request sending ----------------------------------------------------------------------- */
@@ -1638,48 +1652,9 @@ upc_event(struct vd_sock *s, int ev)
             return;
         }
         u->connected = true;
-        if (f->parent_tunnel) {
-            fwd_parent_ask(f);
-            return;
-        }
-        if (u->tls) {
-            if (fwd_tls_start(f) < 0) {
-                return;
-            }
-        } else {
-            fwd_start_request(f);
-            return;
-        }
     }
-    if (f->state == F_PARENT) {
-        if (fwd_parent_read(f) == 0 && fwd_tls_start(f) == 0) {
-            upc_event(s, VD_WANT_WRITE); /* the ClientHello goes now */
-        }
-        return;
-    }
-    if (u->tls && !u->handshaken) {
-        int r = vd_tls_handshake(&u->sock);
-        if (r == VD_EAGAIN) {
-            upc_arm(u);
-            return;
-        }
-        if (r < 0) {
-            char detail[256];
-            const char *name = f->tls_name ? f->tls_name : f->host;
-            if (r == VD_ETLSVERIFY) {
-                snprintf(detail, sizeof(detail),
-                         "upstream certificate verification failed for %s: %s", name,
-                         vd_tls_error_detail(&u->sock));
-            } else {
-                snprintf(detail, sizeof(detail), "TLS handshake with upstream %s failed: %s", name,
-                         vd_tls_error_detail(&u->sock));
-            }
-            fwd_fail(f, 502, detail);
-            return;
-        }
-        u->handshaken = true;
-        u->sock.want = 0;
-        fwd_start_request(f);
+    if (f->state < F_SENDING) {
+        fwd_setup(f);
         return;
     }
     if (ev & VD_WANT_WRITE && u->out.len > u->out_off) {
@@ -1694,18 +1669,109 @@ upc_event(struct vd_sock *s, int ev)
     upc_arm(u);
 }
 
-/* Attaches TLS to the origin (directly, or inside the parent's tunnel). 0, or -1 when @f
- * failed. */
+/* Attaches TLS to the parent (@to_parent: f->host is the parent; SNI is its name unless it is an
+ * address, and its certificate must name it) or to the origin (directly, or inside the parent's
+ * tunnel, on top of the parent's TLS when it has some). 0, or -1 when @f failed. */
 static int
-fwd_tls_start(struct fwd *f)
+fwd_tls_start(struct fwd *f, bool to_parent)
 {
-    f->state = F_HANDSHAKE;
-    const char *name = f->tls_name ? f->tls_name : f->host;
-    if (vd_tls_attach_client(&f->u->sock, f->t->w->shared->tls_client, f->sni, name) < 0) {
+    const char *sni = to_parent ? f->host : f->sni;
+    const char *name = to_parent ? f->host : f->tls_name ? f->tls_name : f->host;
+    f->state = to_parent ? F_PHANDSHAKE : F_HANDSHAKE;
+    if (vd_tls_attach_client(&f->u->sock, f->t->w->shared->tls_client, sni, name) < 0) {
         fwd_fail(f, 502, "cannot start TLS to upstream");
         return -1;
     }
     return 0;
+}
+
+/* Drives a TLS handshake (the parent's in F_PHANDSHAKE, the origin's in F_HANDSHAKE): 0 when
+ * done, VD_EAGAIN (armed), or -1 when @f failed with a 502 that says whose certificate or
+ * handshake failed and why. */
+static int
+fwd_handshake(struct fwd *f)
+{
+    struct upc *u = f->u;
+    int r = vd_tls_handshake(&u->sock);
+    if (r == VD_EAGAIN) {
+        upc_arm(u);
+        return VD_EAGAIN;
+    }
+    if (r < 0) {
+        char detail[300];
+        const char *why = vd_tls_error_detail(&u->sock);
+        if (f->state == F_PHANDSHAKE) {
+            snprintf(detail, sizeof(detail),
+                     r == VD_ETLSVERIFY
+                         ? "the parent proxy's certificate failed verification for %s: %s"
+                         : "TLS handshake with the parent proxy %s failed: %s",
+                     f->host, why);
+        } else {
+            const char *name = f->tls_name ? f->tls_name : f->host;
+            snprintf(detail, sizeof(detail),
+                     r == VD_ETLSVERIFY ? "upstream certificate verification failed for %s: %s"
+                                        : "TLS handshake with upstream %s failed: %s",
+                     name, why);
+        }
+        fwd_fail(f, 502, detail);
+        return -1;
+    }
+    u->sock.want = 0;
+    return 0;
+}
+
+/* Takes a new connection from TCP-connected to ready for the request, one step per readiness:
+ * TLS to an https:// parent; for an https:// origin through the parent, the CONNECT and its
+ * answer; TLS to the origin (inside the parent's tunnel, and so inside the parent's TLS when it
+ * has some: TLS in TLS); then the request. Returns when waiting for the socket or when @f ended
+ * or failed. */
+static void
+fwd_setup(struct fwd *f)
+{
+    for (;;) {
+        switch (f->state) {
+        case F_CONNECTING:
+            if (f->parent_tls) {
+                if (fwd_tls_start(f, true) < 0) {
+                    return;
+                }
+                continue;
+            }
+            break;
+        case F_PHANDSHAKE:
+            if (fwd_handshake(f) != 0) {
+                return;
+            }
+            break;
+        case F_PARENT:
+            if (fwd_parent_read(f) != 0 || fwd_tls_start(f, false) < 0) {
+                return;
+            }
+            continue; /* the origin's ClientHello goes now */
+        case F_HANDSHAKE:
+            if (fwd_handshake(f) == 0) {
+                fwd_start_request(f);
+            }
+            return;
+        default:
+            VD_BUG_ON(true);
+            return;
+        }
+        /* Connected to where the request goes (the origin or the parent), TLS to the parent
+         * done if any: a tunnel through the parent next, or TLS to the origin, or the request. */
+        if (f->parent_tunnel) {
+            fwd_parent_ask(f);
+            return;
+        }
+        if (f->tls) {
+            if (fwd_tls_start(f, false) < 0) {
+                return;
+            }
+            continue;
+        }
+        fwd_start_request(f);
+        return;
+    }
 }
 
 /* https:// through the parent: asks it for a tunnel to the origin (RFC 9110 §9.3.6). */
@@ -1785,7 +1851,7 @@ fwd_parent_read(struct fwd *f)
 }
 
 static struct upc *
-upc_new(struct vd_worker *w, const char *key, bool tls)
+upc_new(struct vd_worker *w, const char *key)
 {
     struct upc *u = calloc(1, sizeof(*u));
     if (!u) {
@@ -1793,7 +1859,6 @@ upc_new(struct vd_worker *w, const char *key, bool tls)
     }
     u->magic = UPC_MAGIC;
     u->w = w;
-    u->tls = tls;
     snprintf(u->key, sizeof(u->key), "%s", key);
     vd_dbuf_init(&u->out, UP_OUT_MAX + 65536);
     vd_list_init(&u->link);
@@ -1836,7 +1901,7 @@ fwd_connect_next(struct fwd *f)
         ((struct sockaddr_in6 *)&sa)->sin6_port = htons(f->port);
         sl = sizeof(struct sockaddr_in6);
     }
-    struct upc *u = upc_new(w, f->key, f->tls);
+    struct upc *u = upc_new(w, f->key);
     if (!u) {
         fwd_fail(f, 502, "out of memory for an upstream connection");
         return;
@@ -1977,7 +2042,8 @@ fo_writable(struct vd_txn *t)
             upc_timer_set(f->u, t->conf->timeouts.upstream_read);
         }
         /* TLS may hold decrypted bytes that poll cannot see: read at once after a pause. */
-        if (fwd_pump_body(f) && f->u && f->u->tls && !f->paused_by_front && !f->pend_n) {
+        if (fwd_pump_body(f) && f->u && !vd_sock_is_plain(&f->u->sock) && !f->paused_by_front &&
+            !f->pend_n) {
             fwd_read(f);
         }
     }
@@ -2114,22 +2180,27 @@ vd_parent_refusal(const struct vd_conf *conf, int r, const struct vd_h1_resp_hea
 }
 
 /* Points @f's connection at the parent proxy; its connections are pooled apart from direct
- * ones to the same address and shared by every origin. */
+ * ones to the same address (and by the parent's scheme: a reload may turn http:// into https://
+ * at the same address) and shared by every origin. */
 static void
 fwd_use_parent(struct fwd *f)
 {
     const struct vd_conf_upstream *u = &f->t->conf->upstream;
+    const char *scheme = u->parent_tls ? "https" : "http";
     if (f->parent_tunnel) {
         /* A TLS connection to one origin through the parent: pooled for that origin only. */
-        char okey[300];
+        char okey[288]; /* f->key cuts what does not fit, as with any pool key */
         pool_key_format(okey, sizeof(okey), f->host, f->port, f->tls, f->sni);
-        snprintf(f->key, sizeof(f->key), "parent|%s:%u|%s", u->parent_host, u->parent_port, okey);
+        snprintf(f->key, sizeof(f->key), "parent|%s://%s:%u|%s", scheme, u->parent_host,
+                 u->parent_port, okey);
         f->tport = f->port;
     } else {
-        snprintf(f->key, sizeof(f->key), "parent|%s:%u", u->parent_host, u->parent_port);
+        snprintf(f->key, sizeof(f->key), "parent|%s://%s:%u", scheme, u->parent_host,
+                 u->parent_port);
     }
     f->host = u->parent_host;
     f->port = u->parent_port;
+    f->parent_tls = u->parent_tls;
     f->ai = 0;
 }
 

@@ -2,7 +2,9 @@
 /* TLS 1.2/1.3 (RFC 5246, RFC 8446) with OpenSSL 3 on both sides. Server contexts pick a
  * certificate by SNI (RFC 6066 §3, names per RFC 6125 §6.4), select ALPN (RFC 7301) and resume
  * sessions by ticket (RFC 5077, RFC 8446 §4.6.1) or server cache; client contexts verify the peer
- * and keep a bounded per-host session cache. The "tls" transport stacks on a vd_sock's fd. */
+ * and keep a bounded per-host session cache. The "tls" transport stacks on a vd_sock's fd, or on
+ * the transport already there through a custom BIO (TLS inside TLS: an origin reached through an
+ * https:// parent proxy's tunnel). */
 #include "vd/config.h"
 
 #include <arpa/inet.h>
@@ -99,6 +101,12 @@ struct tls_conn {
     char *key;                    /* owned: session cache key (client side), or NULL */
     bool shut_sent;               /* close_notify handed to the socket */
     char detail[128];             /* last failure, for vd_tls_error_detail */
+    /* TLS over another transport (the BIO below): that transport as a sock of its own (its ops,
+     * xp and the shared fd; never armed or closed itself, destroyed with us), NULL when OpenSSL
+     * drives the fd. Owned. */
+    struct vd_sock *below;
+    int below_want; /* VD_WANT_* @below asked for on its last VD_EAGAIN in this call, or 0 */
+    int below_err;  /* @below's last error in this call (not VD_EAGAIN), or 0 */
 };
 
 enum tls_op {
@@ -294,7 +302,18 @@ sess_new(SSL *ssl, SSL_SESSION *sess)
 
 /* ---- the transport ------------------------------------------------------------------------- */
 
-/* Maps a failed SSL_* call (after ERR_clear_error before it) to a return code and s->want, and
+/* Before every SSL_* call that may do I/O: an empty error queue, errno and the transport
+ * beneath's outcome cleared, so tls_fail sees only what this call did. */
+static void
+call_begin(struct tls_conn *c)
+{
+    ERR_clear_error();
+    errno = 0;
+    c->below_want = 0;
+    c->below_err = 0;
+}
+
+/* Maps a failed SSL_* call (after call_begin before it) to a return code and s->want, and
  * records the detail. @sys is errno right after the call. Leaves the error queue empty. */
 static int
 tls_fail(struct vd_sock *s, struct tls_conn *c, int ret, enum tls_op op, int sys)
@@ -302,12 +321,13 @@ tls_fail(struct vd_sock *s, struct tls_conn *c, int ret, enum tls_op op, int sys
     int e = SSL_get_error(c->ssl, ret);
     switch (e) {
     case SSL_ERROR_WANT_READ:
-        ERR_clear_error();
-        s->want = VD_WANT_READ;
-        return VD_EAGAIN;
     case SSL_ERROR_WANT_WRITE:
         ERR_clear_error();
-        s->want = VD_WANT_WRITE;
+        /* Over another transport, what the fd must become is what that transport said: an
+         * outer TLS layer may need the socket writable to go on reading, and vice versa. */
+        s->want = c->below_want              ? c->below_want
+                  : e == SSL_ERROR_WANT_READ ? VD_WANT_READ
+                                             : VD_WANT_WRITE;
         return VD_EAGAIN;
     case SSL_ERROR_ZERO_RETURN:
         /* close_notify (RFC 8446 §6.1), or a bare EOF on the server side, which sets
@@ -320,6 +340,18 @@ tls_fail(struct vd_sock *s, struct tls_conn *c, int ret, enum tls_op op, int sys
         return op == OP_HANDSHAKE ? VD_ETLS : VD_ECLOSED;
     case SSL_ERROR_SYSCALL: {
         unsigned long q = ERR_peek_error();
+        if (c->below_err != 0) {
+            /* The transport beneath failed (its own TLS error, a reset, a truncation): say
+             * what it said. */
+            ERR_clear_error();
+            set_detail(c, "%s",
+                       c->below->ops == &vd_xport_tls ? vd_tls_error_detail(c->below)
+                                                      : vd_strerror(c->below_err));
+            return op == OP_HANDSHAKE ? VD_ETLS : c->below_err;
+        }
+        if (c->below != NULL) {
+            sys = 0; /* errno is the transport beneath's business, and it reported no error */
+        }
         if (q != 0 && ERR_GET_LIB(q) == ERR_LIB_SYS) {
             sys = ERR_GET_REASON(q);
         }
@@ -374,8 +406,7 @@ tls_read(struct vd_sock *s, uint8_t *buf, size_t len)
     if (len == 0) {
         return 0;
     }
-    ERR_clear_error();
-    errno = 0;
+    call_begin(c);
     if (SSL_read_ex(c->ssl, buf, len, &n) == 1) {
         return (ssize_t)n;
     }
@@ -417,8 +448,7 @@ tls_writev(struct vd_sock *s, const struct iovec *iov, int iovcnt)
             p = stage;
         }
         size_t w = 0;
-        ERR_clear_error();
-        errno = 0;
+        call_begin(c);
         if (SSL_write_ex(c->ssl, p, len, &w) != 1) {
             int sys = errno;
             if (total > 0) {
@@ -441,25 +471,33 @@ tls_writev(struct vd_sock *s, const struct iovec *iov, int iovcnt)
     }
 }
 
-/* RFC 8446 §6.1: close_notify closes our write side only; then FIN. The peer's close_notify is
- * left to read(), which returns 0 on it. */
+/* RFC 8446 §6.1: close_notify closes our write side only; then FIN (over another transport:
+ * that transport's own shutdown, so an outer TLS layer sends its close_notify and the FIN). The
+ * peer's close_notify is left to read(), which returns 0 on it. */
 static int
 tls_shutdown(struct vd_sock *s)
 {
     struct tls_conn *c = s->xp;
     if (!c->shut_sent && SSL_is_init_finished(c->ssl)) {
-        ERR_clear_error();
+        call_begin(c);
         int r = SSL_shutdown(c->ssl);
         if (r < 0 && SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_WRITE) {
             /* The alert is queued in OpenSSL; a later call flushes it (it does not read). */
             ERR_clear_error();
-            s->want = VD_WANT_WRITE;
+            s->want = c->below_want ? c->below_want : VD_WANT_WRITE;
             return VD_EAGAIN;
         }
         /* Any other failure loses the close_notify; the FIN below still ends the stream. */
         ERR_clear_error();
     }
     c->shut_sent = true;
+    if (c->below != NULL) {
+        int r = c->below->ops->shutdown(c->below);
+        if (r == VD_EAGAIN) {
+            s->want = c->below->want;
+        }
+        return r;
+    }
     return shutdown(s->fd, SHUT_WR) == 0 ? 0 : -errno;
 }
 
@@ -474,10 +512,23 @@ tls_destroy(struct vd_sock *s)
      * resumed. Without this SSL_free would evict the session from the server cache (and mark it
      * unresumable); fatal alerts have already evicted theirs. */
     SSL_set_shutdown(c->ssl, SSL_get_shutdown(c->ssl) | SSL_SENT_SHUTDOWN);
-    SSL_free(c->ssl);
+    SSL_free(c->ssl); /* and our BIO, which owns nothing */
+    if (c->below != NULL) {
+        c->below->ops->destroy(c->below);
+        free(c->below);
+    }
     free(c->key);
     free(c);
     s->xp = NULL;
+}
+
+/* SSL_has_pending: a record read but not yet returned, whole or in part (read-ahead), or
+ * plaintext left from one; and beneath, whatever the outer layer holds of the inner records. */
+static bool
+tls_pending(struct vd_sock *s)
+{
+    struct tls_conn *c = s->xp;
+    return SSL_has_pending(c->ssl) == 1 || (c->below != NULL && vd_sock_pending(c->below));
 }
 
 const struct vd_xport_ops vd_xport_tls = {
@@ -486,20 +537,177 @@ const struct vd_xport_ops vd_xport_tls = {
     .writev = tls_writev,
     .shutdown = tls_shutdown,
     .destroy = tls_destroy,
+    .pending = tls_pending,
 };
 
-/* SSL_set_fd drives the non-blocking fd directly through a socket BIO. TLS inside a CONNECT
- * tunnel (TLS over a transport that is not a bare fd) will need a BIO pair or a custom BIO over
- * the lower vd_sock instead; only this function and the attach check below change then. */
-static struct tls_conn *
-conn_new(SSL_CTX *ctx, int fd)
+/* ---- TLS over another transport ------------------------------------------------------------ */
+
+/* When the sock already carries TLS (the CONNECT tunnel of an https:// parent proxy, through
+ * which viaduct speaks TLS to the origin), a second SSL sits on top of the first through this
+ * BIO: its read and write call the transport beneath (c->below) directly, on the loop's thread,
+ * inside the upper SSL call. No BIO pair: there is no second buffer to copy through and keep
+ * bounded, and the transport beneath keeps its own contract (VD_EAGAIN with a want; a retried
+ * write starts with the same bytes, which OpenSSL guarantees for the record it is flushing). */
+
+static BIO_METHOD *below_method;
+static pthread_once_t below_once = PTHREAD_ONCE_INIT;
+
+/* OpenSSL's error queue is per thread, so both layers share it. The upper SSL may have errors
+ * queued when it calls the BIO (a failed certificate check, then the fatal alert it sends about
+ * it); the layer beneath starts every call by clearing the queue and reads its own errors from
+ * it. So the upper's errors wait here meanwhile and are queued again after (their codes, which is
+ * all tls_fail reads). */
+struct err_stash {
+    unsigned long code[16]; /* ERR_NUM_ERRORS: the queue holds no more */
+    int n;
+};
+
+static void
+err_stash_take(struct err_stash *st)
 {
+    unsigned long e;
+    st->n = 0;
+    while ((e = ERR_get_error()) != 0) {
+        if (st->n < (int)VD_ARRAY_LEN(st->code)) {
+            st->code[st->n++] = e;
+        }
+    }
+}
+
+static void
+err_stash_put(const struct err_stash *st)
+{
+    ERR_clear_error(); /* whatever the layer beneath left */
+    for (int i = 0; i < st->n; i++) {
+        unsigned long e = st->code[i];
+        ERR_new();
+        ERR_set_debug(NULL, 0, NULL);
+        ERR_set_error(ERR_SYSTEM_ERROR(e) ? ERR_LIB_SYS : ERR_GET_LIB(e), ERR_GET_REASON(e), NULL);
+    }
+}
+
+static int
+below_read(BIO *b, char *buf, int len)
+{
+    struct tls_conn *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (len <= 0) {
+        return 0;
+    }
+    struct err_stash st;
+    err_stash_take(&st);
+    ssize_t n = vd_sock_read(c->below, (uint8_t *)buf, (size_t)len);
+    err_stash_put(&st);
+    if (n > 0) {
+        return (int)n;
+    }
+    if (n == VD_EAGAIN) {
+        c->below_want = c->below->want;
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    if (n == 0) {
+        return 0; /* the transport beneath ended cleanly: EOF for the SSL above */
+    }
+    c->below_err = (int)n;
+    return -1;
+}
+
+static int
+below_write(BIO *b, const char *buf, int len)
+{
+    struct tls_conn *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (len <= 0) {
+        return 0;
+    }
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = (size_t)len};
+    struct err_stash st;
+    err_stash_take(&st);
+    ssize_t n = vd_sock_writev(c->below, &iov, 1);
+    err_stash_put(&st);
+    if (n > 0) {
+        return (int)n;
+    }
+    if (n == VD_EAGAIN) {
+        c->below_want = c->below->want;
+        BIO_set_retry_write(b);
+        return -1;
+    }
+    c->below_err = n == 0 ? VD_ECLOSED : (int)n;
+    return -1;
+}
+
+static long
+below_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b;
+    (void)num;
+    (void)ptr;
+    /* libssl flushes after each handshake flight; writes go straight through, so there is
+     * never anything to flush. Nothing else applies (no fd, no kTLS, no pending counts). */
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static void
+below_method_make(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "vd_sock");
+    if (m != NULL &&
+        (BIO_meth_set_read(m, below_read) != 1 || BIO_meth_set_write(m, below_write) != 1 ||
+         BIO_meth_set_ctrl(m, below_ctrl) != 1)) {
+        BIO_meth_free(m);
+        m = NULL;
+    }
+    ERR_clear_error();
+    below_method = m; /* kept for the life of the process; NULL: attaching fails (ENOMEM) */
+}
+
+/* Moves the transport now on @s beneath @c: a sock of its own that shares the fd, with a BIO
+ * over it as the SSL's only I/O. Returns false when out of memory (@s unchanged). */
+static bool
+below_attach(struct tls_conn *c, struct vd_sock *s)
+{
+    (void)pthread_once(&below_once, below_method_make);
+    if (below_method == NULL) {
+        return false;
+    }
+    struct vd_sock *b = calloc(1, sizeof(*b));
+    BIO *bio = b != NULL ? BIO_new(below_method) : NULL;
+    if (bio == NULL) {
+        free(b);
+        ERR_clear_error();
+        return false;
+    }
+    b->fd = s->fd;
+    b->ops = s->ops;
+    b->xp = s->xp;
+    c->below = b;
+    BIO_set_data(bio, c);
+    BIO_set_init(bio, 1);
+    SSL_set_bio(c->ssl, bio, bio); /* one reference, taken by the SSL for both directions */
+    /* An inner record plus its overhead (at most 5 + 16 + 48 + 16 bytes in TLS 1.2 with CBC and
+     * SHA-384; 22 in TLS 1.3) then fits one outer record, instead of spilling a few bytes into
+     * a second record, and a second write, every time. */
+    (void)SSL_set_max_send_fragment(c->ssl, TLS_RECORD - 256);
+    return true;
+}
+
+/* SSL_set_fd drives a plain TCP socket directly through OpenSSL's socket BIO: one copy and one
+ * syscall per record, no call through our layer. Any other transport beneath (TLS) goes through
+ * the BIO above. Virtual transports (an HTTP/2 stream, readiness from the session) are not
+ * supported: the "tls" ops have no arm or close to pass on. */
+static struct tls_conn *
+conn_new(SSL_CTX *ctx, struct vd_sock *s)
+{
+    VD_BUG_ON(s->ops->arm != NULL);
     struct tls_conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         return NULL;
     }
     c->ssl = SSL_new(ctx);
-    if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
+    if (c->ssl == NULL ||
+        (s->ops == &vd_xport_tcp ? SSL_set_fd(c->ssl, s->fd) != 1 : !below_attach(c, s))) {
         SSL_free(c->ssl);
         free(c);
         ERR_clear_error();
@@ -519,9 +727,7 @@ conn_install(struct vd_sock *s, struct tls_conn *c)
 int
 vd_tls_attach_server(struct vd_sock *s, struct vd_tls_server *t)
 {
-    /* Only over TCP for now; TLS through a CONNECT tunnel needs the BIO pair noted at conn_new. */
-    VD_BUG_ON(s->ops != &vd_xport_tcp);
-    struct tls_conn *c = conn_new(t->certs[0].ctx, s->fd);
+    struct tls_conn *c = conn_new(t->certs[0].ctx, s);
     if (c == NULL) {
         return VD_ENOMEM;
     }
@@ -535,8 +741,7 @@ vd_tls_attach_client(struct vd_sock *s, struct vd_tls_client *t, const char *sni
                      const char *verify_host)
 {
     char name[HOST_MAX + 1], ip[INET6_ADDRSTRLEN + 1];
-    VD_BUG_ON(s->ops != &vd_xport_tcp);
-    struct tls_conn *c = conn_new(t->ctx, s->fd);
+    struct tls_conn *c = conn_new(t->ctx, s);
     if (c == NULL) {
         return VD_ENOMEM;
     }
@@ -592,6 +797,7 @@ vd_tls_attach_client(struct vd_sock *s, struct vd_tls_client *t, const char *sni
 nomem:
     ERR_clear_error();
     SSL_free(c->ssl);
+    free(c->below); /* a copy: the transport itself stays on @s */
     free(c->key);
     free(c);
     return VD_ENOMEM;
@@ -607,8 +813,7 @@ vd_tls_handshake(struct vd_sock *s)
     if (SSL_is_init_finished(c->ssl)) {
         return 0;
     }
-    ERR_clear_error();
-    errno = 0;
+    call_begin(c);
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         return 0;

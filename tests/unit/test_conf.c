@@ -1437,6 +1437,7 @@ test_parent(void **state)
     assert_string_equal(u->parent, "http://Proxy.Example:3128");
     assert_string_equal(u->parent_host, "proxy.example");
     assert_int_equal(u->parent_port, 3128);
+    assert_false(u->parent_tls);
     assert_string_equal(u->parent_auth, "Basic dXNlcjpwYTpzcw=="); /* user:pa:ss */
     assert_int_equal(u->nbypass_names, 2);
     assert_string_equal(u->bypass_names[0], ".internal.example");
@@ -1460,9 +1461,46 @@ test_parent(void **state)
     assert_false(vd_parent_applies(c, "example.com"));
     vd_conf_unref(c);
 
-    expect_err("upstream:\n  parent: https://p:3128\n",
-               "2:11: upstream.parent: bad parent 'https://p:3128': a parent proxy is reached over "
-               "http:// (TLS to the proxy is not supported)");
+    /* https://: TLS to the parent; the port defaults by scheme, as for routes. */
+    const struct {
+        const char *yaml, *url, *host;
+        uint16_t port;
+        bool tls;
+    } ok[] = {
+        {"upstream:\n  parent: https://Proxy.Example:8443\n", "https://Proxy.Example:8443",
+         "proxy.example", 8443, true},
+        {"upstream:\n  parent: HTTPS://proxy.example\n", "HTTPS://proxy.example", "proxy.example",
+         443, true},
+        {"upstream:\n  parent: https://[::1]\n", "https://[::1]", "::1", 443, true},
+        {"upstream:\n  parent: https://127.0.0.1:3129\n", "https://127.0.0.1:3129", "127.0.0.1",
+         3129, true},
+        {"upstream:\n  parent: http://proxy.example\n", "http://proxy.example", "proxy.example", 80,
+         false},
+    };
+
+    for (size_t i = 0; i < VD_ARRAY_LEN(ok); i++) {
+        assert_int_equal(load_str(ok[i].yaml, &c, err, sizeof(err), path), 0);
+        assert_string_equal(c->upstream.parent, ok[i].url);
+        assert_string_equal(c->upstream.parent_host, ok[i].host);
+        assert_int_equal(c->upstream.parent_port, ok[i].port);
+        assert_int_equal(c->upstream.parent_tls, ok[i].tls);
+        assert_true(vd_parent_applies(c, "example.com"));
+        vd_conf_unref(c);
+    }
+    expect_err("upstream:\n  parent: https://p:3128/path\n",
+               "2:11: upstream.parent: bad upstream 'https://p:3128/path': no path, query or "
+               "fragment allowed; write https://HOST[:PORT]");
+    expect_err("upstream:\n  parent: https://user@p\n",
+               "2:11: upstream.parent: bad upstream 'https://user@p': user information is not "
+               "allowed");
+    expect_err(
+        "upstream:\n  parent: https://p:0\n",
+        "2:11: upstream.parent: bad upstream 'https://p:0': the port must be a number from 1 "
+        "to 65535");
+    expect_err(
+        "upstream:\n  parent: socks5://p:1080\n",
+        "2:11: upstream.parent: bad upstream 'socks5://p:1080': the scheme must be http:// or "
+        "https://");
     expect_err(
         "upstream:\n  parent: p:3128\n",
         "2:11: upstream.parent: bad upstream 'p:3128': the scheme must be http:// or https://");

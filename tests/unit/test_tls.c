@@ -205,6 +205,10 @@ struct opts {
     bool cli_no_ticket;            /* TLS 1.2: resume by session id from the server's cache */
     const char *cli_alpn;          /* ALPN wire format override */
     const char *cli_plain;         /* client sends these bytes without TLS */
+    /* TLS inside TLS: once the outer handshake is done, each side starts a second TLS session
+     * inside the first (the contexts, versions and ALPN as the outer; the client's own names). */
+    bool nested;
+    const char *inner_sni, *inner_verify_host;
 };
 
 struct result {
@@ -243,6 +247,12 @@ struct end {
     bool in_ok, eof;
     unsigned eagain_w, partial_w;
     int closed;
+    /* The inner session still to start once the outer handshake is done (opts.nested). */
+    bool nest_pending;
+    struct vd_tls_server *nest_srv; /* server side, else the client's: */
+    struct vd_tls_client *nest_cli;
+    const char *nest_sni, *nest_verify_host;
+    int nest_max_version;
 };
 
 struct pair {
@@ -292,7 +302,7 @@ step(struct end *e)
     if (e->err != 0 || e->s.closing) {
         return;
     }
-    if (!e->hs_done) {
+    while (!e->hs_done) {
         int r = vd_tls_handshake(&e->s);
         if (r == VD_EAGAIN) {
             vd_sock_arm(&e->s, e->s.want);
@@ -302,7 +312,25 @@ step(struct end *e)
             end_fail(e, r, 'h');
             return;
         }
-        e->hs_done = true;
+        if (!e->nest_pending) {
+            e->hs_done = true;
+            break;
+        }
+        /* The outer session is up: the inner one starts inside it, and its handshake runs
+         * through the outer layer's reads and writes. */
+        e->nest_pending = false;
+        r = e->nest_srv
+                ? vd_tls_attach_server(&e->s, e->nest_srv)
+                : vd_tls_attach_client(&e->s, e->nest_cli, e->nest_sni, e->nest_verify_host);
+        if (r < 0) {
+            end_fail(e, r, 'a');
+            return;
+        }
+        if (e->nest_max_version != 0 &&
+            SSL_set_max_proto_version(vd_tls_ssl_get(&e->s), e->nest_max_version) != 1) {
+            end_fail(e, VD_ETLS, 'a');
+            return;
+        }
     }
     while (e->out_off < e->out_len) {
         struct iovec iov[4];
@@ -479,6 +507,14 @@ run_pair(struct vd_tls_server *st, struct vd_tls_client *ct, const struct opts *
     p.srv.recv_seed = 1;
 
     SETUP(vd_tls_attach_server(&p.srv.s, st) == 0);
+    if (o->nested) {
+        p.srv.nest_pending = p.cli.nest_pending = true;
+        p.srv.nest_srv = st;
+        p.cli.nest_cli = ct;
+        p.cli.nest_sni = o->inner_sni;
+        p.cli.nest_verify_host = o->inner_verify_host;
+        p.cli.nest_max_version = o->cli_max_version;
+    }
     if (o->cli_plain != NULL) {
         p.cli.hs_done = true;
     } else {
@@ -966,6 +1002,80 @@ test_plaintext_client(void **state)
     vd_tls_server_free(st);
 }
 
+/* TLS inside TLS (an origin's TLS through an https:// parent proxy's tunnel): the inner session
+ * runs on the outer one through the BIO over the transport beneath. Reads of 5000 bytes leave
+ * plaintext inside both layers, a 16 KiB socket buffer makes both layers' writes partial, and a
+ * megabyte each way must arrive intact and in order, then close_notify through both. */
+static void
+test_nested(void **state)
+{
+    (void)state;
+
+    enum pki certs[] = {SRV, WILD};
+    struct vd_tls_server *st = server_make(certs, 2, NULL);
+    struct vd_tls_client *ct = client_make(true, crt[CA]);
+    struct opts o = {.sni = "localhost",
+                     .verify_host = "localhost",
+                     .nested = true,
+                     .inner_sni = "api.example.test",
+                     .inner_verify_host = "api.example.test",
+                     .cli_send = 1 << 20,
+                     .srv_send = 1 << 20,
+                     .small_sndbuf = true,
+                     .shutdown = true};
+    struct result r;
+    run_pair(st, ct, &o, &r);
+    check_ok(&r);
+    assert_int_equal(r.cli_in, 1 << 20);
+    assert_int_equal(r.srv_in, 1 << 20);
+    assert_true(r.cli_eof);
+    assert_true(r.srv_eof);
+    assert_true(r.eagain_w > 0);
+    assert_true(r.partial_w > 0);
+    /* What the inner session saw: its own SNI and certificate, not the outer's. */
+    assert_string_equal(r.srv_sni, "api.example.test");
+    assert_string_equal(r.peer_cn, "*.example.test");
+    assert_string_equal(r.cli_alpn, "http/1.1");
+    assert_int_equal(r.version, TLS1_3_VERSION);
+
+    /* TLS 1.2 inside TLS 1.2. */
+    o.cli_max_version = TLS1_2_VERSION;
+    run_pair(st, ct, &o, &r);
+    check_ok(&r);
+    assert_int_equal(r.version, TLS1_2_VERSION);
+    assert_int_equal(r.cli_in, 1 << 20);
+    assert_true(r.cli_eof && r.srv_eof);
+
+    /* The inner certificate is checked against the inner name. */
+    o = small_exchange;
+    o.nested = true;
+    o.inner_sni = o.inner_verify_host = "other.test";
+    run_pair(st, ct, &o, &r);
+    check_common(&r);
+    assert_int_equal(r.cli_err, VD_ETLSVERIFY);
+    assert_int_equal(r.cli_where, 'h');
+    assert_string_equal(r.cli_detail, "hostname mismatch");
+    assert_int_equal(r.srv_err, VD_ETLS);
+
+    /* The peer's FIN without any close_notify reaches the inner reader as the outer layer's
+     * truncation, after every byte sent before it. */
+    o = small_exchange;
+    o.nested = true;
+    o.inner_sni = o.inner_verify_host = "localhost";
+    o.srv_send = 200000;
+    o.srv_raw_fin = true;
+    o.shutdown = false;
+    run_pair(st, ct, &o, &r);
+    check_common(&r);
+    assert_int_equal(r.cli_err, VD_ECLOSED);
+    assert_int_equal(r.cli_where, 'r');
+    assert_string_equal(r.cli_detail, "peer closed without close_notify");
+    assert_int_equal(r.cli_in, 200000);
+    assert_true(r.cli_data_ok);
+    vd_tls_client_free(ct);
+    vd_tls_server_free(st);
+}
+
 static void
 test_conf_errors(void **state)
 {
@@ -1047,6 +1157,7 @@ main(void)
         cmocka_unit_test(test_alpn_no_overlap),
         cmocka_unit_test(test_eof_without_close_notify),
         cmocka_unit_test(test_plaintext_client),
+        cmocka_unit_test(test_nested),
         cmocka_unit_test(test_conf_errors),
         cmocka_unit_test(test_plain_sock),
     };
