@@ -309,18 +309,9 @@ def test_viaduct_as_parent(viaduct, make_origin, tmp_path):
 
 # ---- forwarding loops (RFC 9110 §7.6.3 Via, RFC 5842 508) --------------------------------------
 
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def looping(viaduct, tmp_path, **limits):
     """A viaduct whose parent is itself: every request it forwards comes back to it."""
-    port = free_port()
+    port = closed_port()  # free until viaduct listens on it
     conf = {"listeners": [{"address": "127.0.0.1:%d" % port, "mode": "forward"}],
             "upstream": {"parent": "http://127.0.0.1:%d" % port},
             "connect": {"ports": ["1-65535"]}}

@@ -9,7 +9,7 @@ and recording origins that speak TLS, which show the SNI and the exact bytes a p
 import pytest
 
 from vdtest.httpmsg import build_response
-from vdtest.origins import Reply
+from vdtest.origins import Reply, closed_port
 from vdtest.tcp import TcpServer, echo, greeting, recv_exact, recv_until_eof
 
 pytestmark = pytest.mark.feature("tls")
@@ -390,11 +390,7 @@ def test_gateway_checks_the_origins_certificate(viaduct, make_origin, tmp_path, 
 
 def test_request_looping_through_the_tls_parent_is_508(viaduct, make_origin, tmp_path, dns, pki):
     """A viaduct whose https parent is its own TLS listener: Via ends the loop."""
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = closed_port()  # free until viaduct listens on it
     dns.set(PARENT, ["127.0.0.1"])
     o = make_origin(build_response(200, b"never"))
     lst = tls_listener(pki.wildcard)
