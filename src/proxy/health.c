@@ -6,7 +6,6 @@
  * runs the checks of the whole process; the verdicts go into the snapshot's shared state. */
 #include "vd/config.h"
 
-#include <arpa/inet.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -55,7 +54,7 @@ struct probe {
     struct hconn *c;
     char *req; /* the request, built once; owned */
     size_t req_len;
-    const char *sni;     /* borrowed from hc->conf; NULL: none (http, or an IP literal) */
+    const char *sni;     /* borrowed from hc->conf: the name https checks ask for */
     uint32_t oks, fails; /* checks passed, failed, in a row */
     bool down;           /* the verdict (this loop is st->hc_down's only writer) */
 };
@@ -462,19 +461,6 @@ build_request(struct probe *p)
     return 0;
 }
 
-/* The TLS server name real traffic sends (forward.c): the route's sni, else the host when it
- * is a name (RFC 6066 §3: never an address). */
-static const char *
-probe_sni(const struct vd_conf_route *r, const struct vd_conf_server *s)
-{
-    struct in6_addr tmp;
-    const char *sni = r->sni ? r->sni : s->host;
-    if (!s->tls || inet_pton(AF_INET, sni, &tmp) == 1 || inet_pton(AF_INET6, sni, &tmp) == 1) {
-        return NULL;
-    }
-    return sni;
-}
-
 struct vd_health *
 vd_health_start(struct vd_worker *w, struct vd_conf *conf)
 {
@@ -507,7 +493,9 @@ vd_health_start(struct vd_worker *w, struct vd_conf *conf)
             p->srv = &r->servers[j];
             p->st = &r->lb->srv[j];
             p->ri = i;
-            p->sni = probe_sni(r, p->srv);
+            /* As real traffic (forward.c): the route's sni, else the host; the TLS layer sends
+             * none for an IP literal (RFC 6066 §3). */
+            p->sni = r->sni ? r->sni : p->srv->host;
             if (build_request(p) < 0) {
                 goto nomem;
             }

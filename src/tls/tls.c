@@ -748,9 +748,12 @@ vd_tls_attach_client(struct vd_sock *s, struct vd_tls_client *t, const char *sni
     c->client = t;
     SSL_set_connect_state(c->ssl);
     /* RFC 6066 §3: SNI carries DNS names only, never IP literals. */
-    if (sni != NULL && !host_is_ip(sni, ip) && host_norm(sni, strlen(sni), name) &&
-        SSL_set_tlsext_host_name(c->ssl, name) != 1) {
-        goto nomem;
+    const char *sent = NULL; /* the SNI actually sent */
+    if (sni != NULL && !host_is_ip(sni, ip) && host_norm(sni, strlen(sni), name)) {
+        if (SSL_set_tlsext_host_name(c->ssl, name) != 1) {
+            goto nomem;
+        }
+        sent = sni;
     }
     if (verify_host == NULL) {
         verify_host = sni;
@@ -769,15 +772,16 @@ vd_tls_attach_client(struct vd_sock *s, struct vd_tls_client *t, const char *sni
             }
         }
     }
-    /* A session is only offered again to the host it was verified for, under the same SNI.
-     * Without a host there is nothing to key it by, so nothing is cached. */
+    /* A session is only offered again to the host it was verified for, under the same SNI (the
+     * one sent: an IP literal asked for as SNI is the same as none). Without a host there is
+     * nothing to key it by, so nothing is cached. */
     if (verify_host != NULL) {
-        size_t klen = strlen(verify_host) + strlen(sni ? sni : "") + 2;
+        size_t klen = strlen(verify_host) + strlen(sent ? sent : "") + 2;
         c->key = malloc(klen);
         if (c->key == NULL) {
             goto nomem;
         }
-        (void)snprintf(c->key, klen, "%s\n%s", verify_host, sni ? sni : "");
+        (void)snprintf(c->key, klen, "%s\n%s", verify_host, sent ? sent : "");
         for (char *k = c->key; *k != '\0'; k++) {
             if (*k >= 'A' && *k <= 'Z') {
                 *k = (char)(*k + 32);
