@@ -57,6 +57,12 @@ void vd_cache_cc_parse(const struct vd_hdr *h, size_t n, struct vd_cache_cc *cc)
 int vd_cache_targeted_parse(const struct vd_hdr *h, size_t n, const char *name,
                             struct vd_cache_cc *cc);
 
+/* The first of the targeted fields @names (lowercase, in order of precedence) that is present,
+ * non-empty and valid, parsed into @cc: true; false when none is (then @cc is unspecified and
+ * Cache-Control governs). */
+bool vd_cache_targeted_cc(const struct vd_hdr *h, size_t n, char *const *names, size_t nnames,
+                          struct vd_cache_cc *cc);
+
 /* The directives that govern a stored or received response for this cache (RFC 9213 §2.2): the
  * first of the targeted fields @names (lowercase, in order of precedence) that is present,
  * non-empty and valid, and then Cache-Control and Expires are ignored; else Cache-Control. */

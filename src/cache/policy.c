@@ -513,16 +513,25 @@ vd_cache_targeted_parse(const struct vd_hdr *h, size_t n, const char *name, stru
     return 0;
 }
 
+bool
+vd_cache_targeted_cc(const struct vd_hdr *h, size_t n, char *const *names, size_t nnames,
+                     struct vd_cache_cc *cc)
+{
+    for (size_t i = 0; i < nnames; i++) {
+        if (vd_cache_targeted_parse(h, n, names[i], cc) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 void
 vd_cache_resp_cc(const struct vd_hdr *h, size_t n, char *const *names, size_t nnames,
                  struct vd_cache_cc *cc)
 {
-    for (size_t i = 0; i < nnames; i++) {
-        if (vd_cache_targeted_parse(h, n, names[i], cc) == 0) {
-            return;
-        }
+    if (!vd_cache_targeted_cc(h, n, names, nnames, cc)) {
+        vd_cache_cc_parse(h, n, cc);
     }
-    vd_cache_cc_parse(h, n, cc);
 }
 
 /* ---- dates --------------------------------------------------------------------------------- */

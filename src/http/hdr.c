@@ -198,7 +198,7 @@ vd_via_count(const struct vd_hdr *h, size_t n, const char *received_by)
 {
     size_t want = strlen(received_by), count = 0;
     for (size_t i = 0; i < n; i++) {
-        if (h[i].name.len != 3 || !vd_hdr_name_is(h[i].name, "via")) {
+        if (!vd_hdr_name_is(h[i].name, "via")) {
             continue;
         }
         struct vd_iov rest = h[i].value, m;

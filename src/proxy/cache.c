@@ -93,10 +93,7 @@ key_into(const struct vd_txn *t, char *out, size_t cap, size_t *klen)
         return 0;
     }
     memcpy(out, https ? "https://" : "http://", sl);
-    for (size_t i = 0; i < a.len; i++) {
-        uint8_t c = a.base[i];
-        out[sl + i] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
-    }
+    vd_hdr_lower((uint8_t *)out + sl, a.base, a.len);
     size_t n = sl + a.len;
     size_t dl = https ? 4 : 3;
     if (n > sl + dl && memcmp(out + n - dl, https ? ":443" : ":80", dl) == 0) {
@@ -743,12 +740,10 @@ xfer_new(const struct vd_txn *t, const char *key, size_t klen, size_t olen, bool
 static void
 entry_cc(const struct vd_conf *conf, const struct vd_cache_entry *e, struct vd_cache_cc *cc)
 {
-    for (size_t i = 0; i < conf->cache.ntargeted_fields; i++) {
-        if (vd_cache_targeted_parse(e->hdrs, e->nhdrs, conf->cache.targeted_fields[i], cc) == 0) {
-            return;
-        }
+    if (!vd_cache_targeted_cc(e->hdrs, e->nhdrs, conf->cache.targeted_fields,
+                              conf->cache.ntargeted_fields, cc)) {
+        *cc = e->cc;
     }
-    *cc = e->cc;
 }
 
 /* Request fields the lookup looks at, found in one pass. */
@@ -763,10 +758,9 @@ req_facts(const struct vd_txn *t, struct req_facts *f)
     *f = (struct req_facts){0};
     for (size_t i = 0; i < t->req.nhdrs; i++) {
         struct vd_iov n = t->req.hdrs[i].name;
-        if ((n.len == 13 && vd_hdr_name_is(n, "authorization"))) {
+        if (vd_hdr_name_is(n, "authorization")) {
             f->auth = true;
-        } else if ((n.len == 8 && vd_hdr_name_is(n, "if-match")) ||
-                   (n.len == 19 && vd_hdr_name_is(n, "if-unmodified-since"))) {
+        } else if (vd_hdr_name_is(n, "if-match") || vd_hdr_name_is(n, "if-unmodified-since")) {
             f->origin_preco = true;
         }
     }
