@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from vdtest.client import connect_tunnel as connect
 from vdtest.httpmsg import build_response
 from vdtest.origins import closed_port
 from vdtest.tcp import TcpServer, echo, greeting, listening, recv_exact
@@ -154,12 +155,6 @@ def test_https_gateway_refused_by_the_parent(viaduct, tmp_path):
 
 
 # ---- CONNECT through the parent ---------------------------------------------------------------
-
-def connect(vd, target):
-    c = vd.connect()
-    c.send(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target.encode(), target.encode()))
-    return c, c.response(method="CONNECT")
-
 
 def scripted_parent(answer, then=None):
     """A parent that records the CONNECT head, sends @answer, then runs @then (or closes)."""

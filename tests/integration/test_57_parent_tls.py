@@ -8,6 +8,7 @@ the TLS to the parent (TLS in TLS). The parents are a second viaduct with a TLS 
 and recording origins that speak TLS, which show the SNI and the exact bytes a parent gets."""
 import pytest
 
+from vdtest.client import connect_tunnel as connect
 from vdtest.httpmsg import build_response
 from vdtest.origins import Reply, closed_port
 from vdtest.tcp import TcpServer, echo, greeting, recv_exact, recv_until_eof
@@ -48,12 +49,6 @@ def child(viaduct, tmp_path, dns, pki, port, host=PARENT, ca=True, creds=False, 
     conf = {"upstream": up, "connect": {"ports": ["1-65535"]}}
     conf.update(extra)
     return viaduct(conf)
-
-
-def connect(vd, target, timeout=None):
-    c = vd.connect()
-    c.send(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target.encode(), target.encode()))
-    return c, c.response(method="CONNECT", timeout=timeout)
 
 
 # ---- http:// requests through the https parent -------------------------------------------------

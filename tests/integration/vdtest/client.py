@@ -120,3 +120,10 @@ def client_tls_context(ca_file=None, min_version=None, max_version=None, alpn=No
     if alpn:
         ctx.set_alpn_protocols(alpn)
     return ctx
+
+
+def connect_tunnel(proxy, target, timeout=None):
+    """A new connection to @proxy that sends CONNECT @target; returns it and the response."""
+    c = proxy.connect()
+    c.send(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target.encode(), target.encode()))
+    return c, c.response(method="CONNECT", timeout=timeout)
