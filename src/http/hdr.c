@@ -206,14 +206,14 @@ vd_via_count(const struct vd_hdr *h, size_t n, const char *received_by)
             /* Skip received-protocol and the whitespace after it; received-by ends at the next
              * whitespace (a comment may follow). */
             const uint8_t *p = m.base, *e = m.base + m.len;
-            while (p < e && *p != ' ' && *p != '\t') {
+            while (p < e && !is_ows(*p)) {
                 p++;
             }
-            while (p < e && (*p == ' ' || *p == '\t')) {
+            while (p < e && is_ows(*p)) {
                 p++;
             }
             const uint8_t *s = p;
-            while (p < e && *p != ' ' && *p != '\t') {
+            while (p < e && !is_ows(*p)) {
                 p++;
             }
             if ((size_t)(p - s) == want && strncasecmp((const char *)s, received_by, want) == 0) {
