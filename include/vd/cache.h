@@ -207,6 +207,12 @@ struct vd_cache_entry {
      * makes such a write fail with EFAULT, where a read in user space would raise SIGBUS. */
     const uint8_t *body_map;
     size_t map_len;
+    /* A large body in memory (cache.memory_files): the bytes live in a sealed memory file
+     * (memfd_create; writes, growth and shrinking sealed off, so nothing can change them) open at
+     * body_memfd, and body is a read-only shared mapping of it (body_len bytes), so that a hit
+     * reads it as memory or sends it with sendfile(2), which passes the pages to TCP instead
+     * of copying them. -1 for a body in ordinary memory or a file-backed entry. */
+    int body_memfd;
     struct vd_cache_times times;
     int64_t lifetime;      /* freshness lifetime, s */
     struct vd_cache_cc cc; /* the stored response's Cache-Control field alone; the proxy layer
@@ -235,6 +241,10 @@ struct vd_cache_limits {
      * from the file, sendfile where the front can); 0: never, bodies are read into memory. */
     uint64_t sendfile_min;
     uint64_t sendfile_files; /* file-backed entries (open files) the memory tier keeps */
+    /* Memory entries with a body of at least sendfile_min bytes kept in sealed memory files
+     * (body_memfd), at most this many at once (one descriptor each); past it, or at 0, bodies
+     * stay in ordinary memory. */
+    uint64_t memory_files;
 };
 
 /* Sets the limits of the process-wide store (evicting to fit). Thread-safe. When @lim names a
@@ -304,7 +314,8 @@ struct vd_cache_stats {
     uint64_t bytes;
     uint64_t entries;
     uint64_t evictions;
-    uint64_t files; /* file-backed entries among them (open descriptors) */
+    uint64_t files;        /* file-backed entries among them (open descriptors) */
+    uint64_t memory_files; /* entries alive with a body in a memory file (body_memfd) */
 };
 
 void vd_cache_get_stats(struct vd_cache_stats *st);

@@ -256,8 +256,7 @@ struct vd_conf_h2 {
 
 /* The shared HTTP cache (RFC 9111), memory and disk tiers; see docs/configuration.md, "cache". */
 /* cache.disk_send: sendfile(2), or write(2) from a read-only mapping of the file (one call
- * for the whole body); auto picks the mapping when the client connection's congestion control
- * paces every send itself (bbr), sendfile otherwise. */
+ * for the whole body); auto is sendfile. */
 enum vd_disk_send {
     VD_DISK_SEND_AUTO,
     VD_DISK_SEND_SENDFILE,
@@ -284,6 +283,8 @@ struct vd_conf_cache {
     uint64_t sendfile_min;       /* bytes: a disk hit this large is sent from its file, default
                                   * 64 KiB; 0: bodies are always read into memory */
     uint64_t sendfile_files;     /* files kept open for such hits, default 256 */
+    uint64_t memory_files;       /* memory bodies >= sendfile_min kept in memory files (sent
+                                  * with sendfile), default 1024; 0: none */
     enum vd_disk_send disk_send; /* how such a hit reaches a plain HTTP/1 client */
 };
 

@@ -48,6 +48,9 @@ struct vd_sock {
     int armed; /* VD_WANT_* currently registered with the loop */
     int want;  /* VD_WANT_* the transport asked for on its last VD_EAGAIN */
     bool closing;
+    /* Plain TCP: writes carry MSG_MORE (more bytes follow at once, so a partial segment waits
+     * for them; the first write without it sends). Ignored by other transports. */
+    bool more;
     const struct vd_xport_ops *ops;
     void *xp;            /* transport state (SSL *), owned by ops */
     vd_sock_cb on_event; /* called with VD_WANT_READ/VD_WANT_WRITE bits that are ready */

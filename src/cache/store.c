@@ -9,6 +9,7 @@
 #include "vd/config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -33,8 +34,14 @@ static struct vd_cache_entry *buckets[NBUCKETS];
 static struct vd_list lru = {&lru, &lru};    /* most recent first */
 static struct vd_list flru = {&flru, &flru}; /* file-backed entries, most recent first */
 static uint64_t total_bytes, nentries, nevictions, nfiles;
-static struct vd_cache_limits limits = {
-    .memory = 256u << 20, .max_object = 8u << 20, .sendfile_files = 256};
+static struct vd_cache_limits limits = {.memory = 256u << 20,
+                                        .max_object = 8u << 20,
+                                        .sendfile_min = 64u << 10,
+                                        .sendfile_files = 256,
+                                        .memory_files = 1024};
+/* Entries alive with a body in a memory file: taken before one is made, given back when it is
+ * freed (which may happen under mu, so not guarded by it). */
+static _Atomic uint64_t nmemfiles;
 
 static uint32_t
 hash_key(const char *s)
@@ -60,6 +67,12 @@ entry_free(struct vd_cache_entry *e)
     }
     if (e->body_map) {
         munmap((void *)e->body_map, e->map_len);
+    }
+    if (e->body_memfd >= 0) {
+        munmap(e->body, e->body_len);
+        close(e->body_memfd);
+        e->body = NULL;
+        atomic_fetch_sub_explicit(&nmemfiles, 1, memory_order_relaxed);
     }
     free(e->hdrs);
     free(e->body);
@@ -92,6 +105,53 @@ not_stored(struct vd_iov name)
            vd_hdr_name_is(name, "content-length") || vd_hdr_name_is(name, "cache-status");
 }
 
+/* Copies @body (@len bytes, for an entry charged @size bytes) into a new sealed memory file when
+ * the memory tier would keep it as one (cache.memory_files): returns the file's read-only shared
+ * mapping and sets *@fd, or returns NULL (*@fd -1) when not wanted or when making it failed
+ * (out of descriptors or memory: the body then stays in ordinary memory). */
+static uint8_t *
+memfd_body(const uint8_t *body, size_t len, size_t size, int *fd)
+{
+    *fd = -1;
+    pthread_mutex_lock(&mu);
+    bool want = limits.sendfile_min && len >= limits.sendfile_min && len <= limits.max_object &&
+                size <= limits.memory;
+    uint64_t max = limits.memory_files;
+    pthread_mutex_unlock(&mu);
+    if (!want || atomic_fetch_add_explicit(&nmemfiles, 1, memory_order_relaxed) >= max) {
+        if (want) {
+            atomic_fetch_sub_explicit(&nmemfiles, 1, memory_order_relaxed);
+        }
+        return NULL;
+    }
+    int f = memfd_create("viaduct-cache", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    size_t done = 0;
+    while (f >= 0 && done < len) {
+        ssize_t k = pwrite(f, body + done, len - done, (off_t)done);
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k <= 0) {
+            break;
+        }
+        done += (size_t)k;
+    }
+    void *m = MAP_FAILED;
+    if (f >= 0 && done == len &&
+        fcntl(f, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) == 0) {
+        m = mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, f, 0);
+    }
+    if (m == MAP_FAILED) {
+        if (f >= 0) {
+            close(f);
+        }
+        atomic_fetch_sub_explicit(&nmemfiles, 1, memory_order_relaxed);
+        return NULL;
+    }
+    *fd = f;
+    return m;
+}
+
 /* @body is copied unless @owned (then it becomes e->body, or is freed on failure). */
 static struct vd_cache_entry *
 entry_new(const char *key, const char *vary, const char *vary_key, int status,
@@ -106,6 +166,7 @@ entry_new(const char *key, const char *vary, const char *vary_key, int status,
         return NULL;
     }
     e->body_fd = -1;
+    e->body_memfd = -1;
     size_t bytes = 0, kept = 0;
     for (size_t i = 0; i < n; i++) {
         if (!not_stored(h[i].name)) {
@@ -118,14 +179,18 @@ entry_new(const char *key, const char *vary, const char *vary_key, int status,
     e->key = strdup(key);
     e->vary = strdup(vary ? vary : "");
     e->vary_key = strdup(vary_key ? vary_key : "");
+    size_t size = sizeof(*e) + bytes + sizeof(*e->hdrs) * kept + body_len + strlen(key) * 2 + 64;
     if (owned && body) {
         e->body = body;
+    } else if (body_len && (e->body = memfd_body(body, body_len, size, &e->body_memfd))) {
+        owned = true; /* copied already */
     } else {
         e->body = malloc(body_len ? body_len : 1);
         if (owned) {
             owned = false; /* NULL: nothing to take over */
         }
     }
+    e->body_len = body_len; /* entry_free unmaps a memory file's body by it */
     if (!e->hdrs || !e->key || !e->vary || !e->vary_key || !e->body) {
         entry_free(e);
         return NULL;
@@ -148,12 +213,11 @@ entry_new(const char *key, const char *vary, const char *vary_key, int status,
     if (body_len && !owned) {
         memcpy(e->body, body, body_len);
     }
-    e->body_len = body_len;
     e->status = status;
     e->times = *tm;
     e->lifetime = lifetime;
     vd_cache_cc_parse(e->hdrs, e->nhdrs, &e->cc);
-    e->size = sizeof(*e) + bytes + sizeof(*e->hdrs) * kept + body_len + strlen(key) * 2 + 64;
+    e->size = size;
     atomic_init(&e->refs, 1);
     atomic_init(&e->disk_touched, 0);
     vd_list_init(&e->lru);
@@ -225,6 +289,7 @@ vd__cache_entry_new_view(struct vd_cache_entry *parent, uint8_t *body, size_t bo
     e->body = body;
     e->body_len = body_len;
     e->body_fd = -1;
+    e->body_memfd = -1;
     e->times = parent->times;
     e->lifetime = parent->lifetime;
     e->cc = parent->cc;
@@ -310,6 +375,8 @@ vd_cache_configure(const struct vd_cache_limits *lim)
     limits.memory = lim->memory;
     limits.max_object = lim->max_object;
     limits.sendfile_files = lim->sendfile_files;
+    limits.sendfile_min = lim->sendfile_min;
+    limits.memory_files = lim->memory_files;
     evict_locked(0);
     while (nfiles > limits.sendfile_files) {
         unlink_locked(VD_CONTAINER_OF(flru.prev, struct vd_cache_entry, flru));
@@ -331,6 +398,7 @@ vd_cache_limits_from_conf(struct vd_cache_limits *lim, const struct vd_conf_cach
         .disk_fsync = c->disk_fsync,
         .sendfile_min = c->sendfile_min,
         .sendfile_files = c->sendfile_files,
+        .memory_files = c->memory_files,
     };
 }
 
@@ -347,8 +415,9 @@ fnv64(uint64_t h, const void *p, size_t n)
 uint64_t
 vd_cache_limits_digest(const struct vd_cache_limits *lim)
 {
-    uint64_t v[] = {lim->memory,     lim->max_object, lim->disk_size,    lim->disk_objects,
-                    lim->disk_queue, lim->disk_fsync, lim->sendfile_min, lim->sendfile_files};
+    uint64_t v[] = {lim->memory,       lim->max_object,     lim->disk_size,
+                    lim->disk_objects, lim->disk_queue,     lim->disk_fsync,
+                    lim->sendfile_min, lim->sendfile_files, lim->memory_files};
     uint64_t h = fnv64(14695981039346656037u, v, sizeof(v));
     if (lim->disk_path) {
         h = fnv64(h, lim->disk_path, strlen(lim->disk_path) + 1);
@@ -502,6 +571,7 @@ vd_cache_get_stats(struct vd_cache_stats *st)
     st->evictions = nevictions;
     st->files = nfiles;
     pthread_mutex_unlock(&mu);
+    st->memory_files = atomic_load_explicit(&nmemfiles, memory_order_relaxed);
 }
 
 void

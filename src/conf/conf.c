@@ -289,6 +289,7 @@ vd_conf_default(void)
         .disk_queue = 16u << 20,
         .sendfile_min = 64u << 10,
         .sendfile_files = 256,
+        .memory_files = 1024,
     };
     c->cache.targeted_fields = xcalloc(1, sizeof(char *));
     c->cache.targeted_fields[0] = xstrdup("cdn-cache-control");

@@ -3147,6 +3147,7 @@ sec_cache(struct ld *ld, const struct ynode *n)
                                        "disk_fsync",
                                        "sendfile_min",
                                        "sendfile_files",
+                                       "memory_files",
                                        "disk_send",
                                        "collapse",
                                        "collapse_timeout"};
@@ -3195,6 +3196,10 @@ sec_cache(struct ld *ld, const struct ynode *n)
     }
     if ((v = get(n, "sendfile_files")) &&
         (rc = get_uint(ld, v, "cache.sendfile_files", 0, 65536, &c->sendfile_files))) {
+        return rc;
+    }
+    if ((v = get(n, "memory_files")) &&
+        (rc = get_uint(ld, v, "cache.memory_files", 0, 65536, &c->memory_files))) {
         return rc;
     }
     if ((v = get(n, "disk_send"))) {

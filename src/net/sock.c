@@ -42,13 +42,14 @@ tcp_read(struct vd_sock *s, uint8_t *buf, size_t len)
 static ssize_t
 tcp_writev(struct vd_sock *s, const struct iovec *iov, int iovcnt)
 {
+    int flags = MSG_NOSIGNAL | (s->more ? MSG_MORE : 0);
     for (;;) {
         ssize_t n;
         if (iovcnt == 1) {
-            n = send(s->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+            n = send(s->fd, iov[0].iov_base, iov[0].iov_len, flags);
         } else {
             struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-            n = sendmsg(s->fd, &m, MSG_NOSIGNAL);
+            n = sendmsg(s->fd, &m, flags);
         }
         if (n >= 0) {
             return n;
@@ -118,6 +119,7 @@ vd_sock_init(uv_loop_t *loop, struct vd_sock *s, int fd)
     s->armed = 0;
     s->want = 0;
     s->closing = false;
+    s->more = false;
     s->ops = &vd_xport_tcp;
     s->xp = NULL;
     return 0;

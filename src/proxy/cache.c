@@ -165,12 +165,13 @@ configure(const struct vd_conf *conf)
 
 /* ---- serving a stored response ------------------------------------------------------------- */
 
-/* A piece of the body sent to the client: a slice of the stored body or of part headers, or
- * (@p NULL) the bytes at body offset @foff of a file-backed entry. */
+/* A piece of the body sent to the client: part headers at @p, or (@body) the stored body's
+ * bytes at offset @foff, at @p when they are in memory (NULL for a file-backed entry). */
 struct seg {
     const uint8_t *p;
     size_t len;
     uint64_t foff;
+    bool body;
 };
 
 struct hit {
@@ -183,7 +184,8 @@ struct hit {
     struct vd_buf buf;
     bool copy;        /* the front refused send_file for this response */
     uint64_t by_file; /* body bytes sent with send_file, for the trace */
-    uint64_t by_copy; /* body bytes of the file read into buf and sent with send_body */
+    uint64_t by_copy; /* body bytes of the file sent with send_body (read into buf, or from the
+                       * mapping of a memory file) */
     size_t nseg;
     size_t cur; /* segment being sent */
     size_t off; /* bytes of it already sent */
@@ -200,9 +202,18 @@ hit_free(struct hit *h)
     vd_mc_free(h);
 }
 
-/* Sends from file segment @s at h->off: send_file when the front has it, else chunk by chunk
- * through one pooled chunk until the front is full. Returns what send_body would: the bytes
- * accepted, short only when the front is full (on_writable follows), or an error. */
+/* Whether body segments of @h go through hit_send_file: a file-backed entry, or a body in a
+ * memory file. */
+static bool
+hit_by_file(const struct hit *h)
+{
+    return vd_cache_entry_in_file(h->e) || h->e->body_memfd >= 0;
+}
+
+/* Sends from body segment @s at h->off: send_file when the front has it, else from the memory
+ * file's mapping, else chunk by chunk from the disk file through one pooled chunk until the
+ * front is full. Returns what send_body would: the bytes accepted, short only when the front
+ * is full (on_writable follows), or an error. */
 static ssize_t
 hit_send_file(struct hit *h, const struct seg *s)
 {
@@ -210,14 +221,22 @@ hit_send_file(struct hit *h, const struct seg *s)
     const struct vd_cache_entry *e = h->e;
     size_t left = s->len - h->off;
     if (!h->copy && t->front->send_file) {
-        uint64_t at = e->body_off + s->foff + h->off;
-        ssize_t k = t->front->send_file(t, e->body_fd, (off_t)at, left,
-                                        e->body_map ? e->body_map + at : NULL);
+        bool disk = vd_cache_entry_in_file(e);
+        uint64_t at = (disk ? e->body_off : 0) + s->foff + h->off;
+        /* A memory file goes by sendfile only: writing from its mapping would be the copy
+         * that keeping it in a file avoids. */
+        ssize_t k = t->front->send_file(t, disk ? e->body_fd : e->body_memfd, (off_t)at, left,
+                                        disk && e->body_map ? e->body_map + at : NULL);
         if (k != VD_ENOTIMPL) {
             h->by_file += k > 0 ? (uint64_t)k : 0;
             return k;
         }
         h->copy = true;
+    }
+    if (s->p) {
+        ssize_t k = t->front->send_body(t, s->p + h->off, left);
+        h->by_copy += k > 0 ? (uint64_t)k : 0;
+        return k;
     }
     size_t done = 0;
     while (done < left) {
@@ -262,8 +281,9 @@ hit_pump(struct hit *h)
             h->off = 0;
             continue;
         }
-        ssize_t k =
-            s->p ? t->front->send_body(t, s->p + h->off, s->len - h->off) : hit_send_file(h, s);
+        ssize_t k = s->body && hit_by_file(h)
+                        ? hit_send_file(h, s)
+                        : t->front->send_body(t, s->p + h->off, s->len - h->off);
         if (k < 0) {
             t->handler = NULL;
             t->handler_data = NULL;
@@ -277,8 +297,10 @@ hit_pump(struct hit *h)
         }
     }
     if (h->by_file || h->by_copy) {
-        VD_TRACE(&t->log, VD_SUB_PROXY, "cache hit from file: %llu bytes by send_file, %llu copied",
-                 (unsigned long long)h->by_file, (unsigned long long)h->by_copy);
+        VD_TRACE(&t->log, VD_SUB_PROXY,
+                 "cache hit from %sfile: %llu bytes by send_file, %llu copied",
+                 h->e->body_memfd >= 0 ? "memory " : "", (unsigned long long)h->by_file,
+                 (unsigned long long)h->by_copy);
     }
     t->handler = NULL;
     t->handler_data = NULL;
@@ -471,11 +493,11 @@ multipart(struct hit *h, const struct vd_cache_range *rg, int nr, const char *bo
     if (r == 0) {
         const uint8_t *base = (const uint8_t *)h->text.p;
         for (int i = 0; i < nr; i++) {
-            h->seg[2 * i] = (struct seg){base + offs[i], offs[i + 1] - offs[i], 0};
-            h->seg[2 * i + 1] =
-                (struct seg){e->body + rg[i].first, (size_t)(rg[i].last - rg[i].first + 1), 0};
+            h->seg[2 * i] = (struct seg){base + offs[i], offs[i + 1] - offs[i], 0, false};
+            h->seg[2 * i + 1] = (struct seg){
+                e->body + rg[i].first, (size_t)(rg[i].last - rg[i].first + 1), rg[i].first, true};
         }
-        h->seg[2 * nr] = (struct seg){base + offs[nr], h->text.len - offs[nr], 0};
+        h->seg[2 * nr] = (struct seg){base + offs[nr], h->text.len - offs[nr], 0, false};
         h->nseg = 2 * (size_t)nr + 1;
     }
     free(offs);
@@ -601,8 +623,7 @@ vd__cache_serve(struct vd_txn *t, struct vd_cache_entry *e, const char *status)
         hd[n++] =
             (struct vd_hdr){VD_IOV_LIT("Content-Range"), {(const uint8_t *)extra, (size_t)xl}};
         size_t rl = (size_t)(rg[0].last - rg[0].first + 1);
-        h->seg[0] = vd_cache_entry_in_file(e) ? (struct seg){NULL, rl, rg[0].first}
-                                              : (struct seg){e->body + rg[0].first, rl, 0};
+        h->seg[0] = (struct seg){e->body ? e->body + rg[0].first : NULL, rl, rg[0].first, true};
         h->nseg = 1;
     } else if (nr > 1) {
         char boundary[27];
@@ -615,7 +636,7 @@ vd__cache_serve(struct vd_txn *t, struct vd_cache_entry *e, const char *status)
             return;
         }
     } else if (!head && !not_modified && e->status != 204) {
-        h->seg[0] = (struct seg){e->body, e->body_len, 0}; /* body NULL: from the file */
+        h->seg[0] = (struct seg){e->body, e->body_len, 0, true}; /* body NULL: from the file */
         h->nseg = 1;
     }
     int64_t length = 0;

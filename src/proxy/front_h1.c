@@ -98,8 +98,6 @@ struct h1c {
     bool handler_waits; /* a send_body came back short: call on_writable after draining */
     bool file_waits;    /* a send_file came back short with nothing queued: the socket is full,
                          * wait for write readiness (handler_waits is set too) */
-    int8_t paces;       /* -1 not known yet; 1: the socket's congestion control paces each
-                         * send itself (bbr); 0: it does not (cache.disk_send auto) */
     bool in_process;    /* re-entrancy guard for process_input() */
     bool expect_100;
     bool sent_100;
@@ -1599,10 +1597,18 @@ fo_send_body(struct vd_txn *t, const uint8_t *p, size_t len)
  * first; while they are still pending nothing is taken and on_writable follows once they
  * drain. */
 static ssize_t
-send_file_corked(struct h1c *c, struct vd_txn *t, int fd, off_t off, const uint8_t *map, size_t len)
+send_file_body(struct h1c *c, struct vd_txn *t, int fd, off_t off, const uint8_t *map, size_t len)
 {
     if (out_pending(c)) {
+        /* MSG_MORE: the head and the first file bytes leave in full segments, not a small head
+         * segment of its own (the receiver pays per segment; measured: +10-50% hits/s). Safe
+         * because a body write always follows at once: it either sends (its last piece has no
+         * MSG_MORE, which pushes the head too) or finds the socket full, and then the ACKs of
+         * the bytes in flight push it. Not TCP_CORK around the whole body: corked, sendfile's
+         * 64 KiB pieces cost 2× the CPU under bbr (docs/performance.md, 2026-12-07 evening). */
+        c->sock.more = true;
         int r = out_flush(c);
+        c->sock.more = false;
         if (r < 0) {
             return r;
         }
@@ -1648,23 +1654,6 @@ send_file_corked(struct h1c *c, struct vd_txn *t, int fd, off_t off, const uint8
     return (ssize_t)done;
 }
 
-/* Whether the client socket's congestion control paces every send itself: bbr does, and
- * without the fq queueing discipline the kernel then arms a timer per send call; sendfile
- * makes one call per 64 KiB, so a mapped write is cheaper there (docs/performance.md). */
-static bool
-conn_paces(struct h1c *c)
-{
-    if (c->paces < 0) {
-        char name[16] = "";
-        socklen_t len = sizeof(name);
-        c->paces = getsockopt(c->sock.fd, IPPROTO_TCP, TCP_CONGESTION, name, &len) == 0 &&
-                   strncmp(name, "bbr", 3) == 0;
-        VD_TRACE(&c->log, VD_SUB_H1, "congestion control %.*s: file bodies by %s", (int)len, name,
-                 c->paces ? "write from the mapping" : "sendfile");
-    }
-    return c->paces;
-}
-
 static ssize_t
 fo_send_file(struct vd_txn *t, int fd, off_t off, size_t len, const uint8_t *map)
 {
@@ -1676,17 +1665,10 @@ fo_send_file(struct vd_txn *t, int fd, off_t off, size_t len, const uint8_t *map
         return (ssize_t)len;
     }
     enum vd_disk_send how = c->conf->cache.disk_send;
-    bool mapped =
-        map && (how == VD_DISK_SEND_MAPPED || (how == VD_DISK_SEND_AUTO && conn_paces(c)));
+    bool mapped = map && how == VD_DISK_SEND_MAPPED;
     VD_TRACE(&c->log, VD_SUB_H1, "file body by %s: %zu bytes to send",
              mapped ? "write from the mapping" : "sendfile", len);
-    /* Corked: the head and the first file bytes leave in full segments, not a small head
-     * segment of its own (the receiver pays per segment; measured: +10-50% hits/s). */
-    int one = 1, zero = 0;
-    (void)setsockopt(c->sock.fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one));
-    ssize_t ret = send_file_corked(c, t, fd, off, mapped ? map : NULL, len);
-    (void)setsockopt(c->sock.fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
-    return ret;
+    return send_file_body(c, t, fd, off, mapped ? map : NULL, len);
 }
 
 /* Moves bytes from @fd to the client through c->pipe, with the pipe empty before each read
@@ -1896,7 +1878,6 @@ vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener)
     }
     c->magic = H1C_MAGIC;
     c->pipe[0] = c->pipe[1] = -1;
-    c->paces = -1;
     socklen_t sl = sizeof(c->peer);
     if (getpeername(fd, &c->peer.sa, &sl) < 0) {
         c->peer.sa.sa_family = AF_UNSPEC;

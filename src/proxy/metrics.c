@@ -358,6 +358,10 @@ render_cache(struct vd_dbuf *d, const struct vd_conf *conf)
           : family(d, "viaduct_cache_entries", "gauge", "Stored responses in the memory index.");
     r = r ? r : sample(d, "viaduct_cache_entries", NULL, cs.entries);
     r = r ? r
+          : family(d, "viaduct_cache_memory_files", "gauge",
+                   "Stored bodies held in sealed memory files (cache.memory_files).");
+    r = r ? r : sample(d, "viaduct_cache_memory_files", NULL, cs.memory_files);
+    r = r ? r
           : family(d, "viaduct_cache_memory_evictions_total", "counter",
                    "Entries evicted from the memory tier to stay within cache.memory.");
     r = r ? r : sample(d, "viaduct_cache_memory_evictions_total", NULL, cs.evictions);

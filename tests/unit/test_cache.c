@@ -1,12 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for src/cache: Cache-Control parsing, HTTP-date forms, storability, freshness,
  * the RFC 9111 §4.2.3 age calculation, request directives, Vary keys, and the memory store
- * (replacement, Vary variants, invalidation, LRU eviction, max_object, references). */
+ * (replacement, Vary variants, invalidation, LRU eviction, max_object, references, large bodies
+ * in sealed memory files). */
 #include "vd/config.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "vd/cache.h"
 #include "vd/err.h"
@@ -475,6 +479,99 @@ test_store(void **state)
     assert_int_equal(st.bytes, 0);
 }
 
+/* An entry with a @len-byte body whose bytes depend on their position. */
+static struct vd_cache_entry *
+mk_big(const char *key, size_t len)
+{
+    uint8_t *body = malloc(len);
+    assert_non_null(body);
+    for (size_t i = 0; i < len; i++) {
+        body[i] = (uint8_t)(i * 7 + i / 251);
+    }
+    struct vd_hdr h[] = {H("Content-Type", "application/octet-stream")};
+    struct vd_cache_times tm = {.request_time = 1, .response_time = 1, .date_value = 1};
+    struct vd_cache_entry *e = vd_cache_entry_new(key, "", "", 200, h, 1, body, len, &tm, 60);
+    assert_non_null(e);
+    assert_memory_equal(e->body, body, len);
+    free(body);
+    return e;
+}
+
+static void
+test_memory_files(void **state)
+{
+    (void)state;
+    vd_cache_clear();
+    struct vd_cache_limits lim = {
+        .memory = 8 << 20, .max_object = 2 << 20, .sendfile_min = 64 << 10, .memory_files = 2};
+    vd_cache_configure(&lim);
+    struct vd_cache_stats st;
+    /* At sendfile_min and past it: a sealed memory file holding exactly the body. */
+    struct vd_cache_entry *a = mk_big("http://m/a", 64 << 10);
+    assert_true(a->body_memfd >= 0);
+    assert_false(vd_cache_entry_in_file(a));
+    int seals = fcntl(a->body_memfd, F_GET_SEALS);
+    int want = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL;
+    assert_int_equal(seals & want, want);
+    struct stat sb;
+    assert_int_equal(fstat(a->body_memfd, &sb), 0);
+    assert_int_equal(sb.st_size, 64 << 10);
+    assert_int_equal(pwrite(a->body_memfd, "x", 1, 0), -1); /* sealed against writes */
+    uint8_t probe[16];
+    assert_int_equal(vd_cache_entry_read(a, 1000, probe, sizeof(probe)), 0);
+    assert_memory_equal(probe, a->body + 1000, sizeof(probe));
+    /* Under sendfile_min: ordinary memory. */
+    struct vd_cache_entry *small = mk_big("http://m/small", (64 << 10) - 1);
+    assert_int_equal(small->body_memfd, -1);
+    /* memory_files bounds them: the third large body stays in ordinary memory. */
+    struct vd_cache_entry *b = mk_big("http://m/b", 1 << 20);
+    struct vd_cache_entry *c = mk_big("http://m/c", 1 << 20);
+    assert_true(b->body_memfd >= 0);
+    assert_int_equal(c->body_memfd, -1);
+    vd_cache_get_stats(&st);
+    assert_int_equal(st.memory_files, 2);
+    /* Stored, looked up, replaced: the store's reference keeps a memory file; the last one
+     * closes it and frees its slot. */
+    vd_cache_insert(a);
+    vd_cache_insert(small);
+    vd_cache_insert(c);
+    bool vm;
+    struct vd_cache_entry *got = vd_cache_lookup("http://m/a", NULL, 0, &vm);
+    assert_ptr_equal(got, a);
+    vd_cache_entry_unref(got);
+    vd_cache_entry_unref(b);
+    vd_cache_get_stats(&st);
+    assert_int_equal(st.memory_files, 1);
+    struct vd_cache_entry *d = mk_big("http://m/d", 1 << 20);
+    assert_true(d->body_memfd >= 0);
+    vd_cache_entry_unref(d);
+    /* Too big for the memory tier, or for max_object: no file is made for it. */
+    struct vd_cache_limits tiny = lim;
+    tiny.memory = 100 << 10;
+    vd_cache_configure(&tiny);
+    struct vd_cache_entry *e = mk_big("http://m/e", 200 << 10);
+    assert_int_equal(e->body_memfd, -1);
+    vd_cache_entry_unref(e);
+    /* memory_files 0 or sendfile_min 0: none. */
+    struct vd_cache_limits off = lim;
+    off.memory_files = 0;
+    vd_cache_configure(&off);
+    e = mk_big("http://m/e", 1 << 20);
+    assert_int_equal(e->body_memfd, -1);
+    vd_cache_entry_unref(e);
+    off = lim;
+    off.sendfile_min = 0;
+    vd_cache_configure(&off);
+    e = mk_big("http://m/e", 1 << 20);
+    assert_int_equal(e->body_memfd, -1);
+    vd_cache_entry_unref(e);
+    vd_cache_clear();
+    vd_cache_get_stats(&st);
+    assert_int_equal(st.memory_files, 0);
+    struct vd_cache_limits dflt = {.memory = 1 << 20, .max_object = 2000};
+    vd_cache_configure(&dflt);
+}
+
 /* vd_cache_range_parse over a 10-byte representation; returns the count and fills @out. */
 static int
 rp(const char *v, uint64_t len, struct vd_cache_range *out, size_t max)
@@ -569,7 +666,7 @@ main(void)
         cmocka_unit_test(test_usable),    cmocka_unit_test(test_vary),
         cmocka_unit_test(test_store),     cmocka_unit_test(test_range),
         cmocka_unit_test(test_if_range),  cmocka_unit_test(test_stale_directives),
-        cmocka_unit_test(test_targeted),
+        cmocka_unit_test(test_targeted),  cmocka_unit_test(test_memory_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -910,13 +910,16 @@ test_cache_section(void **state)
     assert_false(c->cache.disk_fsync);
     assert_int_equal(c->cache.sendfile_min, 64u << 10);
     assert_int_equal(c->cache.sendfile_files, 256);
+    assert_int_equal(c->cache.memory_files, 1024);
     assert_int_equal(c->cache.disk_send, VD_DISK_SEND_AUTO);
     vd_conf_unref(c);
-    assert_int_equal(load_str("cache: {sendfile_min: 0, sendfile_files: 8, disk_send: mapped}\n",
+    assert_int_equal(load_str("cache: {sendfile_min: 0, sendfile_files: 8, disk_send: mapped, "
+                              "memory_files: 0}\n",
                               &c, err, sizeof(err), path),
                      0);
     assert_int_equal(c->cache.sendfile_min, 0);
     assert_int_equal(c->cache.sendfile_files, 8);
+    assert_int_equal(c->cache.memory_files, 0);
     assert_int_equal(c->cache.disk_send, VD_DISK_SEND_MAPPED);
     vd_conf_unref(c);
     assert_int_equal(load_str("cache: {disk_send: sendfile}\n", &c, err, sizeof(err), path), 0);
@@ -924,6 +927,8 @@ test_cache_section(void **state)
     vd_conf_unref(c);
     expect_err("cache:\n  sendfile_files: 70000\n",
                "2:19: cache.sendfile_files: expected an integer from 0 to 65536, got '70000'");
+    expect_err("cache:\n  memory_files: -1\n",
+               "2:17: cache.memory_files: expected an integer from 0 to 65536, got '-1'");
     expect_err("cache:\n  disk_send: mmap\n",
                "2:14: cache.disk_send: unknown disk_send 'mmap' (expected auto, sendfile or "
                "mapped)");
@@ -957,8 +962,8 @@ test_cache_section(void **state)
     expect_err("cache:\n  nosuch: 1g\n",
                "2:3: cache.nosuch: unknown key (expected memory, max_object, heuristic_max, "
                "max_ranges, background_revalidations, targeted_fields, disk_path, disk_size, "
-               "disk_objects, disk_queue, disk_fsync, sendfile_min, sendfile_files, disk_send, "
-               "collapse or collapse_timeout)");
+               "disk_objects, disk_queue, disk_fsync, sendfile_min, sendfile_files, memory_files, "
+               "disk_send, collapse or collapse_timeout)");
     assert_int_equal(
         load_str("cache: {collapse: false, collapse_timeout: 250ms}\n", &c, err, sizeof(err), path),
         0);
