@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -115,6 +116,51 @@ same_listeners(const struct vd_conf *a, const struct vd_conf *b)
     return true;
 }
 
+/* Descriptors @c may hold with @nworkers workers at its limits: per client connection its
+ * upstream connection (splice pipes come and go with large bodies and are not counted); the
+ * cache's memory files and twice sendfile_files (docs/configuration.md); a margin for
+ * listeners, logs, the resolver, health checks and the disk tier. */
+static uint64_t
+nofile_need(const struct vd_conf *c, unsigned nworkers)
+{
+    return (uint64_t)nworkers * c->limits.max_connections * 2 + c->cache.memory_files +
+           2 * c->cache.sendfile_files + 256;
+}
+
+/* Raises the soft open-files limit to the hard one, as a server that never uses select(2) may
+ * (a service manager's default soft limit is often 1024, a few hundred connections), and says
+ * so (notice) when even the hard limit is below what @c may use: connections past it are
+ * refused by accept (EMFILE, logged) and large cache bodies stay in ordinary memory. */
+static void
+raise_nofile(const struct vd_conf *c, unsigned nworkers)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            vd_log(VD_LOG_WARN, NULL, "cannot raise the open files limit from %llu to %llu: %s",
+                   (unsigned long long)was, (unsigned long long)rl.rlim_max, vd_strerror(-errno));
+            rl.rlim_cur = was;
+        } else {
+            vd_log(VD_LOG_INFO, NULL, "open files limit raised from %llu to %llu",
+                   (unsigned long long)was, (unsigned long long)rl.rlim_cur);
+        }
+    }
+    uint64_t need = nofile_need(c, nworkers);
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        vd_log(VD_LOG_NOTICE, NULL,
+               "open files limit %llu is below the %llu descriptors this configuration may use "
+               "(%u worker%s x limits.max_connections %llu x 2, cache files): raise the hard "
+               "limit (LimitNOFILE=, ulimit -Hn) or lower limits.max_connections",
+               (unsigned long long)rl.rlim_cur, (unsigned long long)need, nworkers,
+               nworkers == 1 ? "" : "s", (unsigned long long)c->limits.max_connections);
+    }
+}
+
 static void
 on_hup(uv_signal_t *s, int sig)
 {
@@ -148,6 +194,7 @@ on_hup(uv_signal_t *s, int sig)
             vd_tls_server_set_h2(sh->tls_servers[i], next->h2.enabled);
         }
     }
+    raise_nofile(next, a->nworkers);
     vd_conf_swap(next);
     for (unsigned i = 0; i < a->nworkers; i++) {
         vd_worker_post(&a->workers[i], VD_WCMD_RELOAD);
@@ -369,6 +416,7 @@ main(int argc, char **argv)
     if (n == 0) {
         n = 1;
     }
+    raise_nofile(conf, n);
     vd_conf_swap(vd_conf_ref(conf));
     /* Opens the cache's disk tier now, so its index is rebuilt while the workers start. */
     struct vd_cache_limits clim;

@@ -5,6 +5,7 @@ import datetime
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import time
@@ -251,6 +252,54 @@ def check_time(ts):
         tzinfo=datetime.timezone.utc)
     now = datetime.datetime.now(datetime.timezone.utc)
     assert abs((now - t).total_seconds()) < 120, (ts, now)
+
+
+def started_with_soft_nofile(viaduct, soft, conf):
+    """viaduct started with @conf while this process's soft open-files limit is @soft (the
+    child inherits it); returns it and the hard limit."""
+    was = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, was[1]))
+    try:
+        return viaduct(conf), was[1]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, was)
+
+
+def soft_nofile(v):
+    with open("/proc/%d/limits" % v.pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return line.split()[3]
+    raise AssertionError("no open files line")
+
+
+def test_open_files_soft_limit_is_raised_to_the_hard_one(viaduct, origin):
+    v, hard = started_with_soft_nofile(viaduct, 256, {"limits": {"max_connections": 100}})
+    want = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    assert soft_nofile(v) == want
+    v.wait_for_log(r"\[info\] open files limit raised from 256 to %s" % want)
+    # 100 connections x 2, the cache's files and a margin fit: nothing more is said.
+    assert "is below the" not in v.read_error_log()
+    with v.connect() as c:
+        assert c.exchange("GET", url(origin)).status == 200
+
+
+def test_open_files_limit_below_the_configuration_is_named(viaduct, origin):
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or hard > 1000000:
+        pytest.skip("hard open files limit too high to exceed")
+    v = viaduct({"workers": 2, "limits": {"max_connections": hard}})
+    need = 2 * hard * 2 + 1024 + 2 * 256 + 256
+    v.wait_for_log(r"\[notice\] open files limit %d is below the %d descriptors this "
+                   r"configuration may use \(2 workers x limits.max_connections %d x 2, cache "
+                   r"files\)" % (hard, need, hard))
+    with v.connect() as c:
+        assert c.exchange("GET", url(origin)).status == 200
+    # A reload names it again when it still holds; not when it no longer does.
+    v.write_conf(yamlconf.merge(v.conf, {"limits": {"max_connections": 10}}))
+    v.reload()
+    v.wait_for_log(r"configuration reloaded")
+    assert len(re.findall(r"is below the", v.read_error_log())) == 1
 
 
 def test_access_log_text(viaduct, origin):
