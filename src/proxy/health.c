@@ -431,16 +431,17 @@ timer_closed(uv_handle_t *h)
     maybe_free(hc);
 }
 
-/* The request of @p's checks: GET of the path with Host (the configured one, else the server's
- * authority without a default port, RFC 9110 §7.2). Returns 0 or VD_ENOMEM. */
+/* The request of @p's checks: GET of the path with Host (the check's own, else the route's
+ * host_header, which real traffic sends too, else the server's authority without a default
+ * port, RFC 9110 §7.2). Returns 0 or VD_ENOMEM. */
 static int
 build_request(struct probe *p)
 {
     const struct vd_conf_health *h = &p->route->health;
     const struct vd_conf_server *s = p->srv;
     char host[300];
-    if (h->host) {
-        snprintf(host, sizeof(host), "%s", h->host);
+    if (h->host || p->route->host_header) {
+        snprintf(host, sizeof(host), "%s", h->host ? h->host : p->route->host_header);
     } else {
         bool v6 = strchr(s->host, ':') != NULL;
         int o = snprintf(host, sizeof(host), v6 ? "[%s]" : "%s", s->host);

@@ -116,15 +116,27 @@ def is_up(m, url, route="0"):
 def test_check_request_bytes(viaduct, make_origin):
     named = Backend(make_origin, "named", host="origin.test")
     plain = Backend(make_origin, "plain", checks={"/status?full=1": lambda i: HEALTHY})
+    site = Backend(make_origin, "site")
+    both = Backend(make_origin, "both")
     vd = viaduct({"listeners": [{"address": "127.0.0.1:0", "mode": "reverse"}],
                   "routes": [{"path": "/n/", "upstream": [named.url],
                               "health_check": {"path": "/healthz", "interval": "1h"}},
+                             {"path": "/s/", "upstream": [site.url], "host_header": "site.example",
+                              "health_check": {"path": "/healthz", "interval": "1h"}},
+                             {"path": "/b/", "upstream": [both.url], "host_header": "site.example",
+                              "health_check": {"path": "/healthz", "interval": "1h",
+                                               "host": "health.example"}},
                              {"upstream": [plain.url],
                               "health_check": {"path": "/status?full=1", "interval": "1h",
                                                "host": "health.example"}}]})
     # The first check runs at once (not an interval after the start).
     named.wait_checks(1)
     plain.wait_checks(1, path="/status?full=1")
+    # The route's host_header, as real traffic; the check's own host over it.
+    site.wait_checks(1)
+    both.wait_checks(1)
+    assert [r.headers.all("host") for r in site.checks_seen()] == [["site.example"]]
+    assert [r.headers.all("host") for r in both.checks_seen()] == [["health.example"]]
     (req,) = named.checks_seen()
     assert req.raw == (b"GET /healthz HTTP/1.1\r\nHost: origin.test:%d\r\n"
                        b"User-Agent: viaduct-health\r\nConnection: close\r\n\r\n" % named.port)
