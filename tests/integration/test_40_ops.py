@@ -273,8 +273,16 @@ def soft_nofile(v):
     raise AssertionError("no open files line")
 
 
+def under_valgrind(v):
+    """valgrind keeps descriptors of its own above the limit it shows and refuses to raise it
+    (CONTRIBUTING.md runs the suite under it)."""
+    return "memcheck" in os.readlink("/proc/%d/exe" % v.pid)
+
+
 def test_open_files_soft_limit_is_raised_to_the_hard_one(viaduct, origin):
     v, hard = started_with_soft_nofile(viaduct, 256, {"limits": {"max_connections": 100}})
+    if under_valgrind(v):
+        pytest.skip("valgrind does not let a program raise its open files limit")
     want = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
     assert soft_nofile(v) == want
     v.wait_for_log(r"\[info\] open files limit raised from 256 to %s" % want)
@@ -290,9 +298,11 @@ def test_open_files_limit_below_the_configuration_is_named(viaduct, origin):
         pytest.skip("hard open files limit too high to exceed")
     v = viaduct({"workers": 2, "limits": {"max_connections": hard}})
     need = 2 * hard * 2 + 1024 + 2 * 256 + 256
-    v.wait_for_log(r"\[notice\] open files limit %d is below the %d descriptors this "
-                   r"configuration may use \(2 workers x limits.max_connections %d x 2, cache "
-                   r"files\)" % (hard, need, hard))
+    m = v.wait_for_log(r"\[notice\] open files limit (\d+) is below the %d descriptors this "
+                       r"configuration may use \(2 workers x limits.max_connections %d x 2, "
+                       r"cache files\)" % (need, hard))
+    # The hard limit; under valgrind a few less (its own descriptors).
+    assert hard - 32 <= int(m.group(1)) <= hard
     with v.connect() as c:
         assert c.exchange("GET", url(origin)).status == 200
     # A reload names it again when it still holds; not when it no longer does.
