@@ -355,4 +355,13 @@ void vd_cache_disk_wait_scan(void);
  * (shutdown after the workers stopped, tests). A no-op when no tier is open. */
 void vd_cache_disk_close(void);
 
+/* True when the last vd_cache_configure could not open the disk tier because another viaduct
+ * process holds its directory (during a binary upgrade, the process being replaced). */
+bool vd_cache_disk_busy(void);
+
+/* Opens the disk tier named by @lim if it is still not open because its directory was busy.
+ * Returns false while it still is (nothing logged), true once there is nothing left to wait
+ * for: opened (logged at notice), failed otherwise (logged at err), or not wanted. */
+bool vd_cache_disk_retry(const struct vd_cache_limits *lim);
+
 #endif

@@ -289,6 +289,21 @@ struct vd_worker_shared {
     struct vd_tls_client *tls_client;
     int *listen_fds; /* per listener: the socket bound by the main thread */
     size_t nlisteners;
+    /* Per listener: listening sockets taken over from the process this one replaces (binary
+     * upgrade, src/app/main.c), inherit[l][0] being listen_fds[l]. Worker i owns
+     * inherit[l][i] for i >= 1 and the ones past the last worker (i % workers), so that every
+     * accept queue the old process had keeps being served. NULL when none. */
+    int **inherit;
+    size_t *ninherit;
+    unsigned nworkers;
+};
+
+/* One listening socket a worker accepts on. */
+struct vd_listen {
+    uv_poll_t poll;
+    int fd;
+    uint32_t li; /* listener index */
+    struct vd_worker *w;
 };
 
 struct vd_worker {
@@ -299,8 +314,9 @@ struct vd_worker {
     struct vd_conf *conf; /* newest snapshot this worker knows; new connections take it */
     const struct vd_worker_shared *shared;
     struct vd_resolver *resolver;
-    uv_poll_t *listen_polls;
-    int *listen_fds; /* per-worker SO_REUSEPORT sockets (or dups of the shared ones) */
+    struct vd_listen *listens; /* the sockets this worker accepts on */
+    size_t nlistens;
+    int *listen_fds; /* per listener: this worker's first socket (metrics read its address) */
     size_t nlisteners;
     struct vd_list conns; /* client connections */
     size_t nconns;
@@ -340,6 +356,10 @@ VD_MUST_CHECK int vd_worker_init(struct vd_worker *w, unsigned id, struct vd_con
  * becomes a real port that every worker then shares through SO_REUSEPORT (worker 0 takes a dup
  * of it, the others bind their own to the same address). Returns the fd or -errno. */
 int vd_worker_listen_shared(const struct vd_conf_listener *l);
+
+/* Takes over @fd, a listening socket on @l's address inherited from the process this one
+ * replaces: applies @l's backlog and congestion control to it. Returns 0 or -errno. */
+int vd_worker_listen_adopt(const struct vd_conf_listener *l, int fd);
 
 /* 0 when nothing listens on @l's address yet (port 0 always), else -errno (-EADDRINUSE): the
  * check that SO_REUSEPORT would otherwise skip. Call for every listener before the first

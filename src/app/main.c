@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "upgrade.h"
 #include "vd/cache.h"
 #include "vd/conf.h"
 #include "vd/err.h"
@@ -34,12 +36,14 @@ struct app {
     struct vd_worker *workers;
     unsigned nworkers;
     uv_loop_t *loop;
-    uv_signal_t sig_hup, sig_term, sig_int;
+    uv_signal_t sig_hup, sig_term, sig_int, sig_usr2;
+    uv_timer_t disk_retry; /* upgrade: opens the cache directory once the old process let go */
+    bool disk_waits;
     bool stopping;
 };
 
 static const char *const features[] = {"http1",  "tls",  "forward",   "reverse", "access-log",
-                                       "reload", "pool", "dns-cache", "metrics"};
+                                       "reload", "pool", "dns-cache", "metrics", "upgrade"};
 
 static void
 usage(FILE *f)
@@ -204,6 +208,40 @@ on_hup(uv_signal_t *s, int sig)
            a->conf_path ? a->conf_path : "(defaults)");
 }
 
+/* Stops accepting, lets running exchanges finish (up to timeouts.shutdown_grace) and exits. */
+static void
+drain(struct app *a)
+{
+    a->stopping = true;
+    for (unsigned i = 0; i < a->nworkers; i++) {
+        vd_worker_post(&a->workers[i], VD_WCMD_DRAIN);
+    }
+    uv_close((uv_handle_t *)&a->sig_hup, NULL);
+    uv_close((uv_handle_t *)&a->sig_term, NULL);
+    uv_close((uv_handle_t *)&a->sig_int, NULL);
+    uv_close((uv_handle_t *)&a->sig_usr2, NULL);
+    if (a->disk_waits) {
+        uv_close((uv_handle_t *)&a->disk_retry, NULL);
+        a->disk_waits = false;
+    }
+    vd_upgrade_close();
+}
+
+static void
+on_disk_retry(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    struct vd_conf *c = vd_conf_current();
+    struct vd_cache_limits lim;
+    vd_cache_limits_from_conf(&lim, &c->cache);
+    bool done = vd_cache_disk_retry(&lim);
+    vd_conf_unref(c);
+    if (done && a->disk_waits) {
+        uv_close((uv_handle_t *)&a->disk_retry, NULL);
+        a->disk_waits = false;
+    }
+}
+
 static void
 on_term(uv_signal_t *s, int sig)
 {
@@ -211,14 +249,66 @@ on_term(uv_signal_t *s, int sig)
     if (a->stopping) {
         return;
     }
-    a->stopping = true;
     vd_log(VD_LOG_NOTICE, NULL, "signal %d: draining connections, then exiting", sig);
-    for (unsigned i = 0; i < a->nworkers; i++) {
-        vd_worker_post(&a->workers[i], VD_WCMD_DRAIN);
+    drain(a);
+}
+
+static void
+upgrade_ready(void *arg)
+{
+    struct app *a = arg;
+    if (!a->stopping) {
+        drain(a);
     }
-    uv_close((uv_handle_t *)&a->sig_hup, NULL);
-    uv_close((uv_handle_t *)&a->sig_term, NULL);
-    uv_close((uv_handle_t *)&a->sig_int, NULL);
+}
+
+/* SIGUSR2: binary upgrade (upgrade.h), handing over every socket the workers accept on. */
+static void
+on_usr2(uv_signal_t *s, int sig)
+{
+    struct app *a = s->data;
+    (void)sig;
+    if (a->stopping) {
+        return;
+    }
+    size_t n = 0;
+    for (unsigned i = 0; i < a->nworkers; i++) {
+        n += a->workers[i].nlistens;
+    }
+    int *fds = calloc(n ? n : 1, sizeof(*fds));
+    if (!fds) {
+        vd_log(VD_LOG_ERR, NULL, "upgrade failed: out of memory");
+        return;
+    }
+    size_t k = 0;
+    for (unsigned i = 0; i < a->nworkers; i++) {
+        for (size_t j = 0; j < a->workers[i].nlistens; j++) {
+            if (a->workers[i].listens[j].fd >= 0) {
+                fds[k++] = a->workers[i].listens[j].fd;
+            }
+        }
+    }
+    (void)vd_upgrade_start(fds, k, upgrade_ready, a);
+    free(fds);
+}
+
+/* True when @in is bound to @l's address (never for port 0, which picks a new port). */
+static bool
+same_address(const struct vd_conf_listener *l, const struct vd_inherited *in)
+{
+    if (l->addr.ss_family != in->addr.ss_family) {
+        return false;
+    }
+    if (l->addr.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&l->addr;
+        const struct sockaddr_in *b = (const struct sockaddr_in *)&in->addr;
+        return a->sin_port != 0 && a->sin_port == b->sin_port &&
+               a->sin_addr.s_addr == b->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&l->addr;
+    const struct sockaddr_in6 *b = (const struct sockaddr_in6 *)&in->addr;
+    return a->sin6_port != 0 && a->sin6_port == b->sin6_port &&
+           memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0;
 }
 
 /* Writes each listener's bound "ADDR:PORT" to @path (a temporary name: the caller renames it
@@ -387,7 +477,47 @@ main(int argc, char **argv)
     for (size_t i = 0; i < conf->nlisteners; i++) {
         sh.listen_fds[i] = -1;
     }
+    unsigned n = conf->workers ? conf->workers : (unsigned)uv_available_parallelism();
+    if (n == 0) {
+        n = 1;
+    }
+    sh.nworkers = n;
+    /* Sockets handed over by the process this one replaces (SIGUSR2): each listener whose
+     * address the previous process listened on takes all of its sockets. */
+    struct vd_inherited *inh = NULL;
+    size_t ninh = vd_upgrade_inherited(&inh);
+    if (ninh) {
+        sh.inherit = calloc(conf->nlisteners, sizeof(*sh.inherit));
+        sh.ninherit = calloc(conf->nlisteners, sizeof(*sh.ninherit));
+        for (size_t i = 0; sh.inherit && sh.ninherit && i < conf->nlisteners; i++) {
+            for (size_t k = 0; k < ninh; k++) {
+                if (inh[k].taken || !same_address(&conf->listeners[i], &inh[k])) {
+                    continue;
+                }
+                int *nv = realloc(sh.inherit[i], (sh.ninherit[i] + 1) * sizeof(int));
+                if (!nv) {
+                    break;
+                }
+                sh.inherit[i] = nv;
+                sh.inherit[i][sh.ninherit[i]++] = inh[k].fd;
+                inh[k].taken = true;
+            }
+        }
+        for (size_t k = 0; k < ninh; k++) {
+            if (!inh[k].taken) {
+                char text[VD_SOCKADDR_TEXT];
+                vd_log(VD_LOG_NOTICE, NULL,
+                       "upgrade: %s is not a listener of this configuration: closed",
+                       vd_sockaddr_text((struct sockaddr *)&inh[k].addr, true, text, sizeof(text)));
+                close(inh[k].fd);
+            }
+        }
+        free(inh);
+    }
     for (size_t i = 0; i < conf->nlisteners; i++) {
+        if (sh.inherit && sh.ninherit[i]) {
+            continue; /* taken over below, not bound */
+        }
         int r = vd_worker_address_free(&conf->listeners[i]);
         if (r < 0) {
             fprintf(stderr, "viaduct: cannot listen on %s: %s\n", conf->listeners[i].addr_text,
@@ -404,7 +534,19 @@ main(int argc, char **argv)
         if (sh.tls_servers[i]) {
             vd_tls_server_set_h2(sh.tls_servers[i], conf->h2.enabled);
         }
-        int fd = vd_worker_listen_shared(l);
+        int fd;
+        if (sh.inherit && sh.ninherit[i]) {
+            fd = sh.inherit[i][0];
+            int r = vd_worker_listen_adopt(l, fd);
+            if (r < 0) {
+                fprintf(stderr, "viaduct: cannot take over %s: %s\n", l->addr_text, vd_strerror(r));
+                goto out;
+            }
+            vd_log(VD_LOG_NOTICE, NULL, "upgrade: took over %zu listening socket%s on %s",
+                   sh.ninherit[i], sh.ninherit[i] == 1 ? "" : "s", l->addr_text);
+        } else {
+            fd = vd_worker_listen_shared(l);
+        }
         if (fd < 0) {
             fprintf(stderr, "viaduct: cannot listen on %s: %s\n", l->addr_text, vd_strerror(fd));
             goto out;
@@ -412,10 +554,6 @@ main(int argc, char **argv)
         sh.listen_fds[i] = fd;
     }
 
-    unsigned n = conf->workers ? conf->workers : (unsigned)uv_available_parallelism();
-    if (n == 0) {
-        n = 1;
-    }
     raise_nofile(conf, n);
     vd_conf_swap(vd_conf_ref(conf));
     /* Opens the cache's disk tier now, so its index is rebuilt while the workers start. */
@@ -476,9 +614,23 @@ main(int argc, char **argv)
     uv_signal_start(&a.sig_hup, on_hup, SIGHUP);
     uv_signal_start(&a.sig_term, on_term, SIGTERM);
     uv_signal_start(&a.sig_int, on_term, SIGINT);
+    uv_signal_init(a.loop, &a.sig_usr2);
+    a.sig_usr2.data = &a;
+    uv_signal_start(&a.sig_usr2, on_usr2, SIGUSR2);
+    vd_upgrade_init(a.loop, argv);
+    if (ninh && vd_cache_disk_busy()) {
+        /* The process this one replaces holds the cache directory until it exits. */
+        vd_log(VD_LOG_NOTICE, NULL,
+               "upgrade: the cache directory opens once the process this one replaces exits");
+        uv_timer_init(a.loop, &a.disk_retry);
+        a.disk_retry.data = &a;
+        uv_timer_start(&a.disk_retry, on_disk_retry, 200, 200);
+        a.disk_waits = true;
+    }
     if (ready_file && rename(ready_tmp, ready_file) != 0) {
         vd_log(VD_LOG_ERR, NULL, "cannot write %s: %s", ready_file, vd_strerror(-errno));
     }
+    vd_upgrade_ready(); /* the process this one replaces (if any) drains from now */
     uv_run(a.loop, UV_RUN_DEFAULT);
     for (unsigned i = 0; i < n; i++) {
         uv_thread_join(&a.workers[i].thread);
@@ -513,6 +665,11 @@ out:
     }
     free(sh.listen_fds);
     free(sh.tls_servers);
+    for (size_t i = 0; sh.inherit && i < sh.nlisteners; i++) {
+        free(sh.inherit[i]);
+    }
+    free(sh.inherit);
+    free(sh.ninherit);
     vd_cache_disk_close(); /* writes what is still queued */
     vd_conf_swap(NULL);
     vd_conf_unref(conf);

@@ -1858,6 +1858,36 @@ fail:
     return VD_ENOMEM;
 }
 
+/* The last open attempt found the directory locked by another process. */
+static _Atomic bool busy;
+
+bool
+vd_cache_disk_busy(void)
+{
+    return atomic_load_explicit(&busy, memory_order_relaxed);
+}
+
+bool
+vd_cache_disk_retry(const struct vd_cache_limits *lim)
+{
+    if (vd__disk_on() || !vd_cache_disk_busy() || !lim->disk_path || !lim->disk_path[0] ||
+        lim->memory == 0) {
+        return true;
+    }
+    int rc = disk_open(lim);
+    if (rc == -EWOULDBLOCK) {
+        return false;
+    }
+    atomic_store_explicit(&busy, false, memory_order_relaxed);
+    if (rc < 0) {
+        vd_log(VD_LOG_ERR, NULL, "cache disk: cannot use %s: %s; caching in memory only",
+               lim->disk_path, vd_strerror(rc));
+    } else {
+        vd_log(VD_LOG_NOTICE, NULL, "cache disk: %s opened, indexing its files", lim->disk_path);
+    }
+    return true;
+}
+
 void
 vd__disk_configure(const struct vd_cache_limits *lim)
 {
@@ -1865,6 +1895,7 @@ vd__disk_configure(const struct vd_cache_limits *lim)
     if (!vd__disk_on()) {
         if (want) {
             int rc = disk_open(lim);
+            atomic_store_explicit(&busy, rc == -EWOULDBLOCK, memory_order_relaxed);
             if (rc < 0) {
                 vd_log(VD_LOG_ERR, NULL, "cache disk: cannot use %s: %s; caching in memory only",
                        lim->disk_path,

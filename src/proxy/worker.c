@@ -23,15 +23,16 @@
 static void
 on_accept(uv_poll_t *h, int status, int events)
 {
-    struct vd_worker *w = h->data;
-    size_t li = (size_t)(h - w->listen_polls);
+    struct vd_listen *L = h->data;
+    struct vd_worker *w = L->w;
+    size_t li = L->li;
     if (status < 0 || w->draining) {
         return;
     }
     (void)events;
     /* Accept a bounded batch per wake-up so one busy listener cannot starve the loop. */
     for (int i = 0; i < 64; i++) {
-        int fd = accept4(w->listen_fds[li], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(L->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE) {
                 vd_log(VD_LOG_ERR, NULL, "accept: %s (raise the file descriptor limit)",
@@ -83,6 +84,25 @@ bound_socket(const struct sockaddr_storage *ss, socklen_t len, bool reuseport)
     return fd;
 }
 
+/* Applies @l's settings to listening socket @fd: its congestion control (which accepted
+ * connections inherit) and backlog. Returns 0 or -errno. */
+static int
+listen_settings(const struct vd_conf_listener *l, int fd)
+{
+    if ((l->tcp_congestion && setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, l->tcp_congestion,
+                                         (socklen_t)strlen(l->tcp_congestion)) < 0) ||
+        listen(fd, (int)(l->backlog ? l->backlog : 511)) < 0) {
+        return -errno;
+    }
+    return 0;
+}
+
+int
+vd_worker_listen_adopt(const struct vd_conf_listener *l, int fd)
+{
+    return listen_settings(l, fd);
+}
+
 static int
 listen_socket(const struct vd_conf_listener *l, const struct sockaddr_storage *ss, socklen_t len)
 {
@@ -91,10 +111,8 @@ listen_socket(const struct vd_conf_listener *l, const struct sockaddr_storage *s
         return fd;
     }
     /* Accepted connections inherit the listener's congestion control. */
-    if ((l->tcp_congestion && setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, l->tcp_congestion,
-                                         (socklen_t)strlen(l->tcp_congestion)) < 0) ||
-        listen(fd, (int)(l->backlog ? l->backlog : 511)) < 0) {
-        int e = -errno;
+    int e = listen_settings(l, fd);
+    if (e < 0) {
         close(fd);
         return e;
     }
@@ -156,13 +174,17 @@ trim_tick(uv_timer_t *t)
 static void
 close_listeners(struct vd_worker *w)
 {
-    for (size_t i = 0; i < w->nlisteners; i++) {
-        if (w->listen_fds[i] >= 0) {
-            uv_poll_stop(&w->listen_polls[i]);
-            uv_close((uv_handle_t *)&w->listen_polls[i], NULL);
-            close(w->listen_fds[i]);
-            w->listen_fds[i] = -1;
+    for (size_t i = 0; i < w->nlistens; i++) {
+        struct vd_listen *L = &w->listens[i];
+        if (L->fd >= 0) {
+            uv_poll_stop(&L->poll);
+            uv_close((uv_handle_t *)&L->poll, NULL);
+            close(L->fd);
+            L->fd = -1;
         }
+    }
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        w->listen_fds[i] = -1;
     }
 }
 
@@ -252,6 +274,20 @@ on_async(uv_async_t *a)
     }
 }
 
+/* Starts accepting on @fd for listener @li (the list has room: vd_worker_init sized it). */
+static void
+listen_add(struct vd_worker *w, uint32_t li, int fd)
+{
+    struct vd_listen *L = &w->listens[w->nlistens++];
+    (void)fcntl(fd, F_SETFL, O_NONBLOCK);
+    L->fd = fd;
+    L->li = li;
+    L->w = w;
+    uv_poll_init_socket(&w->loop, &L->poll, fd);
+    L->poll.data = L;
+    uv_poll_start(&L->poll, UV_READABLE, on_accept);
+}
+
 int
 vd_worker_init(struct vd_worker *w, unsigned id, struct vd_conf *conf,
                const struct vd_worker_shared *sh, char *err, size_t errlen)
@@ -295,18 +331,28 @@ vd_worker_init(struct vd_worker *w, unsigned id, struct vd_conf *conf,
     }
     w->nlisteners = sh->nlisteners;
     w->listen_fds = calloc(sh->nlisteners ? sh->nlisteners : 1, sizeof(int));
-    w->listen_polls = calloc(sh->nlisteners ? sh->nlisteners : 1, sizeof(uv_poll_t));
-    if (!w->listen_fds || !w->listen_polls) {
+    /* One socket per listener, plus inherited ones past the last worker (vd_worker_shared). */
+    size_t cap = sh->nlisteners;
+    for (size_t i = 0; sh->inherit && i < sh->nlisteners; i++) {
+        for (size_t k = sh->nworkers; k < sh->ninherit[i]; k++) {
+            cap += k % sh->nworkers == id;
+        }
+    }
+    w->listens = calloc(cap ? cap : 1, sizeof(*w->listens));
+    if (!w->listen_fds || !w->listens) {
         snprintf(err, errlen, "out of memory");
         return VD_ENOMEM;
     }
     for (size_t i = 0; i < sh->nlisteners; i++) {
+        size_t ninh = sh->inherit ? sh->ninherit[i] : 0;
         int fd;
         if (id == 0) {
-            fd = dup(sh->listen_fds[i]);
+            fd = fcntl(sh->listen_fds[i], F_DUPFD_CLOEXEC, 0); /* not into CGI programs */
             if (fd < 0) {
                 fd = -errno;
             }
+        } else if (id < ninh) {
+            fd = sh->inherit[i][id]; /* the old process's socket of this worker's rank */
         } else {
             /* A socket of its own on the same (now concrete) address: SO_REUSEPORT. */
             struct sockaddr_storage ss;
@@ -322,11 +368,13 @@ vd_worker_init(struct vd_worker *w, unsigned id, struct vd_conf *conf,
                      vd_strerror(fd));
             return fd;
         }
-        (void)fcntl(fd, F_SETFL, O_NONBLOCK);
         w->listen_fds[i] = fd;
-        uv_poll_init_socket(&w->loop, &w->listen_polls[i], fd);
-        w->listen_polls[i].data = w;
-        uv_poll_start(&w->listen_polls[i], UV_READABLE, on_accept);
+        listen_add(w, (uint32_t)i, fd);
+        for (size_t k = sh->nworkers; k < ninh; k++) {
+            if (k % sh->nworkers == id) {
+                listen_add(w, (uint32_t)i, sh->inherit[i][k]);
+            }
+        }
     }
     return 0;
 }
@@ -371,7 +419,7 @@ vd_worker_destroy(struct vd_worker *w)
         vd_log(VD_LOG_ALERT, NULL, "worker %u: handles left open at exit", w->id);
     }
     free(w->listen_fds);
-    free(w->listen_polls);
+    free(w->listens);
     free(w->hdr_scratch);
     vd_dbuf_free(&w->alog);
     vd_metrics_unregister(&w->metrics);

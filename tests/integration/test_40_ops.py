@@ -107,7 +107,7 @@ def test_features(viaduct_bin):
     r = run_bin(viaduct_bin, ["--features"])
     assert r.returncode == 0
     feats = set(r.stdout.split())
-    assert {"http1", "tls", "forward", "reverse"} <= feats
+    assert {"http1", "tls", "forward", "reverse", "upgrade"} <= feats
     assert all(ln == ln.strip() and " " not in ln for ln in r.stdout.splitlines() if ln)
 
 

@@ -1,0 +1,194 @@
+# SPDX-License-Identifier: MIT
+"""Binary upgrade (SIGUSR2): the running viaduct starts its binary again with the same command
+line, hands over its listening sockets, and drains once the new process serves. Clients that
+connect all along are never refused or reset; a new process that cannot start leaves the old
+one serving. The new process is detached (its own session), so each test stops it by PID."""
+import os
+import re
+import signal
+import socket
+import threading
+
+import pytest
+
+from vdtest.httpmsg import build_response
+from vdtest.proc import connect_refused, poll
+
+pytestmark = pytest.mark.feature("upgrade")
+
+SERVES = r"upgrade: the new process (\d+) serves; this one drains"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def under_valgrind(v):
+    return "memcheck" in os.readlink("/proc/%d/exe" % v.pid)
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def stop_pid(pid):
+    """SIGTERM to a viaduct this test made the old one start; waits until it is gone."""
+    if alive(pid):
+        os.kill(pid, signal.SIGTERM)
+    assert poll(lambda: not alive(pid), timeout=15), "process %d did not exit" % pid
+
+
+def get(port, origin, path="/"):
+    """One request through the forward proxy on a new connection; the status, or the error."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET http://127.0.0.1:%d%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                      b"Connection: close\r\n\r\n" % (origin.port, path.encode(), origin.port))
+            data = b""
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                data += b
+        m = re.match(rb"HTTP/1\.1 (\d{3}) ", data)
+        return int(m.group(1)) if m and data.endswith(b"ok\n") else data[:80]
+    except OSError as e:
+        return repr(e)
+
+
+def start(viaduct, ports, workers=2, **extra):
+    conf = {"workers": workers,
+            "listeners": [{"address": "127.0.0.1:%d" % p, "mode": "forward"} for p in ports]}
+    conf.update(extra)
+    v = viaduct(conf)
+    if under_valgrind(v):
+        pytest.skip("under valgrind /proc/self/exe is valgrind itself")
+    return v
+
+
+def test_upgrade_hands_over_without_refusing_anyone(viaduct, make_origin):
+    o = make_origin(build_response(200, b"ok\n"))
+    port = free_port()
+    v = start(viaduct, [port])
+    results, stop = [], threading.Event()
+
+    def load():
+        while not stop.is_set() and len(results) < 5000:
+            results.append(get(port, o))
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    assert poll(lambda: len(results) >= 20)
+    v.proc.send_signal(signal.SIGUSR2)
+    new = int(v.wait_for_log(SERVES, timeout=20).group(1))
+    try:
+        assert v.wait_exit() == 0  # the old one drained and exited
+        before = len(results)
+        assert poll(lambda: len(results) >= before + 20)  # served by the new one alone
+        stop.set()
+        t.join(10)
+        bad = [r for r in results if r != 200]
+        assert bad == [] and len(results) >= 40, (len(results), bad[:5])
+        log = v.read_error_log()
+        assert re.search(r"upgrade: started \S+ as process %d with 2 listening sockets" % new, log)
+        assert "upgrade: took over 2 listening sockets on 127.0.0.1:%d" % port in log
+        assert os.readlink("/proc/%d/exe" % new) == os.path.realpath(v.binary)
+        with open("/proc/%d/cmdline" % new, "rb") as f:
+            assert f.read().split(b"\0")[:-1] == [c.encode() for c in v.cmd]
+    finally:
+        stop.set()
+        stop_pid(new)
+    assert connect_refused("127.0.0.1", port)
+    assert "viaduct stopped" in v.read_error_log()
+
+
+def test_failed_upgrade_keeps_the_old_process_serving(viaduct, make_origin):
+    o = make_origin(build_response(200, b"ok\n"))
+    port = free_port()
+    v = start(viaduct, [port])
+    good = v.conf
+    v.write_conf(text="listeners: [{address: 127.0.0.1:%d, mode: nonsense}]\n" % port)
+    v.proc.send_signal(signal.SIGUSR2)
+    m = v.wait_for_log(r"upgrade failed: the new process (\d+) exited \(status 1, signal 0\) "
+                       r"before serving; this process keeps serving", timeout=20)
+    assert not alive(int(m.group(1)))
+    assert get(port, o) == 200
+    assert v.proc.poll() is None
+    # Fixed, the next SIGUSR2 goes through.
+    v.write_conf(good)
+    v.proc.send_signal(signal.SIGUSR2)
+    new = int(v.wait_for_log(SERVES, timeout=20).group(1))
+    try:
+        assert v.wait_exit() == 0
+        assert get(port, o) == 200
+    finally:
+        stop_pid(new)
+
+
+def test_new_configuration_decides_listeners_and_workers(viaduct, make_origin):
+    """Two workers with two listeners before; after, one worker and one listener: it takes both
+    sockets of the remaining address and serves every connection that lands on either; the
+    dropped address is closed once the old process is gone."""
+    o = make_origin(build_response(200, b"ok\n"))
+    keep, drop = free_port(), free_port()
+    v = start(viaduct, [keep, drop])
+    v.write_conf({"workers": 1,
+                  "listeners": [{"address": "127.0.0.1:%d" % keep, "mode": "forward"}]})
+    v.proc.send_signal(signal.SIGUSR2)
+    new = int(v.wait_for_log(SERVES, timeout=20).group(1))
+    try:
+        assert v.wait_exit() == 0
+        log = v.read_error_log()
+        assert "upgrade: took over 2 listening sockets on 127.0.0.1:%d" % keep in log
+        assert "upgrade: 127.0.0.1:%d is not a listener of this configuration: closed" % drop in log
+        assert [get(keep, o) for _ in range(40)] == [200] * 40
+        assert connect_refused("127.0.0.1", drop)
+    finally:
+        stop_pid(new)
+
+
+def test_cache_directory_follows_the_new_process(viaduct, make_origin, tmp_path):
+    """The disk tier's directory is locked by one process at a time: the new process caches in
+    memory until the old one has written its queue and exited, then opens the directory and
+    serves what the old one stored."""
+    o = make_origin(build_response(200, b"ok\n", [("Cache-Control", "max-age=300")]))
+    port = free_port()
+    cache = str(tmp_path / "cache")
+    v = start(viaduct, [port], cache={"memory": "16m", "disk_path": cache})
+
+    def cache_status():
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET http://127.0.0.1:%d/c HTTP/1.1\r\nHost: x\r\n"
+                      b"Connection: close\r\n\r\n" % o.port)
+            data = b""
+            while not data.endswith(b"ok\n"):
+                b = s.recv(65536)
+                if not b:
+                    break
+                data += b
+        m = re.search(rb"\r\nCache-Status: ([^\r]*)", data)
+        return m.group(1).decode() if m else None
+
+    assert cache_status() == "viaduct; fwd=uri-miss; stored"
+    v.proc.send_signal(signal.SIGUSR2)
+    new = int(v.wait_for_log(SERVES, timeout=20).group(1))
+    try:
+        assert v.wait_exit() == 0
+        v.wait_for_log(r"upgrade: the cache directory opens once the process this one "
+                       r"replaces exits")
+        v.wait_for_log(r"cache disk: %s: 1 files \(\d+ bytes\) indexed" % re.escape(cache),
+                       timeout=10)
+        assert len(re.findall(r"cache disk: %s opened" % re.escape(cache),
+                              v.read_error_log())) == 2  # the old process, then the new one
+        assert re.fullmatch(r"viaduct; hit; ttl=\d+", cache_status())
+        assert len(o.requests) == 1
+    finally:
+        stop_pid(new)
