@@ -175,7 +175,9 @@ on_hup(uv_signal_t *s, int sig)
     if (a->stopping) {
         return;
     }
+    vd_notify("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)(uv_hrtime() / 1000));
     if (load(a, &next, err, sizeof(err)) < 0) {
+        vd_notify("READY=1");
         vd_log(VD_LOG_ERR, NULL, "reload refused, keeping the running configuration: %s", err);
         vd_metrics_reload(false);
         return;
@@ -185,6 +187,7 @@ on_hup(uv_signal_t *s, int sig)
         vd_log(VD_LOG_ERR, NULL,
                "reload refused: listener addresses, modes, certificates or tcp_congestion changed "
                "(restart to change listeners)");
+        vd_notify("READY=1");
         vd_conf_unref(cur);
         vd_conf_unref(next);
         vd_metrics_reload(false);
@@ -206,13 +209,18 @@ on_hup(uv_signal_t *s, int sig)
     vd_metrics_reload(true);
     vd_log(VD_LOG_NOTICE, NULL, "configuration reloaded from %s",
            a->conf_path ? a->conf_path : "(defaults)");
+    vd_notify("READY=1");
 }
 
-/* Stops accepting, lets running exchanges finish (up to timeouts.shutdown_grace) and exits. */
+/* Stops accepting, lets running exchanges finish (up to timeouts.shutdown_grace) and exits.
+ * @upgraded: a new process took over (it, not this one, is the service systemd knows now). */
 static void
-drain(struct app *a)
+drain(struct app *a, bool upgraded)
 {
     a->stopping = true;
+    if (!upgraded) {
+        vd_notify("STOPPING=1");
+    }
     for (unsigned i = 0; i < a->nworkers; i++) {
         vd_worker_post(&a->workers[i], VD_WCMD_DRAIN);
     }
@@ -250,7 +258,7 @@ on_term(uv_signal_t *s, int sig)
         return;
     }
     vd_log(VD_LOG_NOTICE, NULL, "signal %d: draining connections, then exiting", sig);
-    drain(a);
+    drain(a, false);
 }
 
 static void
@@ -258,7 +266,7 @@ upgrade_ready(void *arg)
 {
     struct app *a = arg;
     if (!a->stopping) {
-        drain(a);
+        drain(a, true);
     }
 }
 
@@ -485,7 +493,9 @@ main(int argc, char **argv)
     /* Sockets handed over by the process this one replaces (SIGUSR2): each listener whose
      * address the previous process listened on takes all of its sockets. */
     struct vd_inherited *inh = NULL;
-    size_t ninh = vd_upgrade_inherited(&inh);
+    bool activated;
+    size_t ninh = vd_upgrade_inherited(&inh, &activated);
+    const char *from = activated ? "socket activation" : "upgrade";
     if (ninh) {
         sh.inherit = calloc(conf->nlisteners, sizeof(*sh.inherit));
         sh.ninherit = calloc(conf->nlisteners, sizeof(*sh.ninherit));
@@ -507,7 +517,7 @@ main(int argc, char **argv)
             if (!inh[k].taken) {
                 char text[VD_SOCKADDR_TEXT];
                 vd_log(VD_LOG_NOTICE, NULL,
-                       "upgrade: %s is not a listener of this configuration: closed",
+                       "%s: %s is not a listener of this configuration: closed", from,
                        vd_sockaddr_text((struct sockaddr *)&inh[k].addr, true, text, sizeof(text)));
                 close(inh[k].fd);
             }
@@ -542,7 +552,7 @@ main(int argc, char **argv)
                 fprintf(stderr, "viaduct: cannot take over %s: %s\n", l->addr_text, vd_strerror(r));
                 goto out;
             }
-            vd_log(VD_LOG_NOTICE, NULL, "upgrade: took over %zu listening socket%s on %s",
+            vd_log(VD_LOG_NOTICE, NULL, "%s: took over %zu listening socket%s on %s", from,
                    sh.ninherit[i], sh.ninherit[i] == 1 ? "" : "s", l->addr_text);
         } else {
             fd = vd_worker_listen_shared(l);
@@ -618,7 +628,7 @@ main(int argc, char **argv)
     a.sig_usr2.data = &a;
     uv_signal_start(&a.sig_usr2, on_usr2, SIGUSR2);
     vd_upgrade_init(a.loop, argv);
-    if (ninh && vd_cache_disk_busy()) {
+    if (ninh && !activated && vd_cache_disk_busy()) {
         /* The process this one replaces holds the cache directory until it exits. */
         vd_log(VD_LOG_NOTICE, NULL,
                "upgrade: the cache directory opens once the process this one replaces exits");
@@ -631,6 +641,7 @@ main(int argc, char **argv)
         vd_log(VD_LOG_ERR, NULL, "cannot write %s: %s", ready_file, vd_strerror(-errno));
     }
     vd_upgrade_ready(); /* the process this one replaces (if any) drains from now */
+    vd_notify("READY=1\nMAINPID=%d", (int)getpid());
     uv_run(a.loop, UV_RUN_DEFAULT);
     for (unsigned i = 0; i < n; i++) {
         uv_thread_join(&a.workers[i].thread);

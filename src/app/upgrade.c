@@ -10,9 +10,11 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "upgrade.h"
@@ -81,9 +83,10 @@ parse_fd(const char *s, const char **end)
 }
 
 size_t
-vd_upgrade_inherited(struct vd_inherited **out)
+vd_upgrade_inherited(struct vd_inherited **out, bool *activated)
 {
     *out = NULL;
+    *activated = false;
     const char *r = getenv(ENV_READY);
     if (r) {
         const char *e;
@@ -93,6 +96,22 @@ vd_upgrade_inherited(struct vd_inherited **out)
         }
     }
     const char *list = getenv(ENV_FDS);
+    /* systemd's socket activation (sd_listen_fds(3)): LISTEN_FDS descriptors from 3, meant for
+     * this process when LISTEN_PID says so. Turned into the same list. */
+    char sdlist[256] = "";
+    const char *lp = getenv("LISTEN_PID"), *lf = getenv("LISTEN_FDS");
+    if (!list && lp && lf && strtol(lp, NULL, 10) == (long)getpid()) {
+        long nfd = strtol(lf, NULL, 10);
+        size_t o = 0;
+        for (long i = 0; i < nfd && i < 16 && o < sizeof(sdlist) - 16; i++) {
+            o += (size_t)snprintf(sdlist + o, sizeof(sdlist) - o, "%s%ld", i ? "," : "", 3 + i);
+        }
+        list = sdlist;
+        *activated = nfd > 0;
+    }
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
     size_t n = 0, cap = 0;
     struct vd_inherited *v = NULL;
     for (const char *p = list; p && *p;) {
@@ -127,6 +146,41 @@ vd_upgrade_inherited(struct vd_inherited **out)
     }
     *out = v;
     return n;
+}
+
+void
+vd_notify(const char *fmt, ...)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (!path || !path[0]) {
+        return;
+    }
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    size_t pl = strlen(path);
+    if (pl >= sizeof(un.sun_path) || (path[0] != '/' && path[0] != '@')) {
+        return;
+    }
+    memcpy(un.sun_path, path, pl);
+    if (path[0] == '@') {
+        un.sun_path[0] = '\0'; /* abstract namespace */
+    }
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (len <= 0 || (size_t)len >= sizeof(msg)) {
+        return;
+    }
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return;
+    }
+    if (sendto(fd, msg, (size_t)len, MSG_NOSIGNAL, (struct sockaddr *)&un,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + pl)) < 0) {
+        vd_log(VD_LOG_WARN, NULL, "NOTIFY_SOCKET %s: %s", path, vd_strerror(-errno));
+    }
+    close(fd);
 }
 
 void
@@ -212,6 +266,8 @@ on_pipe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         U.ready = true;
         vd_log(VD_LOG_NOTICE, NULL, "upgrade: the new process %d serves; this one drains",
                U.proc.pid);
+        /* Under systemd the new process becomes the service's main process. */
+        vd_notify("MAINPID=%d", U.proc.pid);
         /* The child runs on its own from here; this process does not wait for it. */
         finish(true);
         U.on_ready(U.arg);

@@ -21,10 +21,15 @@ struct vd_inherited {
 };
 
 /* Reads the sockets the previous process handed over (environment VIADUCT_LISTEN_FDS) and the
- * readiness pipe (VIADUCT_UPGRADE_FD), removing both from the environment. Descriptors that are
- * not listening TCP sockets are ignored and logged. Returns how many were found (*@out, to
- * free) or 0. */
-size_t vd_upgrade_inherited(struct vd_inherited **out);
+ * readiness pipe (VIADUCT_UPGRADE_FD), or the sockets systemd passes to a socket-activated
+ * service (LISTEN_FDS from descriptor 3, when LISTEN_PID is this process), removing the
+ * variables from the environment. Descriptors that are not listening TCP sockets are ignored
+ * and logged. Returns how many were found (*@out, to free) or 0; *@activated tells systemd's. */
+size_t vd_upgrade_inherited(struct vd_inherited **out, bool *activated);
+
+/* sd_notify(3) without libsystemd: sends @state ("READY=1", ...) to the datagram socket named
+ * by NOTIFY_SOCKET (a path, or "@name" in the abstract namespace). Nothing when it is unset. */
+void vd_notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Tells the previous process that this one serves now (nothing when not started by one). */
 void vd_upgrade_ready(void);

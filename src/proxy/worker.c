@@ -274,6 +274,14 @@ on_async(uv_async_t *a)
     }
 }
 
+static bool
+reuseport(int fd)
+{
+    int v = 0;
+    socklen_t vl = sizeof(v);
+    return getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &v, &vl) == 0 && v;
+}
+
 /* Starts accepting on @fd for listener @li (the list has room: vd_worker_init sized it). */
 static void
 listen_add(struct vd_worker *w, uint32_t li, int fd)
@@ -353,6 +361,13 @@ vd_worker_init(struct vd_worker *w, unsigned id, struct vd_conf *conf,
             }
         } else if (id < ninh) {
             fd = sh->inherit[i][id]; /* the old process's socket of this worker's rank */
+        } else if (ninh && !reuseport(sh->listen_fds[i])) {
+            /* A socket systemd made (socket activation) without SO_REUSEPORT: no other socket
+             * may bind the address, so the workers share its accept queue. */
+            fd = fcntl(sh->listen_fds[i], F_DUPFD_CLOEXEC, 0);
+            if (fd < 0) {
+                fd = -errno;
+            }
         } else {
             /* A socket of its own on the same (now concrete) address: SO_REUSEPORT. */
             struct sockaddr_storage ss;
