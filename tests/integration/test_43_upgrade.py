@@ -12,38 +12,15 @@ import threading
 import pytest
 
 from vdtest.httpmsg import build_response
-from vdtest.proc import connect_refused, poll
+from vdtest.proc import connect_refused, free_port, pid_alive, poll, stop_pid
 
 pytestmark = pytest.mark.feature("upgrade")
 
 SERVES = r"upgrade: the new process (\d+) serves; this one drains"
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def under_valgrind(v):
     return "memcheck" in os.readlink("/proc/%d/exe" % v.pid)
-
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def stop_pid(pid):
-    """SIGTERM to a viaduct this test made the old one start; waits until it is gone."""
-    if alive(pid):
-        os.kill(pid, signal.SIGTERM)
-    assert poll(lambda: not alive(pid), timeout=15), "process %d did not exit" % pid
 
 
 def get(port, origin, path="/"):
@@ -119,7 +96,7 @@ def test_failed_upgrade_keeps_the_old_process_serving(viaduct, make_origin):
     v.proc.send_signal(signal.SIGUSR2)
     m = v.wait_for_log(r"upgrade failed: the new process (\d+) exited \(status 1, signal 0\) "
                        r"before serving; this process keeps serving", timeout=20)
-    assert not alive(int(m.group(1)))
+    assert not pid_alive(int(m.group(1)))
     assert get(port, o) == 200
     assert v.proc.poll() is None
     # Fixed, the next SIGUSR2 goes through.

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from vdtest.httpmsg import build_response
-from vdtest.proc import poll, sanitizer_env
+from vdtest.proc import free_port, poll, sanitizer_env, stop_pid
 
 pytestmark = pytest.mark.feature("upgrade")
 
@@ -33,22 +33,6 @@ class Notify:
 
     def close(self):
         self.sock.close()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_notify_ready_reload_and_stopping(viaduct, tmp_path):
@@ -96,9 +80,8 @@ def test_notify_mainpid_moves_to_the_upgraded_process(viaduct, make_origin, tmp_
         with pytest.raises(socket.timeout):
             n.next()
     finally:
-        if new and alive(new):
-            os.kill(new, signal.SIGTERM)
-            assert poll(lambda: not alive(new), timeout=15)
+        if new:
+            stop_pid(new)
         n.close()
 
 

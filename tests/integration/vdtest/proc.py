@@ -274,3 +274,29 @@ def stop_all(started):
             errors.append(str(e))
     if errors:
         pytest.fail("\n".join(errors), pytrace=False)
+
+
+def free_port():
+    """A loopback TCP port nothing listens on now (for a listener that must keep its port)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def pid_alive(pid):
+    """True while process @pid exists and is not a zombie (it need not be our child)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def stop_pid(pid, timeout=15.0):
+    """SIGTERM to @pid (a viaduct a test made another one start: not our child, so it cannot
+    be waited for); waits until it is gone."""
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+    assert poll(lambda: not pid_alive(pid), timeout=timeout), "process %d did not exit" % pid
