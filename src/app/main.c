@@ -499,7 +499,14 @@ main(int argc, char **argv)
     if (ninh) {
         sh.inherit = calloc(conf->nlisteners, sizeof(*sh.inherit));
         sh.ninherit = calloc(conf->nlisteners, sizeof(*sh.ninherit));
-        for (size_t i = 0; sh.inherit && sh.ninherit && i < conf->nlisteners; i++) {
+        if (!sh.inherit || !sh.ninherit) {
+            /* Out of memory: bound afresh like any start (the sockets are closed below). */
+            free(sh.inherit);
+            free(sh.ninherit);
+            sh.inherit = NULL;
+            sh.ninherit = NULL;
+        }
+        for (size_t i = 0; sh.inherit && i < conf->nlisteners; i++) {
             for (size_t k = 0; k < ninh; k++) {
                 if (inh[k].taken || !same_address(&conf->listeners[i], &inh[k])) {
                     continue;
