@@ -85,6 +85,7 @@ struct vd_lb {
 };
 
 #define VD_ROUTE_SERVERS_MAX 64
+#define VD_PARENTS_MAX       16
 #define VD_HEALTH_PATH_MAX   1024 /* bytes of routes[].health_check.path */
 
 /* Active health checks of a route's servers (routes[].health_check): a GET of @path to each
@@ -148,11 +149,12 @@ struct vd_conf_upstream {
     uint64_t splice_min;        /* bytes of body still to come for splice, default 32768 */
     char *tcp_congestion;       /* TCP_CONGESTION for origin and tunnel connections; NULL: the
                                  * system's */
-    /* Parent proxy for forward-proxy traffic (http:// requests and CONNECT); NULL: direct. */
-    char *parent;      /* as written: "http://proxy.example:3128" */
-    char *parent_host; /* lowercase */
-    uint16_t parent_port;
-    bool parent_tls;     /* https://: TLS to the parent, verified like https origins */
+    /* Parent proxies for forward-proxy traffic (http:// requests and CONNECT), in order of
+     * preference (vd_parent_pick); none: direct. An https:// one is verified like origins. */
+    struct vd_conf_server *parents;
+    size_t nparents;
+    _Atomic uint64_t *parent_down; /* per parent: uv_hrtime until which it is skipped, 0: up */
+    uint64_t parent_fail_timeout;  /* ms a parent that could not be reached is skipped, 10 s */
     char *parent_auth;   /* "Basic ..." for Proxy-Authorization, from parent_credentials */
     char **bypass_names; /* parent_bypass host names: "example.com", ".example.com" (lowercase) */
     size_t nbypass_names;

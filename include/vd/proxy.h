@@ -214,6 +214,15 @@ int vd_health_status(const uint8_t *p, size_t len);
  * parent_bypass). */
 bool vd_parent_applies(const struct vd_conf *conf, const char *host);
 
+/* The parent an exchange uses next (upstream.parent, in order of preference): the first one not
+ * in @tried (bit i: parent i was tried already) that is not marked down; when every untried one
+ * is, the one that comes back soonest. -1 when all were tried. */
+int vd_parent_pick(const struct vd_conf *conf, uint32_t tried);
+
+/* Parent @i could not be reached (connection or TLS handshake): later exchanges skip it for
+ * upstream.parent_fail_timeout while another one is up. */
+void vd_parent_failed(const struct vd_conf *conf, int i);
+
 /* Appends viaduct's CONNECT request for @host:@port to the parent on behalf of @t (with
  * viaduct's credentials when configured, and the Via members of @t's request followed by
  * viaduct's own, so that a loop through the parent is seen) to @d. Returns 0 or the dbuf's

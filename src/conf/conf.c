@@ -413,8 +413,12 @@ vd_conf_unref(struct vd_conf *c)
     free(c->upstream.ca_file);
     free(c->upstream.tcp_congestion);
     free(c->upstream.ca_path);
-    free(c->upstream.parent);
-    free(c->upstream.parent_host);
+    for (size_t i = 0; i < c->upstream.nparents; i++) {
+        free(c->upstream.parents[i].url);
+        free(c->upstream.parents[i].host);
+    }
+    free(c->upstream.parents);
+    free((void *)c->upstream.parent_down);
     free(c->upstream.parent_auth);
     for (size_t i = 0; i < c->upstream.nbypass_names; i++) {
         free(c->upstream.bypass_names[i]);

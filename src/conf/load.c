@@ -1975,6 +1975,9 @@ sec_timeouts(struct ld *ld, const struct ynode *n)
 
 static int parse_upstream(struct ld *ld, const struct ynode *n, const char *key,
                           struct vd_conf_server *r);
+static int parse_server_list(struct ld *ld, const struct ynode *v, const char *key,
+                             const char *what, size_t max, struct vd_conf_server **out,
+                             size_t *nout);
 static int parse_cidr(struct ld *ld, const struct ynode *n, const char *key,
                       struct vd_conf_cidr *a);
 
@@ -2021,19 +2024,21 @@ sec_parent(struct ld *ld, const struct ynode *n, struct vd_conf_upstream *u)
     const struct ynode *v;
     int rc;
     if ((v = get(n, "parent"))) {
-        struct vd_conf_server s = {0};
-        if ((rc = want_scalar(ld, v, "upstream.parent", "a proxy URL")) ||
-            (rc = parse_upstream(ld, v, "upstream.parent", &s))) {
-            free(s.url);
-            free(s.host);
+        /* Ports default to 80 or 443; the list is freed with the configuration even when it
+         * did not parse in full. */
+        if ((rc = parse_server_list(ld, v, "upstream.parent", "parent", VD_PARENTS_MAX, &u->parents,
+                                    &u->nparents))) {
             return rc;
         }
-        free(u->parent);
-        free(u->parent_host);
-        u->parent = s.url;
-        u->parent_host = s.host;
-        u->parent_port = s.port; /* 80 or 443 when not written */
-        u->parent_tls = s.tls;
+        u->parent_down = calloc(u->nparents, sizeof(*u->parent_down));
+        if (!u->parent_down) {
+            return oom(ld);
+        }
+    }
+    u->parent_fail_timeout = 10000;
+    if ((v = get(n, "parent_fail_timeout")) &&
+        (rc = get_duration(ld, v, "upstream.parent_fail_timeout", true, &u->parent_fail_timeout))) {
+        return rc;
     }
     if ((v = get(n, "parent_credentials"))) {
         char *path = NULL;
@@ -2079,12 +2084,15 @@ sec_parent(struct ld *ld, const struct ynode *n, struct vd_conf_upstream *u)
             u->nbypass_nets++;
         }
     }
-    if ((get(n, "parent_credentials") || get(n, "parent_bypass")) && !u->parent) {
-        v = get(n, "parent_credentials") ? get(n, "parent_credentials") : get(n, "parent_bypass");
-        return fail(ld, v,
-                    get(n, "parent_credentials") ? "upstream.parent_credentials"
-                                                 : "upstream.parent_bypass",
-                    "set upstream.parent to use it");
+    if ((get(n, "parent_credentials") || get(n, "parent_bypass") ||
+         get(n, "parent_fail_timeout")) &&
+        !u->nparents) {
+        const char *k = get(n, "parent_credentials") ? "parent_credentials"
+                        : get(n, "parent_bypass")    ? "parent_bypass"
+                                                     : "parent_fail_timeout";
+        char key[64];
+        snprintf(key, sizeof(key), "upstream.%s", k);
+        return fail(ld, get(n, k), key, "set upstream.parent to use it");
     }
     return 0;
 }
@@ -2093,9 +2101,9 @@ static int
 sec_upstream(struct ld *ld, const struct ynode *n)
 {
     static const char *const keys[] = {
-        "pool_idle_max", "pool_idle_timeout", "ca_file",        "ca_path", "verify",
-        "splice",        "splice_min",        "tcp_congestion", "parent",  "parent_credentials",
-        "parent_bypass"};
+        "pool_idle_max", "pool_idle_timeout",  "ca_file",        "ca_path", "verify",
+        "splice",        "splice_min",         "tcp_congestion", "parent",  "parent_credentials",
+        "parent_bypass", "parent_fail_timeout"};
     struct vd_conf_upstream *u = &ld->c->upstream;
     const struct ynode *v;
     int rc;
@@ -2206,29 +2214,34 @@ parse_upstream(struct ld *ld, const struct ynode *n, const char *key, struct vd_
     return set_str(ld, &r->url, n->text);
 }
 
-/* routes[].upstream: one URL, or a sequence of them (a balanced group). */
+/* One URL or a sequence of @max at most (@what names them in errors: "upstream", "parent"),
+ * none twice. *@out (its entries filled as far as they parsed) belongs to the caller. */
 static int
-sec_route_servers(struct ld *ld, const struct ynode *v, const char *key, struct vd_conf_route *r)
+parse_server_list(struct ld *ld, const struct ynode *v, const char *key, const char *what,
+                  size_t max, struct vd_conf_server **out, size_t *nout)
 {
-    char sub[KEY_MAX];
+    char sub[KEY_MAX], what_s[48];
     int rc;
     size_t n = v->kind == Y_SEQ ? v->nkid : 1;
     if (v->kind == Y_SEQ) {
-        if ((rc = want_seq(ld, v, key, "upstream URLs"))) {
+        snprintf(what_s, sizeof(what_s), "%s URLs", what);
+        if ((rc = want_seq(ld, v, key, what_s))) {
             return rc;
         }
         if (n == 0) {
-            return fail(ld, v, key, "at least one upstream URL is required");
+            return fail(ld, v, key, "at least one %s URL is required", what);
         }
-        if (n > VD_ROUTE_SERVERS_MAX) {
-            return fail(ld, v, key, "more than %d upstream servers", VD_ROUTE_SERVERS_MAX);
+        if (n > max) {
+            return fail(ld, v, key, "more than %zu %s servers", max, what);
         }
     }
-    r->servers = calloc(n, sizeof(*r->servers));
-    if (!r->servers) {
+    *out = calloc(n, sizeof(**out));
+    if (!*out) {
         return oom(ld);
     }
-    r->nservers = n;
+    *nout = n;
+    struct vd_conf_server *sv = *out;
+    snprintf(what_s, sizeof(what_s), "a%s %s URL", what[0] == 'u' ? "n" : "", what);
     for (size_t i = 0; i < n; i++) {
         const struct ynode *s = v->kind == Y_SEQ ? v->kid[i] : v;
         if (v->kind == Y_SEQ) {
@@ -2236,19 +2249,25 @@ sec_route_servers(struct ld *ld, const struct ynode *v, const char *key, struct 
         } else {
             snprintf(sub, sizeof(sub), "%s", key);
         }
-        if ((rc = want_scalar(ld, s, sub, "an upstream URL")) ||
-            (rc = parse_upstream(ld, s, sub, &r->servers[i]))) {
+        if ((rc = want_scalar(ld, s, sub, what_s)) || (rc = parse_upstream(ld, s, sub, &sv[i]))) {
             return rc;
         }
         for (size_t k = 0; k < i; k++) {
-            const struct vd_conf_server *o = &r->servers[k];
-            if (o->tls == r->servers[i].tls && o->port == r->servers[i].port &&
-                strcmp(o->host, r->servers[i].host) == 0) {
+            const struct vd_conf_server *o = &sv[k];
+            if (o->tls == sv[i].tls && o->port == sv[i].port && strcmp(o->host, sv[i].host) == 0) {
                 return fail(ld, s, sub, "the same server as %s[%zu]", key, k);
             }
         }
     }
     return 0;
+}
+
+/* routes[].upstream: one URL, or a sequence of them (a balanced group). */
+static int
+sec_route_servers(struct ld *ld, const struct ynode *v, const char *key, struct vd_conf_route *r)
+{
+    return parse_server_list(ld, v, key, "upstream", VD_ROUTE_SERVERS_MAX, &r->servers,
+                             &r->nservers);
 }
 
 /* RFC 9110 §7.2: Host = uri-host [ ":" port ]; no spaces, controls or delimiters. */

@@ -42,6 +42,9 @@ struct cnx {
     bool parent_tls;   /* the parent is https://: TLS to it before the CONNECT */
     bool handshaking;  /* that TLS handshake is under way */
     bool parent_later; /* the target is resolved first (address rules), then the parent */
+    bool preached;     /* connected to the parent (TLS done): no other parent from here */
+    int pidx;          /* the parent in use (cnx_use_parent); -1 before one is chosen */
+    uint32_t ptried;   /* parents that could not be reached (bit i) */
     bool addrs_checked;
     const char *chost; /* where the connection goes: the target, or the parent */
     uint16_t cport;
@@ -105,9 +108,15 @@ cnx_free(struct cnx *x)
     }
 }
 
+static void cnx_resolved(void *arg, int status, const struct vd_addrs *addrs);
+static bool cnx_next_parent(struct cnx *x, const char *detail);
+
 static void
 cnx_fail(struct cnx *x, int status, const char *detail)
 {
+    if (x->via_parent && x->pidx >= 0 && !x->preached && cnx_next_parent(x, detail)) {
+        return;
+    }
     struct vd_txn *t = x->t;
     vd_log(VD_LOG_INFO, &t->log, "CONNECT %s:%u: %s", x->host, x->port, detail);
     t->handler = NULL;
@@ -259,11 +268,55 @@ cnx_connect_failed(struct cnx *x, int err)
 
 static void cnx_parent_timeout(uv_timer_t *tm);
 
+/* Points the connection at parent @i (of upstream.parent). */
+static void
+cnx_use_parent(struct cnx *x, int i)
+{
+    const struct vd_conf_server *p = &x->t->conf->upstream.parents[i];
+    x->pidx = i;
+    x->chost = p->host;
+    x->cport = p->port;
+    x->parent_tls = p->tls;
+}
+
+/* The parent in use could not be reached (before our CONNECT went to it): marks it down and
+ * starts over with the next one. Returns false when every parent has been tried. */
+static bool
+cnx_next_parent(struct cnx *x, const char *detail)
+{
+    const struct vd_conf *conf = x->t->conf;
+    vd_parent_failed(conf, x->pidx);
+    x->ptried |= 1u << x->pidx;
+    int i = vd_parent_pick(conf, x->ptried);
+    if (i < 0) {
+        return false;
+    }
+    vd_log(VD_LOG_WARN, &x->t->log, "CONNECT %s:%u: %s; trying the parent proxy %s", x->host,
+           x->port, detail, conf->upstream.parents[i].url);
+    uv_timer_stop(&x->timer);
+    if (x->sock) {
+        struct vd_sock *s = x->sock;
+        x->sock = NULL;
+        s->on_close = attempt_closed;
+        vd_sock_close(s);
+    }
+    x->handshaking = false;
+    x->ai = 0;
+    x->last_err = 0;
+    cnx_use_parent(x, i);
+    int r = vd_resolve(x->t->w->resolver, x->chost, &x->addrs, cnx_resolved, x, &x->q);
+    if (r != VD_EAGAIN) {
+        cnx_resolved(x, r, &x->addrs);
+    }
+    return true;
+}
+
 /* Connected to the parent (and TLS to it done): asks it for the tunnel (RFC 9110 §9.3.6), with
  * viaduct's own credentials when configured. */
 static void
 cnx_parent_ask(struct cnx *x)
 {
+    x->preached = true;
     struct vd_dbuf req;
     vd_dbuf_init(&req, 2048);
     int r = vd_parent_connect_head(&req, x->t, x->host, x->port);
@@ -503,8 +556,7 @@ cnx_resolved(void *arg, int status, const struct vd_addrs *addrs)
     if (x->parent_later) {
         /* The rules saw the target's addresses; the connection goes to the parent. */
         x->parent_later = false;
-        x->chost = x->t->conf->upstream.parent_host;
-        x->cport = x->t->conf->upstream.parent_port;
+        cnx_use_parent(x, vd_parent_pick(x->t->conf, 0));
         int r = vd_resolve(x->t->w->resolver, x->chost, &x->addrs, cnx_resolved, x, &x->q);
         if (r != VD_EAGAIN) {
             cnx_resolved(x, r, &x->addrs);
@@ -570,10 +622,9 @@ vd_connect_start(struct vd_txn *t, const char *host, uint16_t port, int verdict)
     x->chost = host;
     x->cport = port;
     x->via_parent = vd_parent_applies(t->conf, host);
-    x->parent_tls = x->via_parent && t->conf->upstream.parent_tls;
+    x->pidx = -1;
     if (x->via_parent && !x->hold) {
-        x->chost = t->conf->upstream.parent_host;
-        x->cport = t->conf->upstream.parent_port;
+        cnx_use_parent(x, vd_parent_pick(t->conf, 0));
     }
     x->parent_later = x->via_parent && x->hold;
     uv_timer_init(&t->w->loop, &x->timer);

@@ -89,6 +89,9 @@ struct fwd {
     const char *tls_name;  /* the origin's name for certificate checks when f->host is not it */
     uint16_t tport;        /* the origin's port (parent_tunnel) */
     bool parent_later;     /* resolve the origin first (address rules), then the parent */
+    bool preached;         /* connected to the parent (TLS done): no other parent from here */
+    int pidx;              /* the parent in use (fwd_use_parent) */
+    uint32_t ptried;       /* parents that could not be reached (bit i) */
     uint16_t port;
     bool tls;
     char *sni;
@@ -554,6 +557,34 @@ fwd_next_server(struct fwd *f, const char *detail)
     return true;
 }
 
+/* The parent in use could not be reached (nothing was sent to it): marks it down and starts
+ * over with the next one. Returns false when every parent has been tried. */
+static bool
+fwd_next_parent(struct fwd *f, const char *detail)
+{
+    const struct vd_conf *conf = f->t->conf;
+    vd_parent_failed(conf, f->pidx);
+    f->ptried |= 1u << f->pidx;
+    int i = vd_parent_pick(conf, f->ptried);
+    if (i < 0) {
+        return false;
+    }
+    vd_log(VD_LOG_WARN, &f->t->log, "%s [parent %s]; trying the parent proxy %s", detail,
+           conf->upstream.parents[f->pidx].url, conf->upstream.parents[i].url);
+    if (f->u) {
+        struct upc *u = f->u;
+        f->u = NULL;
+        u->f = NULL;
+        upc_release(u, false);
+    }
+    fwd_use_parent(f);
+    if (fwd_use_pooled(f)) {
+        return true;
+    }
+    fwd_resolve(f);
+    return true;
+}
+
 /* Fails the exchange: an error response when nothing was sent yet, else an abort. Releases the
  * upstream connection (closed) and the forward state. A server of a group that could not be
  * reached hands the exchange to another server instead. */
@@ -562,6 +593,10 @@ fwd_fail(struct fwd *f, int status, const char *detail)
 {
     struct vd_txn *t = f->t;
     if (f->srv >= 0 && f->state < F_SENDING && status != 499 && fwd_next_server(f, detail)) {
+        return;
+    }
+    if ((f->via_parent || f->parent_tunnel) && !f->parent_later && !f->preached &&
+        f->state < F_SENDING && status != 499 && fwd_next_parent(f, detail)) {
         return;
     }
     if (status == 499 && fwd_adopt(f)) {
@@ -1759,6 +1794,7 @@ fwd_setup(struct fwd *f)
         }
         /* Connected to where the request goes (the origin or the parent), TLS to the parent
          * done if any: a tunnel through the parent next, or TLS to the origin, or the request. */
+        f->preached = true;
         if (f->parent_tunnel) {
             fwd_parent_ask(f);
             return;
@@ -2109,7 +2145,7 @@ bool
 vd_parent_applies(const struct vd_conf *conf, const char *host)
 {
     const struct vd_conf_upstream *u = &conf->upstream;
-    if (!u->parent_host) {
+    if (!u->nparents) {
         return false;
     }
     size_t hl = strlen(host);
@@ -2131,6 +2167,38 @@ vd_parent_applies(const struct vd_conf *conf, const char *host)
         }
     }
     return true;
+}
+
+int
+vd_parent_pick(const struct vd_conf *conf, uint32_t tried)
+{
+    const struct vd_conf_upstream *u = &conf->upstream;
+    uint64_t now = uv_hrtime(), soonest = UINT64_MAX;
+    int best = -1;
+    for (size_t i = 0; i < u->nparents; i++) {
+        if (tried & (1u << i)) {
+            continue;
+        }
+        uint64_t down = atomic_load_explicit(&u->parent_down[i], memory_order_relaxed);
+        if (down <= now) {
+            return (int)i;
+        }
+        if (down < soonest) {
+            soonest = down;
+            best = (int)i;
+        }
+    }
+    return best;
+}
+
+void
+vd_parent_failed(const struct vd_conf *conf, int i)
+{
+    const struct vd_conf_upstream *u = &conf->upstream;
+    if (i >= 0 && (size_t)i < u->nparents) {
+        atomic_store_explicit(&u->parent_down[i], uv_hrtime() + u->parent_fail_timeout * 1000000ull,
+                              memory_order_relaxed);
+    }
 }
 
 int
@@ -2185,22 +2253,24 @@ vd_parent_refusal(const struct vd_conf *conf, int r, const struct vd_h1_resp_hea
 static void
 fwd_use_parent(struct fwd *f)
 {
-    const struct vd_conf_upstream *u = &f->t->conf->upstream;
-    const char *scheme = u->parent_tls ? "https" : "http";
+    int i = vd_parent_pick(f->t->conf, f->ptried);
+    f->pidx = i < 0 ? 0 : i;
+    const struct vd_conf_server *p = &f->t->conf->upstream.parents[f->pidx];
+    const char *scheme = p->tls ? "https" : "http";
     if (f->parent_tunnel) {
         /* A TLS connection to one origin through the parent: pooled for that origin only. */
         char okey[288]; /* f->key cuts what does not fit, as with any pool key */
         pool_key_format(okey, sizeof(okey), f->host, f->port, f->tls, f->sni);
-        snprintf(f->key, sizeof(f->key), "parent|%s://%s:%u|%s", scheme, u->parent_host,
-                 u->parent_port, okey);
-        f->tport = f->port;
+        snprintf(f->key, sizeof(f->key), "parent|%s://%s:%u|%s", scheme, p->host, p->port, okey);
+        if (!f->ptried) {
+            f->tport = f->port; /* the origin's, before f->port becomes the parent's */
+        }
     } else {
-        snprintf(f->key, sizeof(f->key), "parent|%s://%s:%u", scheme, u->parent_host,
-                 u->parent_port);
+        snprintf(f->key, sizeof(f->key), "parent|%s://%s:%u", scheme, p->host, p->port);
     }
-    f->host = u->parent_host;
-    f->port = u->parent_port;
-    f->parent_tls = u->parent_tls;
+    f->host = p->host;
+    f->port = p->port;
+    f->parent_tls = p->tls;
     f->ai = 0;
 }
 

@@ -5,6 +5,7 @@ across origins, CONNECT tunnels are asked of it with a CONNECT of their own, par
 direct, and a parent that refuses says so in a 502. tinyproxy (with Basic authentication) and a
 second viaduct are the real parents; a recording origin shows the exact bytes."""
 import os
+import re
 import subprocess
 
 import pytest
@@ -361,3 +362,86 @@ def test_loop_check_off_with_zero(viaduct, make_origin):
     r = c.exchange("GET", "http://127.0.0.1:%d/" % o.port,
                    headers=[("Via", ", ".join(["1.1 viaduct"] * 20))])
     assert r.status == 200
+
+
+# ---- several parents -------------------------------------------------------------------------
+
+def parents_child(viaduct, ports, **up):
+    up = dict({"parent": ["http://127.0.0.1:%d" % p for p in ports]}, **up)
+    return viaduct({"upstream": up, "connect": {"ports": ["1-65535"]}})
+
+
+def test_first_parent_up_takes_everything(viaduct, make_origin):
+    p1 = make_origin(build_response(200, b"one"))
+    p2 = make_origin(build_response(200, b"two"))
+    vd = parents_child(viaduct, [p1.port, p2.port])
+    for i in range(3):
+        with vd.connect() as c:
+            assert c.exchange("GET", "http://origin.test/%d" % i).body == b"one"
+    assert len(p1.wait_requests(3)) == 3
+    assert p2.requests == []
+
+
+def test_unreachable_parent_fails_over_and_is_skipped(viaduct, make_origin):
+    """The first parent refuses connections: the request goes to the second one (nothing was
+    sent to the first), and later requests skip the first for parent_fail_timeout."""
+    down = closed_port()
+    p2 = make_origin(build_response(200, b"two"))
+    vd = parents_child(viaduct, [down, p2.port], parent_fail_timeout="1h")
+    for i in range(3):
+        with vd.connect() as c:
+            r = c.exchange("GET", "http://origin.test/%d" % i)
+            assert (r.status, r.body) == (200, b"two")
+    assert [q.request_line for q in p2.wait_requests(3)] == [
+        b"GET http://origin.test/%d HTTP/1.1" % i for i in range(3)]
+    log = vd.read_error_log()
+    tries = re.findall(r"\[parent http://127\.0\.0\.1:%d\]; trying the parent proxy "
+                       r"http://127\.0\.0\.1:%d" % (down, p2.port), log)
+    assert len(tries) == 1  # the first request only: then the first parent is marked down
+
+
+def test_connect_fails_over_to_the_next_parent(viaduct, tmp_path):
+    parent = scripted_parent(b"HTTP/1.1 200 Connection established\r\n\r\n", echo)
+    down = closed_port()
+    try:
+        vd = parents_child(viaduct, [down, parent.port])
+        c, r = connect(vd, "origin.test:993")
+        assert r.status == 200
+        c.sock.sendall(b"ping")
+        assert recv_exact(c.sock, 4) == b"ping"
+        head = bytes(parent.wait_conns(1).received).split(b"\r\n\r\n")[0]
+        assert head.split(b"\r\n")[0] == b"CONNECT origin.test:993 HTTP/1.1"
+        vd.wait_for_log(r"CONNECT origin\.test:993: connection to the parent proxy 127\.0\.0\.1 "
+                        r"port %d refused; trying the parent proxy http://127\.0\.0\.1:%d"
+                        % (down, parent.port))
+    finally:
+        parent.stop()
+
+
+def test_a_parent_that_answers_is_not_failed_over(viaduct, tmp_path):
+    """A parent that was reached and refused the CONNECT (407) is an answer, not an outage: the
+    client gets the 502 and the next parent is not asked."""
+    refusing = scripted_parent(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                               b"Content-Length: 0\r\n\r\n", lambda c: None)
+    other = scripted_parent(b"HTTP/1.1 200 Connection established\r\n\r\n", echo)
+    try:
+        vd = parents_child(viaduct, [refusing.port, other.port])
+        c, r = connect(vd, "origin.test:993")
+        assert r.status == 502
+        assert b"the parent proxy wants credentials (407)" in r.body
+        assert other.conns == []
+    finally:
+        refusing.stop()
+        other.stop()
+
+
+def test_every_parent_down_is_502(viaduct):
+    a, b = closed_port(), closed_port()
+    vd = parents_child(viaduct, [a, b])
+    with vd.connect() as c:
+        r = c.exchange("GET", "http://origin.test/x")
+        assert r.status == 502
+        # Both were tried, in order; the answer names the last one.
+        assert r.body == b"502 Bad Gateway: upstream connection refused by 127.0.0.1 port %d\n" % b
+    vd.wait_for_log(r"\[parent http://127\.0\.0\.1:%d\]; trying the parent proxy "
+                    r"http://127\.0\.0\.1:%d" % (a, b))

@@ -1439,10 +1439,12 @@ test_parent(void **state)
              creds);
     assert_int_equal(load_str(yaml, &c, err, sizeof(err), path), 0);
     const struct vd_conf_upstream *u = &c->upstream;
-    assert_string_equal(u->parent, "http://Proxy.Example:3128");
-    assert_string_equal(u->parent_host, "proxy.example");
-    assert_int_equal(u->parent_port, 3128);
-    assert_false(u->parent_tls);
+    assert_int_equal(u->nparents, 1);
+    assert_string_equal(u->parents[0].url, "http://Proxy.Example:3128");
+    assert_string_equal(u->parents[0].host, "proxy.example");
+    assert_int_equal(u->parents[0].port, 3128);
+    assert_false(u->parents[0].tls);
+    assert_int_equal(u->parent_fail_timeout, 10000);
     assert_string_equal(u->parent_auth, "Basic dXNlcjpwYTpzcw=="); /* user:pa:ss */
     assert_int_equal(u->nbypass_names, 2);
     assert_string_equal(u->bypass_names[0], ".internal.example");
@@ -1485,10 +1487,10 @@ test_parent(void **state)
 
     for (size_t i = 0; i < VD_ARRAY_LEN(ok); i++) {
         assert_int_equal(load_str(ok[i].yaml, &c, err, sizeof(err), path), 0);
-        assert_string_equal(c->upstream.parent, ok[i].url);
-        assert_string_equal(c->upstream.parent_host, ok[i].host);
-        assert_int_equal(c->upstream.parent_port, ok[i].port);
-        assert_int_equal(c->upstream.parent_tls, ok[i].tls);
+        assert_string_equal(c->upstream.parents[0].url, ok[i].url);
+        assert_string_equal(c->upstream.parents[0].host, ok[i].host);
+        assert_int_equal(c->upstream.parents[0].port, ok[i].port);
+        assert_int_equal(c->upstream.parents[0].tls, ok[i].tls);
         assert_true(vd_parent_applies(c, "example.com"));
         vd_conf_unref(c);
     }
@@ -1511,6 +1513,36 @@ test_parent(void **state)
         "2:11: upstream.parent: bad upstream 'p:3128': the scheme must be http:// or https://");
     expect_err("upstream:\n  parent_bypass: [a.example]\n",
                "2:18: upstream.parent_bypass: set upstream.parent to use it");
+    expect_err("upstream:\n  parent_fail_timeout: 5s\n",
+               "2:24: upstream.parent_fail_timeout: set upstream.parent to use it");
+
+    /* Several parents, in order of preference; the first one up is used. */
+    assert_int_equal(load_str("upstream:\n  parent: [http://a:3128, 'https://b', http://c:8080]\n"
+                              "  parent_fail_timeout: 250ms\n",
+                              &c, err, sizeof(err), path),
+                     0);
+    assert_int_equal(c->upstream.nparents, 3);
+    assert_string_equal(c->upstream.parents[1].host, "b");
+    assert_int_equal(c->upstream.parents[1].port, 443);
+    assert_true(c->upstream.parents[1].tls);
+    assert_int_equal(c->upstream.parent_fail_timeout, 250);
+    assert_int_equal(vd_parent_pick(c, 0), 0);
+    assert_int_equal(vd_parent_pick(c, 1), 1); /* a tried */
+    assert_int_equal(vd_parent_pick(c, 7), -1);
+    vd_parent_failed(c, 0);
+    assert_int_equal(vd_parent_pick(c, 0), 1); /* a down for 250 ms */
+    vd_parent_failed(c, 1);
+    vd_parent_failed(c, 2);
+    /* All down: the one that comes back soonest (a, marked first). */
+    assert_int_equal(vd_parent_pick(c, 0), 0);
+    assert_int_equal(vd_parent_pick(c, 1), 1);
+    vd_conf_unref(c);
+    expect_err("upstream:\n  parent: [http://a, http://A:80]\n",
+               "2:22: upstream.parent[1]: the same server as upstream.parent[0]");
+    expect_err("upstream:\n  parent: []\n",
+               "2:11: upstream.parent: at least one parent URL is required");
+    expect_err("upstream:\n  parent: [{url: http://a}]\n",
+               "2:12: upstream.parent[0]: expected a parent URL, got a mapping");
     expect_err("upstream:\n  parent: http://p\n  parent_bypass: [all]\n",
                "3:19: upstream.parent_bypass[0]: bad entry 'all': leave upstream.parent out to go "
                "direct");
