@@ -408,6 +408,29 @@ render_cache(struct vd_dbuf *d, const struct vd_conf *conf)
 
 /* Servers of upstream groups (routes with several, or with health checks): requests, failures,
  * state, and the active health checks. */
+/* upstream.parent: 0 while a parent is skipped after it could not be reached, else 1. */
+static int
+render_parents(struct vd_dbuf *d, const struct vd_conf *conf)
+{
+    const struct vd_conf_upstream *u = &conf->upstream;
+    if (!u->nparents) {
+        return 0;
+    }
+    static const char name[] = "viaduct_parent_up";
+    int r = family(d, name, "gauge",
+                   "1 while the parent proxy is used, 0 while it is skipped for "
+                   "upstream.parent_fail_timeout after it could not be reached.");
+    uint64_t now = uv_hrtime();
+    for (size_t i = 0; i < u->nparents && r == 0; i++) {
+        char esc[600], lab[640];
+        label_escape(esc, sizeof(esc), u->parents[i].url);
+        snprintf(lab, sizeof(lab), "parent=\"%s\"", esc);
+        r = sample(d, name, lab,
+                   atomic_load_explicit(&u->parent_down[i], memory_order_relaxed) <= now);
+    }
+    return r;
+}
+
 static int
 render_groups(struct vd_dbuf *d, const struct vd_conf *conf)
 {
@@ -503,7 +526,8 @@ vd_metrics_render(struct vd_dbuf *d, const struct vd_conf *conf, const int *list
     r = r ? r : render_http(d);
     r = r ? r : render_tunnels(d);
     r = r ? r : render_cache(d, conf);
-    return r ? r : render_groups(d, conf);
+    r = r ? r : render_groups(d, conf);
+    return r ? r : render_parents(d, conf);
 }
 
 /* ---- the admin handler --------------------------------------------------------------------- */

@@ -12,6 +12,7 @@ import pytest
 
 from vdtest.client import connect_tunnel as connect
 from vdtest.httpmsg import build_response
+from vdtest.metrics import scrape, val
 from vdtest.origins import closed_port
 from vdtest.tcp import TcpServer, echo, greeting, listening, recv_exact
 
@@ -367,8 +368,11 @@ def test_loop_check_off_with_zero(viaduct, make_origin):
 # ---- several parents -------------------------------------------------------------------------
 
 def parents_child(viaduct, ports, **up):
+    """A forward proxy (listener 0) with these parents, and an admin listener (1)."""
     up = dict({"parent": ["http://127.0.0.1:%d" % p for p in ports]}, **up)
-    return viaduct({"upstream": up, "connect": {"ports": ["1-65535"]}})
+    return viaduct({"upstream": up, "connect": {"ports": ["1-65535"]},
+                    "listeners": [{"address": "127.0.0.1:0", "mode": "forward"},
+                                  {"address": "127.0.0.1:0", "mode": "admin"}]})
 
 
 def test_first_parent_up_takes_everything(viaduct, make_origin):
@@ -398,6 +402,9 @@ def test_unreachable_parent_fails_over_and_is_skipped(viaduct, make_origin):
     tries = re.findall(r"\[parent http://127\.0\.0\.1:%d\]; trying the parent proxy "
                        r"http://127\.0\.0\.1:%d" % (down, p2.port), log)
     assert len(tries) == 1  # the first request only: then the first parent is marked down
+    m = scrape(vd)
+    assert val(m, "viaduct_parent_up", parent="http://127.0.0.1:%d" % down) == 0
+    assert val(m, "viaduct_parent_up", parent="http://127.0.0.1:%d" % p2.port) == 1
 
 
 def test_connect_fails_over_to_the_next_parent(viaduct, tmp_path):
