@@ -137,6 +137,8 @@ struct vd_conf_timeouts {         /* all in ms */
     uint64_t client_body;         /* 60000: no request body progress, then 408 */
     uint64_t upstream_read;       /* 60000: no response body progress, then close */
     uint64_t shutdown_grace;      /* 30000: SIGTERM drain deadline */
+    uint64_t upgrade_grace;       /* drain deadline of the old process after a binary upgrade;
+                                   * UINT64_MAX (default): shutdown_grace */
 };
 
 struct vd_conf_upstream {

@@ -354,6 +354,7 @@ enum {
     VD_WCMD_NONE,
     VD_WCMD_RELOAD,
     VD_WCMD_DRAIN,
+    VD_WCMD_DRAIN_UPGRADE, /* as DRAIN, with timeouts.upgrade_grace */
 };
 
 /* Initialises @w (loop, resolver, listeners) with @conf (a new reference is taken). Returns 0 or

@@ -222,7 +222,7 @@ drain(struct app *a, bool upgraded)
         vd_notify("STOPPING=1");
     }
     for (unsigned i = 0; i < a->nworkers; i++) {
-        vd_worker_post(&a->workers[i], VD_WCMD_DRAIN);
+        vd_worker_post(&a->workers[i], upgraded ? VD_WCMD_DRAIN_UPGRADE : VD_WCMD_DRAIN);
     }
     uv_close((uv_handle_t *)&a->sig_hup, NULL);
     uv_close((uv_handle_t *)&a->sig_term, NULL);

@@ -253,6 +253,7 @@ vd_conf_default(void)
         .client_body = 60000,
         .upstream_read = 60000,
         .shutdown_grace = 30000,
+        .upgrade_grace = UINT64_MAX,
     };
     c->upstream = (struct vd_conf_upstream){
         .pool_idle_max = 1024,

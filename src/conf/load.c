@@ -1946,13 +1946,13 @@ static int
 sec_timeouts(struct ld *ld, const struct ynode *n)
 {
     static const char *const keys[] = {
-        "client_header", "keepalive",   "upstream_connect", "upstream_first_byte",
-        "send",          "client_body", "upstream_read",    "shutdown_grace",
+        "client_header", "keepalive",     "upstream_connect", "upstream_first_byte", "send",
+        "client_body",   "upstream_read", "shutdown_grace",   "upgrade_grace",
     };
     struct vd_conf_timeouts *t = &ld->c->timeouts;
-    uint64_t *dst[] = {&t->client_header,       &t->keepalive,     &t->upstream_connect,
-                       &t->upstream_first_byte, &t->send,          &t->client_body,
-                       &t->upstream_read,       &t->shutdown_grace};
+    uint64_t *dst[] = {&t->client_header,       &t->keepalive,      &t->upstream_connect,
+                       &t->upstream_first_byte, &t->send,           &t->client_body,
+                       &t->upstream_read,       &t->shutdown_grace, &t->upgrade_grace};
     char sub[KEY_MAX];
     const struct ynode *v;
     int rc;
@@ -1963,7 +1963,8 @@ sec_timeouts(struct ld *ld, const struct ynode *n)
     for (size_t i = 0; i < VD_ARRAY_LEN(keys); i++) {
         if ((v = get(n, keys[i]))) {
             /* keepalive 0 closes after each response; shutdown_grace 0 exits without draining. */
-            bool zero_ok = dst[i] == &t->keepalive || dst[i] == &t->shutdown_grace;
+            bool zero_ok = dst[i] == &t->keepalive || dst[i] == &t->shutdown_grace ||
+                           dst[i] == &t->upgrade_grace;
             key_join(sub, "timeouts", keys[i]);
             if ((rc = get_duration(ld, v, sub, zero_ok, dst[i]))) {
                 return rc;

@@ -240,6 +240,10 @@ on_async(uv_async_t *a)
 {
     struct vd_worker *w = a->data;
     int cmd = atomic_exchange(&w->cmd, VD_WCMD_NONE);
+    bool upgrade = cmd == VD_WCMD_DRAIN_UPGRADE;
+    if (upgrade) {
+        cmd = VD_WCMD_DRAIN;
+    }
     if (cmd == VD_WCMD_RELOAD || cmd == VD_WCMD_DRAIN) {
         struct vd_conf *c = vd_conf_current();
         if (c) {
@@ -267,7 +271,10 @@ on_async(uv_async_t *a)
          * transfers for collapsed requests whose leader left. */
         vd__detached_abort_all();
         close_listeners(w);
-        w->drain_deadline = uv_now(&w->loop) + w->conf->timeouts.shutdown_grace;
+        const struct vd_conf_timeouts *to = &w->conf->timeouts;
+        w->drain_deadline =
+            uv_now(&w->loop) +
+            (upgrade && to->upgrade_grace != UINT64_MAX ? to->upgrade_grace : to->shutdown_grace);
         vd_front_h1_close(w, true);
         uv_timer_start(&w->drain_timer, drain_tick, 100, 100);
         maybe_finish(w);

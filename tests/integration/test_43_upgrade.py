@@ -11,8 +11,10 @@ import threading
 
 import pytest
 
+from vdtest.client import connect_tunnel
 from vdtest.httpmsg import build_response
 from vdtest.proc import connect_refused, free_port, pid_alive, poll, stop_pid
+from vdtest.tcp import TcpServer, recv_exact
 
 pytestmark = pytest.mark.feature("upgrade")
 
@@ -169,3 +171,31 @@ def test_cache_directory_follows_the_new_process(viaduct, make_origin, tmp_path)
         assert len(o.requests) == 1
     finally:
         stop_pid(new)
+
+
+def test_tunnels_outlive_the_upgrade_for_upgrade_grace(viaduct, make_origin):
+    """timeouts.upgrade_grace: a CONNECT tunnel open in the old process keeps working past
+    shutdown_grace while the new process serves new connections; the old one exits once the
+    tunnel ends."""
+    o = make_origin(build_response(200, b"ok\n"))
+    echo_srv = TcpServer()
+    port = free_port()
+    v = start(viaduct, [port], timeouts={"shutdown_grace": "1s", "upgrade_grace": "1h"},
+              connect={"ports": ["1-65535"]})
+    c, r = connect_tunnel(v, "127.0.0.1:%d" % echo_srv.port)
+    assert r.status == 200
+    c.sock.sendall(b"before")
+    assert recv_exact(c.sock, 6) == b"before"
+    v.proc.send_signal(signal.SIGUSR2)
+    new = int(v.wait_for_log(SERVES, timeout=20).group(1))
+    try:
+        assert get(port, o) == 200  # new connections: the new process
+        poll(lambda: False, timeout=2.5)  # past shutdown_grace
+        assert v.proc.poll() is None
+        c.sock.sendall(b"after")
+        assert recv_exact(c.sock, 5) == b"after"
+        c.close()
+        assert v.wait_exit() == 0
+    finally:
+        stop_pid(new)
+        echo_srv.stop()

@@ -197,6 +197,7 @@ static const char full_yaml[] = "# every key\n"
                                 "  client_body: 8s\n"
                                 "  upstream_read: 9s\n"
                                 "  shutdown_grace: 0\n"
+                                "  upgrade_grace: 2h\n"
                                 "upstream:\n"
                                 "  pool_idle_max: 8\n"
                                 "  pool_idle_timeout: 90s\n"
@@ -370,6 +371,7 @@ test_full(void **state)
     assert_int_equal(c->timeouts.client_body, 8000);
     assert_int_equal(c->timeouts.upstream_read, 9000);
     assert_int_equal(c->timeouts.shutdown_grace, 0);
+    assert_int_equal(c->timeouts.upgrade_grace, 7200000);
 
     assert_int_equal(c->upstream.pool_idle_max, 8);
     assert_int_equal(c->upstream.pool_idle_timeout, 90000);
