@@ -157,6 +157,8 @@ struct vd_conf_upstream {
     size_t nparents;
     _Atomic uint64_t *parent_down; /* per parent: uv_hrtime until which it is skipped, 0: up */
     uint64_t parent_fail_timeout;  /* ms a parent that could not be reached is skipped, 10 s */
+    bool parent_round_robin;       /* parent_select: round_robin (else failover, in order) */
+    _Atomic uint32_t *parent_turn; /* round_robin: the next parent to start from */
     char *parent_auth;   /* "Basic ..." for Proxy-Authorization, from parent_credentials */
     char **bypass_names; /* parent_bypass host names: "example.com", ".example.com" (lowercase) */
     size_t nbypass_names;

@@ -214,9 +214,11 @@ int vd_health_status(const uint8_t *p, size_t len);
  * parent_bypass). */
 bool vd_parent_applies(const struct vd_conf *conf, const char *host);
 
-/* The parent an exchange uses next (upstream.parent, in order of preference): the first one not
- * in @tried (bit i: parent i was tried already) that is not marked down; when every untried one
- * is, the one that comes back soonest. -1 when all were tried. */
+/* The parent an exchange uses next (upstream.parent, in order of preference; with parent_select
+ * round_robin, from a starting point that moves one parent further for each exchange when
+ * @tried is 0): the first one not in @tried (bit i: parent i was tried already) that is not
+ * marked down; when every untried one is, the one that comes back soonest. -1 when all were
+ * tried. */
 int vd_parent_pick(const struct vd_conf *conf, uint32_t tried);
 
 /* Parent @i could not be reached (connection or TLS handshake): later exchanges skip it for

@@ -2032,9 +2032,19 @@ sec_parent(struct ld *ld, const struct ynode *n, struct vd_conf_upstream *u)
             return rc;
         }
         u->parent_down = calloc(u->nparents, sizeof(*u->parent_down));
-        if (!u->parent_down) {
+        u->parent_turn = calloc(1, sizeof(*u->parent_turn));
+        if (!u->parent_down || !u->parent_turn) {
             return oom(ld);
         }
+    }
+    if ((v = get(n, "parent_select"))) {
+        static const char *const sel[] = {"failover", "round_robin"};
+        size_t i = 0;
+        if ((rc = get_enum(ld, v, "upstream.parent_select", "parent_select", sel, VD_ARRAY_LEN(sel),
+                           &i))) {
+            return rc;
+        }
+        u->parent_round_robin = i == 1;
     }
     u->parent_fail_timeout = 10000;
     if ((v = get(n, "parent_fail_timeout")) &&
@@ -2085,12 +2095,13 @@ sec_parent(struct ld *ld, const struct ynode *n, struct vd_conf_upstream *u)
             u->nbypass_nets++;
         }
     }
-    if ((get(n, "parent_credentials") || get(n, "parent_bypass") ||
-         get(n, "parent_fail_timeout")) &&
+    if ((get(n, "parent_credentials") || get(n, "parent_bypass") || get(n, "parent_fail_timeout") ||
+         get(n, "parent_select")) &&
         !u->nparents) {
-        const char *k = get(n, "parent_credentials") ? "parent_credentials"
-                        : get(n, "parent_bypass")    ? "parent_bypass"
-                                                     : "parent_fail_timeout";
+        const char *k = get(n, "parent_credentials")    ? "parent_credentials"
+                        : get(n, "parent_bypass")       ? "parent_bypass"
+                        : get(n, "parent_fail_timeout") ? "parent_fail_timeout"
+                                                        : "parent_select";
         char key[64];
         snprintf(key, sizeof(key), "upstream.%s", k);
         return fail(ld, get(n, k), key, "set upstream.parent to use it");
@@ -2102,9 +2113,9 @@ static int
 sec_upstream(struct ld *ld, const struct ynode *n)
 {
     static const char *const keys[] = {
-        "pool_idle_max", "pool_idle_timeout",  "ca_file",        "ca_path", "verify",
-        "splice",        "splice_min",         "tcp_congestion", "parent",  "parent_credentials",
-        "parent_bypass", "parent_fail_timeout"};
+        "pool_idle_max", "pool_idle_timeout",   "ca_file",        "ca_path", "verify",
+        "splice",        "splice_min",          "tcp_congestion", "parent",  "parent_credentials",
+        "parent_bypass", "parent_fail_timeout", "parent_select"};
     struct vd_conf_upstream *u = &ld->c->upstream;
     const struct ynode *v;
     int rc;

@@ -2175,7 +2175,14 @@ vd_parent_pick(const struct vd_conf *conf, uint32_t tried)
     const struct vd_conf_upstream *u = &conf->upstream;
     uint64_t now = uv_hrtime(), soonest = UINT64_MAX;
     int best = -1;
-    for (size_t i = 0; i < u->nparents; i++) {
+    /* round_robin: each exchange starts one parent further along; a failover (@tried set)
+     * takes the first untried one in order. */
+    size_t start =
+        u->parent_round_robin && !tried && u->nparents
+            ? atomic_fetch_add_explicit(u->parent_turn, 1, memory_order_relaxed) % u->nparents
+            : 0;
+    for (size_t k = 0; k < u->nparents; k++) {
+        size_t i = (start + k) % u->nparents;
         if (tried & (1u << i)) {
             continue;
         }

@@ -386,6 +386,21 @@ def test_first_parent_up_takes_everything(viaduct, make_origin):
     assert p2.requests == []
 
 
+def test_round_robin_spreads_exchanges_over_the_parents(viaduct, make_origin):
+    p1 = make_origin(build_response(200, b"one"))
+    p2 = make_origin(build_response(200, b"two"))
+    vd = parents_child(viaduct, [p1.port, p2.port], parent_select="round_robin")
+    bodies = []
+    with vd.connect() as c:
+        for i in range(4):
+            bodies.append(c.exchange("GET", "http://origin.test/%d" % i).body)
+    assert bodies == [b"one", b"two", b"one", b"two"]
+    assert [q.target for q in p1.wait_requests(2)] == ["http://origin.test/0",
+                                                       "http://origin.test/2"]
+    assert [q.target for q in p2.wait_requests(2)] == ["http://origin.test/1",
+                                                       "http://origin.test/3"]
+
+
 def test_unreachable_parent_fails_over_and_is_skipped(viaduct, make_origin):
     """The first parent refuses connections: the request goes to the second one (nothing was
     sent to the first), and later requests skip the first for parent_fail_timeout."""

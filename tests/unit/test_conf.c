@@ -1539,6 +1539,24 @@ test_parent(void **state)
     assert_int_equal(vd_parent_pick(c, 0), 0);
     assert_int_equal(vd_parent_pick(c, 1), 1);
     vd_conf_unref(c);
+    /* round_robin: each exchange starts one further along, skipping parents marked down. */
+    assert_int_equal(load_str("upstream:\n  parent: [http://a, http://b, http://c]\n"
+                              "  parent_select: round_robin\n",
+                              &c, err, sizeof(err), path),
+                     0);
+    assert_true(c->upstream.parent_round_robin);
+    assert_int_equal(vd_parent_pick(c, 0), 0);
+    assert_int_equal(vd_parent_pick(c, 0), 1);
+    assert_int_equal(vd_parent_pick(c, 0), 2);
+    assert_int_equal(vd_parent_pick(c, 0), 0);
+    vd_parent_failed(c, 1);
+    assert_int_equal(vd_parent_pick(c, 0), 2); /* would start at b: down */
+    assert_int_equal(vd_parent_pick(c, 0), 2);
+    assert_int_equal(vd_parent_pick(c, 0), 0);
+    vd_conf_unref(c);
+    expect_err("upstream:\n  parent: http://a\n  parent_select: random\n",
+               "3:18: upstream.parent_select: unknown parent_select 'random' (expected failover "
+               "or round_robin)");
     expect_err("upstream:\n  parent: [http://a, http://A:80]\n",
                "2:22: upstream.parent[1]: the same server as upstream.parent[0]");
     expect_err("upstream:\n  parent: []\n",
