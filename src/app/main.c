@@ -49,14 +49,16 @@ static void
 usage(FILE *f)
 {
     fputs("usage: viaduct [-c FILE] [-t] [-l ADDR:PORT]... [-w N] [--ready-file PATH]\n"
-          "               [--features] [-V|--version] [-h|--help]\n"
+          "               [--pid-file PATH] [--features] [-V|--version] [-h|--help]\n"
           "  -c FILE         YAML configuration (default: forward proxy on 127.0.0.1:3128)\n"
           "  -t              check the configuration and exit\n"
           "  -l ADDR:PORT    forward-proxy listener, repeatable; replaces the file's listeners\n"
           "  -w N            worker threads (default: configuration, else one per core)\n"
           "  --ready-file P  after binding, write each listener's real ADDR:PORT to P\n"
+          "  --pid-file P    once serving, write the process ID to P (removed at exit)\n"
           "  --features      list compiled-in features, one per line\n"
-          "signals: SIGHUP reloads the configuration; SIGTERM/SIGINT drain and exit\n",
+          "signals: SIGHUP reloads the configuration; SIGTERM/SIGINT drain and exit;\n"
+          "         SIGUSR2 starts the binary again and hands it the listening sockets\n",
           f);
 }
 
@@ -344,6 +346,23 @@ write_ready_file(const char *path, const int *fds, size_t n)
     return 0;
 }
 
+/* Removes @path (NULL: none) if it still names this process: after a binary upgrade it names
+ * the new one, which the old one must not take away. */
+static void
+remove_pid_file(const char *path)
+{
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!f) {
+        return;
+    }
+    int pid = 0;
+    bool ours = fscanf(f, "%d", &pid) == 1 && pid == (int)getpid();
+    fclose(f);
+    if (ours) {
+        (void)unlink(path);
+    }
+}
+
 static int
 open_log_file(const char *path)
 {
@@ -359,6 +378,7 @@ main(int argc, char **argv)
         {"listen", required_argument, NULL, 'l'},
         {"workers", required_argument, NULL, 'w'},
         {"ready-file", required_argument, NULL, 'r'},
+        {"pid-file", required_argument, NULL, 'p'},
         {"features", no_argument, NULL, 'F'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
@@ -368,7 +388,7 @@ main(int argc, char **argv)
     vd_tls_use_mcache(); /* before anything makes OpenSSL allocate */
     struct app a = {0};
     bool test_only = false;
-    const char *ready_file = NULL;
+    const char *ready_file = NULL, *pid_file = NULL;
     int opt;
     while ((opt = getopt_long(argc, argv, "c:tl:w:Vh", longopts, NULL)) != -1) {
         switch (opt) {
@@ -396,6 +416,9 @@ main(int argc, char **argv)
         }
         case 'r':
             ready_file = optarg;
+            break;
+        case 'p':
+            pid_file = optarg;
             break;
         case 'F':
             for (size_t i = 0; i < VD_ARRAY_LEN(features); i++) {
@@ -647,6 +670,17 @@ main(int argc, char **argv)
     if (ready_file && rename(ready_tmp, ready_file) != 0) {
         vd_log(VD_LOG_ERR, NULL, "cannot write %s: %s", ready_file, vd_strerror(-errno));
     }
+    if (pid_file) {
+        /* After an upgrade the new process's ID replaces the old one's in the same file. */
+        char tmp[4096];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", pid_file);
+        FILE *f = fopen(tmp, "w");
+        if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0 ||
+            rename(tmp, pid_file) != 0) {
+            vd_log(VD_LOG_ERR, NULL, "cannot write %s: %s", pid_file, vd_strerror(-errno));
+            pid_file = NULL;
+        }
+    }
     vd_upgrade_ready(); /* the process this one replaces (if any) drains from now */
     vd_notify("READY=1\nMAINPID=%d", (int)getpid());
     uv_run(a.loop, UV_RUN_DEFAULT);
@@ -654,6 +688,7 @@ main(int argc, char **argv)
         uv_thread_join(&a.workers[i].thread);
     }
     uv_loop_close(a.loop);
+    remove_pid_file(pid_file);
     vd_log(VD_LOG_NOTICE, NULL, "viaduct stopped");
     rc = 0;
 out_workers:

@@ -93,7 +93,7 @@ def test_version(viaduct_bin, flag):
 def test_help(viaduct_bin):
     r = run_bin(viaduct_bin, ["-h"])
     assert r.returncode == 0
-    for opt in ("-c", "-t", "-l", "-w", "--ready-file", "--features"):
+    for opt in ("-c", "-t", "-l", "-w", "--ready-file", "--pid-file", "--features", "SIGUSR2"):
         assert opt in r.stdout + r.stderr
 
 

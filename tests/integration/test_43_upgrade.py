@@ -43,11 +43,11 @@ def get(port, origin, path="/"):
         return repr(e)
 
 
-def start(viaduct, ports, workers=2, **extra):
+def start(viaduct, ports, workers=2, args=(), **extra):
     conf = {"workers": workers,
             "listeners": [{"address": "127.0.0.1:%d" % p, "mode": "forward"} for p in ports]}
     conf.update(extra)
-    v = viaduct(conf)
+    v = viaduct(conf, args=args)
     if under_valgrind(v):
         pytest.skip("under valgrind /proc/self/exe is valgrind itself")
     return v
@@ -199,3 +199,19 @@ def test_tunnels_outlive_the_upgrade_for_upgrade_grace(viaduct, make_origin):
     finally:
         stop_pid(new)
         echo_srv.stop()
+
+
+def test_pid_file_follows_the_upgrade(viaduct, make_origin, tmp_path):
+    """--pid-file names the process that serves: the new one writes its ID over the old one's,
+    the old one leaves it alone when it exits, and the new one removes it when it stops."""
+    pidf = tmp_path / "viaduct.pid"
+    v = start(viaduct, [free_port()], args=["--pid-file", str(pidf)])
+    assert pidf.read_text() == "%d\n" % v.pid
+    v.proc.send_signal(signal.SIGUSR2)
+    new = int(v.wait_for_log(SERVES, timeout=20).group(1))
+    try:
+        assert v.wait_exit() == 0
+        assert pidf.read_text() == "%d\n" % new
+    finally:
+        stop_pid(new)
+    assert not pidf.exists()
