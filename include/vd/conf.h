@@ -159,8 +159,9 @@ struct vd_conf_upstream {
     uint64_t parent_fail_timeout;  /* ms a parent that could not be reached is skipped, 10 s */
     bool parent_round_robin;       /* parent_select: round_robin (else failover, in order) */
     _Atomic uint32_t *parent_turn; /* round_robin: the next parent to start from */
-    char *parent_auth;   /* "Basic ..." for Proxy-Authorization, from parent_credentials */
-    char **bypass_names; /* parent_bypass host names: "example.com", ".example.com" (lowercase) */
+    char *parent_auth;    /* "Basic ..." for Proxy-Authorization, from parent_credentials */
+    char *parent_ca_file; /* CA bundle for https:// parents; NULL: ca_file/ca_path/system */
+    char **bypass_names;  /* parent_bypass host names: "example.com", ".example.com" (lowercase) */
     size_t nbypass_names;
     struct vd_conf_cidr *bypass_nets; /* parent_bypass addresses (IP-literal targets) */
     size_t nbypass_nets;

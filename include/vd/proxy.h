@@ -298,7 +298,9 @@ void vd_txn_deny(struct vd_txn *t, const struct vd_conf_rule *rule);
 struct vd_worker_shared {
     struct vd_tls_server **tls_servers; /* per listener index, NULL for plain */
     struct vd_tls_client *tls_client;
-    int *listen_fds; /* per listener: the socket bound by the main thread */
+    struct vd_tls_client *tls_parent; /* https:// parents with upstream.parent_ca_file; NULL:
+                                       * tls_client */
+    int *listen_fds;                  /* per listener: the socket bound by the main thread */
     size_t nlisteners;
     /* Per listener: listening sockets taken over from the process this one replaces (binary
      * upgrade, src/app/main.c), inherit[l][0] being listen_fds[l]. Worker i owns

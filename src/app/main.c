@@ -502,6 +502,16 @@ main(int argc, char **argv)
         fprintf(stderr, "viaduct: %s\n", err);
         goto out;
     }
+    if (conf->upstream.parent_ca_file) {
+        /* The parents' own trust anchors (an internal CA, say), apart from the origins'. */
+        struct vd_conf_upstream pu = conf->upstream;
+        pu.ca_file = pu.parent_ca_file;
+        pu.ca_path = NULL;
+        if (vd_tls_client_new(&pu, &sh.tls_parent, err, sizeof(err)) < 0) {
+            fprintf(stderr, "viaduct: upstream.parent_ca_file: %s\n", err);
+            goto out;
+        }
+    }
     if (!conf->upstream.verify) {
         vd_log(VD_LOG_WARN, NULL, "upstream.verify is false: origin certificates are NOT checked");
     }
@@ -715,6 +725,9 @@ out:
     }
     if (sh.tls_client) {
         vd_tls_client_free(sh.tls_client);
+    }
+    if (sh.tls_parent) {
+        vd_tls_client_free(sh.tls_parent);
     }
     free(sh.listen_fds);
     free(sh.tls_servers);

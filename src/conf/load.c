@@ -2037,6 +2037,11 @@ sec_parent(struct ld *ld, const struct ynode *n, struct vd_conf_upstream *u)
             return oom(ld);
         }
     }
+    if ((v = get(n, "parent_ca_file")) &&
+        ((rc = get_path(ld, v, "upstream.parent_ca_file", &u->parent_ca_file)) ||
+         (rc = check_readable(ld, v, "upstream.parent_ca_file", u->parent_ca_file)))) {
+        return rc;
+    }
     if ((v = get(n, "parent_select"))) {
         static const char *const sel[] = {"failover", "round_robin"};
         size_t i = 0;
@@ -2095,13 +2100,14 @@ sec_parent(struct ld *ld, const struct ynode *n, struct vd_conf_upstream *u)
             u->nbypass_nets++;
         }
     }
-    if ((get(n, "parent_credentials") || get(n, "parent_bypass") || get(n, "parent_fail_timeout") ||
-         get(n, "parent_select")) &&
-        !u->nparents) {
-        const char *k = get(n, "parent_credentials")    ? "parent_credentials"
-                        : get(n, "parent_bypass")       ? "parent_bypass"
-                        : get(n, "parent_fail_timeout") ? "parent_fail_timeout"
-                                                        : "parent_select";
+    static const char *const needs_parent[] = {"parent_credentials", "parent_bypass",
+                                               "parent_fail_timeout", "parent_select",
+                                               "parent_ca_file"};
+    for (size_t i = 0; i < VD_ARRAY_LEN(needs_parent) && !u->nparents; i++) {
+        if (!get(n, needs_parent[i])) {
+            continue;
+        }
+        const char *k = needs_parent[i];
         char key[64];
         snprintf(key, sizeof(key), "upstream.%s", k);
         return fail(ld, get(n, k), key, "set upstream.parent to use it");
@@ -2112,10 +2118,13 @@ sec_parent(struct ld *ld, const struct ynode *n, struct vd_conf_upstream *u)
 static int
 sec_upstream(struct ld *ld, const struct ynode *n)
 {
-    static const char *const keys[] = {
-        "pool_idle_max", "pool_idle_timeout",   "ca_file",        "ca_path", "verify",
-        "splice",        "splice_min",          "tcp_congestion", "parent",  "parent_credentials",
-        "parent_bypass", "parent_fail_timeout", "parent_select"};
+    static const char *const keys[] = {"pool_idle_max", "pool_idle_timeout",
+                                       "ca_file",       "ca_path",
+                                       "verify",        "splice",
+                                       "splice_min",    "tcp_congestion",
+                                       "parent",        "parent_credentials",
+                                       "parent_bypass", "parent_fail_timeout",
+                                       "parent_select", "parent_ca_file"};
     struct vd_conf_upstream *u = &ld->c->upstream;
     const struct ynode *v;
     int rc;

@@ -445,7 +445,9 @@ cnx_sock_event(struct vd_sock *s, int ev)
         return;
     }
     if (x->via_parent && x->parent_tls) {
-        if (vd_tls_attach_client(s, x->t->w->shared->tls_client, x->chost, x->chost) < 0) {
+        const struct vd_worker_shared *sh = x->t->w->shared;
+        if (vd_tls_attach_client(s, sh->tls_parent ? sh->tls_parent : sh->tls_client, x->chost,
+                                 x->chost) < 0) {
             cnx_fail(x, 502, "cannot start TLS to the parent proxy");
             return;
         }

@@ -177,6 +177,28 @@ def test_parent_certificate_from_an_unknown_ca_is_502(viaduct, tmp_path, dns, pk
         b"proxy.example.test: unable to get local issuer certificate\n"
 
 
+def test_parent_ca_file_trusts_the_parent_apart_from_origins(viaduct, make_origin, tmp_path, dns,
+                                                             pki):
+    """upstream.parent_ca_file: the parent is verified with its own CA bundle, while origins
+    (here an https origin reached through the parent) still go by upstream.ca_file (none: the
+    system store, which does not know the test CA)."""
+    o = make_origin(build_response(200, b"x"), tls="server")
+    parent = viaduct_parent(viaduct, pki)
+    vd = child(viaduct, tmp_path, dns, pki, parent.port(0), ca=False,
+               upstream={"parent_ca_file": pki.ca})
+    r = vd.connect().exchange("GET", "http://origin.test:%d/plain" % o.port)
+    assert r.status == 502  # reached through the parent: a plain request to a TLS-only origin
+    assert b"the parent proxy" not in r.body
+    c, r = connect(vd, "127.0.0.1:%d" % o.port)
+    assert r.status == 200  # the tunnel through the verified parent
+    c.close()
+    r = vd.connect().exchange("GET", "https://origin.test:%d/" % o.port)
+    assert r.status == 502
+    assert r.body == b"502 Bad Gateway: upstream certificate verification failed for origin.test: " \
+        b"unable to get local issuer certificate\n"
+    assert o.requests == []
+
+
 def test_verify_false_accepts_any_parent_certificate(viaduct, make_origin, tmp_path, dns, pki):
     parent = make_origin(build_response(200, b"unverified"), tls="selfsigned")
     vd = child(viaduct, tmp_path, dns, pki, parent.port, ca=False,

@@ -1517,6 +1517,11 @@ test_parent(void **state)
                "2:18: upstream.parent_bypass: set upstream.parent to use it");
     expect_err("upstream:\n  parent_fail_timeout: 5s\n",
                "2:24: upstream.parent_fail_timeout: set upstream.parent to use it");
+    expect_err("upstream:\n  parent_ca_file: /etc/hostname\n",
+               "2:19: upstream.parent_ca_file: set upstream.parent to use it");
+    expect_err("upstream:\n  parent: https://p\n  parent_ca_file: /nonexistent/ca.pem\n",
+               "3:19: upstream.parent_ca_file: cannot read /nonexistent/ca.pem: No such file or "
+               "directory");
 
     /* Several parents, in order of preference; the first one up is used. */
     assert_int_equal(load_str("upstream:\n  parent: [http://a:3128, 'https://b', http://c:8080]\n"
