@@ -2269,11 +2269,12 @@ fwd_use_parent(struct fwd *f)
     if (f->parent_tunnel) {
         /* A TLS connection to one origin through the parent: pooled for that origin only. */
         char okey[288]; /* f->key cuts what does not fit, as with any pool key */
-        pool_key_format(okey, sizeof(okey), f->host, f->port, f->tls, f->sni);
-        snprintf(f->key, sizeof(f->key), "parent|%s://%s:%u|%s", scheme, p->host, p->port, okey);
         if (!f->ptried) {
             f->tport = f->port; /* the origin's, before f->port becomes the parent's */
         }
+        /* The origin by tls_name and tport: after a failover f->host is the last parent. */
+        pool_key_format(okey, sizeof(okey), f->tls_name, f->tport, f->tls, f->sni);
+        snprintf(f->key, sizeof(f->key), "parent|%s://%s:%u|%s", scheme, p->host, p->port, okey);
     } else {
         snprintf(f->key, sizeof(f->key), "parent|%s://%s:%u", scheme, p->host, p->port);
     }

@@ -440,6 +440,25 @@ def test_connect_fails_over_to_the_next_parent(viaduct, tmp_path):
         parent.stop()
 
 
+def test_https_gateway_fails_over_to_the_next_parent(viaduct, make_origin, pki):
+    """GET https://... when the first parent is down: CONNECT through the second one, TLS to
+    the origin inside it, checked against the origin's name and port (not the failed parent's),
+    and that tunnelled connection pooled for the next request."""
+    o = make_origin(build_response(200, b"over tls via parent 2"), tls="server")
+    parent = viaduct({"connect": {"ports": ["1-65535"]}})
+    vd = parents_child(viaduct, [closed_port(), parent.port(0)], ca_file=pki.ca)
+    with vd.connect() as c:
+        for i in range(2):
+            r = c.exchange("GET", "https://origin.test:%d/g%d" % (o.port, i))
+            assert (r.status, r.body) == (200, b"over tls via parent 2")
+    reqs = o.wait_requests(2)
+    assert [q.request_line for q in reqs] == [b"GET /g0 HTTP/1.1", b"GET /g1 HTTP/1.1"]
+    assert reqs[0].sni == "origin.test"
+    assert reqs[0].conn == reqs[1].conn
+    vd.stop()  # the parent logs the tunnel when it ends
+    parent.wait_for_log(r'"CONNECT origin\.test:%d HTTP/1\.1" 200 ' % o.port, access=True)
+
+
 def test_a_parent_that_answers_is_not_failed_over(viaduct, tmp_path):
     """A parent that was reached and refused the CONNECT (407) is an answer, not an outage: the
     client gets the 502 and the next parent is not asked."""
