@@ -14,7 +14,7 @@ import pytest
 from vdtest.client import connect_tunnel
 from vdtest.httpmsg import build_response
 from vdtest.proc import connect_refused, free_port, pid_alive, poll, stop_pid
-from vdtest.tcp import TcpServer, recv_exact
+from vdtest.tcp import TcpServer, recv_exact, recv_until_eof
 
 pytestmark = pytest.mark.feature("upgrade")
 
@@ -31,12 +31,7 @@ def get(port, origin, path="/"):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             s.sendall(b"GET http://127.0.0.1:%d%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
                       b"Connection: close\r\n\r\n" % (origin.port, path.encode(), origin.port))
-            data = b""
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                data += b
+            data = recv_until_eof(s)
         m = re.match(rb"HTTP/1\.1 (\d{3}) ", data)
         return int(m.group(1)) if m and data.endswith(b"ok\n") else data[:80]
     except OSError as e:

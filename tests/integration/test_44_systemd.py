@@ -15,6 +15,7 @@ import pytest
 
 from vdtest.httpmsg import build_response
 from vdtest.proc import free_port, poll, sanitizer_env, stop_pid
+from vdtest.tcp import recv_until_eof
 
 pytestmark = pytest.mark.feature("upgrade")
 
@@ -111,12 +112,7 @@ def test_socket_activation_serves_the_connection_that_started_it(viaduct_bin, ma
         assert s is not None
         s.sendall(b"GET http://127.0.0.1:%d/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                   % o.port)
-        data = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
+        data = recv_until_eof(s, timeout=10)
         s.close()
         assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\nok\n")
         log = (tmp_path / "stderr.txt").read_text()
