@@ -113,6 +113,10 @@ VD_MUST_CHECK int vd_sock_connect(uv_loop_t *loop, struct vd_sock *s, const stru
 /* After connect readiness: 0 when connected, else -errno (SO_ERROR). */
 int vd_sock_connect_result(struct vd_sock *s);
 
+/* True when @a and @b name the same IPv4 or IPv6 address and port, the port not 0 (which asks
+ * the kernel for a free one, so two of them never clash). */
+bool vd_sockaddr_same_port(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+
 #define VD_SOCKADDR_TEXT 48 /* "[ffff:...:ffff]:65535" and its NUL fit */
 
 /* Writes @sa as text into @out (capacity @cap, NUL-terminated): "1.2.3.4:80" / "[::1]:80" with

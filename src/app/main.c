@@ -302,25 +302,6 @@ on_usr2(uv_signal_t *s, int sig)
     free(fds);
 }
 
-/* True when @in is bound to @l's address (never for port 0, which picks a new port). */
-static bool
-same_address(const struct vd_conf_listener *l, const struct vd_inherited *in)
-{
-    if (l->addr.ss_family != in->addr.ss_family) {
-        return false;
-    }
-    if (l->addr.ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&l->addr;
-        const struct sockaddr_in *b = (const struct sockaddr_in *)&in->addr;
-        return a->sin_port != 0 && a->sin_port == b->sin_port &&
-               a->sin_addr.s_addr == b->sin_addr.s_addr;
-    }
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&l->addr;
-    const struct sockaddr_in6 *b = (const struct sockaddr_in6 *)&in->addr;
-    return a->sin6_port != 0 && a->sin6_port == b->sin6_port &&
-           memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0;
-}
-
 /* Writes each listener's bound "ADDR:PORT" to @path (a temporary name: the caller renames it
  * into place once the process is ready, so readers never see a partial file). */
 static int
@@ -541,7 +522,8 @@ main(int argc, char **argv)
         }
         for (size_t i = 0; sh.inherit && i < conf->nlisteners; i++) {
             for (size_t k = 0; k < ninh; k++) {
-                if (inh[k].taken || !same_address(&conf->listeners[i], &inh[k])) {
+                if (inh[k].taken ||
+                    !vd_sockaddr_same_port(&conf->listeners[i].addr, &inh[k].addr)) {
                     continue;
                 }
                 int *nv = realloc(sh.inherit[i], (sh.ninherit[i] + 1) * sizeof(int));

@@ -30,6 +30,7 @@
 #include "vd/conf.h"
 #include "vd/err.h"
 #include "vd/log.h"
+#include "vd/sock.h"
 
 #define MAX_FILE       (1024 * 1024) /* bytes of YAML read at most */
 #define MAX_NODES      100000        /* scalars and collections in one file */
@@ -1133,25 +1134,6 @@ sec_tls(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_li
     return set_str(ld, &l->tls_min_version, v ? v->text : "1.2");
 }
 
-static bool
-same_addr(const struct vd_conf_listener *a, const struct vd_conf_listener *b)
-{
-    if (a->addr.ss_family != b->addr.ss_family) {
-        return false;
-    }
-    if (a->addr.ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const struct sockaddr_in *)&a->addr;
-        const struct sockaddr_in *y = (const struct sockaddr_in *)&b->addr;
-        /* Port 0 asks the kernel for a free port: several are fine. */
-        return x->sin_port != 0 && x->sin_port == y->sin_port &&
-               x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)&a->addr;
-    const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)&b->addr;
-    return x->sin6_port != 0 && x->sin6_port == y->sin6_port &&
-           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-}
-
 static int get_cidr_list(struct ld *ld, const struct ynode *v, const char *key, bool pool,
                          struct vd_conf_cidr **out, size_t *n);
 
@@ -1282,7 +1264,7 @@ sec_listeners(struct ld *ld, const struct ynode *n)
             return rc;
         }
         for (size_t j = 0; j < i; j++) {
-            if (same_addr(&c->listeners[j], l)) {
+            if (vd_sockaddr_same_port(&c->listeners[j].addr, &l->addr)) {
                 const struct ynode *a = get(n->kid[i], "address");
                 const struct ynode *b = get(n->kid[j], "address");
                 key_join(sub, key, "address");

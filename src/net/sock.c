@@ -238,6 +238,27 @@ vd_sock_connect_result(struct vd_sock *s)
     return -err;
 }
 
+bool
+vd_sockaddr_same_port(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family) {
+        return false;
+    }
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const struct sockaddr_in *)a;
+        const struct sockaddr_in *y = (const struct sockaddr_in *)b;
+        return x->sin_port != 0 && x->sin_port == y->sin_port &&
+               x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family != AF_INET6) {
+        return false;
+    }
+    const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
+    const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)b;
+    return x->sin6_port != 0 && x->sin6_port == y->sin6_port &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
 char *
 vd_sockaddr_text(const struct sockaddr *sa, bool port, char *out, size_t cap)
 {

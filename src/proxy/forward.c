@@ -529,6 +529,23 @@ static void fwd_parent_ask(struct fwd *f);
 static int fwd_parent_read(struct fwd *f);
 static bool fwd_use_pooled(struct fwd *f);
 
+/* Starts @f over towards where it now points (another server or parent): the connection that
+ * failed is closed, then a pooled one is taken or the name resolved. */
+static void
+fwd_restart(struct fwd *f)
+{
+    if (f->u) {
+        struct upc *u = f->u;
+        f->u = NULL;
+        u->f = NULL;
+        upc_release(u, false);
+    }
+    if (!f->t->access_pending && fwd_use_pooled(f)) {
+        return;
+    }
+    fwd_resolve(f);
+}
+
 /* A server of a group could not be reached (nothing was sent to it): marks it down and starts
  * over with another server. Returns false when every server has been tried. */
 static bool
@@ -542,18 +559,9 @@ fwd_next_server(struct fwd *f, const char *detail)
     }
     vd_log(VD_LOG_WARN, &f->t->log, "%s [upstream %s:%u]; trying %s", detail, f->host, f->port,
            f->route->servers[i].url);
-    if (f->u) {
-        struct upc *u = f->u;
-        f->u = NULL;
-        u->f = NULL;
-        upc_release(u, false);
-    }
     vd_lb_end(f->route, f->srv);
     fwd_use_server(f, i);
-    if (!f->t->access_pending && fwd_use_pooled(f)) {
-        return true;
-    }
-    fwd_resolve(f);
+    fwd_restart(f);
     return true;
 }
 
@@ -571,17 +579,8 @@ fwd_next_parent(struct fwd *f, const char *detail)
     }
     vd_log(VD_LOG_WARN, &f->t->log, "%s [parent %s]; trying the parent proxy %s", detail,
            conf->upstream.parents[f->pidx].url, conf->upstream.parents[i].url);
-    if (f->u) {
-        struct upc *u = f->u;
-        f->u = NULL;
-        u->f = NULL;
-        upc_release(u, false);
-    }
     fwd_use_parent(f);
-    if (fwd_use_pooled(f)) {
-        return true;
-    }
-    fwd_resolve(f);
+    fwd_restart(f);
     return true;
 }
 
