@@ -215,11 +215,14 @@ struct vd_conf_rule {
 };
 
 struct vd_conf_tunnel {
-    uint64_t idle_timeout;    /* ms, default 3600000: no byte either way, then both sides close */
-    bool splice;              /* default true: splice(2) between plain TCP ends */
-    uint32_t sniff_bytes;     /* default 16384: client bytes held while a rule waits for them */
-    uint64_t sniff_timeout;   /* ms, default 10000: a rule waiting for the first bytes gives up */
-    char **upgrade_protocols; /* Upgrade tokens relayed (lowercase); default {"websocket"} */
+    uint64_t idle_timeout;      /* ms, default 3600000: no byte either way, then both sides close */
+    bool splice;                /* default true: splice(2) between plain TCP ends */
+    uint32_t socket_buffer;     /* default 524288: SO_SNDBUF/SO_RCVBUF of spliced short-path
+                                 * tunnels; 0: the kernel's autotuning */
+    uint32_t socket_buffer_rtt; /* µs, default 250: both paths' RTT below this for the above */
+    uint32_t sniff_bytes;       /* default 16384: client bytes held while a rule waits for them */
+    uint64_t sniff_timeout;     /* ms, default 10000: a rule waiting for the first bytes gives up */
+    char **upgrade_protocols;   /* Upgrade tokens relayed (lowercase); default {"websocket"} */
     size_t nupgrade_protocols;
 };
 
@@ -369,6 +372,8 @@ VD_MUST_CHECK int vd_conf_parse_addr(const char *text, struct sockaddr_storage *
 /* Parses "10s", "500ms", "2m", "1h", or a plain number of seconds into ms. Returns 0 or VD_ECONF.
  */
 VD_MUST_CHECK int vd_conf_parse_duration(const char *text, uint64_t *ms);
+/* The same in microseconds; the units are us, ms and s (no unit: seconds). */
+VD_MUST_CHECK int vd_conf_parse_duration_us(const char *text, uint64_t *us);
 
 /* Parses "8k", "32KiB", "1m", "4096" into bytes. Returns 0 or VD_ECONF. */
 VD_MUST_CHECK int vd_conf_parse_size(const char *text, uint64_t *bytes);

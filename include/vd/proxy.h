@@ -276,6 +276,8 @@ vd_txn_tunnel_opts(const struct vd_txn *t, unsigned flags)
     return (struct vd_tunnel_opts){
         .idle_ms = tc->idle_timeout,
         .splice = tc->splice,
+        .sockbuf = tc->socket_buffer,
+        .sockbuf_rtt = tc->socket_buffer_rtt,
         .flags = flags,
         .sniff_bytes = tc->sniff_bytes,
         .sniff_timeout = tc->sniff_timeout,

@@ -40,7 +40,8 @@ struct vd_tunnel_stats {
     uint64_t bytes[2]; /* [0]: client to server, [1]: server to client (relayed payload) */
     bool sniffed;      /* sniff holds a classification */
     struct vd_sniff sniff;
-    bool spliced; /* the zero-copy path was used */
+    bool spliced;       /* the zero-copy path was used */
+    bool fixed_buffers; /* the sockets' buffers were fixed at sockbuf (short paths) */
     enum vd_tunnel_end_reason reason;
 };
 
@@ -57,6 +58,8 @@ struct vd_tunnel_cbs {
 struct vd_tunnel_opts {
     uint64_t idle_ms;       /* no byte in either direction for this long ends the tunnel */
     bool splice;            /* allow splice(2) when both sockets are plain TCP */
+    uint32_t sockbuf;       /* spliced tunnels: fixed socket buffers of this size, 0: none */
+    uint32_t sockbuf_rtt;   /* µs: ... only when both sockets' smoothed RTT is below this */
     unsigned flags;         /* VD_TUN_* */
     uint32_t sniff_bytes;   /* client bytes held at most while classifying */
     uint64_t sniff_timeout; /* ms a hold may last; then classified as what is known */

@@ -148,6 +148,14 @@ vd_conf_parse_duration(const char *text, uint64_t *ms)
 }
 
 int
+vd_conf_parse_duration_us(const char *text, uint64_t *us)
+{
+    static const char *const names[] = {"us", "ms", "s"};
+    static const uint64_t mult[] = {1, 1000, 1000000};
+    return parse_scaled(text, names, mult, VD_ARRAY_LEN(names), 1000000, us);
+}
+
+int
 vd_conf_parse_size(const char *text, uint64_t *bytes)
 {
     static const char *const names[] = {"b", "k", "kb", "kib", "m", "mb", "mib", "g", "gb", "gib"};
@@ -203,6 +211,8 @@ vd_conf_default(void)
     c->tunnel = (struct vd_conf_tunnel){
         .idle_timeout = 3600000,
         .splice = true,
+        .socket_buffer = 524288,
+        .socket_buffer_rtt = 250,
         .sniff_bytes = 16384,
         .sniff_timeout = 10000,
         .nupgrade_protocols = 1,

@@ -790,6 +790,29 @@ get_duration(struct ld *ld, const struct ynode *n, const char *key, bool zero_ok
     return 0;
 }
 
+/* A duration in microseconds, 0 to 1 s (0 allowed). */
+static int
+get_duration_us(struct ld *ld, const struct ynode *n, const char *key, uint64_t *out)
+{
+    char vb[SHOW_MAX + 8];
+    uint64_t v;
+    int rc = want_scalar(ld, n, key, "a duration");
+    if (rc) {
+        return rc;
+    }
+    if (vd_conf_parse_duration_us(n->text, &v) != 0) {
+        return fail(ld, n, key,
+                    "bad duration '%s': expected a whole number with an optional unit us, ms or s "
+                    "(no unit: seconds)",
+                    show(vb, sizeof(vb), n));
+    }
+    if (v > 1000000) {
+        return fail(ld, n, key, "duration '%s' is out of range: 0 to 1 s", show(vb, sizeof(vb), n));
+    }
+    *out = v;
+    return 0;
+}
+
 /* 1 or 0 for a YAML 1.2 core-schema boolean (plain true/True/TRUE, false/False/FALSE; "yes" and
  * "on" are strings), -1 otherwise. */
 static int
@@ -1764,7 +1787,8 @@ sec_access(struct ld *ld, const struct ynode *n)
 static int
 sec_tunnel(struct ld *ld, const struct ynode *n)
 {
-    static const char *const keys[] = {"idle_timeout", "splice", "sniff_bytes", "sniff_timeout",
+    static const char *const keys[] = {"idle_timeout",      "splice",      "socket_buffer",
+                                       "socket_buffer_rtt", "sniff_bytes", "sniff_timeout",
                                        "upgrade_protocols"};
     struct vd_conf_tunnel *t = &ld->c->tunnel;
     char sub[KEY_MAX], vb[SHOW_MAX + 8];
@@ -1781,6 +1805,23 @@ sec_tunnel(struct ld *ld, const struct ynode *n)
     }
     if ((v = get(n, "splice")) && (rc = get_bool(ld, v, "tunnel.splice", &t->splice))) {
         return rc;
+    }
+    if ((v = get(n, "socket_buffer"))) {
+        if ((rc = get_size(ld, v, "tunnel.socket_buffer", 0, 64 * 1048576, &size))) {
+            return rc;
+        }
+        if (size && size < 65536) {
+            return fail(ld, v, "tunnel.socket_buffer",
+                        "must be 0 (the kernel's autotuning) or at "
+                        "least 64 KiB");
+        }
+        t->socket_buffer = (uint32_t)size;
+    }
+    if ((v = get(n, "socket_buffer_rtt"))) {
+        if ((rc = get_duration_us(ld, v, "tunnel.socket_buffer_rtt", &size))) {
+            return rc;
+        }
+        t->socket_buffer_rtt = (uint32_t)size;
     }
     if ((v = get(n, "sniff_bytes"))) {
         if ((rc = get_size(ld, v, "tunnel.sniff_bytes", 512, 1048576, &size))) {

@@ -52,6 +52,9 @@ def test_check_config_unknown_key(viaduct_bin, tmp_path):
     ("limits:\n  body: lots\n", 2, "limits.body"),
     ("log:\n  level: chatty\n", 2, "log.level"),
     ("workers: -3\n", 1, "workers"),
+    ("tunnel:\n  socket_buffer: 4k\n", 2, "tunnel.socket_buffer"),
+    ("tunnel:\n  socket_buffer_rtt: 2s\n", 2, "tunnel.socket_buffer_rtt"),
+    ("tunnel:\n  socket_buffer_rtt: 5 fortnights\n", 2, "tunnel.socket_buffer_rtt"),
 ])
 def test_check_config_bad_value(viaduct_bin, tmp_path, text, line, key):
     path = write(tmp_path, "bad.yaml", text)

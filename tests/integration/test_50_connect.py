@@ -4,6 +4,7 @@ step failed, the exact 200, early data, half-close in both orders, resets, idle 
 zero-copy and buffered paths, and curl/openssl through the tunnel to a TLS origin."""
 import hashlib
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -330,6 +331,65 @@ def test_curl_https_through_tunnel(tproxy, make_origin, pki):
     # The proxy never saw the inner request: only SNI and ALPN from the ClientHello.
     tproxy.wait_for_log(r'"CONNECT localhost:%d HTTP/1\.1" 200 .* tunnel=tls sni=localhost '
                         r'alpn=(h2,)?http/1\.1 up=\d+ down=\d+ end=closed' % o.port, access=True)
+
+
+def socket_buffers(pid, peer_port=None, local_port=None):
+    """(rb, tb) of viaduct's established TCP socket with that peer or local port, from ss."""
+    out = subprocess.run(["ss", "-tmnpH", "state", "established"], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    for i, line in enumerate(out):
+        f = line.split()
+        if "pid=%d," % pid not in line or len(f) < 4:
+            continue
+        local, peer = f[2].rsplit(":", 1)[1], f[3].rsplit(":", 1)[1]
+        if (peer_port and peer == str(peer_port)) or (local_port and local == str(local_port)):
+            mem = line if "skmem:" in line else out[i + 1]
+            rb = int(re.search(r"\brb(\d+)", mem).group(1))
+            tb = int(re.search(r"\btb(\d+)", mem).group(1))
+            return rb, tb
+    raise AssertionError("no socket of pid %d with port %s/%s in %r" % (pid, peer_port,
+                                                                      local_port, out))
+
+
+def sysctl_int(name):
+    with open("/proc/sys/net/core/" + name) as f:
+        return int(f.read())
+
+
+@pytest.mark.parametrize("tunnel,fixed", [
+    ({}, 512 << 10),
+    ({"socket_buffer": "256k"}, 256 << 10),
+    ({"socket_buffer": "256k", "socket_buffer_rtt": "0us"}, None),
+    ({"socket_buffer": 0}, None),
+    ({"socket_buffer": "256k", "splice": False}, None),
+])
+def test_short_path_tunnels_get_fixed_socket_buffers(viaduct, servers, tunnel, fixed):
+    """A spliced tunnel whose two paths are short (loopback here) fixes both sockets' send and
+    receive buffers at tunnel.socket_buffer (the kernel doubles what it is given, and caps it at
+    net.core.wmem_max/rmem_max); an RTT threshold nothing meets, 0, or the buffered path leave
+    the kernel's autotuning alone. Bytes still arrive exactly."""
+    vd = viaduct({"connect": {"ports": ["1024-65535"]}, "tunnel": tunnel})
+    srv = servers(echo)
+    c = open_tunnel(vd, "127.0.0.1:%d" % srv.port)
+    c.sock.sendall(b"ping")
+    assert recv_exact(c.sock, 4) == b"ping"
+    up = socket_buffers(vd.pid, peer_port=srv.port)
+    down = socket_buffers(vd.pid, peer_port=c.sock.getsockname()[1])
+    if fixed:
+        want = (2 * min(fixed, sysctl_int("rmem_max")), 2 * min(fixed, sysctl_int("wmem_max")))
+        assert up == want and down == want, (up, down, want)
+    else:
+        for rb, tb in (up, down):
+            assert rb != 2 * (256 << 10) and tb != 2 * (256 << 10), (up, down)
+            assert rb != 2 * (512 << 10) and tb != 2 * (512 << 10), (up, down)
+    payload = os.urandom(1 << 20)
+    got = bytearray()
+    th = threading.Thread(target=lambda: got.extend(recv_until_eof(c.sock, timeout=30)))
+    th.start()
+    c.sock.sendall(payload)
+    c.sock.shutdown(socket.SHUT_WR)
+    th.join(60)
+    assert bytes(got) == payload
 
 
 def test_tunnel_through_tls_listener(viaduct, servers, pki):

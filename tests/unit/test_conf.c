@@ -236,6 +236,8 @@ static const char full_yaml[] = "# every key\n"
                                 "tunnel:\n"
                                 "  idle_timeout: 5m\n"
                                 "  splice: false\n"
+                                "  socket_buffer: 1MiB\n"
+                                "  socket_buffer_rtt: 2ms\n"
                                 "  sniff_bytes: 4k\n"
                                 "  sniff_timeout: 2500ms\n"
                                 "  upgrade_protocols: [WebSocket, h2c]\n";
@@ -343,6 +345,8 @@ test_full(void **state)
 
     assert_int_equal(c->tunnel.idle_timeout, 300000);
     assert_false(c->tunnel.splice);
+    assert_int_equal(c->tunnel.socket_buffer, 1u << 20);
+    assert_int_equal(c->tunnel.socket_buffer_rtt, 2000);
     assert_int_equal(c->tunnel.sniff_bytes, 4096);
     assert_int_equal(c->tunnel.sniff_timeout, 2500);
     assert_int_equal(c->tunnel.nupgrade_protocols, 2);
@@ -465,6 +469,8 @@ test_defaults(void **state)
     assert_int_equal(c->rules[1].sni_mismatch, -1);
     assert_int_equal(c->tunnel.idle_timeout, 3600000);
     assert_true(c->tunnel.splice);
+    assert_int_equal(c->tunnel.socket_buffer, 512u << 10);
+    assert_int_equal(c->tunnel.socket_buffer_rtt, 250);
     assert_int_equal(c->tunnel.sniff_bytes, 16384);
     assert_int_equal(c->cache.memory, 256u << 20);
     assert_int_equal(c->cache.max_object, 8u << 20);
@@ -1253,8 +1259,19 @@ test_errors_tunnel(void **state)
                "1:30: tunnel.upgrade_protocols[0]: bad protocol name 'web socket': expected an "
                "Upgrade protocol name such as websocket");
     expect_err("tunnel: {upgrade: []}\n",
-               "1:10: tunnel.upgrade: unknown key (expected idle_timeout, splice, sniff_bytes, "
-               "sniff_timeout or upgrade_protocols)");
+               "1:10: tunnel.upgrade: unknown key (expected idle_timeout, splice, socket_buffer, "
+               "socket_buffer_rtt, sniff_bytes, sniff_timeout or upgrade_protocols)");
+    expect_err(
+        "tunnel: {socket_buffer: 32k}\n",
+        "1:25: tunnel.socket_buffer: must be 0 (the kernel's autotuning) or at least 64 KiB");
+    expect_err("tunnel: {socket_buffer: 65MiB}\n",
+               "1:25: tunnel.socket_buffer: size '65MiB' is out of range: 0 to 67108864 bytes");
+    expect_err("tunnel: {socket_buffer_rtt: 1001ms}\n",
+               "1:29: tunnel.socket_buffer_rtt: duration '1001ms' is out of range: 0 to 1 s");
+    expect_err(
+        "tunnel: {socket_buffer_rtt: 5ns}\n",
+        "1:29: tunnel.socket_buffer_rtt: bad duration '5ns': expected a whole number with an "
+        "optional unit us, ms or s (no unit: seconds)");
     expect_err("tunnel: []\n", "1:9: tunnel: expected a mapping, got a sequence");
 }
 
