@@ -40,8 +40,7 @@ struct vd_tunnel_stats {
     uint64_t bytes[2]; /* [0]: client to server, [1]: server to client (relayed payload) */
     bool sniffed;      /* sniff holds a classification */
     struct vd_sniff sniff;
-    bool spliced;       /* the zero-copy path was used */
-    bool fixed_buffers; /* the sockets' buffers were fixed at sockbuf (short paths) */
+    bool spliced; /* the zero-copy path was used */
     enum vd_tunnel_end_reason reason;
 };
 

@@ -180,27 +180,26 @@ plain_tcp(const struct vd_sock *s)
  * path that only keeps more bytes in flight, and bytes that wait long enough leave the CPU caches
  * before the receiver copies them (docs/performance.md: +30 % MB/s and -20 % CPU for a loopback
  * download). A long path keeps autotuning: there a fixed buffer would cap the window. */
-static bool
+static void
 tun_fix_buffers(struct vd_tunnel *tn)
 {
     if (!tn->o.sockbuf) {
-        return false;
+        return;
     }
     for (int i = 0; i < 2; i++) {
         struct tcp_info ti;
         socklen_t len = sizeof(ti);
         if (getsockopt(tn->s[i]->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || ti.tcpi_rtt == 0 ||
             ti.tcpi_rtt >= tn->o.sockbuf_rtt) {
-            return false;
+            return;
         }
     }
     int size = (int)tn->o.sockbuf;
-    bool ok = true;
     for (int i = 0; i < 2; i++) {
-        ok &= setsockopt(tn->s[i]->fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)) == 0;
-        ok &= setsockopt(tn->s[i]->fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size)) == 0;
+        /* A failure leaves that buffer to autotuning, which is correct, only slower. */
+        (void)setsockopt(tn->s[i]->fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+        (void)setsockopt(tn->s[i]->fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
     }
-    return ok;
 }
 
 static int
@@ -659,7 +658,9 @@ vd_tunnel_start(uv_loop_t *loop, const struct vd_tunnel_end *client,
         }
     }
     tn->st.spliced = splice;
-    tn->st.fixed_buffers = splice && tun_fix_buffers(tn);
+    if (splice) {
+        tun_fix_buffers(tn);
+    }
     for (int i = 0; i < 2; i++) {
         tn->saved[i] = (struct saved){tn->s[i]->on_event, tn->s[i]->data};
         tn->s[i]->on_event = tun_event;
