@@ -139,6 +139,7 @@ struct vd_conf_timeouts {         /* all in ms */
     uint64_t shutdown_grace;      /* 30000: SIGTERM drain deadline */
     uint64_t upgrade_grace;       /* drain deadline of the old process after a binary upgrade;
                                    * UINT64_MAX (default): shutdown_grace */
+    uint64_t upgrade_start;       /* 60000: a new process (SIGUSR2) must serve by then */
 };
 
 struct vd_conf_upstream {

@@ -298,7 +298,9 @@ on_usr2(uv_signal_t *s, int sig)
             }
         }
     }
-    (void)vd_upgrade_start(fds, k, upgrade_ready, a);
+    struct vd_conf *c = vd_conf_current();
+    (void)vd_upgrade_start(fds, k, c->timeouts.upgrade_start, upgrade_ready, a);
+    vd_conf_unref(c);
     free(fds);
 }
 
@@ -659,11 +661,9 @@ main(int argc, char **argv)
         uv_timer_start(&a.disk_retry, on_disk_retry, 200, 200);
         a.disk_waits = true;
     }
-    if (ready_file && rename(ready_tmp, ready_file) != 0) {
-        vd_log(VD_LOG_ERR, NULL, "cannot write %s: %s", ready_file, vd_strerror(-errno));
-    }
     if (pid_file) {
-        /* After an upgrade the new process's ID replaces the old one's in the same file. */
+        /* After an upgrade the new process's ID replaces the old one's in the same file. Written
+         * before the ready file, so whoever waits for readiness finds it. */
         char tmp[4096];
         snprintf(tmp, sizeof(tmp), "%s.tmp", pid_file);
         FILE *f = fopen(tmp, "w");
@@ -672,6 +672,9 @@ main(int argc, char **argv)
             vd_log(VD_LOG_ERR, NULL, "cannot write %s: %s", pid_file, vd_strerror(-errno));
             pid_file = NULL;
         }
+    }
+    if (ready_file && rename(ready_tmp, ready_file) != 0) {
+        vd_log(VD_LOG_ERR, NULL, "cannot write %s: %s", ready_file, vd_strerror(-errno));
     }
     vd_upgrade_ready(); /* the process this one replaces (if any) drains from now */
     vd_notify("READY=1\nMAINPID=%d", (int)getpid());

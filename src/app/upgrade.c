@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -22,9 +23,8 @@
 #include "vd/log.h"
 #include "vd/sock.h"
 
-#define ENV_FDS          "VIADUCT_LISTEN_FDS"
-#define ENV_READY        "VIADUCT_UPGRADE_FD"
-#define READY_TIMEOUT_MS 60000
+#define ENV_FDS   "VIADUCT_LISTEN_FDS"
+#define ENV_READY "VIADUCT_UPGRADE_FD"
 
 extern char **environ;
 
@@ -39,7 +39,8 @@ static struct {
     uv_process_t proc;
     uv_pipe_t pipe;
     uv_timer_t timer;
-    int nopen; /* handles of the upgrade not closed yet */
+    int nopen;         /* handles of the upgrade not closed yet */
+    uint64_t ready_ms; /* how long the new process may take to serve */
     void (*on_ready)(void *);
     void *arg;
 } U = {.ready_fd = -1};
@@ -287,15 +288,15 @@ on_timeout(uv_timer_t *t)
         return;
     }
     vd_log(VD_LOG_ERR, NULL,
-           "upgrade failed: the new process %d did not report serving within %d s; stopping it, "
-           "this process keeps serving",
-           U.proc.pid, READY_TIMEOUT_MS / 1000);
+           "upgrade failed: the new process %d did not report serving within %" PRIu64
+           " ms (timeouts.upgrade_start); stopping it, this process keeps serving",
+           U.proc.pid, U.ready_ms);
     (void)uv_process_kill(&U.proc, SIGTERM);
     uv_close((uv_handle_t *)&U.timer, on_closed);
 }
 
 bool
-vd_upgrade_start(const int *fds, size_t n, void (*on_ready)(void *), void *arg)
+vd_upgrade_start(const int *fds, size_t n, uint64_t ready_ms, void (*on_ready)(void *), void *arg)
 {
     if (U.active) {
         vd_log(VD_LOG_WARN, NULL, "upgrade: one is already under way");
@@ -375,7 +376,8 @@ vd_upgrade_start(const int *fds, size_t n, void (*on_ready)(void *), void *arg)
         uv_read_start((uv_stream_t *)&U.pipe, on_pipe_alloc, on_pipe_read) < 0) {
         close(p[0]);
     }
-    uv_timer_start(&U.timer, on_timeout, READY_TIMEOUT_MS, 0);
+    U.ready_ms = ready_ms;
+    uv_timer_start(&U.timer, on_timeout, ready_ms, 0);
     vd_log(VD_LOG_NOTICE, NULL, "upgrade: started %s as process %d with %zu listening socket%s",
            U.exe, U.proc.pid, n, n == 1 ? "" : "s");
     return true;

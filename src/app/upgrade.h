@@ -39,9 +39,11 @@ void vd_upgrade_ready(void);
 void vd_upgrade_init(uv_loop_t *loop, char **argv);
 
 /* Starts the new process with listening sockets @fds (@n of them). @on_ready is called once it
- * serves (the caller then drains); failures are logged and leave this process as it was.
+ * serves (the caller then drains); a new process that does not serve within @ready_ms is
+ * stopped. Failures are logged and leave this process as it was.
  * Returns false when an upgrade is already under way or could not start (logged). */
-bool vd_upgrade_start(const int *fds, size_t n, void (*on_ready)(void *), void *arg);
+bool vd_upgrade_start(const int *fds, size_t n, uint64_t ready_ms, void (*on_ready)(void *),
+                      void *arg);
 
 /* Closes the upgrade's handles (shutdown); an upgrade under way is abandoned (the new process, if
  * any, is left running). */

@@ -264,6 +264,7 @@ vd_conf_default(void)
         .upstream_read = 60000,
         .shutdown_grace = 30000,
         .upgrade_grace = UINT64_MAX,
+        .upgrade_start = 60000,
     };
     c->upstream = (struct vd_conf_upstream){
         .pool_idle_max = 1024,

@@ -1969,13 +1969,15 @@ static int
 sec_timeouts(struct ld *ld, const struct ynode *n)
 {
     static const char *const keys[] = {
-        "client_header", "keepalive",     "upstream_connect", "upstream_first_byte", "send",
-        "client_body",   "upstream_read", "shutdown_grace",   "upgrade_grace",
+        "client_header", "keepalive",     "upstream_connect", "upstream_first_byte",
+        "send",          "client_body",   "upstream_read",    "shutdown_grace",
+        "upgrade_grace", "upgrade_start",
     };
     struct vd_conf_timeouts *t = &ld->c->timeouts;
     uint64_t *dst[] = {&t->client_header,       &t->keepalive,      &t->upstream_connect,
                        &t->upstream_first_byte, &t->send,           &t->client_body,
-                       &t->upstream_read,       &t->shutdown_grace, &t->upgrade_grace};
+                       &t->upstream_read,       &t->shutdown_grace, &t->upgrade_grace,
+                       &t->upgrade_start};
     char sub[KEY_MAX];
     const struct ynode *v;
     int rc;

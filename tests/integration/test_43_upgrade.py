@@ -107,6 +107,35 @@ def test_failed_upgrade_keeps_the_old_process_serving(viaduct, make_origin):
         stop_pid(new)
 
 
+def test_new_process_that_does_not_serve_in_upgrade_start_is_stopped(viaduct, make_origin):
+    """A new process that hangs before serving (here: writing its ready file blocks on a FIFO no
+    one reads) is stopped after timeouts.upgrade_start, and the old one keeps serving."""
+    o = make_origin(build_response(200, b"ok\n"))
+    port = free_port()
+    v = start(viaduct, [port], timeouts={"upgrade_start": "1500ms"})
+    fifo = v.ready_path + ".tmp"
+    os.mkfifo(fifo)
+    new = None
+    try:
+        v.proc.send_signal(signal.SIGUSR2)
+        new = int(v.wait_for_log(r"upgrade: started \S+ as process (\d+)", timeout=10).group(1))
+        assert get(port, o) == 200  # the old process serves while the new one hangs
+        v.wait_for_log(r"upgrade failed: the new process %d did not report serving within 1500 "
+                       r"ms \(timeouts\.upgrade_start\); stopping it, this process keeps "
+                       r"serving" % new, timeout=10)
+        assert poll(lambda: not pid_alive(new), timeout=10)
+        assert get(port, o) == 200
+        assert v.proc.poll() is None
+    finally:
+        if os.path.exists(fifo):
+            # Unblocks a writer that is somehow still there, so nothing is left hanging.
+            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+            os.close(fd)
+            os.unlink(fifo)
+        if new and pid_alive(new):
+            stop_pid(new)
+
+
 def test_new_configuration_decides_listeners_and_workers(viaduct, make_origin):
     """Two workers with two listeners before; after, one worker and one listener: it takes both
     sockets of the remaining address and serves every connection that lands on either; the

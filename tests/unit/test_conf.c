@@ -198,6 +198,7 @@ static const char full_yaml[] = "# every key\n"
                                 "  upstream_read: 9s\n"
                                 "  shutdown_grace: 0\n"
                                 "  upgrade_grace: 2h\n"
+                                "  upgrade_start: 5m\n"
                                 "upstream:\n"
                                 "  pool_idle_max: 8\n"
                                 "  pool_idle_timeout: 90s\n"
@@ -376,6 +377,7 @@ test_full(void **state)
     assert_int_equal(c->timeouts.upstream_read, 9000);
     assert_int_equal(c->timeouts.shutdown_grace, 0);
     assert_int_equal(c->timeouts.upgrade_grace, 7200000);
+    assert_int_equal(c->timeouts.upgrade_start, 300000);
 
     assert_int_equal(c->upstream.pool_idle_max, 8);
     assert_int_equal(c->upstream.pool_idle_timeout, 90000);
@@ -468,6 +470,7 @@ test_defaults(void **state)
     assert_int_equal(c->rules[1].clients[0].prefix, 128);
     assert_int_equal(c->rules[1].sni_mismatch, -1);
     assert_int_equal(c->tunnel.idle_timeout, 3600000);
+    assert_int_equal(c->timeouts.upgrade_start, 60000);
     assert_true(c->tunnel.splice);
     assert_int_equal(c->tunnel.socket_buffer, 512u << 10);
     assert_int_equal(c->tunnel.socket_buffer_rtt, 250);
