@@ -162,6 +162,7 @@ struct vd_conf_upstream {
     _Atomic uint32_t *parent_turn; /* round_robin: the next parent to start from */
     char *parent_auth;    /* "Basic ..." for Proxy-Authorization, from parent_credentials */
     char *parent_ca_file; /* CA bundle for https:// parents; NULL: ca_file/ca_path/system */
+    char *parent_sni;     /* TLS name (SNI and certificate) of https:// parents; NULL: host */
     char **bypass_names;  /* parent_bypass host names: "example.com", ".example.com" (lowercase) */
     size_t nbypass_names;
     struct vd_conf_cidr *bypass_nets; /* parent_bypass addresses (IP-literal targets) */

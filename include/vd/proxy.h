@@ -221,6 +221,14 @@ bool vd_parent_applies(const struct vd_conf *conf, const char *host);
  * tried. */
 int vd_parent_pick(const struct vd_conf *conf, uint32_t tried);
 
+/* The name an https:// parent at @host is reached by over TLS (SNI, unless an address, and the
+ * certificate check): upstream.parent_sni, else @host. */
+static inline const char *
+vd_parent_tls_name(const struct vd_conf *conf, const char *host)
+{
+    return conf->upstream.parent_sni ? conf->upstream.parent_sni : host;
+}
+
 /* Parent @i could not be reached (connection or TLS handshake): later exchanges skip it for
  * upstream.parent_fail_timeout while another one is up. */
 void vd_parent_failed(const struct vd_conf *conf, int i);

@@ -433,6 +433,7 @@ vd_conf_unref(struct vd_conf *c)
     free((void *)c->upstream.parent_down);
     free((void *)c->upstream.parent_turn);
     free(c->upstream.parent_ca_file);
+    free(c->upstream.parent_sni);
     free(c->upstream.parent_auth);
     for (size_t i = 0; i < c->upstream.nbypass_names; i++) {
         free(c->upstream.bypass_names[i]);

@@ -2043,6 +2043,27 @@ read_parent_credentials(struct ld *ld, const struct ynode *v, const char *key, c
     return 0;
 }
 
+/* A TLS server name (lowercased into *@out): RFC 6066 §3 allows DNS host names only. */
+static int
+get_sni(struct ld *ld, const struct ynode *v, const char *key, char **out)
+{
+    char vb[SHOW_MAX + 8];
+    int rc = want_scalar(ld, v, key, "a server name");
+    if (rc) {
+        return rc;
+    }
+    struct in_addr a4;
+    if (!is_dns_name(v->text, v->len) || inet_pton(AF_INET, v->text, &a4) == 1) {
+        return fail(ld, v, key, "bad SNI name '%s': expected a DNS name (no IP address)",
+                    show(vb, sizeof(vb), v));
+    }
+    if ((rc = set_str(ld, out, v->text))) {
+        return rc;
+    }
+    lowercase(*out);
+    return 0;
+}
+
 static int
 sec_parent(struct ld *ld, const struct ynode *n, struct vd_conf_upstream *u)
 {
@@ -2065,6 +2086,10 @@ sec_parent(struct ld *ld, const struct ynode *n, struct vd_conf_upstream *u)
     if ((v = get(n, "parent_ca_file")) &&
         ((rc = get_path(ld, v, "upstream.parent_ca_file", &u->parent_ca_file)) ||
          (rc = check_readable(ld, v, "upstream.parent_ca_file", u->parent_ca_file)))) {
+        return rc;
+    }
+    if ((v = get(n, "parent_sni")) &&
+        (rc = get_sni(ld, v, "upstream.parent_sni", &u->parent_sni))) {
         return rc;
     }
     if ((v = get(n, "parent_select"))) {
@@ -2125,9 +2150,9 @@ sec_parent(struct ld *ld, const struct ynode *n, struct vd_conf_upstream *u)
             u->nbypass_nets++;
         }
     }
-    static const char *const needs_parent[] = {"parent_credentials", "parent_bypass",
+    static const char *const needs_parent[] = {"parent_credentials",  "parent_bypass",
                                                "parent_fail_timeout", "parent_select",
-                                               "parent_ca_file"};
+                                               "parent_ca_file",      "parent_sni"};
     for (size_t i = 0; i < VD_ARRAY_LEN(needs_parent) && !u->nparents; i++) {
         if (!get(n, needs_parent[i])) {
             continue;
@@ -2149,7 +2174,8 @@ sec_upstream(struct ld *ld, const struct ynode *n)
                                        "splice_min",    "tcp_congestion",
                                        "parent",        "parent_credentials",
                                        "parent_bypass", "parent_fail_timeout",
-                                       "parent_select", "parent_ca_file"};
+                                       "parent_select", "parent_ca_file",
+                                       "parent_sni"};
     struct vd_conf_upstream *u = &ld->c->upstream;
     const struct ynode *v;
     int rc;
@@ -2572,19 +2598,9 @@ sec_route(struct ld *ld, const struct ynode *n, const char *key, struct vd_conf_
     }
     if ((v = get(n, "sni"))) {
         key_join(sub, key, "sni");
-        if ((rc = want_scalar(ld, v, sub, "a server name"))) {
+        if ((rc = get_sni(ld, v, sub, &r->sni))) {
             return rc;
         }
-        struct in_addr a4;
-        /* RFC 6066 §3: SNI carries a DNS host name; IP literals are not permitted. */
-        if (!is_dns_name(v->text, v->len) || inet_pton(AF_INET, v->text, &a4) == 1) {
-            return fail(ld, v, sub, "bad SNI name '%s': expected a DNS name (no IP address)",
-                        show(vb, sizeof(vb), v));
-        }
-        if ((rc = set_str(ld, &r->sni, v->text))) {
-            return rc;
-        }
-        lowercase(r->sni);
     }
     r->forwarded = VD_FWD_XFF;
     if ((v = get(n, "forwarded"))) {

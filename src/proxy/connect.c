@@ -415,7 +415,7 @@ cnx_parent_handshake(struct cnx *x)
                  r == VD_ETLSVERIFY
                      ? "the parent proxy's certificate failed verification for %s: %s"
                      : "TLS handshake with the parent proxy %s failed: %s",
-                 x->chost, vd_tls_error_detail(x->sock));
+                 vd_parent_tls_name(x->t->conf, x->chost), vd_tls_error_detail(x->sock));
         cnx_fail(x, 502, detail);
         return;
     }
@@ -446,8 +446,9 @@ cnx_sock_event(struct vd_sock *s, int ev)
     }
     if (x->via_parent && x->parent_tls) {
         const struct vd_worker_shared *sh = x->t->w->shared;
-        if (vd_tls_attach_client(s, sh->tls_parent ? sh->tls_parent : sh->tls_client, x->chost,
-                                 x->chost) < 0) {
+        const char *name = vd_parent_tls_name(x->t->conf, x->chost);
+        if (vd_tls_attach_client(s, sh->tls_parent ? sh->tls_parent : sh->tls_client, name, name) <
+            0) {
             cnx_fail(x, 502, "cannot start TLS to the parent proxy");
             return;
         }

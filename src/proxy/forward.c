@@ -1703,14 +1703,16 @@ upc_event(struct vd_sock *s, int ev)
     upc_arm(u);
 }
 
-/* Attaches TLS to the parent (@to_parent: f->host is the parent; SNI is its name unless it is an
- * address, and its certificate must name it) or to the origin (directly, or inside the parent's
- * tunnel, on top of the parent's TLS when it has some). 0, or -1 when @f failed. */
+/* Attaches TLS to the parent (@to_parent: f->host is the parent; SNI is upstream.parent_sni, else
+ * its name unless it is an address, and its certificate must name that) or to the origin (directly,
+ * or inside the parent's tunnel, on top of the parent's TLS when it has some). 0, or -1 when @f
+ * failed. */
 static int
 fwd_tls_start(struct fwd *f, bool to_parent)
 {
-    const char *sni = to_parent ? f->host : f->sni;
-    const char *name = to_parent ? f->host : f->tls_name ? f->tls_name : f->host;
+    const char *pname = vd_parent_tls_name(f->t->conf, f->host);
+    const char *sni = to_parent ? pname : f->sni;
+    const char *name = to_parent ? pname : f->tls_name ? f->tls_name : f->host;
     f->state = to_parent ? F_PHANDSHAKE : F_HANDSHAKE;
     const struct vd_worker_shared *sh = f->t->w->shared;
     struct vd_tls_client *ctx = to_parent && sh->tls_parent ? sh->tls_parent : sh->tls_client;
@@ -1741,7 +1743,7 @@ fwd_handshake(struct fwd *f)
                      r == VD_ETLSVERIFY
                          ? "the parent proxy's certificate failed verification for %s: %s"
                          : "TLS handshake with the parent proxy %s failed: %s",
-                     f->host, why);
+                     vd_parent_tls_name(f->t->conf, f->host), why);
         } else {
             const char *name = f->tls_name ? f->tls_name : f->host;
             snprintf(detail, sizeof(detail),
@@ -2265,6 +2267,9 @@ fwd_use_parent(struct fwd *f)
     f->pidx = i < 0 ? 0 : i;
     const struct vd_conf_server *p = &f->t->conf->upstream.parents[f->pidx];
     const char *scheme = p->tls ? "https" : "http";
+    /* A reload may change the name the parent's certificate is checked against. */
+    const char *pn =
+        p->tls && f->t->conf->upstream.parent_sni ? f->t->conf->upstream.parent_sni : "";
     if (f->parent_tunnel) {
         /* A TLS connection to one origin through the parent: pooled for that origin only. */
         char okey[288]; /* f->key cuts what does not fit, as with any pool key */
@@ -2273,9 +2278,10 @@ fwd_use_parent(struct fwd *f)
         }
         /* The origin by tls_name and tport: after a failover f->host is the last parent. */
         pool_key_format(okey, sizeof(okey), f->tls_name, f->tport, f->tls, f->sni);
-        snprintf(f->key, sizeof(f->key), "parent|%s://%s:%u|%s", scheme, p->host, p->port, okey);
+        snprintf(f->key, sizeof(f->key), "parent|%s://%s:%u|%s|%s", scheme, p->host, p->port, pn,
+                 okey);
     } else {
-        snprintf(f->key, sizeof(f->key), "parent|%s://%s:%u", scheme, p->host, p->port);
+        snprintf(f->key, sizeof(f->key), "parent|%s://%s:%u|%s", scheme, p->host, p->port, pn);
     }
     f->host = p->host;
     f->port = p->port;

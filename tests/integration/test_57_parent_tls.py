@@ -80,6 +80,44 @@ def test_parent_by_address_gets_no_sni(viaduct, make_origin, tmp_path, dns, pki)
     assert parent.wait_requests(1)[0].sni is None
 
 
+def test_parent_sni_names_a_parent_written_as_an_address(viaduct, make_origin, tmp_path, dns,
+                                                        pki):
+    """upstream.parent_sni: a parent written as an address is reached by that name (SNI and the
+    certificate check), for requests and for CONNECT; without it the same parent's certificate
+    (*.example.test, no IP address) does not name the address and the exchange is a 502."""
+    parent = make_origin(build_response(200, b"by name"), tls="wildcard")
+    vd = child(viaduct, tmp_path, dns, pki, parent.port, host="127.0.0.1",
+               upstream={"parent_sni": "Proxy.Example.Test"})
+    r = vd.connect().exchange("GET", "http://origin.test/named")
+    assert (r.status, r.body) == (200, b"by name")
+    assert parent.wait_requests(1)[0].sni == PARENT
+
+    tparent = make_origin(Reply(b"HTTP/1.1 200 OK\r\n\r\n", hang=True), tls="wildcard")
+    vd2 = child(viaduct, tmp_path, dns, pki, tparent.port, host="127.0.0.1",
+                upstream={"parent_sni": PARENT})
+    c, r = connect(vd2, "mail.test:143")
+    assert r.status == 200
+    assert tparent.wait_requests(1)[0].sni == PARENT
+
+    plain = child(viaduct, tmp_path, dns, pki, parent.port, host="127.0.0.1")
+    r = plain.connect().exchange("GET", "http://origin.test/named")
+    assert r.status == 502
+    assert r.body.startswith(b"502 Bad Gateway: the parent proxy's certificate failed "
+                             b"verification for 127.0.0.1: "), r.body
+    assert len(parent.requests) == 1
+
+
+def test_parent_sni_mismatch_names_the_name(viaduct, make_origin, tmp_path, dns, pki):
+    parent = make_origin(build_response(200, b"never"), tls="wildcard")
+    vd = child(viaduct, tmp_path, dns, pki, parent.port, host="127.0.0.1",
+               upstream={"parent_sni": "proxy.other.test"})
+    r = vd.connect().exchange("GET", "http://origin.test/x")
+    assert r.status == 502
+    assert r.body == b"502 Bad Gateway: the parent proxy's certificate failed verification for " \
+        b"proxy.other.test: hostname mismatch\n"
+    assert parent.requests == []
+
+
 def test_connections_to_the_parent_are_pooled(viaduct, make_origin, tmp_path, dns, pki):
     """One TLS connection to the parent carries every origin's requests, and it is not shared
     with a direct connection to the same address (parent_bypass): that one is plain HTTP."""

@@ -1579,6 +1579,24 @@ test_parent(void **state)
     assert_int_equal(vd_parent_pick(c, 0), 2);
     assert_int_equal(vd_parent_pick(c, 0), 0);
     vd_conf_unref(c);
+    /* parent_sni: the TLS name of https:// parents written as addresses. */
+    assert_int_equal(load_str("upstream:\n  parent: https://10.0.0.5:3129\n"
+                              "  parent_sni: Proxy.Corp.Example\n",
+                              &c, err, sizeof(err), path),
+                     0);
+    assert_string_equal(c->upstream.parent_sni, "proxy.corp.example");
+    assert_string_equal(vd_parent_tls_name(c, c->upstream.parents[0].host), "proxy.corp.example");
+    vd_conf_unref(c);
+    assert_int_equal(
+        load_str("upstream:\n  parent: https://p.example\n", &c, err, sizeof(err), path), 0);
+    assert_null(c->upstream.parent_sni);
+    assert_string_equal(vd_parent_tls_name(c, c->upstream.parents[0].host), "p.example");
+    vd_conf_unref(c);
+    expect_err("upstream:\n  parent: https://10.0.0.5\n  parent_sni: 10.0.0.5\n",
+               "3:15: upstream.parent_sni: bad SNI name '10.0.0.5': expected a DNS name (no IP "
+               "address)");
+    expect_err("upstream:\n  parent_sni: p.example\n",
+               "2:15: upstream.parent_sni: set upstream.parent to use it");
     expect_err("upstream:\n  parent: http://a\n  parent_select: random\n",
                "3:18: upstream.parent_select: unknown parent_select 'random' (expected failover "
                "or round_robin)");
