@@ -34,6 +34,7 @@ struct vd_cache_cc {
     bool public_;
     bool must_revalidate;
     bool proxy_revalidate;
+    bool must_understand; /* RFC 9111 §5.2.2.3: store only statuses this cache understands */
     bool only_if_cached;
     bool no_transform;
     bool present;  /* any Cache-Control field line (or the targeted field) */
@@ -81,7 +82,8 @@ int vd_http_date_parse(struct vd_iov v, time_t *out);
 enum vd_cache_store_verdict {
     VD_CACHE_STORE_OK,
     VD_CACHE_NO_METHOD, /* not GET (HEAD responses are not stored: no body) */
-    VD_CACHE_NO_STATUS, /* not final, or not understood (206 and 304 are not stored here) */
+    VD_CACHE_NO_STATUS, /* not final, 206 or 304 (never stored here), or must-understand with a
+                         * status this cache does not know */
     VD_CACHE_NO_STORE,  /* no-store in the request or the response */
     VD_CACHE_PRIVATE,   /* private in a shared cache */
     VD_CACHE_AUTH,      /* Authorization without must-revalidate / public / s-maxage (§3.5) */

@@ -127,6 +127,8 @@ vd_cache_cc_parse(const struct vd_hdr *h, size_t n, struct vd_cache_cc *cc)
                 cc->private_ = true;
             } else if (iov_eq(name, "public")) {
                 cc->public_ = true;
+            } else if (iov_eq(name, "must-understand")) {
+                cc->must_understand = true;
             } else if (iov_eq(name, "must-revalidate")) {
                 cc->must_revalidate = true;
             } else if (iov_eq(name, "proxy-revalidate")) {
@@ -414,6 +416,7 @@ sf_apply(struct vd_iov key, const struct sf_val *v, struct vd_cache_cc *cc)
         {"public", offsetof(struct vd_cache_cc, public_), false},
         {"must-revalidate", offsetof(struct vd_cache_cc, must_revalidate), false},
         {"proxy-revalidate", offsetof(struct vd_cache_cc, proxy_revalidate), false},
+        {"must-understand", offsetof(struct vd_cache_cc, must_understand), false},
         {"no-transform", offsetof(struct vd_cache_cc, no_transform), false},
     };
 
@@ -586,7 +589,7 @@ vd_http_date_parse(struct vd_iov v, time_t *out)
     if (comma && comma - s == 3 && v.len == 29) {
         /* IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT" */
         if (p[4] != ' ' || p[7] != ' ' || p[11] != ' ' || p[16] != ' ' || p[25] != ' ' ||
-            memcmp(p + 26, "GMT", 3) != 0 || !digits(p + 5, 2, &tm.tm_mday) ||
+            strncasecmp((const char *)p + 26, "GMT", 3) != 0 || !digits(p + 5, 2, &tm.tm_mday) ||
             (tm.tm_mon = month_index(p + 8)) < 0 || !digits(p + 12, 4, &tm.tm_year) ||
             !clock_of(p + 17, &tm)) {
             return -EINVAL;
@@ -597,9 +600,9 @@ vd_http_date_parse(struct vd_iov v, time_t *out)
         const uint8_t *d = (const uint8_t *)comma + 2;
         size_t rest = v.len - (size_t)(d - p);
         if (comma[1] != ' ' || rest != 22 || d[2] != '-' || d[6] != '-' || d[9] != ' ' ||
-            d[18] != ' ' || memcmp(d + 19, "GMT", 3) != 0 || !digits(d, 2, &tm.tm_mday) ||
-            (tm.tm_mon = month_index(d + 3)) < 0 || !digits(d + 7, 2, &tm.tm_year) ||
-            !clock_of(d + 10, &tm)) {
+            d[18] != ' ' || strncasecmp((const char *)d + 19, "GMT", 3) != 0 ||
+            !digits(d, 2, &tm.tm_mday) || (tm.tm_mon = month_index(d + 3)) < 0 ||
+            !digits(d + 7, 2, &tm.tm_year) || !clock_of(d + 10, &tm)) {
             return -EINVAL;
         }
         /* RFC 9110 §5.6.7: a two-digit year more than 50 years ahead is in the past. */
@@ -665,7 +668,7 @@ vd_cache_status_heuristic(int status)
     }
 }
 
-/* Final statuses this cache understands well enough to store (RFC 9111 §3): the RFC 9110 ones,
+/* Final statuses this cache understands (RFC 9111 §3, §5.2.2.3): the ones RFC 9110 defines,
  * except 206 (partial content is never stored or combined, §3.4; ranges are cut from stored
  * complete responses) and 304 (only ever used to update a stored response). */
 static bool
@@ -677,6 +680,19 @@ status_understood(int status)
     return strcmp(vd_http_reason(status), "Unknown") != 0;
 }
 
+/* Statuses a response may be stored with (RFC 9111 §3): final ones of a known class (2xx-5xx,
+ * RFC 9110 §15), not 206 or 304; one this cache does not understand (599, say) only without
+ * must-understand, and then, as any status that is not heuristically cacheable, only with
+ * explicit freshness or public. */
+static bool
+status_storable(int status, const struct vd_cache_cc *resp)
+{
+    if (status < 200 || status > 599 || status == 206 || status == 304) {
+        return false;
+    }
+    return !resp->must_understand || status_understood(status);
+}
+
 enum vd_cache_store_verdict
 vd_cache_storable(struct vd_iov method, int status, const struct vd_cache_cc *req,
                   const struct vd_cache_cc *resp, bool req_auth, const struct vd_hdr *h, size_t n)
@@ -684,10 +700,12 @@ vd_cache_storable(struct vd_iov method, int status, const struct vd_cache_cc *re
     if (!(method.len == 3 && memcmp(method.base, "GET", 3) == 0)) {
         return VD_CACHE_NO_METHOD;
     }
-    if (!status_understood(status)) {
+    if (!status_storable(status, resp)) {
         return VD_CACHE_NO_STATUS;
     }
-    if (req->no_store || resp->no_store) {
+    /* §5.2.2.3: with must-understand and an understood status, no-store (there as a fallback for
+     * caches that do not know the directive) is ignored. The request's no-store still counts. */
+    if (req->no_store || (resp->no_store && !resp->must_understand)) {
         return VD_CACHE_NO_STORE;
     }
     if (resp->private_) {

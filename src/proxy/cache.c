@@ -385,6 +385,11 @@ client_has_it(const struct vd_txn *t, const struct vd_cache_entry *e)
         if (l && vd_http_date_parse(l->value, &lm) == 0) {
             return lm <= since;
         }
+        if (!l) {
+            /* RFC 9111 §4.3.2: without Last-Modified, the stored response's Date (or, without
+             * one, when it was received) stands in for it. */
+            return e->times.date_value <= since;
+        }
     }
     return false;
 }

@@ -197,6 +197,69 @@ def test_client_if_modified_since(cproxy, make_origin):
     assert count(o) == 1
 
 
+def test_client_if_modified_since_without_last_modified_uses_date(cproxy, make_origin):
+    """RFC 9111 §4.3.2: a stored response without Last-Modified is judged by its Date."""
+    date = time.time() - 100
+    o = make_origin(build_response(200, b"body", [("Cache-Control", "max-age=1000"),
+                                                  ("Date", httpdate(date))]))
+    get(cproxy, url(o))
+    r = get(cproxy, url(o), [("If-Modified-Since", httpdate(date + 50))])
+    assert (r.status, r.body) == (304, b"")
+    assert get(cproxy, url(o), [("If-Modified-Since", httpdate(date))]).status == 304
+    r = get(cproxy, url(o), [("If-Modified-Since", httpdate(date - 10))])
+    assert (r.status, r.body) == (200, b"body")
+    assert count(o) == 1
+
+
+@pytest.mark.parametrize("status,cc", [(599, "max-age=100"), (299, "max-age=100"),
+                                       (499, "public, max-age=100")])
+def test_unknown_status_with_explicit_freshness_is_stored(cproxy, make_origin, status, cc):
+    """RFC 9111 §3: a final status the cache does not know is stored when the response says how
+    long it is fresh; the hit repeats its status code."""
+    o = make_origin(Reply(b"HTTP/1.1 %d Whatever\r\nCache-Control: %s\r\nContent-Length: 4\r\n"
+                          b"\r\nbody" % (status, cc.encode())))
+    assert get(cproxy, url(o)).header("cache-status") == "viaduct; fwd=uri-miss; stored"
+    r = get(cproxy, url(o))
+    assert (r.status, r.body) == (status, b"body")
+    assert r.header("cache-status").startswith("viaduct; hit; ttl=")
+    assert count(o) == 1
+
+
+def test_unknown_status_heuristic_only_when_public(cproxy, make_origin):
+    now = time.time()
+    lm = [("Date", httpdate(now)), ("Last-Modified", httpdate(now - 1000))]
+    plain = make_origin(build_response(599, b"x", lm))
+    get(cproxy, url(plain))
+    get(cproxy, url(plain))
+    assert count(plain) == 2
+    public = make_origin(build_response(599, b"x", lm + [("Cache-Control", "public")]))
+    get(cproxy, url(public))
+    r = get(cproxy, url(public))
+    assert r.status == 599 and count(public) == 1
+
+
+def test_must_understand(cproxy, make_origin):
+    """RFC 9111 §5.2.2.3: must-understand stores an understood status in spite of no-store (a
+    fallback for caches that do not know the directive), and never an unknown one."""
+    cc = [("Cache-Control", "no-store, must-understand, max-age=100")]
+    known = make_origin(build_response(200, b"ok", cc))
+    assert get(cproxy, url(known)).header("cache-status") == "viaduct; fwd=uri-miss; stored"
+    assert get(cproxy, url(known)).header("cache-status").startswith("viaduct; hit; ttl=")
+    assert count(known) == 1
+    unknown = make_origin(build_response(599, b"no", cc))
+    get(cproxy, url(unknown))
+    get(cproxy, url(unknown))
+    assert count(unknown) == 2
+
+
+def test_expires_zone_in_any_case(cproxy, make_origin):
+    exp = time.strftime("%a, %d %b %Y %H:%M:%S gMT", time.gmtime(time.time() + 100))
+    o = make_origin(build_response(200, b"x", [("Expires", exp), ("Date", httpdate(time.time()))]))
+    get(cproxy, url(o))
+    assert get(cproxy, url(o)).header("cache-status").startswith("viaduct; hit; ttl=")
+    assert count(o) == 1
+
+
 def test_vary_two_variants(cproxy, make_origin):
     o = make_origin(lambda req: build_response(
         200, ("lang=%s" % req.header("accept-language")).encode(),

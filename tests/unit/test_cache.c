@@ -91,6 +91,15 @@ test_dates(void **state)
     assert_true(vd_http_date_parse(VD_IOV_LIT("0"), &t) < 0);
     assert_true(vd_http_date_parse(VD_IOV_LIT("Sun, 06 Nov 1994 08:49:37 UTC"), &t) < 0);
     assert_true(vd_http_date_parse(VD_IOV_LIT("Sun, 06 Foo 1994 08:49:37 GMT"), &t) < 0);
+    /* Case does not matter in the names (weekday, month, zone; RFC 9110 §5.6.7 asks recipients
+     * to be robust), everything else does. */
+    t = 0;
+    assert_int_equal(vd_http_date_parse(VD_IOV_LIT("SUN, 06 NOV 1994 08:49:37 gMT"), &t), 0);
+    assert_int_equal(t, 784111777);
+    t = 0;
+    assert_int_equal(vd_http_date_parse(VD_IOV_LIT("Sunday, 06-nov-94 08:49:37 gmt"), &t), 0);
+    assert_int_equal(t, 784111777);
+    assert_true(vd_http_date_parse(VD_IOV_LIT("Sun, 06 Nov 1994 08:49:37 GMX"), &t) < 0);
 }
 
 static enum vd_cache_store_verdict
@@ -111,7 +120,26 @@ test_storable(void **state)
     assert_int_equal(storable("POST", 200, "", "max-age=5", false, none, 0), VD_CACHE_NO_METHOD);
     assert_int_equal(storable("GET", 206, "", "max-age=5", false, none, 0), VD_CACHE_NO_STATUS);
     assert_int_equal(storable("GET", 304, "", "max-age=5", false, none, 0), VD_CACHE_NO_STATUS);
-    assert_int_equal(storable("GET", 599, "", "max-age=5", false, none, 0), VD_CACHE_NO_STATUS);
+    /* A status this cache does not know: storable with explicit freshness or public (§3), not
+     * with must-understand (§5.2.2.3), never a 1xx or a class RFC 9110 does not define. */
+    assert_int_equal(storable("GET", 599, "", "max-age=5", false, none, 0), VD_CACHE_STORE_OK);
+    assert_int_equal(storable("GET", 299, "", "public", false, none, 0), VD_CACHE_STORE_OK);
+    assert_int_equal(storable("GET", 499, "", "", false, none, 0), VD_CACHE_NOT_WORTH);
+    assert_int_equal(storable("GET", 599, "", "max-age=5, must-understand", false, none, 0),
+                     VD_CACHE_NO_STATUS);
+    assert_int_equal(storable("GET", 103, "", "max-age=5", false, none, 0), VD_CACHE_NO_STATUS);
+    assert_int_equal(storable("GET", 600, "", "max-age=5", false, none, 0), VD_CACHE_NO_STATUS);
+    /* must-understand with an understood status overrides no-store (a fallback for caches that
+     * do not know it); the request's no-store still wins. */
+    assert_int_equal(
+        storable("GET", 200, "", "no-store, must-understand, max-age=5", false, none, 0),
+        VD_CACHE_STORE_OK);
+    assert_int_equal(
+        storable("GET", 599, "", "no-store, must-understand, max-age=5", false, none, 0),
+        VD_CACHE_NO_STATUS);
+    assert_int_equal(
+        storable("GET", 200, "no-store", "no-store, must-understand, max-age=5", false, none, 0),
+        VD_CACHE_NO_STORE);
     assert_int_equal(storable("GET", 200, "no-store", "", false, none, 0), VD_CACHE_NO_STORE);
     assert_int_equal(storable("GET", 200, "", "no-store", false, none, 0), VD_CACHE_NO_STORE);
     assert_int_equal(storable("GET", 200, "", "private", false, none, 0), VD_CACHE_PRIVATE);
