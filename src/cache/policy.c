@@ -852,6 +852,123 @@ vd_cache_stale_while_revalidate(const struct vd_cache_cc *req, const struct vd_c
 
 /* ---- Vary ---------------------------------------------------------------------------------- */
 
+#define PREFS_MAX 32
+
+struct pref {
+    struct vd_iov tag;
+    unsigned q; /* weight in thousandths */
+};
+
+/* qvalue (RFC 9110 §12.4.2): "0" ["." 0*3DIGIT] / "1" ["." 0*3("0")]. */
+static bool
+qvalue(struct vd_iov v, unsigned *out)
+{
+    if (v.len == 0 || v.len > 5 || (v.base[0] != '0' && v.base[0] != '1') ||
+        (v.len > 1 && v.base[1] != '.')) {
+        return false;
+    }
+    unsigned q = (unsigned)(v.base[0] - '0') * 1000, scale = 100;
+    for (size_t i = 2; i < v.len; i++, scale /= 10) {
+        if (v.base[i] < '0' || v.base[i] > '9') {
+            return false;
+        }
+        q += (unsigned)(v.base[i] - '0') * scale;
+    }
+    if (q > 1000) {
+        return false;
+    }
+    *out = q;
+    return true;
+}
+
+static int
+pref_cmp(const struct pref *a, const struct pref *b)
+{
+    if (a->q != b->q) {
+        return a->q > b->q ? -1 : 1;
+    }
+    size_t n = VD_MIN(a->tag.len, b->tag.len);
+    int c = strncasecmp((const char *)a->tag.base, (const char *)b->tag.base, n);
+    return c ? c : (a->tag.len > b->tag.len) - (a->tag.len < b->tag.len);
+}
+
+/* Accept-Language and Accept-Encoding as a Vary key: members in order of weight, then name,
+ * lowercase, each with its weight, so that requests asking for the same thing in another order,
+ * case or spacing ("en, de" and "De,EN") share a stored variant (language tags and codings are
+ * case-insensitive, and members of equal weight are equally preferred). Returns 1 when the field
+ * has something else (a parameter other than q, an invalid weight, more than PREFS_MAX members):
+ * the caller keeps it as sent. */
+static int
+key_weighted(struct vd_iov name, const struct vd_hdr *req, size_t nreq, struct vd_dbuf *out)
+{
+    struct pref p[PREFS_MAX];
+    size_t n = 0;
+    for (size_t j = 0; j < nreq; j++) {
+        if (req[j].name.len != name.len ||
+            strncasecmp((const char *)req[j].name.base, (const char *)name.base, name.len) != 0) {
+            continue;
+        }
+        struct vd_iov rest = req[j].value, item;
+        while (vd_list_next(&rest, &item)) {
+            if (n == PREFS_MAX) {
+                return 1;
+            }
+            const uint8_t *semi = memchr(item.base, ';', item.len);
+            struct vd_iov tag = {item.base, semi ? (size_t)(semi - item.base) : item.len};
+            while (tag.len && (tag.base[tag.len - 1] == ' ' || tag.base[tag.len - 1] == '\t')) {
+                tag.len--;
+            }
+            unsigned q = 1000;
+            if (semi) {
+                struct vd_iov prm = {semi + 1, (size_t)(item.base + item.len - semi - 1)};
+                while (prm.len && (prm.base[0] == ' ' || prm.base[0] == '\t')) {
+                    prm.base++;
+                    prm.len--;
+                }
+                if (prm.len < 2 || (prm.base[0] | 0x20) != 'q' || prm.base[1] != '=' ||
+                    !qvalue((struct vd_iov){prm.base + 2, prm.len - 2}, &q)) {
+                    return 1;
+                }
+            }
+            if (tag.len == 0 || memchr(tag.base, ' ', tag.len) || memchr(tag.base, '\t', tag.len)) {
+                return 1;
+            }
+            /* Insertion sort: a handful of members. */
+            struct pref x = {tag, q};
+            size_t k = n++;
+            while (k > 0 && pref_cmp(&x, &p[k - 1]) < 0) {
+                p[k] = p[k - 1];
+                k--;
+            }
+            p[k] = x;
+        }
+    }
+    int r = 0;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        char w[8] = ";q=", *d = w + 3; /* the weight in thousandths, 0 to 1000 */
+        unsigned q = p[i].q;
+        if (q >= 1000) {
+            *d++ = (char)('0' + q / 1000);
+        }
+        if (q >= 100) {
+            *d++ = (char)('0' + q / 100 % 10);
+        }
+        if (q >= 10) {
+            *d++ = (char)('0' + q / 10 % 10);
+        }
+        *d++ = (char)('0' + q % 10);
+        size_t wl = (size_t)(d - w);
+        r = i ? vd_dbuf_add(out, ", ", 2) : 0;
+        for (size_t k = 0; k < p[i].tag.len && r == 0; k++) {
+            char c = (char)p[i].tag.base[k];
+            c = (c >= 'A' && c <= 'Z') ? (char)(c | 0x20) : c;
+            r = vd_dbuf_add(out, &c, 1);
+        }
+        r = r ? r : vd_dbuf_add(out, w, wl);
+    }
+    return r;
+}
+
 static int
 key_for_name(struct vd_iov name, const struct vd_hdr *req, size_t nreq, struct vd_dbuf *out)
 {
@@ -862,6 +979,15 @@ key_for_name(struct vd_iov name, const struct vd_hdr *req, size_t nreq, struct v
         r = vd_dbuf_add(out, &c, 1);
     }
     r = r ? r : vd_dbuf_add(out, ":", 1);
+    if (r == 0 &&
+        (vd_hdr_name_is(name, "accept-language") || vd_hdr_name_is(name, "accept-encoding"))) {
+        size_t mark = out->len;
+        int w = key_weighted(name, req, nreq, out);
+        if (w <= 0) {
+            return w ? w : vd_dbuf_add(out, "\n", 1);
+        }
+        out->len = mark; /* not a plain weighted list: as sent */
+    }
     bool first = true;
     for (size_t j = 0; j < nreq && r == 0; j++) {
         if (req[j].name.len != name.len ||

@@ -272,6 +272,26 @@ def test_vary_two_variants(cproxy, make_origin):
     assert r.header("cache-status") == "viaduct; fwd=vary-miss; stored"
 
 
+@pytest.mark.parametrize("field,first,same,other", [
+    ("Accept-Language", "en, de;q=0.5", ["de;q=0.5, en", "EN,DE;Q=0.500", "en , de ; q=0.5"],
+     "en, de;q=0.4"),
+    ("Accept-Encoding", "gzip, br", ["br, gzip", "BR,GZIP;q=1"], "gzip"),
+])
+def test_vary_weighted_lists_share_a_variant(cproxy, make_origin, field, first, same, other):
+    """Accept-Language and Accept-Encoding nominated by Vary are compared as what they ask for:
+    order among equal weights, case and spacing do not make another variant; weights do."""
+    o = make_origin(build_response(200, b"v", [("Cache-Control", "max-age=100"),
+                                               ("Vary", field)]))
+    assert get(cproxy, url(o), [(field, first)]).header("cache-status") == \
+        "viaduct; fwd=uri-miss; stored"
+    for v in same:
+        assert get(cproxy, url(o), [(field, v)]).header("cache-status").startswith(
+            "viaduct; hit; ttl="), v
+    assert get(cproxy, url(o), [(field, other)]).header("cache-status") == \
+        "viaduct; fwd=vary-miss; stored"
+    assert count(o) == 2
+
+
 def test_vary_star_never_hits(cproxy, make_origin):
     o = make_origin(build_response(200, b"x", [("Cache-Control", "max-age=100"),
                                                ("Vary", "*")]))

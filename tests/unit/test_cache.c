@@ -419,11 +419,39 @@ test_vary(void **state)
     vd_dbuf_init(&key, 1024);
     assert_int_equal(vd_cache_vary_key(resp, 2, req, 3, &names, &key), 0);
     assert_string_equal(names.p, "accept-encoding,x-foo,accept");
-    assert_string_equal(key.p, "accept-encoding:gzip, br, zstd\nx-foo:\naccept:text/html\n");
+    /* Accept-Encoding and Accept-Language: by weight, then name, lowercase, weights written. */
+    assert_string_equal(key.p, "accept-encoding:br;q=1000, gzip;q=1000, zstd;q=1000\nx-foo:\n"
+                               "accept:text/html\n");
     struct vd_dbuf k2;
     vd_dbuf_init(&k2, 1024);
     assert_int_equal(vd_cache_vary_key_names(names.p, req, 3, &k2), 0);
     assert_string_equal(k2.p, key.p);
+    struct vd_hdr al[] = {H("Vary", "accept-language")};
+    struct vd_hdr l1[] = {H("Accept-Language", "en, de;q=0.5, FR;q=0.50")};
+    struct vd_hdr l2[] = {H("accept-language", "Fr ; q=0.5,De;Q=0.500"),
+                          H("Accept-Language", "EN")};
+    struct vd_dbuf a, b;
+    vd_dbuf_init(&a, 1024);
+    vd_dbuf_init(&b, 1024);
+    assert_int_equal(vd_cache_vary_key(al, 1, l1, 1, NULL, &a), 0);
+    assert_int_equal(vd_cache_vary_key(al, 1, l2, 2, NULL, &b), 0);
+    assert_string_equal(a.p, "accept-language:en;q=1000, de;q=500, fr;q=500\n");
+    assert_string_equal(b.p, a.p);
+    /* A weight of 0 is kept (it refuses that language); anything else stays as sent. */
+    struct vd_hdr l3[] = {H("Accept-Language", "en, *;q=0")};
+    vd_dbuf_reset(&a);
+    assert_int_equal(vd_cache_vary_key(al, 1, l3, 1, NULL, &a), 0);
+    assert_string_equal(a.p, "accept-language:en;q=1000, *;q=0\n");
+    struct vd_hdr l4[] = {H("Accept-Language", "en;level=1, de")};
+    vd_dbuf_reset(&a);
+    assert_int_equal(vd_cache_vary_key(al, 1, l4, 1, NULL, &a), 0);
+    assert_string_equal(a.p, "accept-language:en;level=1, de\n");
+    struct vd_hdr l5[] = {H("Accept-Language", "en;q=1.5, de")};
+    vd_dbuf_reset(&a);
+    assert_int_equal(vd_cache_vary_key(al, 1, l5, 1, NULL, &a), 0);
+    assert_string_equal(a.p, "accept-language:en;q=1.5, de\n");
+    vd_dbuf_free(&a);
+    vd_dbuf_free(&b);
     struct vd_hdr star[] = {H("Vary", "Accept, *")};
     vd_dbuf_reset(&key);
     assert_int_equal(vd_cache_vary_key(star, 1, req, 3, NULL, &key), -EINVAL);
