@@ -945,26 +945,21 @@ key_weighted(struct vd_iov name, const struct vd_hdr *req, size_t nreq, struct v
     }
     int r = 0;
     for (size_t i = 0; i < n && r == 0; i++) {
-        char w[8] = ";q=", *d = w + 3; /* the weight in thousandths, 0 to 1000 */
+        /* The weight as a qvalue again, shortest form ("0.5"; none for 1), so the key reads back
+         * to itself. */
+        char w[10] = ";q=0.", *d = w + 5;
         unsigned q = p[i].q;
-        if (q >= 1000) {
-            *d++ = (char)('0' + q / 1000);
+        for (unsigned scale = 100; scale > 0 && q % (scale * 10) != 0; scale /= 10) {
+            *d++ = (char)('0' + q / scale % 10);
         }
-        if (q >= 100) {
-            *d++ = (char)('0' + q / 100 % 10);
-        }
-        if (q >= 10) {
-            *d++ = (char)('0' + q / 10 % 10);
-        }
-        *d++ = (char)('0' + q % 10);
-        size_t wl = (size_t)(d - w);
+        size_t wl = q == 1000 ? 0 : q == 0 ? 4 : (size_t)(d - w);
         r = i ? vd_dbuf_add(out, ", ", 2) : 0;
         for (size_t k = 0; k < p[i].tag.len && r == 0; k++) {
             char c = (char)p[i].tag.base[k];
             c = (c >= 'A' && c <= 'Z') ? (char)(c | 0x20) : c;
             r = vd_dbuf_add(out, &c, 1);
         }
-        r = r ? r : vd_dbuf_add(out, w, wl);
+        r = r || wl == 0 ? r : vd_dbuf_add(out, w, wl);
     }
     return r;
 }
