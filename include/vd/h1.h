@@ -19,6 +19,8 @@ struct vd_h1_req_head {
     uint8_t minor;       /* HTTP/1.minor; 0 or 1 */
     struct vd_hdr *hdrs; /* caller's array */
     size_t nhdrs;
+    struct vd_uri uri; /* an absolute-form http(s) target as parsed (has_uri), views into it */
+    bool has_uri;
 };
 
 struct vd_h1_resp_head {

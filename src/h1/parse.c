@@ -227,11 +227,12 @@ req_form(const struct hp *h, struct vd_h1_req_head *req, const char **why)
     if (absolute) {
         /* RFC 9112 §3.2.2. http(s) targets are checked in full here; other schemes (a
          * gateway's ftp://) are left to the handler that knows them. */
-        struct vd_uri u;
         struct vd_iov scheme = {t.base, i};
-        if ((vd_hdr_name_is(scheme, "http") || vd_hdr_name_is(scheme, "https")) &&
-            vd_uri_parse_absolute(t.base, t.len, &u, why) < 0) {
-            return h->ebad;
+        if (vd_hdr_name_is(scheme, "http") || vd_hdr_name_is(scheme, "https")) {
+            if (vd_uri_parse_absolute(t.base, t.len, &req->uri, why) < 0) {
+                return h->ebad;
+            }
+            req->has_uri = true; /* the front need not parse it again */
         }
         req->form = VD_TARGET_ABSOLUTE;
         return 0;
@@ -443,6 +444,7 @@ vd_h1_parse_request(const uint8_t *buf, size_t len, const struct vd_h1_limits *l
         return r;
     }
     req->nhdrs = 0;
+    req->has_uri = false;
     if ((r = start_line(&h, lim->max_request_line, &ce, &complete, &toolong, why)) < 0) {
         return r;
     }

@@ -699,9 +699,23 @@ txn_build(struct h1c *c, const struct vd_h1_req_head *h, size_t headlen)
     return 0;
 }
 
-/* Decodes request target into scheme/authority/path. Returns 0 or an error with @why. */
+/* @v, a view into the parsed head's target @from, moved to the same bytes of the copy @to (a
+ * view elsewhere, such as a default "/", is kept). */
+static struct vd_iov
+rebase_view(struct vd_iov v, struct vd_iov from, struct vd_iov to)
+{
+    uintptr_t b = (uintptr_t)v.base, f = (uintptr_t)from.base;
+    if (b >= f && b + v.len <= f + from.len) {
+        v.base = to.base + (b - f);
+    }
+    return v;
+}
+
+/* Decodes request target into scheme/authority/path; @pre is the parser's view of an absolute
+ * http(s) target already moved into the transaction's copy, or NULL. Returns 0 or an error with
+ * @why. */
 static int
-req_target(struct vd_txn *t, const char **why)
+req_target(struct vd_txn *t, const struct vd_uri *pre, const char **why)
 {
     struct vd_req *r = &t->req;
     const struct vd_hdr *host = NULL;
@@ -734,9 +748,13 @@ req_target(struct vd_txn *t, const char **why)
     switch (r->form) {
     case VD_TARGET_ABSOLUTE: {
         struct vd_uri u;
-        int e = vd_uri_parse_absolute(r->target.base, r->target.len, &u, why);
-        if (e < 0) {
-            return e;
+        if (pre) {
+            u = *pre;
+        } else {
+            int e = vd_uri_parse_absolute(r->target.base, r->target.len, &u, why);
+            if (e < 0) {
+                return e;
+            }
         }
         r->scheme = u.scheme;
         /* RFC 9110 §7.2: the target URI's authority wins over Host. */
@@ -935,6 +953,15 @@ start_exchange(struct h1c *c, const struct vd_h1_req_head *h, size_t headlen)
         return;
     }
     struct vd_txn *t = c->txn;
+    struct vd_uri pre, *ppre = NULL;
+    if (h->has_uri) {
+        pre = h->uri;
+        pre.scheme = rebase_view(pre.scheme, h->target, t->req.target);
+        pre.authority = rebase_view(pre.authority, h->target, t->req.target);
+        pre.host = rebase_view(pre.host, h->target, t->req.target);
+        pre.path = rebase_view(pre.path, h->target, t->req.target);
+        ppre = &pre;
+    }
     vd_buf_consume(&c->in, (uint32_t)headlen);
     c->keepalive = wants_keepalive(&t->req);
     c->resp_close = false;
@@ -952,7 +979,7 @@ start_exchange(struct h1c *c, const struct vd_h1_req_head *h, size_t headlen)
     int e =
         vd_http_req_framing(t->req.hdrs, t->req.nhdrs, t->req.version - 10, &t->req.framing, &why);
     if (e == 0) {
-        e = req_target(t, &why);
+        e = req_target(t, ppre, &why);
     }
     if (e < 0) {
         c->keepalive = false;

@@ -160,6 +160,13 @@ run_req_cases(const struct rcase *cases, size_t n, const char *suffix)
             if ((int)req.form != cases[i].form) {
                 fail_msg("case %zu '%s': form %d want %d", i, cases[i].in, req.form, cases[i].form);
             }
+            /* An http(s) absolute target comes with its parse; no other does. */
+            const char *tg = strchr(cases[i].in, ' ') + 1;
+            bool web = req.form == VD_TARGET_ABSOLUTE &&
+                       (strncasecmp(tg, "http:", 5) == 0 || strncasecmp(tg, "https:", 6) == 0);
+            if (req.has_uri != web) {
+                fail_msg("case %zu '%s': has_uri %d", i, cases[i].in, req.has_uri);
+            }
         } else {
             if (rc != cases[i].rc) {
                 fail_msg("case %zu '%s': rc %d want %d (%s)", i, cases[i].in, rc, cases[i].rc,
@@ -220,6 +227,18 @@ test_req_forms(void **state)
         {"GET 1http://h/ HTTP/1.1", VD_EBADREQ, 0, "invalid request target"},
     };
     run_req_cases(cases, VD_ARRAY_LEN(cases), "\r\nHost: h\r\n\r\n");
+
+    /* The parse that comes with an absolute target: views into the target. */
+    static const char in[] = "GET https://Example.com:8443/a?b HTTP/1.1\r\nHost: h\r\n\r\n";
+    struct vd_h1_req_head req;
+    const char *why;
+    assert_int_equal(preq_n(in, sizeof(in) - 1, &deflim, &req, &why), (int)sizeof(in) - 1);
+    assert_true(req.has_uri && req.uri.https && req.uri.has_port);
+    assert_int_equal(req.uri.port, 8443);
+    assert_memory_equal(req.uri.host.base, "Example.com", req.uri.host.len);
+    assert_int_equal(req.uri.host.len, 11);
+    assert_memory_equal(req.uri.path.base, "/a?b", 4);
+    assert_ptr_equal(req.uri.authority.base, req.target.base + 8);
 }
 
 /* RFC 9112 §3 and §2.3: the request line, strictly. */
