@@ -982,6 +982,7 @@ key_for_name(struct vd_iov name, const struct vd_hdr *req, size_t nreq, struct v
             return w ? w : vd_dbuf_add(out, "\n", 1);
         }
         out->len = mark; /* not a plain weighted list: as sent */
+        out->p[mark] = '\0';
     }
     bool first = true;
     for (size_t j = 0; j < nreq && r == 0; j++) {
