@@ -768,20 +768,32 @@ get_size32(struct ld *ld, const struct ynode *n, const char *key, uint32_t *out)
     return rc;
 }
 
+/* A duration read with @parse (milliseconds or microseconds), whose units @units names. */
 static int
-get_duration(struct ld *ld, const struct ynode *n, const char *key, bool zero_ok, uint64_t *out)
+get_scaled_duration(struct ld *ld, const struct ynode *n, const char *key,
+                    int (*parse)(const char *, uint64_t *), const char *units, uint64_t *out)
 {
     char vb[SHOW_MAX + 8];
-    uint64_t v;
     int rc = want_scalar(ld, n, key, "a duration");
     if (rc) {
         return rc;
     }
-    if (vd_conf_parse_duration(n->text, &v) != 0) {
+    if (parse(n->text, out) != 0) {
         return fail(ld, n, key,
-                    "bad duration '%s': expected a whole number with an optional unit ms, s, m, h "
-                    "or d (no unit: seconds)",
-                    show(vb, sizeof(vb), n));
+                    "bad duration '%s': expected a whole number with an optional unit %s (no "
+                    "unit: seconds)",
+                    show(vb, sizeof(vb), n), units);
+    }
+    return 0;
+}
+
+static int
+get_duration(struct ld *ld, const struct ynode *n, const char *key, bool zero_ok, uint64_t *out)
+{
+    uint64_t v;
+    int rc = get_scaled_duration(ld, n, key, vd_conf_parse_duration, "ms, s, m, h or d", &v);
+    if (rc) {
+        return rc;
     }
     if (v == 0 && !zero_ok) {
         return fail(ld, n, key, "duration must be greater than 0");
@@ -796,15 +808,9 @@ get_duration_us(struct ld *ld, const struct ynode *n, const char *key, uint64_t 
 {
     char vb[SHOW_MAX + 8];
     uint64_t v;
-    int rc = want_scalar(ld, n, key, "a duration");
+    int rc = get_scaled_duration(ld, n, key, vd_conf_parse_duration_us, "us, ms or s", &v);
     if (rc) {
         return rc;
-    }
-    if (vd_conf_parse_duration_us(n->text, &v) != 0) {
-        return fail(ld, n, key,
-                    "bad duration '%s': expected a whole number with an optional unit us, ms or s "
-                    "(no unit: seconds)",
-                    show(vb, sizeof(vb), n));
     }
     if (v > 1000000) {
         return fail(ld, n, key, "duration '%s' is out of range: 0 to 1 s", show(vb, sizeof(vb), n));
