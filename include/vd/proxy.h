@@ -407,7 +407,8 @@ void vd_worker_destroy(struct vd_worker *w);
 
 /* Internal plumbing between proxy modules. */
 void vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener);
-/* Closes the worker's client connections: only those idle between exchanges (drain), or all. */
+/* Closes the worker's client connections: only those idle between exchanges with no request on
+ * its way (drain; see idle_expecting in front_h1.c), or all. */
 void vd_front_h1_close(struct vd_worker *w, bool idle_only);
 /* Sends GOAWAY on every HTTP/2 connection of @w (reload): running streams finish. */
 void vd_front_h2_goaway_all(struct vd_worker *w);

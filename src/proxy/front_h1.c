@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -63,6 +64,7 @@ struct h1c {
     struct vd_log_ctx log; /* conn id and peer for the error log */
     bool tls;
     bool handshaken;
+    uint64_t fresh_since; /* uv_now at accept, until the first request starts; then 0 */
     uint8_t *pp_buf; /* listeners[].proxy_protocol: the PROXY header so far, until it is read */
     size_t pp_len;
 
@@ -953,6 +955,7 @@ start_exchange(struct h1c *c, const struct vd_h1_req_head *h, size_t headlen)
         return;
     }
     struct vd_txn *t = c->txn;
+    c->fresh_since = 0;
     struct vd_uri pre, *ppre = NULL;
     if (h->has_uri) {
         pre = h->uri;
@@ -1938,6 +1941,7 @@ vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener)
     w->nconns++;
     vd_metric_set(&w->metrics.conns_open, w->nconns);
     c->state = ST_IDLE;
+    c->fresh_since = uv_now(&w->loop) | 1;
     const struct vd_conf_listener *lc =
         listener < c->conf->nlisteners ? &c->conf->listeners[listener] : NULL;
     if (lc && lc->proxy_protocol) {
@@ -1970,16 +1974,32 @@ vd_front_h1_accept(struct vd_worker *w, int fd, size_t listener)
     arm(c);
 }
 
+/* While draining, whether an idle connection may have a request on its way, so that closing it
+ * would fail that request: bytes wait for it (read or still in the socket), or it was accepted
+ * less than a second ago and has sent nothing yet (a client that connected just before the
+ * drain sends right after). It is then left to be served, with Connection: close, or closed
+ * by a later tick. */
+static bool
+idle_expecting(const struct h1c *c, uint64_t now)
+{
+    int n = 0;
+    if (c->in.len > 0 || (ioctl(c->sock.fd, FIONREAD, &n) == 0 && n > 0)) {
+        return true;
+    }
+    return c->fresh_since && now - c->fresh_since < 1000;
+}
+
 void
 vd_front_h1_close(struct vd_worker *w, bool idle_only)
 {
+    uint64_t now = uv_now(&w->loop);
     struct vd_list *n = w->conns.next;
     while (n != &w->conns) {
         struct h1c *c = VD_CONTAINER_OF(n, struct h1c, link);
         n = n->next;
         if (c->state == ST_H2 && idle_only) {
             vd_h2_drain(c->h2); /* GOAWAY; closes once its streams are done */
-        } else if (!idle_only || c->state == ST_IDLE) {
+        } else if (!idle_only || (c->state == ST_IDLE && !idle_expecting(c, now))) {
             conn_close(c);
         }
     }

@@ -516,6 +516,28 @@ def test_sigterm_closes_idle_keepalive_connections(viaduct, origin):
     c.close()
 
 
+def test_sigterm_serves_a_connection_accepted_just_before(viaduct, origin):
+    """A client that connected just before the drain and sends its request right after is
+    served (with Connection: close), not closed unanswered; one that stays silent is closed
+    about a second later."""
+    vd = viaduct()
+    c = vd.connect()
+    silent = vd.connect()
+    c.send(b"")  # nothing yet: the worker accepts both, neither has sent a byte
+    time.sleep(0.2)
+    vd.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    r = c.exchange("GET", url(origin, "/"))
+    assert r.status == 200 and r.header("connection") == "close"
+    assert c.wait_closed(timeout=5) == b""
+    t0 = time.monotonic()
+    assert silent.wait_closed(timeout=5) == b""
+    assert time.monotonic() - t0 < 2
+    assert vd.wait_exit(10) == 0
+    c.close()
+    silent.close()
+
+
 def test_shutdown_grace_bounds_drain(viaduct, make_origin):
     o = make_origin(Reply(b"", hang=True))
     vd = viaduct({"timeouts": {"shutdown_grace": "1s"}})
