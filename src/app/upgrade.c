@@ -83,6 +83,29 @@ parse_fd(const char *s, const char **end)
     return (int)v;
 }
 
+/* Appends @fd to the list @v (@n of @cap) when it is a listening TCP socket (logged otherwise).
+ * Returns false when out of memory. */
+static bool
+inherit_fd(struct vd_inherited **v, size_t *n, size_t *cap, int fd)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? 2 * *cap : 8;
+        struct vd_inherited *nv = realloc(*v, nc * sizeof(**v));
+        if (!nv) {
+            return false;
+        }
+        *v = nv;
+        *cap = nc;
+    }
+    if (!listening_tcp(fd, &(*v)[*n])) {
+        vd_log(VD_LOG_WARN, NULL, "upgrade: descriptor %d is not a listening TCP socket", fd);
+        return true;
+    }
+    (void)fcntl(fd, F_SETFD, FD_CLOEXEC); /* not into CGI programs */
+    (*n)++;
+    return true;
+}
+
 size_t
 vd_upgrade_inherited(struct vd_inherited **out, bool *activated)
 {
@@ -96,25 +119,9 @@ vd_upgrade_inherited(struct vd_inherited **out, bool *activated)
             U.ready_fd = fd;
         }
     }
-    const char *list = getenv(ENV_FDS);
-    /* systemd's socket activation (sd_listen_fds(3)): LISTEN_FDS descriptors from 3, meant for
-     * this process when LISTEN_PID says so. Turned into the same list. */
-    char sdlist[256] = "";
-    const char *lp = getenv("LISTEN_PID"), *lf = getenv("LISTEN_FDS");
-    if (!list && lp && lf && strtol(lp, NULL, 10) == (long)getpid()) {
-        long nfd = strtol(lf, NULL, 10);
-        size_t o = 0;
-        for (long i = 0; i < nfd && i < 16 && o < sizeof(sdlist) - 16; i++) {
-            o += (size_t)snprintf(sdlist + o, sizeof(sdlist) - o, "%s%ld", i ? "," : "", 3 + i);
-        }
-        list = sdlist;
-        *activated = nfd > 0;
-    }
-    unsetenv("LISTEN_PID");
-    unsetenv("LISTEN_FDS");
-    unsetenv("LISTEN_FDNAMES");
     size_t n = 0, cap = 0;
     struct vd_inherited *v = NULL;
+    const char *list = getenv(ENV_FDS);
     for (const char *p = list; p && *p;) {
         const char *e;
         int fd = parse_fd(p, &e);
@@ -123,22 +130,26 @@ vd_upgrade_inherited(struct vd_inherited **out, bool *activated)
             break;
         }
         p = *e ? e + 1 : e;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 8;
-            struct vd_inherited *nv = realloc(v, cap * sizeof(*v));
-            if (!nv) {
+        if (!inherit_fd(&v, &n, &cap, fd)) {
+            break;
+        }
+    }
+    /* systemd's socket activation (sd_listen_fds(3)): LISTEN_FDS descriptors from 3, meant for
+     * this process when LISTEN_PID says so. */
+    const char *lp = getenv("LISTEN_PID"), *lf = getenv("LISTEN_FDS");
+    if (!list && lp && lf && strtol(lp, NULL, 10) == (long)getpid()) {
+        long nfd = strtol(lf, NULL, 10);
+        for (long i = 0; i < nfd && i < INT_MAX - 3; i++) {
+            if (!inherit_fd(&v, &n, &cap, (int)(3 + i))) {
                 break;
             }
-            v = nv;
         }
-        if (!listening_tcp(fd, &v[n])) {
-            vd_log(VD_LOG_WARN, NULL, "upgrade: descriptor %d is not a listening TCP socket", fd);
-            continue;
-        }
-        (void)fcntl(fd, F_SETFD, FD_CLOEXEC); /* not into CGI programs */
-        n++;
+        *activated = nfd > 0;
     }
     /* Not into the processes this one starts (CGI, a later upgrade builds its own). */
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
     unsetenv(ENV_FDS);
     unsetenv(ENV_READY);
     if (n == 0) {
