@@ -233,6 +233,10 @@ vd_parent_tls_name(const struct vd_conf *conf, const char *host)
  * upstream.parent_fail_timeout while another one is up. */
 void vd_parent_failed(const struct vd_conf *conf, int i);
 
+/* Failover of one exchange: parent @failed is marked down (vd_parent_failed) and added to
+ * *@tried; returns the parent to try next (vd_parent_pick), or -1 when all were tried. */
+int vd_parent_next(const struct vd_conf *conf, int failed, uint32_t *tried);
+
 /* Appends viaduct's CONNECT request for @host:@port to the parent on behalf of @t (with
  * viaduct's credentials when configured, and the Via members of @t's request followed by
  * viaduct's own, so that a loop through the parent is seen) to @d. Returns 0 or the dbuf's

@@ -285,9 +285,7 @@ static bool
 cnx_next_parent(struct cnx *x, const char *detail)
 {
     const struct vd_conf *conf = x->t->conf;
-    vd_parent_failed(conf, x->pidx);
-    x->ptried |= 1u << x->pidx;
-    int i = vd_parent_pick(conf, x->ptried);
+    int i = vd_parent_next(conf, x->pidx, &x->ptried);
     if (i < 0) {
         return false;
     }

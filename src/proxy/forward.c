@@ -522,7 +522,7 @@ fwd_adopt(struct fwd *f)
 }
 
 static void fwd_use_server(struct fwd *f, int i);
-static void fwd_use_parent(struct fwd *f);
+static void fwd_use_parent(struct fwd *f, int i);
 static int fwd_tls_start(struct fwd *f, bool to_parent);
 static void fwd_setup(struct fwd *f);
 static void fwd_parent_ask(struct fwd *f);
@@ -571,15 +571,13 @@ static bool
 fwd_next_parent(struct fwd *f, const char *detail)
 {
     const struct vd_conf *conf = f->t->conf;
-    vd_parent_failed(conf, f->pidx);
-    f->ptried |= 1u << f->pidx;
-    int i = vd_parent_pick(conf, f->ptried);
+    int i = vd_parent_next(conf, f->pidx, &f->ptried);
     if (i < 0) {
         return false;
     }
     vd_log(VD_LOG_WARN, &f->t->log, "%s [parent %s]; trying the parent proxy %s", detail,
            conf->upstream.parents[f->pidx].url, conf->upstream.parents[i].url);
-    fwd_use_parent(f);
+    fwd_use_parent(f, i);
     fwd_restart(f);
     return true;
 }
@@ -2005,7 +2003,7 @@ resolved(void *arg, int status, const struct vd_addrs *addrs)
     if (f->parent_later) {
         /* The rules saw the origin's addresses; the connection goes to the parent. */
         f->parent_later = false;
-        fwd_use_parent(f);
+        fwd_use_parent(f, vd_parent_pick(f->t->conf, 0));
         fwd_resolve(f);
         return;
     }
@@ -2201,6 +2199,14 @@ vd_parent_pick(const struct vd_conf *conf, uint32_t tried)
     return best;
 }
 
+int
+vd_parent_next(const struct vd_conf *conf, int failed, uint32_t *tried)
+{
+    vd_parent_failed(conf, failed);
+    *tried |= 1u << failed;
+    return vd_parent_pick(conf, *tried);
+}
+
 void
 vd_parent_failed(const struct vd_conf *conf, int i)
 {
@@ -2261,9 +2267,8 @@ vd_parent_refusal(const struct vd_conf *conf, int r, const struct vd_h1_resp_hea
  * ones to the same address (and by the parent's scheme: a reload may turn http:// into https://
  * at the same address) and shared by every origin. */
 static void
-fwd_use_parent(struct fwd *f)
+fwd_use_parent(struct fwd *f, int i)
 {
-    int i = vd_parent_pick(f->t->conf, f->ptried);
     f->pidx = i < 0 ? 0 : i;
     const struct vd_conf_server *p = &f->t->conf->upstream.parents[f->pidx];
     const char *scheme = p->tls ? "https" : "http";
@@ -2358,7 +2363,7 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
         f->lbref = vd_conf_ref(t->conf);
         fwd_use_server(f, vd_lb_pick(route, t->client, 0));
     } else if ((f->via_parent || f->parent_tunnel) && !t->access_pending) {
-        fwd_use_parent(f);
+        fwd_use_parent(f, vd_parent_pick(f->t->conf, 0));
     } else {
         /* With address rules, the origin is resolved for them first (parent_later). */
         f->parent_later = f->via_parent || f->parent_tunnel;

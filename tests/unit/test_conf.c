@@ -1556,6 +1556,17 @@ test_parent(void **state)
     assert_int_equal(vd_parent_pick(c, 0), 0);
     assert_int_equal(vd_parent_pick(c, 1), 1); /* a tried */
     assert_int_equal(vd_parent_pick(c, 7), -1);
+    /* One exchange's failover: a fails, b is next; then b fails, c is next; then none. */
+    uint32_t tried = 0;
+    assert_int_equal(vd_parent_next(c, 0, &tried), 1);
+    assert_int_equal(vd_parent_next(c, 1, &tried), 2);
+    assert_int_equal(tried, 3);
+    assert_int_equal(vd_parent_next(c, 2, &tried), -1);
+    vd_conf_unref(c);
+    assert_int_equal(load_str("upstream:\n  parent: [http://a:3128, 'https://b', http://c:8080]\n"
+                              "  parent_fail_timeout: 250ms\n",
+                              &c, err, sizeof(err), path),
+                     0);
     vd_parent_failed(c, 0);
     assert_int_equal(vd_parent_pick(c, 0), 1); /* a down for 250 ms */
     vd_parent_failed(c, 1);
