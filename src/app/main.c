@@ -214,6 +214,16 @@ on_hup(uv_signal_t *s, int sig)
     vd_notify("READY=1");
 }
 
+/* Stops the timer that waits for the cache directory (upgrade), if it runs. */
+static void
+disk_retry_stop(struct app *a)
+{
+    if (a->disk_waits) {
+        uv_close((uv_handle_t *)&a->disk_retry, NULL);
+        a->disk_waits = false;
+    }
+}
+
 /* Stops accepting, lets running exchanges finish (up to timeouts.shutdown_grace) and exits.
  * @upgraded: a new process took over (it, not this one, is the service systemd knows now). */
 static void
@@ -230,10 +240,7 @@ drain(struct app *a, bool upgraded)
     uv_close((uv_handle_t *)&a->sig_term, NULL);
     uv_close((uv_handle_t *)&a->sig_int, NULL);
     uv_close((uv_handle_t *)&a->sig_usr2, NULL);
-    if (a->disk_waits) {
-        uv_close((uv_handle_t *)&a->disk_retry, NULL);
-        a->disk_waits = false;
-    }
+    disk_retry_stop(a);
     vd_upgrade_close();
 }
 
@@ -246,9 +253,8 @@ on_disk_retry(uv_timer_t *t)
     vd_cache_limits_from_conf(&lim, &c->cache);
     bool done = vd_cache_disk_retry(&lim);
     vd_conf_unref(c);
-    if (done && a->disk_waits) {
-        uv_close((uv_handle_t *)&a->disk_retry, NULL);
-        a->disk_waits = false;
+    if (done) {
+        disk_retry_stop(a);
     }
 }
 

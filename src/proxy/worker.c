@@ -84,10 +84,10 @@ bound_socket(const struct sockaddr_storage *ss, socklen_t len, bool reuseport)
     return fd;
 }
 
-/* Applies @l's settings to listening socket @fd: its congestion control (which accepted
- * connections inherit) and backlog. Returns 0 or -errno. */
-static int
-listen_settings(const struct vd_conf_listener *l, int fd)
+/* Applies @l's settings to listening socket @fd (a new one, or one taken over): its congestion
+ * control (which accepted connections inherit) and backlog. Returns 0 or -errno. */
+int
+vd_worker_listen_adopt(const struct vd_conf_listener *l, int fd)
 {
     if ((l->tcp_congestion && setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, l->tcp_congestion,
                                          (socklen_t)strlen(l->tcp_congestion)) < 0) ||
@@ -95,12 +95,6 @@ listen_settings(const struct vd_conf_listener *l, int fd)
         return -errno;
     }
     return 0;
-}
-
-int
-vd_worker_listen_adopt(const struct vd_conf_listener *l, int fd)
-{
-    return listen_settings(l, fd);
 }
 
 static int
@@ -111,7 +105,7 @@ listen_socket(const struct vd_conf_listener *l, const struct sockaddr_storage *s
         return fd;
     }
     /* Accepted connections inherit the listener's congestion control. */
-    int e = listen_settings(l, fd);
+    int e = vd_worker_listen_adopt(l, fd);
     if (e < 0) {
         close(fd);
         return e;
