@@ -312,8 +312,8 @@ void vd_txn_deny(struct vd_txn *t, const struct vd_conf_rule *rule);
 struct vd_worker_shared {
     struct vd_tls_server **tls_servers; /* per listener index, NULL for plain */
     struct vd_tls_client *tls_client;
-    struct vd_tls_client *tls_parent; /* https:// parents with upstream.parent_ca_file; NULL:
-                                       * tls_client */
+    struct vd_tls_client *tls_parent; /* https:// parents: their own with
+                                       * upstream.parent_ca_file, else tls_client itself */
     int *listen_fds;                  /* per listener: the socket bound by the main thread */
     size_t nlisteners;
     /* Per listener: listening sockets taken over from the process this one replaces (binary

@@ -500,6 +500,8 @@ main(int argc, char **argv)
             fprintf(stderr, "viaduct: upstream.parent_ca_file: %s\n", err);
             goto out;
         }
+    } else {
+        sh.tls_parent = sh.tls_client; /* the same trust anchors as origins */
     }
     if (!conf->upstream.verify) {
         vd_log(VD_LOG_WARN, NULL, "upstream.verify is false: origin certificates are NOT checked");
@@ -714,11 +716,11 @@ out:
             vd_tls_server_free(sh.tls_servers[i]);
         }
     }
+    if (sh.tls_parent && sh.tls_parent != sh.tls_client) {
+        vd_tls_client_free(sh.tls_parent);
+    }
     if (sh.tls_client) {
         vd_tls_client_free(sh.tls_client);
-    }
-    if (sh.tls_parent) {
-        vd_tls_client_free(sh.tls_parent);
     }
     free(sh.listen_fds);
     free(sh.tls_servers);

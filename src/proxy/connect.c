@@ -445,8 +445,7 @@ cnx_sock_event(struct vd_sock *s, int ev)
     if (x->via_parent && x->parent_tls) {
         const struct vd_worker_shared *sh = x->t->w->shared;
         const char *name = vd_parent_tls_name(x->t->conf, x->chost);
-        if (vd_tls_attach_client(s, sh->tls_parent ? sh->tls_parent : sh->tls_client, name, name) <
-            0) {
+        if (vd_tls_attach_client(s, sh->tls_parent, name, name) < 0) {
             cnx_fail(x, 502, "cannot start TLS to the parent proxy");
             return;
         }

@@ -1713,7 +1713,7 @@ fwd_tls_start(struct fwd *f, bool to_parent)
     const char *name = to_parent ? pname : f->tls_name ? f->tls_name : f->host;
     f->state = to_parent ? F_PHANDSHAKE : F_HANDSHAKE;
     const struct vd_worker_shared *sh = f->t->w->shared;
-    struct vd_tls_client *ctx = to_parent && sh->tls_parent ? sh->tls_parent : sh->tls_client;
+    struct vd_tls_client *ctx = to_parent ? sh->tls_parent : sh->tls_client;
     if (vd_tls_attach_client(&f->u->sock, ctx, sni, name) < 0) {
         fwd_fail(f, 502, "cannot start TLS to upstream");
         return -1;
