@@ -1818,8 +1818,7 @@ sec_tunnel(struct ld *ld, const struct ynode *n)
         }
         if (size && size < 65536) {
             return fail(ld, v, "tunnel.socket_buffer",
-                        "must be 0 (the kernel's autotuning) or at "
-                        "least 64 KiB");
+                        "must be 0 (the kernel's autotuning) or at least 64 KiB");
         }
         t->socket_buffer = (uint32_t)size;
     }
