@@ -123,4 +123,35 @@ bool vd_sockaddr_same_port(const struct sockaddr_storage *a, const struct sockad
  * @port, "1.2.3.4" / "::1" (no brackets) without. Other families give "unix". Returns @out. */
 char *vd_sockaddr_text(const struct sockaddr *sa, bool port, char *out, size_t cap);
 
+/* Chooses, per worker, how large file-backed bodies leave on plain TCP: sendfile(2), or one
+ * write(2) from the file's read-only mapping. Which is cheaper depends on the machine, not on
+ * viaduct: sendfile hands TCP the pages but only 64 KiB per internal send, and where the
+ * connection paces itself (bbr without the fq qdisc) each of those sends may arm a pacing timer,
+ * which costs a VM exit on some hypervisors and next to nothing on others (measured 1 MiB hits:
+ * sendfile 1.8x the write on one virtual machine, 0.7x on another; docs/performance.md). So the
+ * worker times both: the wall time of each send call (non-blocking, so nearly all CPU, and
+ * about 90 % of the hit's CPU measured from /proc) per byte sent, kept as a moving average per
+ * way. Each way is tried VD_SENDPICK_WARM times first; after that the cheaper one is used and
+ * the other tried once every VD_SENDPICK_PROBE picks, so that a change of load shows. */
+enum vd_send_way {
+    VD_SEND_SENDFILE,
+    VD_SEND_WRITE,
+};
+
+#define VD_SENDPICK_WARM     4
+#define VD_SENDPICK_PROBE    64
+#define VD_SENDPICK_MIN_SEND (16u << 10) /* smaller sends are mostly fixed costs: not counted */
+
+struct vd_sendpick {
+    uint64_t cost[2];    /* moving average, ns per MiB */
+    uint32_t samples[2]; /* counted sends (saturating) */
+    uint32_t picks;
+};
+
+/* The way for the next send. */
+enum vd_send_way vd_sendpick_choose(struct vd_sendpick *sp);
+
+/* Counts one send of @bytes by @way that took @ns. */
+void vd_sendpick_record(struct vd_sendpick *sp, enum vd_send_way way, size_t bytes, uint64_t ns);
+
 #endif

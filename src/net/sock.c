@@ -284,3 +284,44 @@ vd_sockaddr_text(const struct sockaddr *sa, bool port, char *out, size_t cap)
     }
     return out;
 }
+
+enum vd_send_way
+vd_sendpick_choose(struct vd_sendpick *sp)
+{
+    sp->picks++;
+    if (sp->samples[VD_SEND_SENDFILE] < VD_SENDPICK_WARM ||
+        sp->samples[VD_SEND_WRITE] < VD_SENDPICK_WARM) {
+        return sp->samples[VD_SEND_SENDFILE] <= sp->samples[VD_SEND_WRITE] ? VD_SEND_SENDFILE
+                                                                           : VD_SEND_WRITE;
+    }
+    enum vd_send_way best =
+        sp->cost[VD_SEND_SENDFILE] <= sp->cost[VD_SEND_WRITE] ? VD_SEND_SENDFILE : VD_SEND_WRITE;
+    if (sp->picks % VD_SENDPICK_PROBE == 0) {
+        return best == VD_SEND_SENDFILE ? VD_SEND_WRITE : VD_SEND_SENDFILE;
+    }
+    return best;
+}
+
+void
+vd_sendpick_record(struct vd_sendpick *sp, enum vd_send_way way, size_t bytes, uint64_t ns)
+{
+    if (bytes < VD_SENDPICK_MIN_SEND) {
+        return;
+    }
+    /* ns per MiB; a send call of a second or more is not a cost sample (the thread was
+     * preempted or stopped), and the cap keeps the product in range. */
+    if (ns >= 1000000000u) {
+        return;
+    }
+    uint64_t per = (ns << 20) / bytes;
+    if (sp->samples[way] == 0) {
+        sp->cost[way] = per;
+    } else if (per >= sp->cost[way]) {
+        sp->cost[way] += (per - sp->cost[way]) / 8;
+    } else {
+        sp->cost[way] -= (sp->cost[way] - per) / 8;
+    }
+    if (sp->samples[way] < UINT32_MAX) {
+        sp->samples[way]++;
+    }
+}

@@ -223,10 +223,11 @@ hit_send_file(struct hit *h, const struct seg *s)
     if (!h->copy && t->front->send_file) {
         bool disk = vd_cache_entry_in_file(e);
         uint64_t at = (disk ? e->body_off : 0) + s->foff + h->off;
-        /* A memory file goes by sendfile only: writing from its mapping would be the copy
-         * that keeping it in a file avoids. */
-        ssize_t k = t->front->send_file(t, disk ? e->body_fd : e->body_memfd, (off_t)at, left,
-                                        disk && e->body_map ? e->body_map + at : NULL);
+        /* The mapping goes along (a disk file's when it has one, a memory file's always): the
+         * front may write from it instead of sendfile (cache.disk_send). */
+        const uint8_t *map =
+            disk ? (e->body_map ? e->body_map + at : NULL) : (s->p ? s->p + h->off : NULL);
+        ssize_t k = t->front->send_file(t, disk ? e->body_fd : e->body_memfd, (off_t)at, left, map);
         if (k != VD_ENOTIMPL) {
             h->by_file += k > 0 ? (uint64_t)k : 0;
             return k;

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -1627,7 +1628,8 @@ fo_send_body(struct vd_txn *t, const uint8_t *p, size_t len)
  * first; while they are still pending nothing is taken and on_writable follows once they
  * drain. */
 static ssize_t
-send_file_body(struct h1c *c, struct vd_txn *t, int fd, off_t off, const uint8_t *map, size_t len)
+send_file_body(struct h1c *c, struct vd_txn *t, int fd, off_t off, const uint8_t *map, size_t len,
+               struct vd_sendpick *pick)
 {
     if (out_pending(c)) {
         /* MSG_MORE: the head and the first file bytes leave in full segments, not a small head
@@ -1649,6 +1651,7 @@ send_file_body(struct h1c *c, struct vd_txn *t, int fd, off_t off, const uint8_t
         }
     }
     size_t done = 0;
+    uint64_t t0 = pick ? uv_hrtime() : 0;
     while (done < len) {
         ssize_t k;
         if (map) {
@@ -1674,6 +1677,9 @@ send_file_body(struct h1c *c, struct vd_txn *t, int fd, off_t off, const uint8_t
         done += (size_t)k;
         t->stats.bytes_out += (uint64_t)k;
     }
+    if (pick) {
+        vd_sendpick_record(pick, map ? VD_SEND_WRITE : VD_SEND_SENDFILE, done, uv_hrtime() - t0);
+    }
     if (done < len) {
         VD_TRACE(&c->log, VD_SUB_H1, "%s: socket full after %zu of %zu bytes",
                  map ? "mapped write" : "sendfile", done, len);
@@ -1695,10 +1701,26 @@ fo_send_file(struct vd_txn *t, int fd, off_t off, size_t len, const uint8_t *map
         return (ssize_t)len;
     }
     enum vd_disk_send how = c->conf->cache.disk_send;
-    bool mapped = map && how == VD_DISK_SEND_MAPPED;
-    VD_TRACE(&c->log, VD_SUB_H1, "file body by %s: %zu bytes to send",
-             mapped ? "write from the mapping" : "sendfile", len);
-    return send_file_body(c, t, fd, off, mapped ? map : NULL, len);
+    struct vd_sendpick *pick = NULL;
+    bool mapped = false;
+    if (map && how == VD_DISK_SEND_AUTO) {
+        pick = &c->w->file_send;
+        mapped = vd_sendpick_choose(pick) == VD_SEND_WRITE;
+    } else {
+        mapped = map && how == VD_DISK_SEND_MAPPED;
+    }
+    if (pick) {
+        VD_TRACE(&c->log, VD_SUB_H1,
+                 "file body by %s: %zu bytes to send (auto, pick %" PRIu32 ": sendfile %" PRIu64
+                 " ns/MiB from %" PRIu32 " sends, write %" PRIu64 " ns/MiB from %" PRIu32 " sends)",
+                 mapped ? "write from the mapping" : "sendfile", len, pick->picks,
+                 pick->cost[VD_SEND_SENDFILE], pick->samples[VD_SEND_SENDFILE],
+                 pick->cost[VD_SEND_WRITE], pick->samples[VD_SEND_WRITE]);
+    } else {
+        VD_TRACE(&c->log, VD_SUB_H1, "file body by %s: %zu bytes to send",
+                 mapped ? "write from the mapping" : "sendfile", len);
+    }
+    return send_file_body(c, t, fd, off, mapped ? map : NULL, len, pick);
 }
 
 /* Moves bytes from @fd to the client through c->pipe, with the pipe empty before each read

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 """Shared cache, large bodies in memory (cache.memory_files): a stored body of at least
 cache.sendfile_min bytes lives in a sealed memory file, so a hit on a plain HTTP/1.1 connection
-leaves with sendfile(2) and TLS and HTTP/2 clients read its mapping. The `proxy` trace line
+leaves by the front's send_file (sendfile(2), or a write from the mapping: cache.disk_send),
+and TLS and HTTP/2 clients read its mapping. The `proxy` trace line
 "cache hit from memory file: N bytes by send_file, M copied" says which way a body went; the
 descriptors of the process (/proc/PID/fd, "memfd:viaduct-cache") and the metric
 viaduct_cache_memory_files say how many such files are alive."""
@@ -107,9 +108,13 @@ def store(p, path="/big", body=BIG, i=0, **kw):
     assert r.header("cache-status") == "viaduct; fwd=uri-miss; stored"
 
 
-def test_plain_hits_leave_by_sendfile(mf_proxy, make_origin):
+@pytest.mark.parametrize("send,way", [("sendfile", "sendfile"), ("mapped", "write")])
+def test_plain_hits_leave_by_send_file(mf_proxy, make_origin, send, way):
+    """A plain HTTP/1.1 hit hands the memory file to the front's send_file: sendfile(2) from its
+    descriptor, or one write(2) from its mapping (cache.disk_send; auto times both,
+    test_74_cache_sendfile.py)."""
     o = make_origin(replies({"/big": BIG}))
-    p = mf_proxy(o)
+    p = mf_proxy(o, disk_send=send)
     store(p)
     wait_memfds(p, 1)
     with p.connect() as c:
@@ -122,7 +127,7 @@ def test_plain_hits_leave_by_sendfile(mf_proxy, make_origin):
         r = c.exchange("HEAD", "/big", host="site.test")
         assert r.status == 200 and r.body == b"" and r.header("content-length") == str(MIB)
     assert wait_traces(p, 2) == [(MIB, 0), (MIB, 0)]
-    assert re.findall(r"file body by (\w+)", p.read_error_log()) == ["sendfile"] * 2
+    assert re.findall(r"file body by (\w+)", p.read_error_log()) == [way] * 2
     assert count(o) == 1
     assert p.stop() == 0
     p.check_clean()
