@@ -358,10 +358,10 @@ struct vd_worker {
     struct vd_timerq tq;   /* connection timeouts (vd/ltimer.h) */
     int alog_fd;           /* -1 none */
     bool alog_json;
-    _Atomic int cmd;              /* VD_WCMD_* posted by the main thread */
-    int splice_pipes[8][2];       /* front_h1.c: empty pipes kept for spliced response bodies */
-    struct vd_sendpick file_send; /* front_h1.c: cache.disk_send auto, timed per worker */
+    _Atomic int cmd;        /* VD_WCMD_* posted by the main thread */
+    int splice_pipes[8][2]; /* front_h1.c: empty pipes kept for spliced response bodies */
     size_t nsplice_pipes;
+    struct vd_sendpick file_send; /* front_h1.c: cache.disk_send auto, timed per worker */
     bool draining;
     uv_timer_t drain_timer;
     uint64_t drain_deadline;
