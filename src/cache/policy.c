@@ -892,6 +892,26 @@ pref_cmp(const struct pref *a, const struct pref *b)
     return c ? c : (a->tag.len > b->tag.len) - (a->tag.len < b->tag.len);
 }
 
+/* Appends @v lowercased (ASCII): field names, language tags and codings are case-insensitive. */
+static int
+add_lower(struct vd_dbuf *out, struct vd_iov v)
+{
+    size_t at = out->len;
+    int r = vd_dbuf_add(out, v.base, v.len);
+    if (r == 0) {
+        vd_hdr_lower((uint8_t *)out->p + at, (const uint8_t *)out->p + at, v.len);
+    }
+    return r;
+}
+
+/* Whether request field @h is named @name (any case). */
+static bool
+named(const struct vd_hdr *h, struct vd_iov name)
+{
+    return h->name.len == name.len &&
+           strncasecmp((const char *)h->name.base, (const char *)name.base, name.len) == 0;
+}
+
 /* Accept-Language and Accept-Encoding as a Vary key: members in order of weight, then name,
  * lowercase, each with its weight, so that requests asking for the same thing in another order,
  * case or spacing ("en, de" and "De,EN") share a stored variant (language tags and codings are
@@ -904,8 +924,7 @@ key_weighted(struct vd_iov name, const struct vd_hdr *req, size_t nreq, struct v
     struct pref p[PREFS_MAX];
     size_t n = 0;
     for (size_t j = 0; j < nreq; j++) {
-        if (req[j].name.len != name.len ||
-            strncasecmp((const char *)req[j].name.base, (const char *)name.base, name.len) != 0) {
+        if (!named(&req[j], name)) {
             continue;
         }
         struct vd_iov rest = req[j].value, item;
@@ -954,12 +973,10 @@ key_weighted(struct vd_iov name, const struct vd_hdr *req, size_t nreq, struct v
         }
         size_t wl = q == 1000 ? 0 : q == 0 ? 4 : (size_t)(d - w);
         r = i ? vd_dbuf_add(out, ", ", 2) : 0;
-        for (size_t k = 0; k < p[i].tag.len && r == 0; k++) {
-            char c = (char)p[i].tag.base[k];
-            c = (c >= 'A' && c <= 'Z') ? (char)(c | 0x20) : c;
-            r = vd_dbuf_add(out, &c, 1);
+        r = r ? r : add_lower(out, p[i].tag);
+        if (r == 0 && wl > 0) {
+            r = vd_dbuf_add(out, w, wl);
         }
-        r = r || wl == 0 ? r : vd_dbuf_add(out, w, wl);
     }
     return r;
 }
@@ -967,12 +984,7 @@ key_weighted(struct vd_iov name, const struct vd_hdr *req, size_t nreq, struct v
 static int
 key_for_name(struct vd_iov name, const struct vd_hdr *req, size_t nreq, struct vd_dbuf *out)
 {
-    int r = 0;
-    for (size_t k = 0; k < name.len && r == 0; k++) {
-        char c = (char)name.base[k];
-        c = (c >= 'A' && c <= 'Z') ? (char)(c | 0x20) : c;
-        r = vd_dbuf_add(out, &c, 1);
-    }
+    int r = add_lower(out, name);
     r = r ? r : vd_dbuf_add(out, ":", 1);
     if (r == 0 &&
         (vd_hdr_name_is(name, "accept-language") || vd_hdr_name_is(name, "accept-encoding"))) {
@@ -986,8 +998,7 @@ key_for_name(struct vd_iov name, const struct vd_hdr *req, size_t nreq, struct v
     }
     bool first = true;
     for (size_t j = 0; j < nreq && r == 0; j++) {
-        if (req[j].name.len != name.len ||
-            strncasecmp((const char *)req[j].name.base, (const char *)name.base, name.len) != 0) {
+        if (!named(&req[j], name)) {
             continue;
         }
         /* Normalise: each element trimmed, joined with ", " across lines and within them. */
@@ -1018,11 +1029,7 @@ vd_cache_vary_key(const struct vd_hdr *resp, size_t nresp, const struct vd_hdr *
             r = key_for_name(item, req, nreq, out);
             if (r == 0 && names) {
                 r = names->len ? vd_dbuf_add(names, ",", 1) : 0;
-                for (size_t k = 0; k < item.len && r == 0; k++) {
-                    char c = (char)item.base[k];
-                    c = (c >= 'A' && c <= 'Z') ? (char)(c | 0x20) : c;
-                    r = vd_dbuf_add(names, &c, 1);
-                }
+                r = r ? r : add_lower(names, item);
             }
         }
     }

@@ -1701,14 +1701,9 @@ fo_send_file(struct vd_txn *t, int fd, off_t off, size_t len, const uint8_t *map
         return (ssize_t)len;
     }
     enum vd_disk_send how = c->conf->cache.disk_send;
-    struct vd_sendpick *pick = NULL;
-    bool mapped = false;
-    if (map && how == VD_DISK_SEND_AUTO) {
-        pick = &c->w->file_send;
-        mapped = vd_sendpick_choose(pick) == VD_SEND_WRITE;
-    } else {
-        mapped = map && how == VD_DISK_SEND_MAPPED;
-    }
+    struct vd_sendpick *pick = map && how == VD_DISK_SEND_AUTO ? &c->w->file_send : NULL;
+    bool mapped =
+        pick ? vd_sendpick_choose(pick) == VD_SEND_WRITE : map && how == VD_DISK_SEND_MAPPED;
     if (pick) {
         VD_TRACE(&c->log, VD_SUB_H1,
                  "file body by %s: %zu bytes to send (auto, pick %" PRIu32 ": sendfile %" PRIu64
