@@ -129,10 +129,11 @@ char *vd_sockaddr_text(const struct sockaddr *sa, bool port, char *out, size_t c
  * connection paces itself (bbr without the fq qdisc) each of those sends may arm a pacing timer,
  * which costs a VM exit on some hypervisors and next to nothing on others (measured 1 MiB hits:
  * sendfile 1.8x the write on one virtual machine, 0.7x on another; docs/performance.md). So the
- * worker times both: the wall time of each send call (non-blocking, so nearly all CPU, and
- * about 90 % of the hit's CPU measured from /proc) per byte sent, kept as a moving average per
- * way. Each way is tried VD_SENDPICK_WARM times first; after that the cheaper one is used and
- * the other tried once every VD_SENDPICK_PROBE picks, so that a change of load shows. */
+ * worker times both: the thread's CPU time inside each send call (vd_sendpick_clock: the
+ * loopback delivery and any timer it arms are in it; time the thread spent preempted is not,
+ * which wall time would count) per byte sent, kept as a moving average per way. Each way is tried
+ * VD_SENDPICK_WARM times first; after that the cheaper one is used and the other tried once every
+ * VD_SENDPICK_PROBE picks, so that a change of load shows. */
 enum vd_send_way {
     VD_SEND_SENDFILE,
     VD_SEND_WRITE,
@@ -151,7 +152,11 @@ struct vd_sendpick {
 /* The way for the next send. */
 enum vd_send_way vd_sendpick_choose(struct vd_sendpick *sp);
 
-/* Counts one send of @bytes by @way that took @ns. */
+/* The calling thread's CPU time in ns (CLOCK_THREAD_CPUTIME_ID), the clock a send is timed
+ * with. One system call (no vDSO for this clock): only large sends are timed. */
+uint64_t vd_sendpick_clock(void);
+
+/* Counts one send of @bytes by @way that took @ns of vd_sendpick_clock(). */
 void vd_sendpick_record(struct vd_sendpick *sp, enum vd_send_way way, size_t bytes, uint64_t ns);
 
 #endif

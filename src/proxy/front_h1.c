@@ -1651,7 +1651,7 @@ send_file_body(struct h1c *c, struct vd_txn *t, int fd, off_t off, const uint8_t
         }
     }
     size_t done = 0;
-    uint64_t t0 = pick ? uv_hrtime() : 0;
+    uint64_t t0 = pick ? vd_sendpick_clock() : 0;
     while (done < len) {
         ssize_t k;
         if (map) {
@@ -1678,7 +1678,8 @@ send_file_body(struct h1c *c, struct vd_txn *t, int fd, off_t off, const uint8_t
         t->stats.bytes_out += (uint64_t)k;
     }
     if (pick) {
-        vd_sendpick_record(pick, map ? VD_SEND_WRITE : VD_SEND_SENDFILE, done, uv_hrtime() - t0);
+        vd_sendpick_record(pick, map ? VD_SEND_WRITE : VD_SEND_SENDFILE, done,
+                           vd_sendpick_clock() - t0);
     }
     if (done < len) {
         VD_TRACE(&c->log, VD_SUB_H1, "%s: socket full after %zu of %zu bytes",
