@@ -307,7 +307,7 @@ vd_sendpick_clock(void)
 {
     struct timespec ts;
     if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
-        return 0; /* not on Linux >= 2.6.12; the sample then reads 0 and both ways tie */
+        return 0; /* fails only before Linux 2.6.12: every sample reads 0 and the ways tie */
     }
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
