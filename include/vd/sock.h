@@ -153,8 +153,8 @@ struct vd_sendpick {
 enum vd_send_way vd_sendpick_choose(struct vd_sendpick *sp);
 
 /* The calling thread's CPU time in ns (CLOCK_THREAD_CPUTIME_ID), the clock a send is timed
- * with. A system call each (no vDSO for this clock), so only file-body sends under `auto` are
- * timed: bodies of at least cache.sendfile_min, where two calls are noise. */
+ * with. A system call each (no vDSO for this clock), so only file-body sends under `auto` of at
+ * least VD_SENDPICK_MIN_SEND bytes are timed, where two calls are noise. */
 uint64_t vd_sendpick_clock(void);
 
 /* Counts one send of @bytes by @way that took @ns of vd_sendpick_clock(). */
