@@ -12,12 +12,15 @@
 # ratio taken from the two turns of that round.
 #
 #   bench/interleave.sh --scenario rev [--size 1k] [--products viaduct,haproxy,nginx]
-#                       [--rounds 8] [--duration 5] [--out DIR]
+#                       [--rounds 8] [--duration 5] [--threads 1] [--out DIR]
 #
 # Scenarios: fwd (absolute-form through a forward proxy), rev (no-store reverse proxy), hit
 # (cache hits, warmed first), h2 (h2load over TLS, -c10 -m10). Load: wrk -t1 -c50 (h2load -t1
-# -c10 -m10), one warm-up second before each turn. Products stay up (idle) between their turns;
-# whatever CPU an idle product burns between turns is not counted against anyone. Results:
+# -c10 -m10), one warm-up second before each turn; --threads N gives wrk N threads (the harness's
+# --threads), for rows where one wrk thread is the bottleneck: the "client cores" column says
+# so when it nears 1.0 per thread (wrk reads 8 KiB per call, 128 calls per 1 MiB response).
+# Products stay up (idle) between their turns; whatever CPU an idle product burns between turns
+# is not counted against anyone. Results:
 # DIR/rounds.tsv (one line per turn) and DIR/summary.md (also printed). Every process started
 # is stopped by PID on exit (the harness's launch/stop_all).
 set -u
@@ -34,7 +37,7 @@ for f in "$BENCH_DIR"/adapters/*.sh; do
   . "$f"
 done
 
-SCEN="" SIZE=1k PRODUCTS=viaduct,haproxy,nginx ROUNDS=8 DURATION=5 OUT=""
+SCEN="" SIZE=1k PRODUCTS=viaduct,haproxy,nginx ROUNDS=8 DURATION=5 THREADS=1 OUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --scenario) SCEN=$2; shift ;;
@@ -42,8 +45,9 @@ while [ $# -gt 0 ]; do
     --products) PRODUCTS=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
+    --threads) THREADS=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h|--help) sed -n '3,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '3,25p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
   shift
@@ -51,6 +55,8 @@ done
 case "$SCEN" in fwd|rev|hit|h2) ;; *) die "--scenario fwd|rev|hit|h2 is required" ;; esac
 case "$SIZE" in 1k) BYTES=1024 ;; 64k) BYTES=65536 ;; 1m) BYTES=1048576 ;; *) die "--size 1k|64k|1m" ;; esac
 [ "$SCEN" != h2 ] || [ "$SIZE" = 1k ] || die "h2 runs 1k only (as the harness)"
+[[ "$THREADS" =~ ^[1-9][0-9]?$ ]] || die "--threads takes 1-99"
+[ "$SCEN" != h2 ] || [ "$THREADS" = 1 ] || die "--threads is for wrk (h2 runs h2load -t1, as the harness)"
 [[ ",$PRODUCTS," == *,viaduct,* ]] || die "--products must include viaduct (ratios are viaduct's)"
 [ -x "$root/build/viaduct" ] || die "build first: make build"
 for t in wrk h2load curl openssl python3 nginx; do
@@ -131,7 +137,7 @@ load() { # PRODUCT SECONDS OUTFILE
   if [ "$SCEN" = fwd ]; then
     path="http://127.0.0.1:$ORIGIN_PORT/$loc/$SIZE" host="127.0.0.1:$ORIGIN_PORT"
   fi
-  WRK_PATH=$path WRK_HOST=$host wrk -t1 -c50 -d"$2s" --timeout 5s \
+  WRK_PATH=$path WRK_HOST=$host wrk -t"$THREADS" -c50 -d"$2s" --timeout 5s \
     -s "$BENCH_DIR/tools/report.lua" "$url" >"$3" 2>&1
   if grep -q 'Non-2xx' "$3"; then echo 0 0; return; fi
   sed -n 's/^RESULT requests=\([0-9]*\) duration_us=\([0-9]*\) .*/\1 \2/p' "$3" |
@@ -140,7 +146,7 @@ load() { # PRODUCT SECONDS OUTFILE
 
 printf 'round\tproduct\trequests\tseconds\trps\tcpu_us_req\tclient_us_req\tother_cores\n' >"$OUT/rounds.tsv"
 n=${#names[@]}
-log "interleave: $SCEN $SIZE, ${names[*]}, $ROUNDS rounds of ${DURATION}s"
+log "interleave: $SCEN $SIZE, ${names[*]}, $ROUNDS rounds of ${DURATION}s, $THREADS load thread(s)"
 for r in $(seq 1 "$ROUNDS"); do
   for i in $(seq 0 $((n - 1))); do
     p=${names[$(( (i + r - 1) % n ))]}
@@ -167,10 +173,10 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 
-python3 - "$OUT/rounds.tsv" "$SCEN" "$SIZE" "$ROUNDS" "$DURATION" "$(uname -r)" \
+python3 - "$OUT/rounds.tsv" "$SCEN" "$SIZE" "$ROUNDS" "$DURATION" "$THREADS" "$(uname -r)" \
   "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)" >"$OUT/summary.md" <<'EOF'
 import csv, statistics, sys
-path, scen, size, rounds, dur, kernel, model = sys.argv[1:]
+path, scen, size, rounds, dur, threads, kernel, model = sys.argv[1:]
 rows = list(csv.DictReader(open(path), delimiter="\t"))
 by = {}
 for r in rows:
@@ -178,17 +184,21 @@ for r in rows:
                                                          float(r["client_us_req"]),
                                                          float(r["other_cores"]))
 med = statistics.median
-print(f"### Interleaved: {scen} {size}, {rounds} rounds of {dur} s ({model}, kernel {kernel})\n")
-print("| product | req/s, median (min-max) | CPU µs/req, median (min-max) | client CPU µs/req | other load (cores), median (max) |")
-print("|---|---:|---:|---:|---:|")
+tl = "1 load thread" if threads == "1" else f"{threads} load threads"
+print(f"### Interleaved: {scen} {size}, {rounds} rounds of {dur} s, {tl} ({model}, kernel {kernel})\n")
+print("| product | req/s, median (min-max) | CPU µs/req, median (min-max) | client CPU µs/req "
+      "| client cores | other load (cores), median (max) |")
+print("|---|---:|---:|---:|---:|---:|")
 for p in sorted(by, key=lambda p: -med(v[0] for v in by[p].values())):
     rps = [v[0] for v in by[p].values()]
     cpu = [v[1] for v in by[p].values()]
     cli = [v[2] for v in by[p].values()]
     oth = [v[3] for v in by[p].values()]
+    # the load generator's busy cores: near 1.0 per thread, it is what bounds the row
+    ccores = [v[0] * v[2] / 1e6 for v in by[p].values()]
     print(f"| {p} | {med(rps):,.0f} ({min(rps):,.0f}-{max(rps):,.0f}) "
           f"| {med(cpu):.1f} ({min(cpu):.1f}-{max(cpu):.1f}) | {med(cli):.1f} "
-          f"| {med(oth):.2f} ({max(oth):.2f}) |")
+          f"| {med(ccores):.2f} | {med(oth):.2f} ({max(oth):.2f}) |")
 v = by["viaduct"]
 peers = [p for p in by if p != "viaduct"]
 if peers:
