@@ -269,7 +269,7 @@ struct vd_conf_h2 {
 /* The shared HTTP cache (RFC 9111), memory and disk tiers; see docs/configuration.md, "cache". */
 /* cache.disk_send: how a body kept in a file (disk tier or memory file) reaches a plain HTTP/1
  * client: sendfile(2), or write(2) from a read-only mapping of the file (one call for the whole
- * body); auto times both per worker and keeps the cheaper (vd_sendpick, vd/sock.h). */
+ * body); auto measures both per worker and keeps the cheaper (vd_sendpick, vd/sock.h). */
 enum vd_disk_send {
     VD_DISK_SEND_AUTO,
     VD_DISK_SEND_SENDFILE,

@@ -128,36 +128,61 @@ char *vd_sockaddr_text(const struct sockaddr *sa, bool port, char *out, size_t c
  * viaduct: sendfile hands TCP the pages but only 64 KiB per internal send, and where the
  * connection paces itself (bbr without the fq qdisc) each of those sends may arm a pacing timer,
  * which costs a VM exit on some hypervisors and next to nothing on others (measured 1 MiB hits:
- * sendfile 1.8x the write on one virtual machine, 0.7x on another; docs/performance.md). So the
- * worker times both: the thread's CPU time inside each send call (vd_sendpick_clock: the
- * loopback delivery and any timer it arms are in it; time the thread spent preempted is not,
- * which wall time would count) per byte sent, kept as a moving average per way. Each way is tried
- * VD_SENDPICK_WARM times first; after that the cheaper one is used and the other tried once every
- * VD_SENDPICK_PROBE picks, so that a change of load shows. */
+ * sendfile 1.8x the write on one virtual machine, 0.7-0.85x on another; docs/performance.md).
+ *
+ * So the worker measures, in spans of VD_SENDPICK_SPAN bytes of file bodies sent one way. A
+ * span's cost is the worker thread's whole CPU time (CLOCK_THREAD_CPUTIME_ID, what /proc counts
+ * for the process) per byte over its second half: the ways leave state behind in the
+ * connections they use (a span right after the other way costs what the mix costs, not what
+ * its way costs), so the first half lets that settle. Timing single send calls, or short
+ * epochs of either way, measured the mix: both ways came out alike at the dearer cost.
+ * A cycle is VD_SENDPICK_PAIRS pairs of spans, one of each way, the order turned every pair
+ * (so neither is always the one after the other), then VD_SENDPICK_EXPLOIT spans of the way
+ * that was cheaper in most pairs. Two spans in a row meet the machine in the same phase, so a
+ * pair compares the ways, not the moments. A measured half that took more than
+ * VD_SENDPICK_WALL_MS of wall time measured mostly other work: its pair does not vote, and
+ * with no votes the last choice stays (sendfile at first). */
 enum vd_send_way {
     VD_SEND_SENDFILE,
     VD_SEND_WRITE,
 };
 
-#define VD_SENDPICK_WARM     4
-#define VD_SENDPICK_PROBE    64
-#define VD_SENDPICK_MIN_SEND (16u << 10) /* smaller sends are mostly fixed costs: not counted */
+#define VD_SENDPICK_SPAN    (1024u << 20) /* bytes of file bodies */
+#define VD_SENDPICK_SETTLE  (512u << 20)  /* not measured: the connections settle */
+#define VD_SENDPICK_PAIRS   5
+#define VD_SENDPICK_EXPLOIT 100
+#define VD_SENDPICK_WALL_MS 5000
 
 struct vd_sendpick {
-    uint64_t cost[2];    /* moving average, ns per MiB */
-    uint32_t samples[2]; /* counted sends (saturating) */
-    uint32_t picks;
+    uint64_t cost[2]; /* each way's last measured half, thread CPU ns per MiB (0: none) */
+    uint32_t spans;   /* spans started */
+    uint32_t decided; /* cycles whose pairs voted */
+    uint8_t step;     /* in the cycle: < 2 * PAIRS pairs, then the chosen way */
+    uint8_t votes, votes_write;
+    bool pair_ok;          /* the pair's first span was measured */
+    enum vd_send_way best; /* the last cycle's choice */
+    bool open;             /* a span runs, by @way */
+    bool timing;           /* its measured half has begun at cpu0/wall0 */
+    enum vd_send_way way;
+    uint64_t bytes; /* sent in this span */
+    uint64_t cpu0, wall0;
 };
 
-/* The way for the next send. */
+/* The way for the next file-body send: the running span's, or the next span's. */
 enum vd_send_way vd_sendpick_choose(struct vd_sendpick *sp);
 
-/* The calling thread's CPU time in ns (CLOCK_THREAD_CPUTIME_ID), the clock a send is timed
- * with. A system call each (no vDSO for this clock), so only file-body sends under `auto` of at
- * least VD_SENDPICK_MIN_SEND bytes are timed, where two calls are noise. */
+/* Counts @bytes sent by the chosen way, reading the clocks where the span's measured half
+ * begins and where the span ends. */
+void vd_sendpick_sent(struct vd_sendpick *sp, size_t bytes);
+
+/* vd_sendpick_sent() with the clocks given (unit tests): @cpu in vd_sendpick_clock() ns, @wall
+ * in vd_sendpick_wall() ns. */
+void vd_sendpick_sent_at(struct vd_sendpick *sp, size_t bytes, uint64_t cpu, uint64_t wall);
+
+/* The calling thread's CPU time in ns (CLOCK_THREAD_CPUTIME_ID; a system call, no vDSO). */
 uint64_t vd_sendpick_clock(void);
 
-/* Counts one send of @bytes by @way that took @ns of vd_sendpick_clock(). */
-void vd_sendpick_record(struct vd_sendpick *sp, enum vd_send_way way, size_t bytes, uint64_t ns);
+/* Monotonic wall time in ns (CLOCK_MONOTONIC_COARSE, vDSO). */
+uint64_t vd_sendpick_wall(void);
 
 #endif

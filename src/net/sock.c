@@ -288,18 +288,95 @@ vd_sockaddr_text(const struct sockaddr *sa, bool port, char *out, size_t cap)
 enum vd_send_way
 vd_sendpick_choose(struct vd_sendpick *sp)
 {
-    sp->picks++;
-    if (sp->samples[VD_SEND_SENDFILE] < VD_SENDPICK_WARM ||
-        sp->samples[VD_SEND_WRITE] < VD_SENDPICK_WARM) {
-        return sp->samples[VD_SEND_SENDFILE] <= sp->samples[VD_SEND_WRITE] ? VD_SEND_SENDFILE
-                                                                           : VD_SEND_WRITE;
+    if (sp->open) {
+        return sp->way;
     }
-    enum vd_send_way best =
-        sp->cost[VD_SEND_SENDFILE] <= sp->cost[VD_SEND_WRITE] ? VD_SEND_SENDFILE : VD_SEND_WRITE;
-    if (sp->picks % VD_SENDPICK_PROBE == 0) {
-        return best == VD_SEND_SENDFILE ? VD_SEND_WRITE : VD_SEND_SENDFILE;
+    enum vd_send_way way = sp->best;
+    if (sp->step < 2 * VD_SENDPICK_PAIRS) {
+        /* Pair p: sendfile first when p is even, the write first when odd. */
+        bool first = sp->step % 2 == 0, even = (sp->step / 2) % 2 == 0;
+        way = first == even ? VD_SEND_SENDFILE : VD_SEND_WRITE;
     }
-    return best;
+    sp->spans++;
+    sp->open = true;
+    sp->timing = false;
+    sp->way = way;
+    sp->bytes = 0;
+    return way;
+}
+
+/* The end of an exploring span: its cost, the pair's vote, the cycle's choice. */
+static void
+sendpick_measured(struct vd_sendpick *sp, bool ok, uint64_t cpu, uint64_t wall)
+{
+    uint64_t half = VD_SENDPICK_SETTLE;
+    ok = ok && cpu >= sp->cpu0 && wall - sp->wall0 <= (uint64_t)VD_SENDPICK_WALL_MS * 1000000u;
+    if (ok) {
+        /* ns per MiB; a thread's CPU time is at most the wall time, under 5 s (2^33 ns): the
+         * shift stays below 2^53 */
+        sp->cost[sp->way] = ((cpu - sp->cpu0) << 20) / (sp->bytes - half);
+    }
+    if (sp->step % 2 == 0) {
+        sp->pair_ok = ok;
+    } else if (sp->pair_ok && ok) {
+        sp->votes++;
+        sp->votes_write += sp->cost[VD_SEND_WRITE] < sp->cost[VD_SEND_SENDFILE];
+    }
+    if (sp->step == 2 * VD_SENDPICK_PAIRS - 1 && sp->votes) {
+        sp->best = 2 * sp->votes_write > sp->votes ? VD_SEND_WRITE : VD_SEND_SENDFILE;
+        sp->decided++;
+    }
+}
+
+void
+vd_sendpick_sent_at(struct vd_sendpick *sp, size_t bytes, uint64_t cpu, uint64_t wall)
+{
+    if (!sp->open) {
+        return;
+    }
+    bool exploring = sp->step < 2 * VD_SENDPICK_PAIRS, fresh = false;
+    sp->bytes += bytes;
+    if (exploring && !sp->timing && sp->bytes >= VD_SENDPICK_SETTLE) {
+        /* The first half is over: the measured half starts at this send's end, and the bytes
+         * it sent past the mark are not counted (they were sent before the clock started). */
+        sp->timing = true;
+        sp->cpu0 = cpu;
+        sp->wall0 = wall;
+        if (sp->bytes < VD_SENDPICK_SPAN) {
+            sp->bytes = VD_SENDPICK_SETTLE;
+            return;
+        }
+        fresh = true; /* one send over the whole second half: nothing measured */
+    }
+    if (sp->bytes < VD_SENDPICK_SPAN) {
+        return;
+    }
+    sp->open = false;
+    if (exploring) {
+        sendpick_measured(sp, sp->timing && !fresh, cpu, wall);
+    }
+    sp->step = (uint8_t)((sp->step + 1) % (2 * VD_SENDPICK_PAIRS + VD_SENDPICK_EXPLOIT));
+    if (sp->step == 0) {
+        sp->votes = 0;
+        sp->votes_write = 0;
+    }
+}
+
+void
+vd_sendpick_sent(struct vd_sendpick *sp, size_t bytes)
+{
+    if (!sp->open) {
+        return;
+    }
+    uint64_t at = sp->bytes + bytes;
+    bool exploring = sp->step < 2 * VD_SENDPICK_PAIRS;
+    if (at >= VD_SENDPICK_SPAN || (exploring && !sp->timing && at >= VD_SENDPICK_SETTLE)) {
+        /* only here are the clocks needed: twice per exploring span */
+        vd_sendpick_sent_at(sp, bytes, exploring ? vd_sendpick_clock() : 0,
+                            exploring ? vd_sendpick_wall() : 0);
+    } else {
+        sp->bytes = at;
+    }
 }
 
 uint64_t
@@ -307,31 +384,17 @@ vd_sendpick_clock(void)
 {
     struct timespec ts;
     if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
-        return 0; /* fails only before Linux 2.6.12: every sample reads 0 and the ways tie */
+        return 0; /* fails only before Linux 2.6.12: every span costs 0 and the ways tie */
     }
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-void
-vd_sendpick_record(struct vd_sendpick *sp, enum vd_send_way way, size_t bytes, uint64_t ns)
+uint64_t
+vd_sendpick_wall(void)
 {
-    if (bytes < VD_SENDPICK_MIN_SEND) {
-        return;
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0) {
+        return 0;
     }
-    /* ns per MiB; a send call of a second or more of CPU is not a cost sample (something
-     * else is wrong), and the cap keeps the product in range. */
-    if (ns >= 1000000000u) {
-        return;
-    }
-    uint64_t per = (ns << 20) / bytes;
-    if (sp->samples[way] == 0) {
-        sp->cost[way] = per;
-    } else if (per >= sp->cost[way]) {
-        sp->cost[way] += (per - sp->cost[way]) / 8;
-    } else {
-        sp->cost[way] -= (sp->cost[way] - per) / 8;
-    }
-    if (sp->samples[way] < UINT32_MAX) {
-        sp->samples[way]++;
-    }
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }

@@ -1651,12 +1651,6 @@ send_file_body(struct h1c *c, struct vd_txn *t, int fd, off_t off, const uint8_t
         }
     }
     size_t done = 0;
-    /* A piece too small to count (the tail of a body after a full socket) is not timed: the
-     * clock is a system call each side. */
-    if (len < VD_SENDPICK_MIN_SEND) {
-        pick = NULL;
-    }
-    uint64_t t0 = pick ? vd_sendpick_clock() : 0;
     while (done < len) {
         ssize_t k;
         if (map) {
@@ -1683,8 +1677,7 @@ send_file_body(struct h1c *c, struct vd_txn *t, int fd, off_t off, const uint8_t
         t->stats.bytes_out += (uint64_t)k;
     }
     if (pick) {
-        vd_sendpick_record(pick, map ? VD_SEND_WRITE : VD_SEND_SENDFILE, done,
-                           vd_sendpick_clock() - t0);
+        vd_sendpick_sent(pick, done);
     }
     if (done < len) {
         VD_TRACE(&c->log, VD_SUB_H1, "%s: socket full after %zu of %zu bytes",
@@ -1712,11 +1705,12 @@ fo_send_file(struct vd_txn *t, int fd, off_t off, size_t len, const uint8_t *map
         pick ? vd_sendpick_choose(pick) == VD_SEND_WRITE : map && how == VD_DISK_SEND_MAPPED;
     if (pick) {
         VD_TRACE(&c->log, VD_SUB_H1,
-                 "file body by %s: %zu bytes to send (auto, pick %" PRIu32 ": sendfile %" PRIu64
-                 " ns/MiB from %" PRIu32 " sends, write %" PRIu64 " ns/MiB from %" PRIu32 " sends)",
-                 mapped ? "write from the mapping" : "sendfile", len, pick->picks,
-                 pick->cost[VD_SEND_SENDFILE], pick->samples[VD_SEND_SENDFILE],
-                 pick->cost[VD_SEND_WRITE], pick->samples[VD_SEND_WRITE]);
+                 "file body by %s: %zu bytes to send (auto, span %" PRIu32 " step %u at %" PRIu64
+                 " bytes: sendfile %" PRIu64 " ns/MiB, write %" PRIu64 " ns/MiB, %" PRIu32
+                 " cycles decided)",
+                 mapped ? "write from the mapping" : "sendfile", len, pick->spans,
+                 (unsigned)pick->step, pick->bytes, pick->cost[VD_SEND_SENDFILE],
+                 pick->cost[VD_SEND_WRITE], pick->decided);
     } else {
         VD_TRACE(&c->log, VD_SUB_H1, "file body by %s: %zu bytes to send",
                  mapped ? "write from the mapping" : "sendfile", len);

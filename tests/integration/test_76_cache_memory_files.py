@@ -111,7 +111,7 @@ def store(p, path="/big", body=BIG, i=0, **kw):
 @pytest.mark.parametrize("send,way", [("sendfile", "sendfile"), ("mapped", "write")])
 def test_plain_hits_leave_by_send_file(mf_proxy, make_origin, send, way):
     """A plain HTTP/1.1 hit hands the memory file to the front's send_file: sendfile(2) from its
-    descriptor, or one write(2) from its mapping (cache.disk_send; auto times both,
+    descriptor, or one write(2) from its mapping (cache.disk_send; auto measures both,
     test_74_cache_sendfile.py)."""
     o = make_origin(replies({"/big": BIG}))
     p = mf_proxy(o, disk_send=send)
