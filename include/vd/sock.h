@@ -138,8 +138,11 @@ char *vd_sockaddr_text(const struct sockaddr *sa, bool port, char *out, size_t c
  * epochs of either way, measured the mix: both ways came out alike at the dearer cost.
  * A cycle is VD_SENDPICK_PAIRS pairs of spans, one of each way, the order turned every pair
  * (so neither is always the one after the other), then VD_SENDPICK_EXPLOIT spans of the way
- * that was cheaper in most pairs. Two spans in a row meet the machine in the same phase, so a
- * pair compares the ways, not the moments. A measured half that took more than
+ * most pairs voted for. Two spans in a row meet the machine in the same phase, so a pair
+ * compares the ways, not the moments. A pair votes for the write only when it cost at most
+ * VD_SENDPICK_MARGIN % of sendfile's: even settled, spans that follow the other way measure a
+ * difference smaller than runs of one way show (here: the write 0.8-0.9x sendfile in pairs,
+ * 1.3-2x in runs of one way each), and sendfile copies nothing. A measured half that took more than
  * VD_SENDPICK_WALL_MS of wall time measured mostly other work: its pair does not vote, and
  * with no votes the last choice stays (sendfile at first). */
 enum vd_send_way {
@@ -152,6 +155,7 @@ enum vd_send_way {
 #define VD_SENDPICK_PAIRS   5
 #define VD_SENDPICK_EXPLOIT 100
 #define VD_SENDPICK_WALL_MS 5000
+#define VD_SENDPICK_MARGIN  80 /* a pair votes for the write at <= 80 % of sendfile's cost */
 
 struct vd_sendpick {
     uint64_t cost[2]; /* each way's last measured half, thread CPU ns per MiB (0: none) */

@@ -320,7 +320,10 @@ sendpick_measured(struct vd_sendpick *sp, bool ok, uint64_t cpu, uint64_t wall)
         sp->pair_ok = ok;
     } else if (sp->pair_ok && ok) {
         sp->votes++;
-        sp->votes_write += sp->cost[VD_SEND_WRITE] < sp->cost[VD_SEND_SENDFILE];
+        /* the write must be clearly cheaper: sendfile copies nothing, and alternating ways
+         * compresses their difference (vd/sock.h) */
+        sp->votes_write +=
+            sp->cost[VD_SEND_WRITE] * 100 <= sp->cost[VD_SEND_SENDFILE] * VD_SENDPICK_MARGIN;
     }
     if (sp->step == 2 * VD_SENDPICK_PAIRS - 1 && sp->votes) {
         sp->best = 2 * sp->votes_write > sp->votes ? VD_SEND_WRITE : VD_SEND_SENDFILE;

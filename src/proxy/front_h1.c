@@ -1677,7 +1677,18 @@ send_file_body(struct h1c *c, struct vd_txn *t, int fd, off_t off, const uint8_t
         t->stats.bytes_out += (uint64_t)k;
     }
     if (pick) {
+        uint32_t decided = pick->decided;
         vd_sendpick_sent(pick, done);
+        if (pick->decided != decided) {
+            vd_log(VD_LOG_INFO, &c->log,
+                   "cache.disk_send auto: %s for the next %u GiB of file bodies (the write cheaper "
+                   "in %u of %u pairs of spans; last measured: sendfile %" PRIu64
+                   " ns/MiB, write %" PRIu64 " ns/MiB)",
+                   pick->best == VD_SEND_WRITE ? "write from the mapping" : "sendfile",
+                   (unsigned)(VD_SENDPICK_EXPLOIT * (VD_SENDPICK_SPAN >> 30)),
+                   (unsigned)pick->votes_write, (unsigned)pick->votes, pick->cost[VD_SEND_SENDFILE],
+                   pick->cost[VD_SEND_WRITE]);
+        }
     }
     if (done < len) {
         VD_TRACE(&c->log, VD_SUB_H1, "%s: socket full after %zu of %zu bytes",

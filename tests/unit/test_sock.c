@@ -81,8 +81,8 @@ static void
 test_sendpick_decides_by_most_pairs(void **state)
 {
     (void)state;
-    /* The write cheaper in 2 pairs of 5 (sendfile much dearer in those): the majority of pairs
-     * decides, not the sum. */
+    /* The write clearly cheaper in 2 pairs of 5 (sendfile much dearer in those), sendfile in
+     * the other 3: the majority of pairs decides, not the sum. */
     struct vd_sendpick sp = {0};
     struct clk k = {0, 0};
     for (unsigned s = 0; s < 2 * VD_SENDPICK_PAIRS; s++) {
@@ -92,6 +92,22 @@ test_sendpick_decides_by_most_pairs(void **state)
     assert_int_equal(sp.votes, VD_SENDPICK_PAIRS);
     assert_int_equal(sp.votes_write, 2);
     assert_int_equal(sp.best, VD_SEND_SENDFILE);
+
+    /* A write only slightly cheaper in every pair (85 % of sendfile's cost) gets no vote: it must
+     * be at most VD_SENDPICK_MARGIN %; at exactly that it does. */
+    struct vd_sendpick near = {0};
+    for (unsigned s = 0; s < 2 * VD_SENDPICK_PAIRS; s++) {
+        span(&near, &k, 200000, 170000);
+    }
+    assert_int_equal(near.votes, VD_SENDPICK_PAIRS);
+    assert_int_equal(near.votes_write, 0);
+    assert_int_equal(near.best, VD_SEND_SENDFILE);
+    struct vd_sendpick clear = {0};
+    for (unsigned s = 0; s < 2 * VD_SENDPICK_PAIRS; s++) {
+        span(&clear, &k, 200000, 200000 * VD_SENDPICK_MARGIN / 100);
+    }
+    assert_int_equal(clear.votes_write, VD_SENDPICK_PAIRS);
+    assert_int_equal(clear.best, VD_SEND_WRITE);
 }
 
 static void
