@@ -119,8 +119,10 @@ load() { # SECONDS; prints the request count
   else
     local target=$url
     if [ "$mode" = fwd ]; then
-      # Absolute-form targets: wrk talks to the proxy and asks for the origin's URL.
-      printf 'wrk.path = "%s"\n' "$url" >"$dir/fwd.lua"
+      # Absolute-form targets: wrk talks to the proxy and asks for the origin's URL, with the
+      # origin's authority as Host, as a client of a proxy sends it (and the harness does).
+      printf 'wrk.path = "%s"\nwrk.headers["Host"] = "%s"\n' "$url" "$(echo "$url" | cut -d/ -f3)" \
+        >"$dir/fwd.lua"
       target="http://127.0.0.1:$vport/"
       set -- "$1" -s "$dir/fwd.lua"
     fi

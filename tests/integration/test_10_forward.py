@@ -2,6 +2,7 @@
 """Forward proxy: absolute-form targets, hop-by-hop fields, Via, Max-Forwards, bodies
 (RFC 9110 §7.2, §7.6, RFC 9112 §3.2)."""
 import hashlib
+import time
 
 import pytest
 
@@ -34,6 +35,27 @@ def test_absolute_form_authority_overrides_client_host(proxy, make_origin):
     assert r.status == 200
     (req,) = o.wait_requests(1)
     assert req.headers.all("host") == ["origin.test:%d" % o.port]
+
+
+def test_absolute_form_host_is_still_checked(proxy, make_origin):
+    """Where an absolute-form target's authority wins, Host is still checked as any Host (RFC
+    9112 §3.2, RFC 9110 §7.2): the very bytes of the authority pass (viaduct skips parsing them
+    twice), an empty port (allowed in a URI, RFC 3986 §3.2.3, not in Host) or a malformed Host
+    is a 400, and nothing of those reaches the origin."""
+    o = make_origin()
+    with proxy.connect() as c:
+        r = c.exchange("GET", url(o, "/same"), headers=[("Host", "origin.test:%d" % o.port)])
+    assert r.status == 200
+    for target, host in (("http://origin.test:/x", "origin.test:"),
+                         (url(o, "/y"), "origin.test:%d:1" % o.port),
+                         (url(o, "/z"), "bad host")):
+        with proxy.connect() as c:
+            r = c.exchange("GET", target, headers=[("Host", host)])
+        assert r.status == 400, (target, host)
+        assert r.body == b"400 Bad Request: malformed request from client: invalid Host field\n", r.body
+    assert [q.target for q in o.wait_requests(1)] == ["/same"]
+    time.sleep(0.2)
+    assert len(o.requests) == 1
 
 
 def test_ip_literal_target_needs_no_dns(proxy, make_origin, dns):
