@@ -51,9 +51,10 @@ struct upc {
     struct vd_list klink;   /* in its pkey's list while idle */
     struct pkey *pk;        /* while idle */
     struct vd_worker *w;
-    struct fwd *f; /* current user, NULL while idle */
-    char key[320]; /* host:port:tls:sni */
-    bool closing;  /* upc_close ran: the socket's close callback frees @u */
+    struct fwd *f;     /* current user, NULL while idle */
+    char key[320];     /* host:port:tls:sni */
+    uint64_t key_hash; /* pkey_hash(key), for returning to the pool */
+    bool closing;      /* upc_close ran: the socket's close callback frees @u */
     bool connected;
     bool used_before; /* served a request already: a failure may be a stale keep-alive */
     bool idle;
@@ -667,9 +668,10 @@ pkey_hash(const char *k)
     return h;
 }
 
-/* The pkey of @key; created when @create. NULL when absent (or out of memory). */
+/* The pkey of @key, whose pkey_hash() is @h; created when @create. NULL when absent (or out of
+ * memory). */
 static struct pkey *
-pkey_get(struct vd_worker *w, const char *key, bool create)
+pkey_get(struct vd_worker *w, const char *key, uint64_t h, bool create)
 {
     struct pkey **b = w->pool_keys;
     if (!b) {
@@ -678,7 +680,6 @@ pkey_get(struct vd_worker *w, const char *key, bool create)
         }
         w->pool_keys = b;
     }
-    uint64_t h = pkey_hash(key);
     struct pkey **slot = &b[h % PKEY_BUCKETS];
     for (struct pkey *p = *slot; p; p = p->next) {
         if (p->h == h && strcmp(p->key, key) == 0) {
@@ -757,7 +758,7 @@ upc_release(struct upc *u, bool reusable)
         upc_close(u);
         return;
     }
-    struct pkey *p = pkey_get(w, u->key, true);
+    struct pkey *p = pkey_get(w, u->key, u->key_hash, true);
     if (!p || p->n >= w->conf->upstream.pool_idle_max) {
         if (p && p->n == 0) {
             /* pool_idle_max 0: the entry was only just made */
@@ -796,7 +797,7 @@ vd_pool_close_all(struct vd_worker *w)
 static struct upc *
 pool_take(struct vd_worker *w, const char *key)
 {
-    struct pkey *p = pkey_get(w, key, false);
+    struct pkey *p = pkey_get(w, key, pkey_hash(key), false);
     if (!p) {
         return NULL;
     }
@@ -1897,6 +1898,7 @@ upc_new(struct vd_worker *w, const char *key)
     u->magic = UPC_MAGIC;
     u->w = w;
     snprintf(u->key, sizeof(u->key), "%s", key);
+    u->key_hash = pkey_hash(u->key);
     vd_dbuf_init(&u->out, UP_OUT_MAX + 65536);
     vd_list_init(&u->link);
     return u;
