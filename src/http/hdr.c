@@ -74,16 +74,34 @@ vd__hdr_name_eq(struct vd_iov name, const char *lc, size_t n)
     if (name.len != n) {
         return false;
     }
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t a, b;
-        memcpy(&a, name.base + i, 8);
-        memcpy(&b, lc + i, 8);
-        if (lower8(a) != b) {
-            return false;
+    uint64_t a, b;
+    if (n >= 8) {
+        /* Eight bytes at a time, the last eight overlapping the ones before when n is not a
+         * multiple of 8 (comparing a byte twice changes nothing): field names are mostly 8-16
+         * bytes, two steps. */
+        size_t i = 0;
+        for (; i + 8 < n; i += 8) {
+            memcpy(&a, name.base + i, 8);
+            memcpy(&b, lc + i, 8);
+            if (lower8(a) != b) {
+                return false;
+            }
         }
+        memcpy(&a, name.base + n - 8, 8);
+        memcpy(&b, lc + n - 8, 8);
+        return lower8(a) == b;
     }
-    for (; i < n; i++) {
+    if (n >= 4) {
+        uint32_t x, y, z, w;
+        memcpy(&x, name.base, 4);
+        memcpy(&y, name.base + n - 4, 4);
+        memcpy(&z, lc, 4);
+        memcpy(&w, lc + n - 4, 4);
+        a = (uint64_t)x | (uint64_t)y << 32;
+        b = (uint64_t)z | (uint64_t)w << 32;
+        return lower8(a) == b;
+    }
+    for (size_t i = 0; i < n; i++) {
         if (lower(name.base[i]) != (uint8_t)lc[i]) {
             return false;
         }

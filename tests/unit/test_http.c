@@ -106,28 +106,33 @@ test_hdr_lower_every_byte(void **state)
     }
 }
 
-/* The compare folds eight bytes at a time: every byte value, at every position of a 17-byte
- * name (two words and a tail), against a byte-wise reference. */
+/* The compare folds four or eight bytes at a time, with overlapping last words: every byte
+ * value, at every position of names of every size class (under 4, 4-7, 8, 9-16 and past 16
+ * bytes), against a byte-wise reference. */
 static void
 test_hdr_name_eq_every_byte(void **state)
 {
     (void)state;
-    char lc[17];
-    uint8_t name[17];
-    for (int pos = 0; pos < 17; pos++) {
-        for (int c = 0; c < 256; c++) {
-            for (int l = 0; l < 256; l += 1) {
-                if (l >= 'A' && l <= 'Z') {
-                    continue; /* the lowercase side never has upper case */
+    static const size_t lens[] = {1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 24};
+    char lc[24];
+    uint8_t name[24];
+    for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+        size_t n = lens[k];
+        for (size_t pos = 0; pos < n; pos++) {
+            for (int c = 0; c < 256; c++) {
+                for (int l = 0; l < 256; l += 1) {
+                    if (l >= 'A' && l <= 'Z') {
+                        continue; /* the lowercase side never has upper case */
+                    }
+                    memset(lc, 'x', sizeof(lc));
+                    memset(name, 'X', sizeof(name));
+                    lc[pos] = (char)l;
+                    name[pos] = (uint8_t)c;
+                    uint8_t folded = (c >= 'A' && c <= 'Z') ? (uint8_t)(c | 0x20) : (uint8_t)c;
+                    bool want = folded == (uint8_t)l;
+                    struct vd_iov v = {name, n};
+                    assert_true(vd__hdr_name_eq(v, lc, n) == want);
                 }
-                memset(lc, 'x', sizeof(lc));
-                memset(name, 'X', sizeof(name));
-                lc[pos] = (char)l;
-                name[pos] = (uint8_t)c;
-                uint8_t folded = (c >= 'A' && c <= 'Z') ? (uint8_t)(c | 0x20) : (uint8_t)c;
-                bool want = folded == (uint8_t)l;
-                struct vd_iov v = {name, sizeof(name)};
-                assert_true(vd__hdr_name_eq(v, lc, sizeof(lc)) == want);
             }
         }
     }
