@@ -1281,16 +1281,20 @@ fwd_parse_head(struct fwd *f)
         }
         f->rf = rf;
         f->remain = rf.kind == VD_BODY_LENGTH ? rf.length : 0;
-        bool ka = h.minor >= 1;
+        /* RFC 9112 §9.3: "close" in any Connection field ends the connection after this
+         * response; an HTTP/1.0 origin keeps it only with "keep-alive". One pass over the
+         * options. */
+        bool close = false, keep = false;
         for (size_t i = 0; i < h.nhdrs; i++) {
             if (vd_hdr_name_is(h.hdrs[i].name, "connection")) {
-                if (vd_list_has(h.hdrs[i].value, "close")) {
-                    ka = false;
-                } else if (vd_list_has(h.hdrs[i].value, "keep-alive")) {
-                    ka = true;
+                struct vd_iov rest = h.hdrs[i].value, opt;
+                while (vd_list_next(&rest, &opt)) {
+                    close = close || vd_hdr_name_is(opt, "close");
+                    keep = keep || vd_hdr_name_is(opt, "keep-alive");
                 }
             }
         }
+        bool ka = !close && (h.minor >= 1 || keep);
         f->up_keepalive = ka && rf.kind != VD_BODY_CLOSE;
         struct vd_resp resp = {.status = h.status};
         if (filter_response_head(f, &h, &resp) < 0) {

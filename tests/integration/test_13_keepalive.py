@@ -86,6 +86,25 @@ def test_origin_connection_close_does_not_close_client(proxy, make_origin):
     assert o.conn_count == 2
 
 
+@pytest.mark.parametrize("fields,conns", [
+    ([("Connection", "keep-alive")], 1),
+    ([("Connection", "keep-alive, close")], 2),
+    ([("Connection", "keep-alive"), ("Connection", "close")], 2),
+    ([("Connection", "close"), ("Connection", "keep-alive")], 2),
+])
+def test_origin_close_option_wins(proxy, make_origin, fields, conns):
+    """RFC 9112 §9.6: "close" in any Connection field of a response means the origin will close
+    after it, whatever other options say (and in whatever order): viaduct sends no further
+    request on that connection. The origin here keeps its side open, so a reuse would show."""
+    o = make_origin(build_response(200, b"ok", fields))
+    with proxy.connect() as c:
+        for i in range(2):
+            r = c.exchange("GET", url(o, "/%d" % i))
+            assert r.status == 200 and r.body == b"ok"
+    assert o.conn_count == conns
+    assert [q.conn for q in o.requests] == ([0, 1] if conns == 2 else [0, 0])
+
+
 def test_pipelined_requests_answered_in_order(proxy, make_origin):
     o = make_origin(lambda req: build_response(200, b"resp" + req.target.encode()))
     data = b"".join(b"GET %s HTTP/1.1\r\nHost: origin.test:%d\r\n\r\n" %
