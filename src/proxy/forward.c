@@ -96,7 +96,8 @@ struct fwd {
     uint16_t port;
     bool tls;
     char *sni;
-    char key[320]; /* pool key "host:port:tls:sni", formatted once */
+    char key[320];     /* pool key "host:port:tls:sni", formatted once */
+    uint64_t key_hash; /* pkey_hash(key) */
     enum fwd_state state;
     struct vd_resolve_query *q;
     struct vd_addrs addrs;
@@ -795,9 +796,9 @@ vd_pool_close_all(struct vd_worker *w)
 }
 
 static struct upc *
-pool_take(struct vd_worker *w, const char *key)
+pool_take(struct vd_worker *w, const char *key, uint64_t h)
 {
-    struct pkey *p = pkey_get(w, key, pkey_hash(key), false);
+    struct pkey *p = pkey_get(w, key, h, false);
     if (!p) {
         return NULL;
     }
@@ -1893,7 +1894,7 @@ fwd_parent_read(struct fwd *f)
 }
 
 static struct upc *
-upc_new(struct vd_worker *w, const char *key)
+upc_new(struct vd_worker *w, const char *key, uint64_t h)
 {
     struct upc *u = calloc(1, sizeof(*u));
     if (!u) {
@@ -1902,7 +1903,7 @@ upc_new(struct vd_worker *w, const char *key)
     u->magic = UPC_MAGIC;
     u->w = w;
     snprintf(u->key, sizeof(u->key), "%s", key);
-    u->key_hash = pkey_hash(u->key);
+    u->key_hash = h;
     vd_dbuf_init(&u->out, UP_OUT_MAX + 65536);
     vd_list_init(&u->link);
     return u;
@@ -1913,7 +1914,7 @@ upc_new(struct vd_worker *w, const char *key)
 static bool
 fwd_use_pooled(struct fwd *f)
 {
-    struct upc *u = pool_take(f->t->w, f->key);
+    struct upc *u = pool_take(f->t->w, f->key, f->key_hash);
     if (!u) {
         return false;
     }
@@ -1944,7 +1945,7 @@ fwd_connect_next(struct fwd *f)
         ((struct sockaddr_in6 *)&sa)->sin6_port = htons(f->port);
         sl = sizeof(struct sockaddr_in6);
     }
-    struct upc *u = upc_new(w, f->key);
+    struct upc *u = upc_new(w, f->key, f->key_hash);
     if (!u) {
         fwd_fail(f, 502, "out of memory for an upstream connection");
         return;
@@ -2269,6 +2270,44 @@ vd_parent_refusal(const struct vd_conf *conf, int r, const struct vd_h1_resp_hea
     return h->status == 504 ? 504 : 502;
 }
 
+/* The last pool key this worker thread formatted, with the parts it was made from: a reverse
+ * proxy formats the same key request after request, and comparing the parts costs less than
+ * formatting and hashing them again. */
+static _Thread_local struct {
+    bool valid, tls, has_sni;
+    uint16_t port;
+    uint64_t h;
+    size_t klen;
+    char host[256], sni[256], key[320];
+} pk_memo;
+
+/* f->key and f->key_hash from f's host, port, TLS flag and SNI name. */
+static void
+fwd_pool_key(struct fwd *f)
+{
+    if (pk_memo.valid && pk_memo.port == f->port && pk_memo.tls == f->tls &&
+        pk_memo.has_sni == (f->sni != NULL) && strcmp(pk_memo.host, f->host) == 0 &&
+        (!f->sni || strcmp(pk_memo.sni, f->sni) == 0)) {
+        memcpy(f->key, pk_memo.key, pk_memo.klen + 1);
+        f->key_hash = pk_memo.h;
+        return;
+    }
+    pool_key_format(f->key, sizeof(f->key), f->host, f->port, f->tls, f->sni);
+    f->key_hash = pkey_hash(f->key);
+    size_t hl = strlen(f->host), sl = f->sni ? strlen(f->sni) : 0, kl = strlen(f->key);
+    pk_memo.valid = hl < sizeof(pk_memo.host) && sl < sizeof(pk_memo.sni);
+    if (pk_memo.valid) {
+        memcpy(pk_memo.host, f->host, hl + 1);
+        memcpy(pk_memo.sni, f->sni ? f->sni : "", sl + 1);
+        memcpy(pk_memo.key, f->key, kl + 1); /* kl < sizeof(f->key) == sizeof(pk_memo.key) */
+        pk_memo.klen = kl;
+        pk_memo.port = f->port;
+        pk_memo.tls = f->tls;
+        pk_memo.has_sni = f->sni != NULL;
+        pk_memo.h = f->key_hash;
+    }
+}
+
 /* Points @f's connection at the parent proxy; its connections are pooled apart from direct
  * ones to the same address (and by the parent's scheme: a reload may turn http:// into https://
  * at the same address) and shared by every origin. */
@@ -2294,6 +2333,7 @@ fwd_use_parent(struct fwd *f, int i)
     } else {
         snprintf(f->key, sizeof(f->key), "parent|%s://%s:%u|%s", scheme, p->host, p->port, pn);
     }
+    f->key_hash = pkey_hash(f->key);
     f->host = p->host;
     f->port = p->port;
     f->parent_tls = p->tls;
@@ -2311,7 +2351,7 @@ fwd_use_server(struct fwd *f, int i)
     f->tls = s->tls;
     f->ai = 0;
     fwd_set_sni(f);
-    pool_key_format(f->key, sizeof(f->key), f->host, f->port, f->tls, f->sni);
+    fwd_pool_key(f);
     vd_lb_begin(f->route, i);
 }
 
@@ -2373,7 +2413,7 @@ vd_forward_start(struct vd_txn *t, const char *host, uint16_t port, bool tls,
     } else {
         /* With address rules, the origin is resolved for them first (parent_later). */
         f->parent_later = f->via_parent || f->parent_tunnel;
-        pool_key_format(f->key, sizeof(f->key), f->host, f->port, f->tls, f->sni);
+        fwd_pool_key(f);
     }
     /* A pooled connection needs no DNS (unless rules test the address). */
     if (!t->access_pending && fwd_use_pooled(f)) {
