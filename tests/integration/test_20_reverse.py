@@ -63,6 +63,24 @@ def test_routing_on_one_connection(routed, abc):
     assert got == [b"A", b"B", b"C", b"A"]
 
 
+def test_host_checked_on_every_request(routed, abc):
+    """A Host seen valid before is still compared byte for byte: a request whose Host differs
+    (a bad port, a space, a second colon, a bracket) is a 400 that never reaches an origin, and
+    the valid Host routes as before (viaduct remembers the last valid Host per worker and skips
+    only parsing the same bytes again)."""
+    with routed.connect() as c:
+        assert c.exchange("GET", "/", host="a.test").body == b"A"
+        assert c.exchange("GET", "/", host="a.test:8080").body == b"A"
+    for bad in ("a.test:99999", "a.test:8080:1", "a test", "[a.test]", "a.test:"):
+        with routed.connect() as c:
+            r = c.exchange("GET", "/", host=bad)
+            assert r.status == 400, bad
+            assert r.body == b"400 Bad Request: malformed request from client: invalid Host field\n"
+    with routed.connect() as c:
+        assert c.exchange("GET", "/", host="a.test").body == b"A"
+    assert [len(o.requests) for o in abc] == [3, 0, 0]
+
+
 def test_no_route_is_404(viaduct, origin):
     """No route matches: 404 (the brief's choice), and nothing is forwarded."""
     vd = viaduct(reverse_conf([{"host": "a.test", "upstream": up(origin)}]))
