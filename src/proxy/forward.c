@@ -173,12 +173,14 @@ is_hop_by_hop(struct vd_iov name)
 
 /* The field names listed by a message's Connection fields (RFC 9110 §7.6.1), collected once per
  * message instead of once per field. A message naming more than CONN_NAMES_MAX (never seen in
- * practice; "keep-alive" or "close" is the usual one) falls back to scanning its fields. */
+ * practice; "keep-alive" or "close" is the usual one) falls back to scanning its fields. The
+ * same pass notes the persistence options (RFC 9112 §9.3), from every field. */
 struct conn_names {
     const struct vd_hdr *all;
     size_t nall;
     size_t n;
     bool overflow;
+    bool close, keep_alive; /* "close" / "keep-alive" in any Connection field */
     struct vd_iov item[CONN_NAMES_MAX];
 };
 
@@ -189,17 +191,21 @@ conn_names_init(struct conn_names *cn, const struct vd_hdr *all, size_t n)
     cn->nall = n;
     cn->n = 0;
     cn->overflow = false;
+    cn->close = false;
+    cn->keep_alive = false;
     for (size_t i = 0; i < n; i++) {
         if (all[i].name.len != 10 || !vd_hdr_name_is(all[i].name, "connection")) {
             continue;
         }
         struct vd_iov rest = all[i].value, item;
         while (vd_list_next(&rest, &item)) {
-            if (cn->n == CONN_NAMES_MAX) {
+            cn->close = cn->close || vd_hdr_name_is(item, "close");
+            cn->keep_alive = cn->keep_alive || vd_hdr_name_is(item, "keep-alive");
+            if (cn->n < CONN_NAMES_MAX) {
+                cn->item[cn->n++] = item;
+            } else {
                 cn->overflow = true;
-                return;
             }
-            cn->item[cn->n++] = item;
         }
     }
 }
@@ -1132,8 +1138,11 @@ fwd_pump_body(struct fwd *f)
     }
 }
 
+/* The response head @h as the client gets it: end-to-end fields (@cn: its Connection names)
+ * copied into the arena, Date and Via added. */
 static int
-filter_response_head(struct fwd *f, const struct vd_h1_resp_head *h, struct vd_resp *resp)
+filter_response_head(struct fwd *f, const struct vd_h1_resp_head *h, const struct conn_names *cn,
+                     struct vd_resp *resp)
 {
     struct vd_txn *t = f->t;
     const struct vd_conf *conf = t->conf;
@@ -1143,10 +1152,8 @@ filter_response_head(struct fwd *f, const struct vd_h1_resp_head *h, struct vd_r
         return VD_ENOMEM;
     }
     size_t n = 0, bytes = 0;
-    struct conn_names cn;
-    conn_names_init(&cn, h->hdrs, h->nhdrs);
     for (size_t i = 0; i < h->nhdrs; i++) {
-        if (end_to_end(&cn, h->hdrs[i].name)) {
+        if (end_to_end(cn, h->hdrs[i].name)) {
             out[n++] = h->hdrs[i];
             bytes += h->hdrs[i].name.len + h->hdrs[i].value.len + 2;
         }
@@ -1283,22 +1290,13 @@ fwd_parse_head(struct fwd *f)
         f->rf = rf;
         f->remain = rf.kind == VD_BODY_LENGTH ? rf.length : 0;
         /* RFC 9112 §9.3: "close" in any Connection field ends the connection after this
-         * response; an HTTP/1.0 origin keeps it only with "keep-alive". One pass over the
-         * options. */
-        bool close = false, keep = false;
-        for (size_t i = 0; i < h.nhdrs; i++) {
-            if (vd_hdr_name_is(h.hdrs[i].name, "connection")) {
-                struct vd_iov rest = h.hdrs[i].value, opt;
-                while (vd_list_next(&rest, &opt)) {
-                    close = close || vd_hdr_name_is(opt, "close");
-                    keep = keep || vd_hdr_name_is(opt, "keep-alive");
-                }
-            }
-        }
-        bool ka = !close && (h.minor >= 1 || keep);
+         * response; an HTTP/1.0 origin keeps it only with "keep-alive". */
+        struct conn_names cn;
+        conn_names_init(&cn, h.hdrs, h.nhdrs);
+        bool ka = !cn.close && (h.minor >= 1 || cn.keep_alive);
         f->up_keepalive = ka && rf.kind != VD_BODY_CLOSE;
         struct vd_resp resp = {.status = h.status};
-        if (filter_response_head(f, &h, &resp) < 0) {
+        if (filter_response_head(f, &h, &cn, &resp) < 0) {
             fwd_fail(f, 502, "out of memory for the response head");
             return -1;
         }
@@ -1454,7 +1452,9 @@ fwd_switch(struct fwd *f, const struct vd_h1_resp_head *h, size_t headlen)
                  "upstream WebSocket handshake failed: Sec-WebSocket-Accept does not match");
         return;
     }
-    if (filter_response_head(f, h, &resp) < 0) {
+    struct conn_names cn;
+    conn_names_init(&cn, h->hdrs, h->nhdrs);
+    if (filter_response_head(f, h, &cn, &resp) < 0) {
         fwd_fail(f, 502, "out of memory for the response head");
         return;
     }
