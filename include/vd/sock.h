@@ -128,7 +128,7 @@ char *vd_sockaddr_text(const struct sockaddr *sa, bool port, char *out, size_t c
  * viaduct: sendfile hands TCP the pages but only 64 KiB per internal send, and where the
  * connection paces itself (bbr without the fq qdisc) each of those sends may arm a pacing timer,
  * which costs a VM exit on some hypervisors and next to nothing on others (measured 1 MiB hits:
- * sendfile 1.8x the write on one virtual machine, 0.7-0.85x on another; docs/performance.md).
+ * sendfile 1.8x the write on one virtual machine, 0.6-0.85x on another; docs/performance.md).
  *
  * So the worker measures, in spans of VD_SENDPICK_SPAN bytes of file bodies sent one way. A
  * span's cost is the worker thread's whole CPU time (CLOCK_THREAD_CPUTIME_ID, what /proc counts
@@ -142,9 +142,9 @@ char *vd_sockaddr_text(const struct sockaddr *sa, bool port, char *out, size_t c
  * compares the ways, not the moments. A pair votes for the write only when it cost at most
  * VD_SENDPICK_MARGIN % of sendfile's: even settled, spans that follow the other way measure a
  * difference smaller than runs of one way show (here: the write 0.8-0.9x sendfile in pairs,
- * 1.3-2x in runs of one way each), and sendfile copies nothing. A measured half that took more than
- * VD_SENDPICK_WALL_MS of wall time measured mostly other work: its pair does not vote, and
- * with no votes the last choice stays (sendfile at first). */
+ * 1.3-2x in runs of one way each), and sendfile copies nothing. A measured half that took more
+ * than VD_SENDPICK_WALL_MS of wall time measured mostly other work: its pair does not vote,
+ * and with no votes the last choice stays (sendfile at first). */
 enum vd_send_way {
     VD_SEND_SENDFILE,
     VD_SEND_WRITE,

@@ -285,6 +285,13 @@ vd_sockaddr_text(const struct sockaddr *sa, bool port, char *out, size_t cap)
     return out;
 }
 
+/* In the cycle's pairs of spans (measuring), not yet on the chosen way. */
+static bool
+sendpick_exploring(const struct vd_sendpick *sp)
+{
+    return sp->step < 2 * VD_SENDPICK_PAIRS;
+}
+
 enum vd_send_way
 vd_sendpick_choose(struct vd_sendpick *sp)
 {
@@ -292,7 +299,7 @@ vd_sendpick_choose(struct vd_sendpick *sp)
         return sp->way;
     }
     enum vd_send_way way = sp->best;
-    if (sp->step < 2 * VD_SENDPICK_PAIRS) {
+    if (sendpick_exploring(sp)) {
         /* Pair p: sendfile first when p is even, the write first when odd. */
         bool first = sp->step % 2 == 0, even = (sp->step / 2) % 2 == 0;
         way = first == even ? VD_SEND_SENDFILE : VD_SEND_WRITE;
@@ -309,12 +316,11 @@ vd_sendpick_choose(struct vd_sendpick *sp)
 static void
 sendpick_measured(struct vd_sendpick *sp, bool ok, uint64_t cpu, uint64_t wall)
 {
-    uint64_t half = VD_SENDPICK_SETTLE;
     ok = ok && cpu >= sp->cpu0 && wall - sp->wall0 <= (uint64_t)VD_SENDPICK_WALL_MS * 1000000u;
     if (ok) {
         /* ns per MiB; a thread's CPU time is at most the wall time, under 5 s (2^33 ns): the
          * shift stays below 2^53 */
-        sp->cost[sp->way] = ((cpu - sp->cpu0) << 20) / (sp->bytes - half);
+        sp->cost[sp->way] = ((cpu - sp->cpu0) << 20) / (sp->bytes - VD_SENDPICK_SETTLE);
     }
     if (sp->step % 2 == 0) {
         sp->pair_ok = ok;
@@ -337,7 +343,7 @@ vd_sendpick_sent_at(struct vd_sendpick *sp, size_t bytes, uint64_t cpu, uint64_t
     if (!sp->open) {
         return;
     }
-    bool exploring = sp->step < 2 * VD_SENDPICK_PAIRS, fresh = false;
+    bool exploring = sendpick_exploring(sp), fresh = false;
     sp->bytes += bytes;
     if (exploring && !sp->timing && sp->bytes >= VD_SENDPICK_SETTLE) {
         /* The first half is over: the measured half starts at this send's end, and the bytes
@@ -372,7 +378,7 @@ vd_sendpick_sent(struct vd_sendpick *sp, size_t bytes)
         return;
     }
     uint64_t at = sp->bytes + bytes;
-    bool exploring = sp->step < 2 * VD_SENDPICK_PAIRS;
+    bool exploring = sendpick_exploring(sp);
     if (at >= VD_SENDPICK_SPAN || (exploring && !sp->timing && at >= VD_SENDPICK_SETTLE)) {
         /* only here are the clocks needed: twice per exploring span */
         vd_sendpick_sent_at(sp, bytes, exploring ? vd_sendpick_clock() : 0,
