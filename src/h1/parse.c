@@ -101,9 +101,35 @@ scan_target(const uint8_t *p, const uint8_t *e)
     return p;
 }
 
+/* Returns the first byte of [p, e) that is not a tchar (RFC 9110 §5.6.2), or e. The SSE2 path
+ * passes letters, digits and '-' (nearly every field name is made of them) 16 bytes per step and
+ * looks any other byte up in the table. */
 static inline const uint8_t *
 scan_token(const uint8_t *p, const uint8_t *e)
 {
+#if defined(__SSE2__)
+    const __m128i low = _mm_set1_epi8(0x20), a = _mm_set1_epi8('a'), z = _mm_set1_epi8(25);
+    const __m128i d0 = _mm_set1_epi8('0'), d9 = _mm_set1_epi8(9), dash = _mm_set1_epi8('-');
+    while (e - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        /* Unsigned "x - lo <= hi - lo" as min(x - lo, hi - lo) == x - lo. 0x20 folds case. */
+        __m128i l = _mm_sub_epi8(_mm_or_si128(v, low), a);
+        __m128i d = _mm_sub_epi8(v, d0);
+        __m128i ok = _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(l, z), l),
+                                  _mm_cmpeq_epi8(_mm_min_epu8(d, d9), d));
+        ok = _mm_or_si128(ok, _mm_cmpeq_epi8(v, dash));
+        unsigned m = ~(unsigned)_mm_movemask_epi8(ok) & 0xffffu;
+        if (m == 0) {
+            p += 16;
+            continue;
+        }
+        p += __builtin_ctz(m);
+        if (!(CT[*p] & VD_CT_TCHAR)) {
+            return p;
+        }
+        p++;
+    }
+#endif
     while (p < e && (CT[*p] & VD_CT_TCHAR)) {
         p++;
     }

@@ -1138,41 +1138,47 @@ fwd_pump_body(struct fwd *f)
     }
 }
 
-/* The response head @h as the client gets it: end-to-end fields (@cn: its Connection names)
- * copied into the arena, Date and Via added. */
+/* The response head @h as the client gets it: its end-to-end fields (@cn: its Connection names),
+ * Date and Via added. The fields stay views into the upstream input buffer, which holds them
+ * until its next read: the front copies what it sends within send_head. A cache transfer keeps
+ * them longer (until the entry is stored), so then they are copied into the arena. */
 static int
 filter_response_head(struct fwd *f, const struct vd_h1_resp_head *h, const struct conn_names *cn,
                      struct vd_resp *resp)
 {
     struct vd_txn *t = f->t;
     const struct vd_conf *conf = t->conf;
-    /* One copy of the kept fields into the arena: the input buffer will be reused. */
     struct vd_hdr *out = vd_arena_alloc(&t->arena, sizeof(*out) * (h->nhdrs + 5));
     if (!out) {
         return VD_ENOMEM;
     }
     size_t n = 0, bytes = 0;
+    bool has_date = false;
     for (size_t i = 0; i < h->nhdrs; i++) {
-        if (end_to_end(cn, h->hdrs[i].name)) {
+        struct vd_iov name = h->hdrs[i].name;
+        if (end_to_end(cn, name)) {
             out[n++] = h->hdrs[i];
-            bytes += h->hdrs[i].name.len + h->hdrs[i].value.len + 2;
+            bytes += name.len + h->hdrs[i].value.len + 2;
+            has_date = has_date || vd_hdr_name_is(name, "date");
         }
     }
-    /* Names and values (each NUL-terminated) in one block. */
-    char *p = vd_arena_alloc(&t->arena, bytes ? bytes : 1);
-    if (!p) {
-        return VD_ENOMEM;
-    }
-    for (size_t i = 0; i < n; i++) {
-        struct vd_iov *fl[2] = {&out[i].name, &out[i].value};
-        for (int k = 0; k < 2; k++) {
-            memcpy(p, fl[k]->base, fl[k]->len);
-            p[fl[k]->len] = '\0';
-            fl[k]->base = (const uint8_t *)p;
-            p += fl[k]->len + 1;
+    if (f->cx) {
+        /* Names and values (each NUL-terminated) in one block. */
+        char *p = vd_arena_alloc(&t->arena, bytes ? bytes : 1);
+        if (!p) {
+            return VD_ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+            struct vd_iov *fl[2] = {&out[i].name, &out[i].value};
+            for (int k = 0; k < 2; k++) {
+                memcpy(p, fl[k]->base, fl[k]->len);
+                p[fl[k]->len] = '\0';
+                fl[k]->base = (const uint8_t *)p;
+                p += fl[k]->len + 1;
+            }
         }
     }
-    if (!vd_hdr_find(h->hdrs, h->nhdrs, "date")) {
+    if (!has_date) {
         /* RFC 9110 §6.6.1: a recipient with a clock adds Date when forwarding without one. */
         char *d = vd_arena_alloc(&t->arena, VD_HTTP_DATE_LEN + 1);
         if (!d) {

@@ -320,6 +320,18 @@ hout_add(struct h1c *c, const void *p, size_t n)
 
 /* ---- timers and lifecycle ------------------------------------------------------------------ */
 
+/* Copies the field lines [@rs, @re) and the CRLF ending the last one to @p; returns the end. */
+static char *
+hout_run(char *p, const uint8_t *rs, const uint8_t *re)
+{
+    size_t l = (size_t)(re - rs);
+    memcpy(p, rs, l);
+    p += l;
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
 /* Queues a status line and @n field lines (not the empty line that ends the head). The size is
  * counted first, so the buffer grows at most once (it starts empty after every idle spell) and
  * the pieces are copied without a bounds check each. */
@@ -351,17 +363,40 @@ hout_head(struct h1c *c, int status, const char *reason, const struct vd_hdr *h,
     p += rl;
     *p++ = '\r';
     *p++ = '\n';
+    /* Fields that are still the lines they arrived as ("name: value" CRLF, views into the
+     * peer's buffer, as a forwarded response's are) are copied in runs of adjacent lines: the
+     * bytes are those the loop would write. Only bytes between two views are looked at. */
+    const uint8_t *rs = NULL, *re = NULL;
     for (size_t i = 0; i < n; i++) {
-        memcpy(p, h[i].name.base, h[i].name.len);
-        p += h[i].name.len;
+        const uint8_t *nb = h[i].name.base, *vb = h[i].value.base;
+        size_t nl = h[i].name.len, vl = h[i].value.len;
+        bool line = vb == nb + nl + 2 && nb[nl] == ':' && nb[nl + 1] == ' ';
+        if (line && rs && nb == re + 2 && re[0] == '\r' && re[1] == '\n') {
+            re = vb + vl;
+            continue;
+        }
+        if (rs) {
+            p = hout_run(p, rs, re);
+            rs = NULL;
+        }
+        if (line) {
+            rs = nb;
+            re = vb + vl;
+            continue;
+        }
+        memcpy(p, nb, nl);
+        p += nl;
         *p++ = ':';
         *p++ = ' ';
-        if (h[i].value.len) {
-            memcpy(p, h[i].value.base, h[i].value.len);
-            p += h[i].value.len;
+        if (vl) {
+            memcpy(p, vb, vl);
+            p += vl;
         }
         *p++ = '\r';
         *p++ = '\n';
+    }
+    if (rs) {
+        p = hout_run(p, rs, re);
     }
     d->len = (size_t)(p - d->p);
     *p = '\0';

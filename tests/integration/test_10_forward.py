@@ -359,6 +359,59 @@ def test_response_status_and_fields_relayed(proxy, make_origin):
     assert r.header("x-a") == "1"
 
 
+@pytest.mark.parametrize("cache", [False, True])
+def test_response_field_lines_exact(viaduct, make_origin, cache):
+    """The client gets each end-to-end field line as "name: value" CRLF, in the origin's order
+    and case, whatever whitespace the origin put around the value (RFC 9112 §5: OWS is not part
+    of the value); lines already in that form are copied as they arrived, in runs, and a run
+    ends at every line that is not (tab, no space, two spaces, trailing space) and at every
+    field left out (Connection, the field it names, Content-Length, re-framed at the end).
+    Without a cache the fields are views into the origin's bytes; with one, copies (and the
+    cache adds its Cache-Status line after Via)."""
+    vd = viaduct(None if cache else {"cache": {"memory": 0}})
+    o = make_origin(b"HTTP/1.1 200 OK\r\n"
+                    b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+                    b"X-A: one\r\n"
+                    b"X-Tab:\tv\t\r\n"
+                    b"x-none:none\r\n"
+                    b"X-Two:  two  \r\n"
+                    b"X-Empty: \r\n"
+                    b"X-Bare:\r\n"
+                    b"Connection: x-hop\r\n"
+                    b"X-Hop: secret\r\n"
+                    b"X-B: after hop\r\n"
+                    b"X-Trail: t \r\n"
+                    b"X-UPPER: C\r\n"
+                    b"Content-Length: 2\r\n"
+                    b"X-D: d\r\n"
+                    b"\r\n"
+                    b"ok")
+    with vd.connect() as c:
+        for i in range(2):
+            r = c.exchange("GET", url(o, "/%d" % i))
+            raw = r.raw
+            if cache:
+                status = b"Cache-Status: viaduct; fwd=uri-miss; stored\r\n"
+                assert raw.count(status) == 1, raw
+                raw = raw.replace(status, b"")
+            assert raw == (b"HTTP/1.1 200 OK\r\n"
+                             b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+                             b"X-A: one\r\n"
+                             b"X-Tab: v\r\n"
+                             b"x-none: none\r\n"
+                             b"X-Two: two\r\n"
+                             b"X-Empty: \r\n"
+                             b"X-Bare: \r\n"
+                             b"X-B: after hop\r\n"
+                             b"X-Trail: t\r\n"
+                             b"X-UPPER: C\r\n"
+                             b"X-D: d\r\n"
+                             b"Via: 1.1 viaduct\r\n"
+                             b"Content-Length: 2\r\n"
+                             b"\r\n"
+                             b"ok"), raw
+
+
 def test_date_added_only_when_missing(proxy, make_origin):
     """RFC 9110 §6.6.1: a recipient with a clock adds Date (IMF-fixdate, now) to a response it
     forwards without one, and leaves an origin's Date exactly as it was."""

@@ -382,6 +382,58 @@ test_fields(void **state)
     assert_int_equal(preq_n(big, (size_t)k, &deflim, &req, &why), VD_EBADREQ);
 }
 
+/* Every byte value at every position of field names of 1 to 40 bytes (the scan takes 16 bytes
+ * per step: this crosses two steps and the tail loop), against tchar as RFC 9110 §5.6.2 lists
+ * it, in requests and responses. Names are "N...N" with the byte at position @k. */
+static void
+test_field_name_bytes(void **state)
+{
+    (void)state;
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    for (int len = 1; len <= 40; len++) {
+        for (int k = 0; k < len; k++) {
+            for (int b = 0; b < 256; b++) {
+                bool tchar = (b >= '0' && b <= '9') || (b >= 'a' && b <= 'z') ||
+                             (b >= 'A' && b <= 'Z') || (b && strchr(extra, b));
+                char buf[128];
+                int at = snprintf(buf, sizeof(buf), "%s",
+                                  k % 2 ? "HTTP/1.1 200 OK\r\n" : "GET / HTTP/1.1\r\n");
+                int ns = at;
+                memset(buf + at, 'N', (size_t)len);
+                buf[at + k] = (char)b;
+                at += len;
+                at += snprintf(buf + at, sizeof(buf) - (size_t)at, ": v\r\n\r\n");
+                const char *why;
+                int rc;
+                size_t nh;
+                struct vd_iov name;
+                if (k % 2) {
+                    struct vd_h1_resp_head resp;
+                    rc = presp_n(buf, (size_t)at, &deflim, &resp, &why);
+                    nh = resp.nhdrs;
+                    name = resp.hdrs[0].name;
+                } else {
+                    struct vd_h1_req_head req;
+                    rc = preq_n(buf, (size_t)at, &deflim, &req, &why);
+                    nh = req.nhdrs;
+                    name = req.hdrs[0].name;
+                }
+                if (tchar) {
+                    if (rc != at || nh != 1 || name.len != (size_t)len || name.base != g_buf + ns) {
+                        fail_msg("len %d byte %d at %d: rc %d want %d (%s)", len, b, k, rc, at,
+                                 why ? why : "");
+                    }
+                } else if (rc >= 0) {
+                    /* A colon inside the name ends it, and the rest is the value. */
+                    if (b != ':' || k == 0 || name.len != (size_t)k) {
+                        fail_msg("len %d byte %d at %d: accepted", len, b, k);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /* Builds "GET /aaa... HTTP/1.1" with a request line of exactly @linelen bytes. */
 static size_t
 mkline(char *buf, size_t linelen)
@@ -712,6 +764,7 @@ main(void)
         cmocka_unit_test_teardown(test_req_forms, teardown),
         cmocka_unit_test_teardown(test_req_line, teardown),
         cmocka_unit_test_teardown(test_fields, teardown),
+        cmocka_unit_test_teardown(test_field_name_bytes, teardown),
         cmocka_unit_test_teardown(test_limits, teardown),
         cmocka_unit_test_teardown(test_incremental, teardown),
         cmocka_unit_test_teardown(test_resp, teardown),
