@@ -173,15 +173,12 @@ split_authority(struct vd_txn *t, struct vd_iov auth, uint16_t dflt_port, char *
                vd_uri_parse_authority(auth.base, auth.len, &h, &p, &v6, &why) < 0) {
         return VD_EBADREQ;
     }
-    char *s = vd_arena_dup(&t->arena, h.base, h.len);
+    char *s = vd_arena_alloc(&t->arena, h.len + 1);
     if (!s) {
         return VD_ENOMEM;
     }
-    for (char *q = s; *q; q++) {
-        if (*q >= 'A' && *q <= 'Z') {
-            *q = (char)(*q + 32);
-        }
-    }
+    vd_hdr_lower((uint8_t *)s, h.base, h.len);
+    s[h.len] = '\0';
     *host = s;
     *port = p ? p : dflt_port;
     return 0;
