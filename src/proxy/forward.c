@@ -179,10 +179,24 @@ struct conn_names {
     const struct vd_hdr *all;
     size_t nall;
     size_t n;
+    uint64_t lens; /* bit len_bit(l) set for each length l of a listed name (all on overflow) */
     bool overflow;
     bool close, keep_alive; /* "close" / "keep-alive" in any Connection field */
     struct vd_iov item[CONN_NAMES_MAX];
 };
+
+/* The bit standing for names of @len bytes in a length mask: one per length up to 62, the
+ * last for every longer one. */
+static inline uint64_t
+len_bit(size_t len)
+{
+    return (uint64_t)1 << (len < 63 ? len : 63);
+}
+
+/* The lengths of the names is_hop_by_hop knows. */
+#define HOP_LENS                                                                                   \
+    (len_bit(2) | len_bit(7) | len_bit(10) | len_bit(14) | len_bit(16) | len_bit(17) |             \
+     len_bit(18) | len_bit(19))
 
 static void
 conn_names_init(struct conn_names *cn, const struct vd_hdr *all, size_t n)
@@ -190,6 +204,7 @@ conn_names_init(struct conn_names *cn, const struct vd_hdr *all, size_t n)
     cn->all = all;
     cn->nall = n;
     cn->n = 0;
+    cn->lens = 0;
     cn->overflow = false;
     cn->close = false;
     cn->keep_alive = false;
@@ -203,8 +218,10 @@ conn_names_init(struct conn_names *cn, const struct vd_hdr *all, size_t n)
             cn->keep_alive = cn->keep_alive || vd_hdr_name_is(item, "keep-alive");
             if (cn->n < CONN_NAMES_MAX) {
                 cn->item[cn->n++] = item;
+                cn->lens |= len_bit(item.len);
             } else {
                 cn->overflow = true;
+                cn->lens = ~(uint64_t)0;
             }
         }
     }
@@ -242,10 +259,14 @@ conn_names_has(const struct conn_names *cn, struct vd_iov name)
     return false;
 }
 
-/* True when field @name of the message whose Connection names are @cn travels end to end. */
-static bool
+/* True when field @name of the message whose Connection names are @cn travels end to end. A
+ * name of a length no hop-by-hop name and no listed name has (most of them) needs no compare. */
+static inline bool
 end_to_end(const struct conn_names *cn, struct vd_iov name)
 {
+    if (!((HOP_LENS | cn->lens) & len_bit(name.len))) {
+        return true;
+    }
     return !is_hop_by_hop(name) && !(cn->n && conn_names_has(cn, name));
 }
 

@@ -122,6 +122,30 @@ def test_request_hop_by_hop_fields_removed(proxy, make_origin):
                    ("x-dup", "second")]
 
 
+@pytest.mark.parametrize("cache", [False, True])
+def test_named_fields_removed_at_every_length(viaduct, make_origin, cache):
+    """Fields named by Connection are removed whatever their length, in both directions, and a
+    field of the same length that is not named is kept: 14 names (fewer than the 16 viaduct
+    collects up front) of 1 to 70 bytes, in mixed case. viaduct skips the compare for lengths no
+    listed name has, with one length class for 63 bytes and more."""
+    lens = [1, 2, 7, 9, 10, 13, 14, 17, 19, 40, 62, 63, 64, 70]
+    named = [("x" + "Nn" * 40)[:n] if n > 1 else "n" for n in lens]
+    kept = [("k" + "Kk" * 40)[:n] if n > 1 else "k" for n in lens]
+    conn = ", ".join(n.upper() for n in named)
+    fields = [("Connection", conn)] + [(n, "v") for n in named] + [(k, "w") for k in kept]
+    o = make_origin(build_response(200, b"ok", headers=fields))
+    vd = viaduct(None if cache else {"cache": {"memory": 0}})
+    with vd.connect() as c:
+        r = c.exchange("GET", url(o, "/len"), headers=fields)
+    assert r.status == 200 and r.body == b"ok"
+    (req,) = o.wait_requests(1)
+    for got in (r.headers, req.headers):
+        names = got.names()
+        assert [n for n in names if n in {m.lower() for m in named}] == []
+        assert [v for n, v in got.items if n.lower() in {k.lower() for k in kept}] == \
+            ["w"] * len(kept)
+
+
 def test_many_fields_named_by_connection_all_removed(proxy, make_origin):
     """Connection fields listing more names than viaduct collects up front (16), split over
     two fields, in both directions: every named field is removed, the others kept."""
