@@ -5,6 +5,7 @@
 #define VD_HTTP_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "vd/buf.h"
 #include "vd/common.h"
@@ -38,13 +39,67 @@ extern const uint8_t vd_http_ctype[256];
 
 bool vd__hdr_name_eq(struct vd_iov name, const char *lower, size_t n);
 
+/* ASCII lowercase of eight bytes at once: 0x20 added to each byte in 'A'..'Z' and to no other
+ * (bytes >= 0x80 included), without a branch per byte. */
+static inline uint64_t
+vd__lower8(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t low7 = x & ~high;
+    uint64_t ge_a = low7 + ones * (0x80 - 'A');     /* high bit set where byte >= 'A' */
+    uint64_t gt_z = low7 + ones * (0x80 - 'Z' - 1); /* high bit set where byte > 'Z' */
+    uint64_t upper = ge_a & ~gt_z & ~x & high;
+    return x | (upper >> 2);
+}
+
+/* @name (of @n bytes, checked by the caller) equals the lowercase ASCII @lc ignoring case.
+ * Inline, so that with a literal the length tests fold and the words compared are constants:
+ * names of 8 bytes or more in 8-byte words, the last overlapping the one before when @n is not
+ * a multiple of 8 (comparing a byte twice changes nothing); 4 to 7 bytes in two overlapping
+ * 4-byte words; shorter ones byte by byte. */
+static inline bool
+vd__hdr_name_eqn(const uint8_t *name, const char *lc, size_t n)
+{
+    uint64_t a, b;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&a, name + i, 8);
+            memcpy(&b, lc + i, 8);
+            if (vd__lower8(a) != b) {
+                return false;
+            }
+        }
+        memcpy(&a, name + n - 8, 8);
+        memcpy(&b, lc + n - 8, 8);
+        return vd__lower8(a) == b;
+    }
+    if (n >= 4) {
+        uint32_t x, y, z, w;
+        memcpy(&x, name, 4);
+        memcpy(&y, name + n - 4, 4);
+        memcpy(&z, lc, 4);
+        memcpy(&w, lc + n - 4, 4);
+        a = (uint64_t)x | (uint64_t)y << 32;
+        b = (uint64_t)z | (uint64_t)w << 32;
+        return vd__lower8(a) == b;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = name[i];
+        if ((c >= 'A' && c <= 'Z' ? (uint8_t)(c | 0x20) : c) != (uint8_t)lc[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Case-insensitive compare of @name with @lower, which must be lowercase ASCII. Inline so that
  * strlen() of a literal folds at compile time: this runs per field per hop-by-hop name. */
 static inline bool
 vd_hdr_name_is(struct vd_iov name, const char *lower)
 {
     size_t n = __builtin_strlen(lower);
-    return name.len == n && vd__hdr_name_eq(name, lower, n); /* most fields differ in length */
+    /* most fields differ in length */
+    return name.len == n && vd__hdr_name_eqn(name.base, lower, n);
 }
 
 /* ASCII lowercase copy of @n bytes (other bytes unchanged), eight at a time. */

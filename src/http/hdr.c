@@ -55,58 +55,10 @@ lower(uint8_t c)
     return (c >= 'A' && c <= 'Z') ? (uint8_t)(c | 0x20) : c;
 }
 
-/* ASCII lowercase of eight bytes at once: 0x20 added to each byte in 'A'..'Z' and to no other
- * (bytes >= 0x80 included), without a branch per byte. */
-static inline uint64_t
-lower8(uint64_t x)
-{
-    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
-    uint64_t low7 = x & ~high;
-    uint64_t ge_a = low7 + ones * (0x80 - 'A');     /* high bit set where byte >= 'A' */
-    uint64_t gt_z = low7 + ones * (0x80 - 'Z' - 1); /* high bit set where byte > 'Z' */
-    uint64_t upper = ge_a & ~gt_z & ~x & high;
-    return x | (upper >> 2);
-}
-
 bool
 vd__hdr_name_eq(struct vd_iov name, const char *lc, size_t n)
 {
-    if (name.len != n) {
-        return false;
-    }
-    uint64_t a, b;
-    if (n >= 8) {
-        /* Eight bytes at a time, the last eight overlapping the ones before when n is not a
-         * multiple of 8 (comparing a byte twice changes nothing): field names are mostly 8-16
-         * bytes, two steps. */
-        size_t i = 0;
-        for (; i + 8 < n; i += 8) {
-            memcpy(&a, name.base + i, 8);
-            memcpy(&b, lc + i, 8);
-            if (lower8(a) != b) {
-                return false;
-            }
-        }
-        memcpy(&a, name.base + n - 8, 8);
-        memcpy(&b, lc + n - 8, 8);
-        return lower8(a) == b;
-    }
-    if (n >= 4) {
-        uint32_t x, y, z, w;
-        memcpy(&x, name.base, 4);
-        memcpy(&y, name.base + n - 4, 4);
-        memcpy(&z, lc, 4);
-        memcpy(&w, lc + n - 4, 4);
-        a = (uint64_t)x | (uint64_t)y << 32;
-        b = (uint64_t)z | (uint64_t)w << 32;
-        return lower8(a) == b;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (lower(name.base[i]) != (uint8_t)lc[i]) {
-            return false;
-        }
-    }
-    return true;
+    return name.len == n && vd__hdr_name_eqn(name.base, lc, n);
 }
 
 void
@@ -116,7 +68,7 @@ vd_hdr_lower(uint8_t *dst, const uint8_t *src, size_t n)
     for (; i + 8 <= n; i += 8) {
         uint64_t a;
         memcpy(&a, src + i, 8);
-        a = lower8(a);
+        a = vd__lower8(a);
         memcpy(dst + i, &a, 8);
     }
     for (; i < n; i++) {

@@ -71,6 +71,29 @@ test_hdr_name_find(void **state)
     assert_false(vd_hdr_name_is(VD_IOV_LIT("Content-Length2"), "content-length"));
     assert_false(vd_hdr_name_is(VD_IOV_LIT("Content_Length"), "content-length"));
     assert_true(vd_hdr_name_is(VD_IOV_NULL, ""));
+    /* With a literal, the compare is inlined with the length known: one literal per size
+     * class, matched in mixed case, and missed by one byte changed at each end. */
+#define NAME_IS_CASE(mixed, lc)                                                                    \
+    do {                                                                                           \
+        uint8_t m[] = mixed;                                                                       \
+        struct vd_iov v = {m, sizeof(m) - 1};                                                      \
+        assert_true(vd_hdr_name_is(v, lc));                                                        \
+        m[0] ^= 1;                                                                                 \
+        assert_false(vd_hdr_name_is(v, lc));                                                       \
+        m[0] ^= 1;                                                                                 \
+        m[sizeof(m) - 2] ^= 1;                                                                     \
+        assert_false(vd_hdr_name_is(v, lc));                                                       \
+    } while (0)
+    NAME_IS_CASE("Te", "te");
+    NAME_IS_CASE("DaTe", "date");
+    NAME_IS_CASE("UpGrade", "upgrade");
+    NAME_IS_CASE("Location", "location");
+    NAME_IS_CASE("Connection", "connection");
+    NAME_IS_CASE("Content-LENGTH", "content-length");
+    NAME_IS_CASE("Proxy-Connection", "proxy-connection");
+    NAME_IS_CASE("Transfer-Encoding", "transfer-encoding");
+    NAME_IS_CASE("Proxy-Authorization", "proxy-authorization");
+#undef NAME_IS_CASE
     assert_ptr_equal(vd_hdr_find(h, 3, "content-length"), &h[1]);
     assert_ptr_equal(vd_hdr_find(h, 3, "host"), &h[0]);
     assert_null(vd_hdr_find(h, 3, "cookie"));
