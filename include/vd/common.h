@@ -8,7 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VD_MUST_CHECK       __attribute__((warn_unused_result))
+#define VD_MUST_CHECK __attribute__((warn_unused_result))
+/* For small helpers whose cost is all in the call unless the compiler sees the constants they
+ * are called with (gcc -O2 leaves some of them out of line). */
+#define VD_ALWAYS_INLINE    __attribute__((always_inline)) inline
 #define VD_PRINTF(fmt, arg) __attribute__((format(printf, fmt, arg)))
 #define VD_NORETURN         __attribute__((noreturn))
 #define VD_UNUSED           __attribute__((unused))

@@ -41,7 +41,7 @@ bool vd__hdr_name_eq(struct vd_iov name, const char *lower, size_t n);
 
 /* ASCII lowercase of eight bytes at once: 0x20 added to each byte in 'A'..'Z' and to no other
  * (bytes >= 0x80 included), without a branch per byte. */
-static inline uint64_t
+static VD_ALWAYS_INLINE uint64_t
 vd__lower8(uint64_t x)
 {
     const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
@@ -57,7 +57,7 @@ vd__lower8(uint64_t x)
  * names of 8 bytes or more in 8-byte words, the last overlapping the one before when @n is not
  * a multiple of 8 (comparing a byte twice changes nothing); 4 to 7 bytes in two overlapping
  * 4-byte words; shorter ones byte by byte. */
-static inline bool
+static VD_ALWAYS_INLINE bool
 vd__hdr_name_eqn(const uint8_t *name, const char *lc, size_t n)
 {
     uint64_t a, b;
@@ -94,7 +94,7 @@ vd__hdr_name_eqn(const uint8_t *name, const char *lc, size_t n)
 
 /* Case-insensitive compare of @name with @lower, which must be lowercase ASCII. Inline so that
  * strlen() of a literal folds at compile time: this runs per field per hop-by-hop name. */
-static inline bool
+static VD_ALWAYS_INLINE bool
 vd_hdr_name_is(struct vd_iov name, const char *lower)
 {
     size_t n = __builtin_strlen(lower);
