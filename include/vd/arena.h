@@ -10,11 +10,16 @@
 
 struct vd_arena_blk;
 
+/* The inline first block. The arena lives in struct vd_txn, which the block cache (vd/mcache.h)
+ * serves from its 2 KiB class: 1,488 bytes fill that class, and hold a proxied request's
+ * fields and the response's field table, so most exchanges allocate nothing more. */
+#define VD_ARENA_FIRST 1488
+
 struct vd_arena {
-    struct vd_arena_blk *blk; /* current block, linked to older ones */
-    size_t used;              /* bytes handed out, all blocks */
-    size_t max;               /* cap on @used */
-    uint8_t first[512];       /* inline first block: small requests never call malloc */
+    struct vd_arena_blk *blk;      /* current block, linked to older ones */
+    size_t used;                   /* bytes handed out, all blocks */
+    size_t max;                    /* cap on @used */
+    uint8_t first[VD_ARENA_FIRST]; /* inline first block: small requests never call malloc */
     size_t first_off;
 };
 

@@ -159,6 +159,11 @@ struct vd_txn {
     struct vd_txn_stats stats;
 };
 
+/* A new transaction for a front: every field zero (the arena's inline block excepted: it is
+ * written before it is read) and the arena set up with @arena_max. NULL when out of memory.
+ * The front frees it (vd_arena_free, then vd_mc_free). */
+struct vd_txn *vd_txn_new(size_t arena_max);
+
 /* Starts processing a complete request head: access control, special methods, routing, then a
  * handler. The front must have filled t->req, t->conf, t->front*, t->w, t->client*. Any error
  * answer is sent through the front before this returns or later. */

@@ -614,11 +614,10 @@ arm(struct h1c *c)
 static struct vd_txn *
 txn_new(struct h1c *c, size_t arena_max)
 {
-    struct vd_txn *t = vd_mc_calloc(1, sizeof(*t));
+    struct vd_txn *t = vd_txn_new(arena_max);
     if (!t) {
         return NULL;
     }
-    vd_arena_init(&t->arena, arena_max);
     t->conf = c->conf;
     t->w = c->w;
     t->front = &h1_front_ops;

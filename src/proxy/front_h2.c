@@ -430,13 +430,12 @@ cb_begin_headers(nghttp2_session *ng, const nghttp2_frame *fr, void *ud)
     vd_dbuf_init(&st->trailers, h->conf->limits.trailer_block + 64);
     vd_list_insert_tail(&h->streams, &st->link);
     h->nstreams++;
-    struct vd_txn *t = vd_mc_calloc(1, sizeof(*t));
+    struct vd_txn *t = vd_txn_new(h->conf->limits.request_arena + h->conf->limits.header_block);
     if (!t) {
         st->ng_closed = true; /* not attached: freed here */
         st_free(st);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
-    vd_arena_init(&t->arena, h->conf->limits.request_arena + h->conf->limits.header_block);
     t->conf = h->conf;
     t->w = h->host.w;
     t->front = &h2_front_ops;

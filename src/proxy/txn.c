@@ -4,6 +4,7 @@
  * forward and reverse listeners, proxy-generated error responses, and the access log line. */
 #include "vd/config.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 
 #include "vd/access.h"
 #include "vd/err.h"
+#include "vd/mcache.h"
 #include "vd/proxy.h"
 
 void
@@ -518,6 +520,26 @@ txn_route(struct vd_txn *t)
     } else {
         vd_forward_start(t, host, port, https, NULL);
     }
+}
+
+/* The 2 KiB class of vd_mc_alloc (its 16-byte header included): VD_ARENA_FIRST was sized to
+ * fill it. A field added to struct vd_txn comes out of VD_ARENA_FIRST. */
+_Static_assert(sizeof(struct vd_txn) + 16 <= 2048, "struct vd_txn outgrew its size class");
+
+struct vd_txn *
+vd_txn_new(size_t arena_max)
+{
+    struct vd_txn *t = vd_mc_alloc(sizeof(*t));
+    if (!t) {
+        return NULL;
+    }
+    /* Most of the struct is the arena's first block, which calloc would zero for nothing. */
+    size_t a0 = offsetof(struct vd_txn, arena) + offsetof(struct vd_arena, first);
+    size_t a1 = a0 + sizeof(t->arena.first);
+    memset(t, 0, a0);
+    memset((char *)t + a1, 0, sizeof(*t) - a1);
+    vd_arena_init(&t->arena, arena_max);
+    return t;
 }
 
 void
