@@ -309,6 +309,71 @@ test_uri_absolute(void **state)
     }
 }
 
+/* Every byte value at every position of an absolute URI's authority and of its path, in
+ * authorities and paths of 1 to 40 bytes (the scans take 16 bytes per step), against the rules
+ * byte by byte: in the authority, '/', '?' and '#' end it and '@' is userinfo (refused); in the
+ * path, only 0x21-0x7e but '#' may appear. */
+static void
+test_uri_absolute_every_byte(void **state)
+{
+    (void)state;
+    for (int len = 1; len <= 40; len++) {
+        for (int k = 0; k < len; k++) {
+            for (int c = 0; c < 256; c++) {
+                uint8_t buf[96];
+                struct vd_uri u;
+                const char *why = NULL;
+                /* Authority "aaa...a" with byte c at k, then "/p". */
+                memcpy(buf, "http://", 7);
+                memset(buf + 7, 'a', (size_t)len);
+                buf[7 + k] = (uint8_t)c;
+                memcpy(buf + 7 + len, "/p", 2);
+                size_t n = 7 + (size_t)len + 2;
+                uint8_t *b = malloc(n);
+                memcpy(b, buf, n);
+                int rc = vd_uri_parse_absolute(b, n, &u, &why);
+                if (c == '@') {
+                    assert_int_equal(rc, VD_EBADREQ);
+                    assert_string_equal(why, "userinfo not allowed");
+                } else if (c == '/' || c == '?') {
+                    /* The authority ends at k: the rest is the path (valid bytes), unless
+                     * the authority is empty. */
+                    assert_int_equal(rc, k == 0 ? VD_EBADREQ : 0);
+                    if (rc == 0) {
+                        assert_int_equal(u.authority.len, (size_t)k);
+                        assert_ptr_equal(u.path.base, b + 7 + k);
+                    }
+                } else if (c == '#') {
+                    assert_int_equal(rc, VD_EBADREQ);
+                } else if (rc == 0) {
+                    assert_int_equal(u.authority.len, (size_t)len);
+                    assert_ptr_equal(u.path.base, b + 7 + len);
+                }
+                free(b);
+                /* Path "/bbb...b" with byte c at k + 1. */
+                memcpy(buf, "http://h/", 9);
+                memset(buf + 9, 'b', (size_t)len);
+                buf[9 + k] = (uint8_t)c;
+                n = 9 + (size_t)len;
+                b = malloc(n);
+                memcpy(b, buf, n);
+                why = NULL;
+                rc = vd_uri_parse_absolute(b, n, &u, &why);
+                bool ok = c >= 0x21 && c <= 0x7e && c != '#';
+                if (ok) {
+                    assert_int_equal(rc, 0);
+                    assert_int_equal(u.path.len, (size_t)len + 1);
+                } else {
+                    assert_int_equal(rc, VD_EBADREQ);
+                    assert_string_equal(why, c == '#' ? "fragment in request target"
+                                                      : "invalid character in path");
+                }
+                free(b);
+            }
+        }
+    }
+}
+
 static void
 test_uri_authority(void **state)
 {
@@ -1026,6 +1091,7 @@ main(void)
         cmocka_unit_test(test_list_next),
         cmocka_unit_test(test_list_has_token),
         cmocka_unit_test(test_uri_absolute),
+        cmocka_unit_test(test_uri_absolute_every_byte),
         cmocka_unit_test(test_uri_authority),
         cmocka_unit_test(test_req_framing),
         cmocka_unit_test(test_resp_framing),
