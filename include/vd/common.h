@@ -8,18 +8,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VD_MUST_CHECK __attribute__((warn_unused_result))
-/* For small helpers whose cost is all in the call unless the compiler sees the constants they
- * are called with (gcc -O2 leaves some of them out of line). */
-#define VD_ALWAYS_INLINE    __attribute__((always_inline)) inline
+#define VD_MUST_CHECK       __attribute__((warn_unused_result))
 #define VD_PRINTF(fmt, arg) __attribute__((format(printf, fmt, arg)))
 #define VD_NORETURN         __attribute__((noreturn))
 #define VD_UNUSED           __attribute__((unused))
 #define VD_LIKELY(x)        __builtin_expect(!!(x), 1)
 #define VD_UNLIKELY(x)      __builtin_expect(!!(x), 0)
-#define VD_ARRAY_LEN(a)     (sizeof(a) / sizeof((a)[0]))
-#define VD_MIN(a, b)        ((a) < (b) ? (a) : (b))
-#define VD_MAX(a, b)        ((a) > (b) ? (a) : (b))
+/* For small helpers whose cost is all in the call unless the compiler sees the constants they
+ * are called with (gcc -O2 leaves some of them out of line). */
+#define VD_ALWAYS_INLINE __attribute__((always_inline)) inline
+#define VD_ARRAY_LEN(a)  (sizeof(a) / sizeof((a)[0]))
+#define VD_MIN(a, b)     ((a) < (b) ? (a) : (b))
+#define VD_MAX(a, b)     ((a) > (b) ? (a) : (b))
 
 #define VD_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 

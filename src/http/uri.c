@@ -120,6 +120,23 @@ static _Thread_local struct {
     uint8_t v[MAX_HOST + 7]; /* host, ':' and a port of up to 5 digits; longer ones are not kept */
 } hp_memo;
 
+/* True when @p is the memo's authority (checked with @empty_port_ok): its parts are then set. */
+static inline bool
+memo_hit(const uint8_t *p, size_t n, bool empty_port_ok, struct vd_iov *host, uint16_t *port,
+         bool *has_port, bool *ipv6)
+{
+    if (!n || n != hp_memo.len || empty_port_ok != hp_memo.empty_port_ok ||
+        memcmp(p, hp_memo.v, n) != 0) {
+        return false;
+    }
+    host->base = p + hp_memo.hoff;
+    host->len = hp_memo.hlen;
+    *port = hp_memo.port;
+    *has_port = hp_memo.has_port;
+    *ipv6 = hp_memo.ipv6;
+    return true;
+}
+
 static int parse_hostport_full(const uint8_t *p, size_t n, bool empty_port_ok, struct vd_iov *host,
                                uint16_t *port, bool *has_port, bool *ipv6, const char **why);
 
@@ -129,13 +146,7 @@ static int
 parse_hostport(const uint8_t *p, size_t n, bool empty_port_ok, struct vd_iov *host, uint16_t *port,
                bool *has_port, bool *ipv6, const char **why)
 {
-    if (n && n == hp_memo.len && empty_port_ok == hp_memo.empty_port_ok &&
-        memcmp(p, hp_memo.v, n) == 0) {
-        host->base = p + hp_memo.hoff;
-        host->len = hp_memo.hlen;
-        *port = hp_memo.port;
-        *has_port = hp_memo.has_port;
-        *ipv6 = hp_memo.ipv6;
+    if (memo_hit(p, n, empty_port_ok, host, port, has_port, ipv6)) {
         return 0;
     }
     int r = parse_hostport_full(p, n, empty_port_ok, host, port, has_port, ipv6, why);
@@ -243,6 +254,9 @@ vd_uri_parse_authority(const uint8_t *p, size_t n, struct vd_iov *host, uint16_t
                        const char **why)
 {
     bool has_port;
+    if (memo_hit(p, n, false, host, port, &has_port, ipv6)) {
+        return 0; /* it had no userinfo either */
+    }
     /* RFC 9110 §4.2.4: no userinfo in an authority we act on. */
     if (n > 0 && memchr(p, '@', n)) {
         return bad(why, "userinfo not allowed");

@@ -748,15 +748,6 @@ rebase_view(struct vd_iov v, struct vd_iov from, struct vd_iov to)
     return v;
 }
 
-/* The last Host value this worker thread found valid, and the host and port in it: keep-alive
- * clients send the same Host request after request, and comparing the bytes costs less than
- * checking them again (a reverse proxy's Host is parsed on every request). */
-static _Thread_local struct {
-    uint16_t len; /* 0: none */
-    uint16_t hoff, hlen, port;
-    uint8_t v[256];
-} host_memo;
-
 /* Decodes request target into scheme/authority/path; @pre is the parser's view of an absolute
  * http(s) target already moved into the transaction's copy, or NULL. Returns 0 or an error with
  * @why. */
@@ -793,24 +784,12 @@ req_target(struct vd_txn *t, const struct vd_uri *pre, const char **why)
                 pre->authority.base[pre->authority.len - 1] != ':' &&
                 memcmp(host->value.base, pre->authority.base, pre->authority.len) == 0;
     if (host && !same) {
-        struct vd_iov v = host->value;
-        if (v.len && v.len == host_memo.len && memcmp(v.base, host_memo.v, v.len) == 0) {
-            hh = (struct vd_iov){v.base + host_memo.hoff, host_memo.hlen};
-            hp = host_memo.port;
-        } else {
-            bool v6;
-            if (vd_uri_parse_authority(v.base, v.len, &hh, &hp, &v6, why) < 0) {
-                *why = "invalid Host field";
-                return VD_EBADREQ;
-            }
-            host_memo.len = 0;
-            if (v.len <= sizeof(host_memo.v)) { /* the host is a view into the value */
-                memcpy(host_memo.v, v.base, v.len);
-                host_memo.len = (uint16_t)v.len;
-                host_memo.hoff = (uint16_t)(hh.base - v.base);
-                host_memo.hlen = (uint16_t)hh.len;
-                host_memo.port = hp;
-            }
+        /* A keep-alive client's Host is the same request after request: the parser compares
+         * it with the last valid authority before checking it again. */
+        bool v6;
+        if (vd_uri_parse_authority(host->value.base, host->value.len, &hh, &hp, &v6, why) < 0) {
+            *why = "invalid Host field";
+            return VD_EBADREQ;
         }
     }
     switch (r->form) {
