@@ -62,7 +62,9 @@ use_head(const uint8_t *data, size_t size, int r, const struct vd_h1_req_head *r
         struct vd_uri u;
         if (vd_uri_parse_absolute(req->target.base, req->target.len, &u, &why) == 0) {
             CHECK(u.host.len > 0 && inside(u.host, data, (size_t)r));
-            CHECK(u.path.len > 0 && u.path.base[0] == '/');
+            /* "http://h?q" has an empty path: the query is the path view and the front puts
+             * "/" before it (RFC 9112 §3.2.1). */
+            CHECK(u.path.len > 0 && (u.path.base[0] == '/' || u.path.base[0] == '?'));
         }
     }
 }
