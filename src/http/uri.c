@@ -111,22 +111,24 @@ ipv4_dotted_quad(const uint8_t *p, size_t n)
 }
 
 /* The last authority this thread found valid, and what it holds: a proxy's clients name the same
- * authority request after request, and comparing the bytes costs a tenth of checking them
- * again. Only valid authorities are kept, so any other input is checked in full. */
+ * authority request after request (a forward proxy's clients twice per request: in the target
+ * and in Host), and comparing the bytes costs a tenth of checking them again. Only valid
+ * authorities are kept, so any other input is checked in full; and only those without an empty
+ * port, the one thing valid in an absolute URI and not in Host or authority-form, so a hit
+ * holds for every caller. */
 static _Thread_local struct {
     uint16_t len; /* 0: none */
     uint16_t hoff, hlen, port;
-    bool empty_port_ok, has_port, ipv6;
+    bool has_port, ipv6;
     uint8_t v[MAX_HOST + 7]; /* host, ':' and a port of up to 5 digits; longer ones are not kept */
 } hp_memo;
 
-/* True when @p is the memo's authority (checked with @empty_port_ok): its parts are then set. */
+/* True when @p is the memo's authority: its parts are then set. */
 static inline bool
-memo_hit(const uint8_t *p, size_t n, bool empty_port_ok, struct vd_iov *host, uint16_t *port,
-         bool *has_port, bool *ipv6)
+memo_hit(const uint8_t *p, size_t n, struct vd_iov *host, uint16_t *port, bool *has_port,
+         bool *ipv6)
 {
-    if (!n || n != hp_memo.len || empty_port_ok != hp_memo.empty_port_ok ||
-        memcmp(p, hp_memo.v, n) != 0) {
+    if (!n || n != hp_memo.len || memcmp(p, hp_memo.v, n) != 0) {
         return false;
     }
     host->base = p + hp_memo.hoff;
@@ -146,17 +148,16 @@ static int
 parse_hostport(const uint8_t *p, size_t n, bool empty_port_ok, struct vd_iov *host, uint16_t *port,
                bool *has_port, bool *ipv6, const char **why)
 {
-    if (memo_hit(p, n, empty_port_ok, host, port, has_port, ipv6)) {
+    if (memo_hit(p, n, host, port, has_port, ipv6)) {
         return 0;
     }
     int r = parse_hostport_full(p, n, empty_port_ok, host, port, has_port, ipv6, why);
-    if (r == 0 && n <= sizeof(hp_memo.v)) {
+    if (r == 0 && n <= sizeof(hp_memo.v) && p[n - 1] != ':') {
         memcpy(hp_memo.v, p, n);
         hp_memo.len = (uint16_t)n;
         hp_memo.hoff = (uint16_t)(host->base - p);
         hp_memo.hlen = (uint16_t)host->len;
         hp_memo.port = *port;
-        hp_memo.empty_port_ok = empty_port_ok;
         hp_memo.has_port = *has_port;
         hp_memo.ipv6 = *ipv6;
     }
@@ -254,7 +255,7 @@ vd_uri_parse_authority(const uint8_t *p, size_t n, struct vd_iov *host, uint16_t
                        const char **why)
 {
     bool has_port;
-    if (memo_hit(p, n, false, host, port, &has_port, ipv6)) {
+    if (memo_hit(p, n, host, port, &has_port, ipv6)) {
         return 0; /* it had no userinfo either */
     }
     /* RFC 9110 §4.2.4: no userinfo in an authority we act on. */

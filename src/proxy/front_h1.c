@@ -775,17 +775,10 @@ req_target(struct vd_txn *t, const struct vd_uri *pre, const char **why)
     }
     struct vd_iov hh = VD_IOV_NULL;
     uint16_t hp = 0;
-    /* A Host with the very bytes of an absolute target's authority (what clients send) is
-     * valid: the parser checked those bytes as host [":" port] without userinfo, which is what
-     * Host must be, except that a target may end in an empty port. Its host and port are not
-     * used either way (the target's win). */
-    bool same = host && r->form == VD_TARGET_ABSOLUTE && pre && pre->authority.len &&
-                host->value.len == pre->authority.len &&
-                pre->authority.base[pre->authority.len - 1] != ':' &&
-                memcmp(host->value.base, pre->authority.base, pre->authority.len) == 0;
-    if (host && !same) {
-        /* A keep-alive client's Host is the same request after request: the parser compares
-         * it with the last valid authority before checking it again. */
+    if (host) {
+        /* A keep-alive client's Host is the same request after request, and a forward proxy's
+         * client repeats the target's authority in it: the URI parser compares it with the
+         * last valid authority before checking it again. */
         bool v6;
         if (vd_uri_parse_authority(host->value.base, host->value.len, &hh, &hp, &v6, why) < 0) {
             *why = "invalid Host field";

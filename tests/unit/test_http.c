@@ -449,7 +449,7 @@ test_uri_authority(void **state)
         }
         free(b);
     }
-    /* The memo never answers for other bytes of the same length, nor for an empty port that
+    /* The memo never answers for other bytes of the same length, nor keeps an empty port that
      * an absolute URI may have and an authority may not. */
     {
         struct vd_iov host;
