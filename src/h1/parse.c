@@ -13,6 +13,7 @@
 
 #include "vd/err.h"
 #include "vd/h1.h"
+#include "vd/scan.h"
 
 #define CT vd_http_ctype
 
@@ -73,29 +74,6 @@ scan_value(const uint8_t *p, const uint8_t *e)
     }
 #endif
     while (p < e && (CT[*p] & VD_CT_VALUE)) {
-        p++;
-    }
-    return p;
-}
-
-/* Returns the first byte of [p, e) outside 0x21-0x7e, or e (request-target bytes). */
-static inline const uint8_t *
-scan_target(const uint8_t *p, const uint8_t *e)
-{
-#if defined(__SSE2__)
-    /* Signed compare: 0x80-0xff are negative, so "< 0x21" also catches them. */
-    const __m128i lo = _mm_set1_epi8(0x21);
-    const __m128i del = _mm_set1_epi8(0x7f);
-    while (e - p >= 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-        int m = _mm_movemask_epi8(_mm_or_si128(_mm_cmplt_epi8(v, lo), _mm_cmpeq_epi8(v, del)));
-        if (m) {
-            return p + __builtin_ctz((unsigned)m);
-        }
-        p += 16;
-    }
-#endif
-    while (p < e && (CT[*p] & VD_CT_TARGET)) {
         p++;
     }
     return p;
@@ -182,7 +160,7 @@ req_line(const struct hp *h, const uint8_t *p, const uint8_t *e, bool complete,
     req->method.base = s;
     req->method.len = (size_t)(p - s);
     s = ++p;
-    p = scan_target(p, e);
+    p = vd_scan_target(p, e, false);
     if (p == e) {
         return complete ? fail(h, why, "malformed request line") : 1;
     }

@@ -12,6 +12,7 @@
 
 #include "vd/err.h"
 #include "vd/http.h"
+#include "vd/scan.h"
 
 #define MAX_HOST 255 /* bytes; a DNS name never exceeds 253 (RFC 1035 §2.3.4) */
 
@@ -290,31 +291,6 @@ authority_end(const uint8_t *p, const uint8_t *e)
     return p;
 }
 
-/* The first byte of [p, e) that may not be in a path and query (outside 0x21-0x7e, or '#'), or
- * e. 16 bytes per step with SSE2. */
-static inline const uint8_t *
-path_end(const uint8_t *p, const uint8_t *e)
-{
-#if defined(__SSE2__)
-    /* Signed compare: 0x80-0xff are negative, so "< 0x21" also catches them. */
-    const __m128i lo = _mm_set1_epi8(0x21), del = _mm_set1_epi8(0x7f), hs = _mm_set1_epi8('#');
-    while (e - p >= 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-        __m128i m = _mm_or_si128(_mm_cmplt_epi8(v, lo),
-                                 _mm_or_si128(_mm_cmpeq_epi8(v, del), _mm_cmpeq_epi8(v, hs)));
-        int bits = _mm_movemask_epi8(m);
-        if (bits) {
-            return p + __builtin_ctz((unsigned)bits);
-        }
-        p += 16;
-    }
-#endif
-    while (p < e && (vd_http_ctype[*p] & VD_CT_TARGET) && *p != '#') {
-        p++;
-    }
-    return p;
-}
-
 int
 vd_uri_parse_absolute(const uint8_t *p, size_t n, struct vd_uri *u, const char **why)
 {
@@ -365,7 +341,7 @@ vd_uri_parse_absolute(const uint8_t *p, size_t n, struct vd_uri *u, const char *
     }
     /* "http://h?q" has an empty path (RFC 3986 path-abempty): path then starts with '?' and the
      * caller sends "/" before it (RFC 9112 §3.2.1). */
-    const uint8_t *s = path_end(q, e);
+    const uint8_t *s = vd_scan_target(q, e, true);
     if (s < e) {
         return bad(why, *s == '#' ? "fragment in request target" : "invalid character in path");
     }
