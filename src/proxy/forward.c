@@ -1188,18 +1188,21 @@ filter_response_head(struct fwd *f, const struct vd_h1_resp_head *h, const struc
     if (!out) {
         return VD_ENOMEM;
     }
-    size_t n = 0, bytes = 0;
+    size_t n = 0;
     bool has_date = false;
     for (size_t i = 0; i < h->nhdrs; i++) {
         struct vd_iov name = h->hdrs[i].name;
         if (end_to_end(cn, name)) {
             out[n++] = h->hdrs[i];
-            bytes += name.len + h->hdrs[i].value.len + 2;
             has_date = has_date || vd_hdr_name_is(name, "date");
         }
     }
     if (f->cx) {
         /* Names and values (each NUL-terminated) in one block. */
+        size_t bytes = 0;
+        for (size_t i = 0; i < n; i++) {
+            bytes += out[i].name.len + out[i].value.len + 2;
+        }
         char *p = vd_arena_alloc(&t->arena, bytes ? bytes : 1);
         if (!p) {
             return VD_ENOMEM;
